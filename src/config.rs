@@ -1,0 +1,683 @@
+//! Configuration: a TOML file (unknown keys rejected) merged with command-line overrides,
+//! validated up front into a [`Config`]. Errors name the key and the problem.
+//!
+//! [`Config::resolve`] is pure (text in, config out) so tests feed it strings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::fsm::MasterSpec;
+use crate::model::{Addr, NodeId};
+
+/// Default ports (DESIGN §1).
+pub const DEFAULT_SENTINEL: &str = "0.0.0.0:26379";
+/// gRPC API.
+pub const DEFAULT_GRPC: &str = "0.0.0.0:7700";
+/// Raft peer port.
+pub const DEFAULT_PEER: &str = "0.0.0.0:7701";
+/// Metrics, health and readiness.
+pub const DEFAULT_METRICS: &str = "0.0.0.0:9700";
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML parser said (includes line and key).
+        message: String,
+    },
+    /// A value is missing or wrong.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `peers[2].addr`.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Command-line overrides of the file (all optional).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// This node's id (overrides `node_id`).
+    #[arg(long)]
+    pub node_id: Option<NodeId>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A peer as ID=HOST:PORT; repeat for each (replaces `[[peers]]`).
+    #[arg(long = "peer", value_name = "ID=HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Sentinel-compatible RESP listen address.
+    #[arg(long)]
+    pub sentinel_listen: Option<String>,
+    /// gRPC API listen address.
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// Raft peer listen address.
+    #[arg(long)]
+    pub peer_listen: Option<String>,
+    /// Metrics/health listen address.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Address other nodes and clients should use for this node.
+    #[arg(long)]
+    pub announce_ip: Option<String>,
+    /// Join an existing cluster (start empty and wait to be added) instead of bootstrapping.
+    #[arg(long)]
+    pub join: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<NodeId>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    listen: ListenFile,
+    #[serde(default)]
+    peers: Vec<PeerFile>,
+    #[serde(default)]
+    raft: RaftFile,
+    #[serde(default)]
+    security: SecurityFile,
+    #[serde(default)]
+    masters: Vec<MasterFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    sentinel: Option<String>,
+    grpc: Option<String>,
+    peer: Option<String>,
+    metrics: Option<String>,
+    announce_ip: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerFile {
+    id: NodeId,
+    addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RaftFile {
+    tick_ms: u64,
+    election_ticks: usize,
+    heartbeat_ticks: usize,
+    cluster_id: String,
+    compact_threshold: u64,
+    join: bool,
+}
+
+impl Default for RaftFile {
+    fn default() -> Self {
+        RaftFile {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            cluster_id: "raft-sentinel".into(),
+            compact_threshold: 1000,
+            join: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityFile {
+    requirepass: Option<String>,
+    tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MasterFile {
+    name: String,
+    addr: String,
+    quorum: u32,
+    #[serde(default = "default_down_after")]
+    down_after_ms: u64,
+    #[serde(default = "default_failover_timeout")]
+    failover_timeout_ms: u64,
+    #[serde(default = "default_parallel_syncs")]
+    parallel_syncs: u32,
+    auth_user: Option<String>,
+    auth_pass: Option<String>,
+    #[serde(default)]
+    tls: bool,
+}
+
+fn default_down_after() -> u64 {
+    5000
+}
+fn default_failover_timeout() -> u64 {
+    60_000
+}
+fn default_parallel_syncs() -> u32 {
+    1
+}
+
+/// TLS files for the gRPC and peer ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA that peers' certificates must chain to.
+    pub ca: PathBuf,
+}
+
+/// Listen addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Sentinel-compatible RESP port.
+    pub sentinel: SocketAddr,
+    /// gRPC API.
+    pub grpc: SocketAddr,
+    /// Raft peer port.
+    pub peer: SocketAddr,
+    /// Metrics, health, readiness.
+    pub metrics: SocketAddr,
+    /// Address to announce instead of the listen address.
+    pub announce_ip: Option<String>,
+}
+
+/// Raft timing and log settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// Tick interval.
+    pub tick: Duration,
+    /// Ticks before an election.
+    pub election_ticks: usize,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Cluster identity checked on every peer message.
+    pub cluster_id: String,
+    /// Log entries kept before compaction.
+    pub compact_threshold: u64,
+    /// Start empty and wait to be added, instead of bootstrapping.
+    pub join: bool,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub node_id: NodeId,
+    /// Where the Raft log and state live.
+    pub data_dir: PathBuf,
+    /// Listen addresses.
+    pub listen: Listen,
+    /// Every voting node (this one included), id → peer address.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Raft settings.
+    pub raft: RaftSettings,
+    /// Password clients of the Sentinel port must AUTH with.
+    pub requirepass: Option<String>,
+    /// TLS for gRPC and peer ports.
+    pub tls: Option<TlsPaths>,
+    /// Masters proposed when the cluster first forms.
+    pub masters: Vec<MasterSpec>,
+}
+
+impl Config {
+    /// Reads `path` and resolves it with the overrides.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::resolve(&path.display().to_string(), &text, overrides)
+    }
+
+    /// Parses, merges and validates. Pure.
+    pub fn resolve(origin: &str, text: &str, o: &Overrides) -> Result<Config, ConfigError> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+
+        let node_id = o
+            .node_id
+            .or(f.node_id)
+            .ok_or_else(|| invalid("node_id", "missing (set it in the file or with --node-id)"))?;
+        if node_id == 0 {
+            return Err(invalid("node_id", "must be greater than 0"));
+        }
+        let data_dir = o.data_dir.clone().or(f.data_dir).ok_or_else(|| {
+            invalid(
+                "data_dir",
+                "missing (set it in the file or with --data-dir)",
+            )
+        })?;
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+
+        let listen = Listen {
+            sentinel: socket(
+                "listen.sentinel",
+                o.sentinel_listen.as_ref().or(f.listen.sentinel.as_ref()),
+                DEFAULT_SENTINEL,
+            )?,
+            grpc: socket(
+                "listen.grpc",
+                o.grpc_listen.as_ref().or(f.listen.grpc.as_ref()),
+                DEFAULT_GRPC,
+            )?,
+            peer: socket(
+                "listen.peer",
+                o.peer_listen.as_ref().or(f.listen.peer.as_ref()),
+                DEFAULT_PEER,
+            )?,
+            metrics: socket(
+                "listen.metrics",
+                o.metrics_listen.as_ref().or(f.listen.metrics.as_ref()),
+                DEFAULT_METRICS,
+            )?,
+            announce_ip: o.announce_ip.clone().or(f.listen.announce_ip),
+        };
+        if let Some(ip) = &listen.announce_ip {
+            if ip.is_empty()
+                || ip.contains(char::is_whitespace)
+                || ip.contains(':') && ip.parse::<std::net::Ipv6Addr>().is_err()
+            {
+                return Err(invalid(
+                    "listen.announce_ip",
+                    format!("'{ip}' is not a host name or IP address"),
+                ));
+            }
+        }
+        let ports = [
+            ("listen.sentinel", listen.sentinel),
+            ("listen.grpc", listen.grpc),
+            ("listen.peer", listen.peer),
+            ("listen.metrics", listen.metrics),
+        ];
+        for (i, (ka, a)) in ports.iter().enumerate() {
+            for (kb, b) in &ports[i + 1..] {
+                if a.port() != 0 && a == b {
+                    return Err(invalid(*kb, format!("{b} is already used by {ka}")));
+                }
+            }
+        }
+
+        let raw_peers: Vec<(String, NodeId, String)> = if o.peers.is_empty() {
+            f.peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("peers[{i}]"), p.id, p.addr.clone()))
+                .collect()
+        } else {
+            o.peers
+                .iter()
+                .map(|s| {
+                    let (id, addr) = s
+                        .split_once('=')
+                        .ok_or_else(|| invalid("--peer", format!("'{s}' is not ID=HOST:PORT")))?;
+                    let id = id
+                        .parse()
+                        .map_err(|_| invalid("--peer", format!("'{id}' is not a node id")))?;
+                    Ok((format!("--peer {s}"), id, addr.to_string()))
+                })
+                .collect::<Result<_, ConfigError>>()?
+        };
+        if raw_peers.is_empty() {
+            return Err(invalid(
+                "peers",
+                "no peers: list every voting node, this one included",
+            ));
+        }
+        let mut peers = BTreeMap::new();
+        let mut addrs = BTreeSet::new();
+        for (key, id, addr) in raw_peers {
+            if id == 0 {
+                return Err(invalid(format!("{key}.id"), "must be greater than 0"));
+            }
+            addr.parse::<Addr>()
+                .map_err(|e| invalid(format!("{key}.addr"), e.to_string()))?;
+            if peers.insert(id, addr.clone()).is_some() {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!("duplicate node id {id}"),
+                ));
+            }
+            if !addrs.insert(addr.clone()) {
+                return Err(invalid(
+                    format!("{key}.addr"),
+                    format!("duplicate address {addr}"),
+                ));
+            }
+        }
+        if !peers.contains_key(&node_id) {
+            return Err(invalid(
+                "peers",
+                format!("this node (node_id = {node_id}) is missing from peers"),
+            ));
+        }
+
+        let r = f.raft;
+        if r.tick_ms == 0 || r.tick_ms > 10_000 {
+            return Err(invalid("raft.tick_ms", "must be between 1 and 10000"));
+        }
+        if r.heartbeat_ticks == 0 {
+            return Err(invalid("raft.heartbeat_ticks", "must be greater than 0"));
+        }
+        if r.election_ticks <= r.heartbeat_ticks {
+            return Err(invalid(
+                "raft.election_ticks",
+                format!(
+                    "must be greater than heartbeat_ticks ({})",
+                    r.heartbeat_ticks
+                ),
+            ));
+        }
+        if r.cluster_id.is_empty() || r.cluster_id.len() > 128 {
+            return Err(invalid("raft.cluster_id", "must be 1 to 128 characters"));
+        }
+        if r.compact_threshold < 2 {
+            return Err(invalid("raft.compact_threshold", "must be at least 2"));
+        }
+        let raft = RaftSettings {
+            tick: Duration::from_millis(r.tick_ms),
+            election_ticks: r.election_ticks,
+            heartbeat_ticks: r.heartbeat_ticks,
+            cluster_id: r.cluster_id,
+            compact_threshold: r.compact_threshold,
+            join: r.join || o.join,
+        };
+
+        if let Some(p) = &f.security.requirepass {
+            if p.is_empty() {
+                return Err(invalid(
+                    "security.requirepass",
+                    "must not be empty (leave it out to disable)",
+                ));
+            }
+        }
+        let tls = f.security.tls.map(|t| TlsPaths {
+            cert: t.cert,
+            key: t.key,
+            ca: t.ca,
+        });
+
+        let mut masters = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, m) in f.masters.into_iter().enumerate() {
+            let key = |k: &str| format!("masters[{i}].{k}");
+            if m.name.is_empty() || m.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(key("name"), "must be non-empty without spaces"));
+            }
+            if !names.insert(m.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate master name '{}'", m.name),
+                ));
+            }
+            let addr: Addr = m
+                .addr
+                .parse()
+                .map_err(|e: crate::model::AddrError| invalid(key("addr"), e.to_string()))?;
+            if m.quorum == 0 {
+                return Err(invalid(key("quorum"), "must be 1 or greater"));
+            }
+            if m.quorum as usize > peers.len() {
+                return Err(invalid(
+                    key("quorum"),
+                    format!("{} is more than the {} coordinator nodes: the master could never be seen down", m.quorum, peers.len()),
+                ));
+            }
+            if m.down_after_ms == 0 {
+                return Err(invalid(key("down_after_ms"), "must be greater than 0"));
+            }
+            if m.failover_timeout_ms == 0 {
+                return Err(invalid(
+                    key("failover_timeout_ms"),
+                    "must be greater than 0",
+                ));
+            }
+            if m.parallel_syncs == 0 {
+                return Err(invalid(key("parallel_syncs"), "must be greater than 0"));
+            }
+            masters.push(MasterSpec {
+                name: m.name,
+                addr,
+                quorum: m.quorum,
+                down_after_ms: m.down_after_ms,
+                failover_timeout_ms: m.failover_timeout_ms,
+                parallel_syncs: m.parallel_syncs,
+                auth_user: m.auth_user.filter(|u| !u.is_empty()),
+                auth_pass: m.auth_pass.filter(|p| !p.is_empty()),
+                tls: m.tls,
+            });
+        }
+
+        let cfg = Config {
+            node_id,
+            data_dir,
+            listen,
+            peers,
+            raft,
+            requirepass: f.security.requirepass,
+            tls,
+            masters,
+        };
+        cfg.raft_config()
+            .validate()
+            .map_err(|e| invalid("raft", e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// The raft-rs config these settings give (checked by `validate`).
+    pub fn raft_config(&self) -> raft::Config {
+        raft::Config {
+            id: self.node_id,
+            election_tick: self.raft.election_ticks,
+            heartbeat_tick: self.raft.heartbeat_ticks,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        }
+    }
+
+    /// The address others should use for a port of this node: `announce_ip`, else the listen
+    /// IP, else (listening on all interfaces) the host of this node's peer address.
+    pub fn advertised(&self, listen: SocketAddr) -> String {
+        let host = match &self.listen.announce_ip {
+            Some(ip) => ip.clone(),
+            None if !listen.ip().is_unspecified() => listen.ip().to_string(),
+            None => self
+                .peers
+                .get(&self.node_id)
+                .and_then(|a| a.parse::<Addr>().ok())
+                .map(|a| a.host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        };
+        Addr {
+            host,
+            port: listen.port(),
+        }
+        .to_string()
+    }
+}
+
+fn socket(key: &str, v: Option<&String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let s = v.map(String::as_str).unwrap_or(default);
+    s.parse()
+        .map_err(|_| invalid(key, format!("'{s}' is not an IP:PORT listen address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+data_dir = "/tmp/x"
+[listen]
+sentinel = "127.0.0.1:26379"
+[[peers]]
+id = 1
+addr = "127.0.0.1:7701"
+[[peers]]
+id = 2
+addr = "127.0.0.2:7701"
+[[peers]]
+id = 3
+addr = "127.0.0.3:7701"
+[[masters]]
+name = "mymaster"
+addr = "127.0.0.1:6379"
+quorum = 2
+"#;
+
+    fn resolve(text: &str) -> Result<Config, ConfigError> {
+        Config::resolve("test.toml", text, &Overrides::default())
+    }
+
+    fn err(text: &str) -> String {
+        resolve(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_and_defaults() {
+        let c = resolve(GOOD).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.raft.tick, Duration::from_millis(100));
+        assert_eq!(c.listen.grpc, "0.0.0.0:7700".parse().unwrap());
+        assert_eq!(c.masters[0].down_after_ms, 5000);
+        assert_eq!(c.masters[0].failover_timeout_ms, 60000);
+        assert_eq!(c.advertised(c.listen.grpc), "127.0.0.1:7700");
+        assert_eq!(c.advertised(c.listen.sentinel), "127.0.0.1:26379");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            node_id: Some(2),
+            data_dir: Some("/tmp/y".into()),
+            grpc_listen: Some("127.0.0.1:1".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve("t", GOOD, &o).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/y"));
+        assert_eq!(c.listen.grpc.port(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = err(&format!("{GOOD}\nbogus = 1\n"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = err(&GOOD.replace("quorum = 2", "quorum = 2\nqourum = 3"));
+        assert!(e.contains("qourum"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            (GOOD.replace("id = 2", "id = 1"), "duplicate node id 1"),
+            (
+                GOOD.replace("node_id = 1", "node_id = 9"),
+                "missing from peers",
+            ),
+            (GOOD.replace("node_id = 1", "node_id = 0"), "node_id"),
+            (
+                GOOD.replace("\"127.0.0.2:7701\"", "\"nohost\""),
+                "peers[1].addr",
+            ),
+            (
+                GOOD.replace("quorum = 2", "quorum = 0"),
+                "masters[0].quorum",
+            ),
+            (GOOD.replace("quorum = 2", "quorum = 4"), "more than the 3"),
+            (
+                GOOD.replace("\"127.0.0.1:26379\"", "\"localhost\""),
+                "listen.sentinel",
+            ),
+            (
+                GOOD.replace("\"127.0.0.1:6379\"", "\"127.0.0.1:0\""),
+                "masters[0].addr",
+            ),
+            (
+                format!("{GOOD}\n[raft]\nelection_ticks = 2\n"),
+                "raft.election_ticks",
+            ),
+            (format!("{GOOD}\n[raft]\ntick_ms = 0\n"), "raft.tick_ms"),
+            (GOOD.replace("data_dir = \"/tmp/x\"", ""), "data_dir"),
+            (
+                format!("{GOOD}\n[[masters]]\nname = \"mymaster\"\naddr = \"h:1\"\nquorum = 1\n"),
+                "duplicate master name",
+            ),
+            ("node_id = \"one\"".to_string(), "test.toml"),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "expected '{want}' in: {e}");
+        }
+    }
+
+    #[test]
+    fn cli_peers_replace_file_peers() {
+        let o = Overrides {
+            peers: vec!["1=127.0.0.1:1".into(), "2=127.0.0.1:2".into()],
+            ..Overrides::default()
+        };
+        let text = GOOD.replace("quorum = 2", "quorum = 1");
+        let c = Config::resolve("t", &text, &o).unwrap();
+        assert_eq!(c.peers.len(), 2);
+        let o = Overrides {
+            peers: vec!["x".into()],
+            ..Overrides::default()
+        };
+        assert!(Config::resolve("t", GOOD, &o)
+            .unwrap_err()
+            .to_string()
+            .contains("ID=HOST:PORT"));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../deploy/config/node1.toml");
+        let c = Config::resolve("node1.toml", text, &Overrides::default()).unwrap();
+        assert_eq!(c.peers.len(), 3);
+        assert!(!c.masters.is_empty());
+    }
+}

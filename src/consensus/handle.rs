@@ -1,0 +1,416 @@
+//! `RaftHandle`: the cloneable way every other task talks to the node task.
+//!
+//! `propose` resolves only when the entry is applied (never earlier); `read_index` resolves
+//! when a linearizable read is safe; state, status and events are watched, never locked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message,
+};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::node::NodeMsg;
+use crate::fsm::{ClusterState, Command, Event, Outcome, Rejection};
+use crate::model::NodeId;
+
+/// Default time a proposal may take before the caller gets `Timeout`.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a learner may take to catch up before promotion is given up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Role of a node in its current term.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Follows a leader (or has none).
+    #[default]
+    Follower,
+    /// Pre-vote round.
+    PreCandidate,
+    /// Election round.
+    Candidate,
+    /// Leader.
+    Leader,
+}
+
+/// Replication progress of one peer, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerProgress {
+    /// Peer id.
+    pub id: NodeId,
+    /// Highest index known replicated there.
+    pub matched: u64,
+    /// Next index to send.
+    pub next_idx: u64,
+    /// Probe, Replicate or Snapshot.
+    pub state: String,
+    /// Heard from within an election timeout.
+    pub recent_active: bool,
+}
+
+/// A snapshot of the node's Raft status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RaftStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Known leader (0: none).
+    pub leader_id: NodeId,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+    /// Voters (incoming configuration).
+    pub voters: Vec<NodeId>,
+    /// Learners.
+    pub learners: Vec<NodeId>,
+    /// Voters of the outgoing configuration while joint.
+    pub voters_outgoing: Vec<NodeId>,
+    /// Index of the last proposed conf change.
+    pub pending_conf_index: u64,
+    /// Per-peer progress (leader only).
+    pub progress: Vec<PeerProgress>,
+}
+
+impl RaftStatus {
+    /// The known leader, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        (self.leader_id != 0).then_some(self.leader_id)
+    }
+}
+
+/// An event from an applied entry.
+#[derive(Clone, Debug)]
+pub struct AppliedEvent {
+    /// Index of the entry that caused it.
+    pub index: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Why a proposal, read or membership change did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Applied, but the state machine refused it (nothing changed).
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// This node cannot do it now; the leader (if known) can.
+    #[error("not the leader{}", leader.map(|l| format!("; leader is node {l}")).unwrap_or_else(|| "; no leader known".into()))]
+    NotLeader {
+        /// Known leader.
+        leader: Option<NodeId>,
+    },
+    /// No answer in time; the outcome is unknown.
+    #[error("timed out after {0:?}; the outcome is unknown")]
+    Timeout(Duration),
+    /// The request itself is invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The request conflicts with the current membership.
+    #[error("{0}")]
+    Precondition(String),
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    Shutdown,
+}
+
+/// Cloneable handle to the node task.
+#[derive(Clone)]
+pub struct RaftHandle {
+    id: NodeId,
+    tx: mpsc::Sender<NodeMsg>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    status: watch::Receiver<Arc<RaftStatus>>,
+    events: broadcast::Sender<AppliedEvent>,
+    leader_contact: Arc<AtomicU64>,
+    epoch_start: Instant,
+    election_timeout: Duration,
+}
+
+impl RaftHandle {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: NodeId,
+        tx: mpsc::Sender<NodeMsg>,
+        state: watch::Receiver<Arc<ClusterState>>,
+        status: watch::Receiver<Arc<RaftStatus>>,
+        events: broadcast::Sender<AppliedEvent>,
+        leader_contact: Arc<AtomicU64>,
+        epoch_start: Instant,
+        election_timeout: Duration,
+    ) -> Self {
+        RaftHandle {
+            id,
+            tx,
+            state,
+            status,
+            events,
+            leader_contact,
+            epoch_start,
+            election_timeout,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The election timeout (tick × election ticks).
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
+    }
+
+    /// Proposes a command and waits until it is applied, with the default timeout.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, ProposeError> {
+        self.propose_with_timeout(cmd, PROPOSE_TIMEOUT).await
+    }
+
+    /// Proposes a command and waits until it is applied on this node.
+    pub async fn propose_with_timeout(
+        &self,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<Outcome, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(NodeMsg::Propose { cmd, reply }, rx, timeout)
+            .await
+    }
+
+    /// Waits until a linearizable read is safe on this node; returns the read index.
+    /// Fails with `NotLeader` when no leader is reachable (a minority partition).
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(NodeMsg::ReadIndex { reply }, rx, timeout).await
+    }
+
+    async fn call<T>(
+        &self,
+        msg: NodeMsg,
+        rx: oneshot::Receiver<Result<T, ProposeError>>,
+        timeout: Duration,
+    ) -> Result<T, ProposeError> {
+        let deadline = Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, self.tx.send(msg))
+            .await
+            .map_err(|_| ProposeError::Timeout(timeout))?
+            .map_err(|_| ProposeError::Shutdown)?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(ProposeError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ProposeError::Shutdown),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Hands a message from a peer to the node; drops it when the mailbox is full.
+    pub fn step(&self, msg: Message) -> bool {
+        self.tx.try_send(NodeMsg::Step(msg)).is_ok()
+    }
+
+    /// The applied state machine, as of now.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every new applied state.
+    pub fn watch_state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// Current Raft status.
+    pub fn status(&self) -> Arc<RaftStatus> {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees status changes.
+    pub fn watch_status(&self) -> watch::Receiver<Arc<RaftStatus>> {
+        self.status.clone()
+    }
+
+    /// Events of entries applied from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<AppliedEvent> {
+        self.events.subscribe()
+    }
+
+    /// Time since this node last heard from a leader (or, as leader, from a majority).
+    /// `None` if it never has.
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        let at = self.leader_contact.load(Ordering::Relaxed);
+        if at == 0 {
+            return None;
+        }
+        let now = self.epoch_start.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(at)))
+    }
+
+    /// True while this node is in contact with a leader within an election timeout: it may
+    /// vouch for its applied state. False on a node cut off in a minority.
+    pub fn has_leader_contact(&self) -> bool {
+        self.since_leader_contact()
+            .is_some_and(|d| d <= self.election_timeout)
+    }
+
+    /// Asks the node to hand leadership to `to`, and waits until `to` leads (or times out).
+    pub async fn transfer_leader(&self, to: NodeId, timeout: Duration) -> Result<(), ProposeError> {
+        let st = self.status();
+        if !st.voters.contains(&to) {
+            return Err(ProposeError::Invalid(format!("node {to} is not a voter")));
+        }
+        if st.leader_id == to {
+            return Ok(());
+        }
+        self.tx
+            .send(NodeMsg::TransferLeader(to))
+            .await
+            .map_err(|_| ProposeError::Shutdown)?;
+        self.wait_status(timeout, |s| s.leader_id == to).await
+    }
+
+    async fn wait_status(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&RaftStatus) -> bool,
+    ) -> Result<(), ProposeError> {
+        let mut rx = self.status.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|s| f(s))).await;
+        match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ProposeError::Shutdown),
+            Err(_) => Err(ProposeError::Timeout(timeout)),
+        }
+    }
+
+    async fn conf_change(&self, cc: ConfChangeV2) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(NodeMsg::ConfChange { cc, reply }, rx, PROPOSE_TIMEOUT)
+            .await
+    }
+
+    fn leader_only(&self) -> Result<Arc<RaftStatus>, ProposeError> {
+        let st = self.status();
+        if st.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: st.leader(),
+            });
+        }
+        Ok(st)
+    }
+
+    /// Adds a node: first as a learner, waits for it to catch up, then promotes it to voter
+    /// through a joint configuration. Must run on the leader.
+    pub async fn add_node(&self, id: NodeId, peer_addr: &str) -> Result<(), ProposeError> {
+        let st = self.leader_only()?;
+        if id == 0 {
+            return Err(ProposeError::Invalid(
+                "node id must be greater than 0".into(),
+            ));
+        }
+        if peer_addr.parse::<crate::model::Addr>().is_err() {
+            return Err(ProposeError::Invalid(format!(
+                "peer address '{peer_addr}' is not host:port"
+            )));
+        }
+        if st.voters.contains(&id) {
+            return Err(ProposeError::Precondition(format!(
+                "node {id} is already a voter"
+            )));
+        }
+        if !st.learners.contains(&id) {
+            let mut cc = single(ConfChangeType::AddLearnerNode, id);
+            cc.context = peer_addr.as_bytes().to_vec().into();
+            self.conf_change(cc).await?;
+        }
+        // Promote only once the learner holds nearly everything, so the new majority can
+        // commit right away.
+        let target = self.status().commit;
+        self.wait_status(CATCH_UP_TIMEOUT, |s| {
+            s.role != Role::Leader || s.progress.iter().any(|p| p.id == id && p.matched >= target)
+        })
+        .await
+        .map_err(|e| match e {
+            ProposeError::Timeout(_) => ProposeError::Precondition(format!(
+                "node {id} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner"
+            )),
+            e => e,
+        })?;
+        self.leader_only()?;
+        let mut cc = single(ConfChangeType::AddNode, id);
+        cc.transition = ConfChangeTransition::Implicit;
+        self.conf_change(cc).await?;
+        self.wait_status(PROPOSE_TIMEOUT, |s| s.voters_outgoing.is_empty())
+            .await
+    }
+
+    /// Removes a node through a joint configuration. Refused when the remaining voters that
+    /// are reachable would not form a majority. When the node to remove is this leader,
+    /// leadership is transferred first and the caller gets `NotLeader` naming the new leader.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ProposeError> {
+        let st = self.leader_only()?;
+        let is_voter = st.voters.contains(&id);
+        if !is_voter && !st.learners.contains(&id) {
+            return Err(ProposeError::Precondition(format!(
+                "node {id} is not a member"
+            )));
+        }
+        if is_voter {
+            let remaining: Vec<NodeId> = st.voters.iter().copied().filter(|&v| v != id).collect();
+            if remaining.is_empty() {
+                return Err(ProposeError::Precondition(
+                    "cannot remove the last voter".into(),
+                ));
+            }
+            let active = remaining
+                .iter()
+                .filter(|v| st.progress.iter().any(|p| p.id == **v && p.recent_active))
+                .count();
+            if active <= remaining.len() / 2 {
+                return Err(ProposeError::Precondition(format!(
+                    "removing node {id} would leave {active} reachable of {} voters: no majority",
+                    remaining.len()
+                )));
+            }
+            if id == self.id {
+                // A removed leader keeps leading in raft-rs 0.7: hand leadership away first.
+                let to = st
+                    .progress
+                    .iter()
+                    .filter(|p| p.id != id && p.recent_active && remaining.contains(&p.id))
+                    .max_by_key(|p| p.matched)
+                    .map(|p| p.id)
+                    .ok_or_else(|| {
+                        ProposeError::Precondition("no voter to transfer leadership to".into())
+                    })?;
+                self.transfer_leader(to, self.election_timeout * 2).await?;
+                return Err(ProposeError::NotLeader { leader: Some(to) });
+            }
+        }
+        let mut cc = single(ConfChangeType::RemoveNode, id);
+        cc.transition = ConfChangeTransition::Implicit;
+        self.conf_change(cc).await?;
+        self.wait_status(PROPOSE_TIMEOUT, |s| {
+            s.voters_outgoing.is_empty() && !s.voters.contains(&id) && !s.learners.contains(&id)
+        })
+        .await
+    }
+}
+
+fn single(t: ConfChangeType, id: NodeId) -> ConfChangeV2 {
+    let mut c = ConfChangeSingle::default();
+    c.set_change_type(t);
+    c.node_id = id;
+    let mut cc = ConfChangeV2::default();
+    cc.mut_changes().push(c);
+    cc
+}

@@ -1,0 +1,809 @@
+//! The one task that owns `raft::RawNode`.
+//!
+//! It selects over ticks and its mailbox (peer messages, proposals, reads, conf changes,
+//! transfer requests, transport reports) and handles `Ready` in the order raft-rs documents:
+//! send messages → install snapshot → apply committed entries → persist entries and hard
+//! state → release reads → send persisted messages → advance → handle the `LightReady`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+
+use super::codec;
+use super::handle::{AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role};
+use super::storage::{DiskStore, Recovered, StoreError};
+use super::transport::{Mailbox, Transport};
+use crate::fsm::{ClusterState, Command, MasterSpec, MemberInfo, Outcome};
+use crate::model::NodeId;
+use crate::shutdown::Shutdown;
+
+/// Capacity of the node's mailbox. Peer messages beyond it are dropped (Raft retransmits);
+/// local callers wait.
+pub const MAILBOX_CAPACITY: usize = 4096;
+/// Capacity of the applied-event broadcast; slow subscribers lag and resync from the state.
+const EVENT_CAPACITY: usize = 4096;
+
+/// Settings of one node's consensus task.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// Raft tick.
+    pub tick: Duration,
+    /// Ticks without a leader before an election.
+    pub election_ticks: usize,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Compact the log when it holds more entries than this.
+    pub compact_threshold: u64,
+    /// Masters proposed once when the cluster first forms (the config's `[[masters]]`).
+    pub bootstrap_masters: Vec<MasterSpec>,
+    /// What this node announces about itself.
+    pub self_info: MemberInfo,
+    /// Peer addresses from the config (used until the state machine knows better).
+    pub configured_peers: BTreeMap<NodeId, String>,
+}
+
+impl NodeConfig {
+    /// Election timeout in wall time.
+    pub fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks as u32
+    }
+}
+
+/// Messages to the node task.
+pub(crate) enum NodeMsg {
+    Step(Message),
+    Propose {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+    },
+    ConfChange {
+        cc: ConfChangeV2,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, ProposeError>>,
+    },
+    TransferLeader(NodeId),
+    Unreachable(NodeId),
+    SnapshotStatus(NodeId, bool),
+}
+
+enum Waiter {
+    Propose(oneshot::Sender<Result<Outcome, ProposeError>>),
+    Conf(oneshot::Sender<Result<(), ProposeError>>),
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Propose(tx) => tx.is_closed(),
+            Waiter::Conf(tx) => tx.is_closed(),
+        }
+    }
+    fn fail(self, e: ProposeError) {
+        match self {
+            Waiter::Propose(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Waiter::Conf(tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+/// The node task's state, grouped by role (as etcd's raftexample does).
+pub struct RaftNode {
+    // inputs and outputs
+    rx: mpsc::Receiver<NodeMsg>,
+    state_tx: watch::Sender<Arc<ClusterState>>,
+    status_tx: watch::Sender<Arc<RaftStatus>>,
+    events_tx: broadcast::Sender<AppliedEvent>,
+    // identity and settings
+    cfg: NodeConfig,
+    // consensus and its backing
+    raw: RawNode<DiskStore>,
+    store: DiskStore,
+    cs: ConfState,
+    state: ClusterState,
+    transport: Box<dyn Transport>,
+    // requests in flight
+    /// Proposal ids carry this node's id and a sequence that starts at a random value, so an
+    /// entry proposed by an earlier incarnation never resolves a new waiter.
+    next_seq: u64,
+    waiters: HashMap<u64, Waiter>,
+    reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
+    parked_reads: Vec<(u64, oneshot::Sender<Result<u64, ProposeError>>)>,
+    // liveness bookkeeping
+    last_heard: HashMap<NodeId, Instant>,
+    leader_contact: Arc<AtomicU64>,
+    epoch_start: Instant,
+    last_self_tasks: Option<Instant>,
+    last_role: StateRole,
+    last_leader: NodeId,
+}
+
+/// The node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Raft refused the configuration or the stored state.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+impl RaftNode {
+    /// Creates the mailbox a transport needs before the node exists.
+    pub fn mailbox() -> (Mailbox, MailboxReceiver) {
+        let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+        (Mailbox { tx }, MailboxReceiver(rx))
+    }
+
+    /// Builds the node from an opened store and starts its task. `bootstrap_voters` is
+    /// non-empty only for an initial member starting on a fresh store.
+    pub fn start(
+        cfg: NodeConfig,
+        store: DiskStore,
+        recovered: Recovered,
+        bootstrap_voters: &[NodeId],
+        mailbox: (Mailbox, MailboxReceiver),
+        transport: Box<dyn Transport>,
+        shutdown: Shutdown,
+    ) -> Result<(RaftHandle, tokio::task::JoinHandle<()>), StartError> {
+        let mut state = recovered.state;
+        let mut applied = recovered.applied;
+        if recovered.fresh && !bootstrap_voters.is_empty() {
+            let initial = ClusterState::with_voters(
+                bootstrap_voters
+                    .iter()
+                    .map(|id| (*id, cfg.configured_peers.get(id).cloned())),
+            );
+            store.bootstrap(bootstrap_voters, &initial)?;
+            state = initial;
+            state.applied_index = store.applied();
+            applied = store.applied();
+            info!(node_id = cfg.id, voters = ?bootstrap_voters, "bootstrapped a new cluster");
+        }
+        let rcfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..raft::Config::default()
+        };
+        rcfg.validate()?;
+        let logger = super::raft_logger(cfg.id);
+        let cs = store.conf_state();
+        let raw = RawNode::new(&rcfg, store.clone(), &logger)?;
+        let (state_tx, state_rx) = watch::channel(Arc::new(state.clone()));
+        let status_tx = watch::Sender::new(Arc::new(RaftStatus::default()));
+        let (events_tx, _) = broadcast::channel(EVENT_CAPACITY);
+        let leader_contact = Arc::new(AtomicU64::new(0));
+        let epoch_start = Instant::now();
+        let (mailbox, MailboxReceiver(rx)) = mailbox;
+        let handle = RaftHandle::new(
+            cfg.id,
+            mailbox.tx.clone(),
+            state_rx,
+            status_tx.subscribe(),
+            events_tx.clone(),
+            leader_contact.clone(),
+            epoch_start,
+            cfg.election_timeout(),
+        );
+        let node = RaftNode {
+            rx,
+            state_tx,
+            status_tx,
+            events_tx,
+            raw,
+            store,
+            cs,
+            state,
+            transport,
+            next_seq: rand::random::<u32>() as u64,
+            waiters: HashMap::new(),
+            reads: HashMap::new(),
+            parked_reads: Vec::new(),
+            last_heard: HashMap::new(),
+            leader_contact,
+            epoch_start,
+            last_self_tasks: None,
+            last_role: StateRole::Follower,
+            last_leader: 0,
+            cfg,
+        };
+        node.update_peers();
+        node.publish_status();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            node.run(shutdown),
+            tracing::info_span!("node", node_id = handle.node_id()),
+        ));
+        Ok((handle, task))
+    }
+
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        // Missed ticks after a stall must not burst: a burst fires elections early.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    self.on_tick();
+                }
+                msg = self.rx.recv() => match msg {
+                    Some(m) => {
+                        self.handle_msg(m);
+                        // Drain what else is queued so one Ready covers a burst.
+                        for _ in 0..256 {
+                            match self.rx.try_recv() {
+                                Ok(m) => self.handle_msg(m),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = shutdown.recv() => break,
+            }
+            if let Err(e) = self.on_ready() {
+                // Storage failure: continuing could acknowledge what is not durable.
+                error!(error = %e, "raft storage failed; stopping this node");
+                break;
+            }
+            self.publish_status();
+        }
+        for (_, w) in self.waiters.drain() {
+            w.fail(ProposeError::Shutdown);
+        }
+        info!("raft node stopped");
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch_start.elapsed().as_millis() as u64
+    }
+
+    fn handle_msg(&mut self, msg: NodeMsg) {
+        match msg {
+            NodeMsg::Step(m) => {
+                if !self.accepts_from(m.from) {
+                    warn!(
+                        peer_id = m.from,
+                        "dropping raft message from a node that is not a member"
+                    );
+                    return;
+                }
+                let from = m.from;
+                let from_leader = matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+                );
+                self.last_heard.insert(from, Instant::now());
+                if let Err(e) = self.raw.step(m) {
+                    debug!(peer_id = from, error = %e, "step failed");
+                }
+                if from_leader && from == self.raw.raft.leader_id {
+                    self.leader_contact
+                        .store(self.now_ms().max(1), Ordering::Relaxed);
+                }
+            }
+            NodeMsg::Propose { cmd, reply } => {
+                let id = self.next_id();
+                let ctx = self.ctx_bytes(id);
+                match self.raw.propose(ctx, cmd.encode()) {
+                    Ok(()) => {
+                        self.waiters.insert(id, Waiter::Propose(reply));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(self.not_leader()));
+                    }
+                }
+            }
+            NodeMsg::ConfChange { cc, reply } => {
+                let id = self.next_id();
+                let ctx = self.ctx_bytes(id);
+                match self.raw.propose_conf_change(ctx, cc) {
+                    Ok(()) => {
+                        self.waiters.insert(id, Waiter::Conf(reply));
+                    }
+                    Err(e) => {
+                        let err = match e {
+                            raft::Error::ProposalDropped => self.not_leader(),
+                            other => ProposeError::Invalid(other.to_string()),
+                        };
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            NodeMsg::ReadIndex { reply } => {
+                // Raft drops read requests silently without a leader: fail fast instead.
+                if self.raw.raft.leader_id == 0 {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return;
+                }
+                let id = self.next_id();
+                self.raw.read_index(self.ctx_bytes(id));
+                self.reads.insert(id, reply);
+            }
+            NodeMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+            NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeMsg::SnapshotStatus(id, ok) => {
+                let st = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(id, st);
+            }
+        }
+    }
+
+    /// Messages are accepted from members of the current configuration; a node that has no
+    /// configuration yet (joining) accepts the configured peers, from which its snapshot comes.
+    fn accepts_from(&self, from: NodeId) -> bool {
+        let cs = &self.cs;
+        let member = cs.voters.contains(&from)
+            || cs.learners.contains(&from)
+            || cs.voters_outgoing.contains(&from)
+            || cs.learners_next.contains(&from);
+        let unconfigured = cs.voters.is_empty() && cs.learners.is_empty();
+        member || (unconfigured && self.cfg.configured_peers.contains_key(&from))
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    fn ctx_bytes(&self, seq: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.cfg.id.to_be_bytes());
+        v.extend_from_slice(&seq.to_be_bytes());
+        v
+    }
+
+    /// The proposal id in an entry's context, if this node proposed it.
+    fn own_id(&self, ctx: &[u8]) -> Option<u64> {
+        if ctx.len() != 16 || ctx[..8] != self.cfg.id.to_be_bytes() {
+            return None;
+        }
+        Some(u64::from_be_bytes(ctx[8..].try_into().expect("8 bytes")))
+    }
+
+    fn not_leader(&self) -> ProposeError {
+        let leader = self.raw.raft.leader_id;
+        ProposeError::NotLeader {
+            leader: (leader != 0).then_some(leader),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        // Callers time out on their own; drop waiters nobody listens to any more.
+        self.waiters.retain(|_, w| !w.is_closed());
+        self.reads.retain(|_, r| !r.is_closed());
+        self.parked_reads.retain(|(_, r)| !r.is_closed());
+
+        let role = self.raw.raft.state;
+        if role == StateRole::Leader {
+            // The leader vouches for itself while a majority of voters was heard from
+            // within an election timeout (the same window check_quorum uses).
+            let window = self.cfg.election_timeout();
+            let now = Instant::now();
+            let voters = &self.cs.voters;
+            let heard = voters
+                .iter()
+                .filter(|&&v| {
+                    v == self.cfg.id || self.last_heard.get(&v).is_some_and(|t| now - *t < window)
+                })
+                .count();
+            if heard > voters.len() / 2 {
+                self.leader_contact
+                    .store(self.now_ms().max(1), Ordering::Relaxed);
+            }
+        }
+        self.self_tasks();
+    }
+
+    /// Periodic duties proposed through the log: bootstrap the masters once, announce this
+    /// node's addresses, and leave a joint configuration a previous leader left behind.
+    fn self_tasks(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_self_tasks
+            .is_some_and(|t| now - t < self.cfg.election_timeout())
+        {
+            return;
+        }
+        if self.raw.raft.leader_id == 0 {
+            return;
+        }
+        self.last_self_tasks = Some(now);
+        let leader = self.raw.raft.state == StateRole::Leader;
+        if leader && !self.state.bootstrapped {
+            let cmd = Command::Bootstrap {
+                masters: self.cfg.bootstrap_masters.clone(),
+            };
+            let _ = self.raw.propose(Vec::new(), cmd.encode());
+        }
+        let announced = self.state.members.get(&self.cfg.id).map(|m| &m.info);
+        let mut mine = self.cfg.self_info.clone();
+        if mine.peer_addr.is_none() {
+            mine.peer_addr = announced.and_then(|i| i.peer_addr.clone());
+        }
+        if announced.is_some_and(|a| *a != mine) {
+            let cmd = Command::Announce {
+                node: self.cfg.id,
+                info: mine,
+            };
+            let _ = self.raw.propose(Vec::new(), cmd.encode());
+        }
+        if leader
+            && !self.cs.voters_outgoing.is_empty()
+            && self.raw.raft.pending_conf_index <= self.state.applied_index
+        {
+            info!("leaving a joint configuration left by an earlier leader");
+            let _ = self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default());
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), StoreError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        // 1. Leader messages may go out before its own append is durable (thesis 10.2.1).
+        self.send(rd.take_messages());
+        // 2. Snapshot from the leader: persist atomically, then restore the state machine.
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot().clone())?;
+        }
+        // 3. Committed entries (0.7 only hands out persisted ones).
+        let committed = rd.take_committed_entries();
+        self.apply(committed)?;
+        // 4. Entries and hard state, durable before anything that acknowledges them.
+        self.store.append(rd.entries(), rd.hs())?;
+        // 5. Reads whose index is now known.
+        let read_states = rd.take_read_states();
+        self.on_read_states(read_states);
+        // 6. Votes and append responses only after step 4.
+        self.send(rd.take_persisted_messages());
+        // 7. Advance and handle what became valid because of the persist.
+        let mut light = self.raw.advance(rd);
+        self.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(committed)?;
+        self.raw.advance_apply();
+        self.after_ready();
+        Ok(())
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        if !msgs.is_empty() {
+            self.transport.send(msgs);
+        }
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StoreError> {
+        let md = snap.get_metadata().clone();
+        info!(
+            index = md.index,
+            term = md.term,
+            "installing snapshot from leader"
+        );
+        self.store.install_snapshot(&snap)?;
+        self.state = ClusterState::from_bytes(&snap.data).map_err(|e| StoreError::Corrupt {
+            path: Default::default(),
+            what: e.to_string(),
+        })?;
+        self.cs = md.get_conf_state().clone();
+        self.state_tx.send_replace(Arc::new(self.state.clone()));
+        self.update_peers();
+        self.release_reads();
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut resolved: Vec<(u64, Result<Outcome, ProposeError>)> = Vec::new();
+        let mut events = Vec::new();
+        let mut membership_changed = false;
+        let mut last = self.state.applied_index;
+        for e in entries {
+            if e.index <= self.state.applied_index {
+                continue; // re-delivered after a restart: already in the applied state
+            }
+            if e.index != self.state.applied_index + 1 {
+                panic!(
+                    "apply gap: entry {} after applied {}",
+                    e.index, self.state.applied_index
+                );
+            }
+            last = e.index;
+            let own = self.own_id(&e.context);
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => self.state.skip(e.index),
+                EntryType::EntryNormal => match Command::decode(&e.data) {
+                    Ok(cmd) => {
+                        let applied = self.state.apply(e.index, &cmd);
+                        if let Err(rej) = &applied.result {
+                            debug!(index = e.index, op = cmd.kind(), reason = %rej, "command rejected");
+                        }
+                        events.extend(applied.events.into_iter().map(|ev| (e.index, ev)));
+                        if let Some(id) = own {
+                            resolved.push((id, applied.result.map_err(ProposeError::Rejected)));
+                        }
+                    }
+                    Err(err) => {
+                        error!(index = e.index, error = %err, "skipping undecodable log entry");
+                        self.state.skip(e.index);
+                        if let Some(id) = own {
+                            resolved.push((id, Err(ProposeError::Invalid(err.to_string()))));
+                        }
+                    }
+                },
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let res = self.apply_conf_change(&e);
+                    membership_changed = true;
+                    match res {
+                        Ok(evs) => {
+                            events.extend(evs.into_iter().map(|ev| (e.index, ev)));
+                            if let Some(id) = own {
+                                resolved.push((id, Ok(Outcome::default())));
+                            }
+                        }
+                        Err(msg) => {
+                            warn!(index = e.index, error = %msg, "conf change refused");
+                            self.state.skip(e.index);
+                            if let Some(id) = own {
+                                resolved.push((id, Err(ProposeError::Invalid(msg))));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if last == self.store.applied() {
+            return Ok(());
+        }
+        // Durable before anyone is told: a proposal reported applied survives a crash.
+        self.store.persist_applied(
+            last,
+            self.raw.raft.raft_log.committed,
+            &self.cs,
+            &self.state,
+        )?;
+        self.state_tx.send_replace(Arc::new(self.state.clone()));
+        for (index, ev) in events {
+            info!(index, event = %ev.kind, master = ev.master.as_deref().unwrap_or(""), node = ?ev.node, "{} {}", ev.kind, ev.payload);
+            let _ = self.events_tx.send(AppliedEvent { index, event: ev });
+        }
+        for (id, res) in resolved {
+            match self.waiters.remove(&id) {
+                Some(Waiter::Propose(tx)) => {
+                    let _ = tx.send(res);
+                }
+                Some(Waiter::Conf(tx)) => {
+                    let _ = tx.send(res.map(|_| ()));
+                }
+                None => {}
+            }
+        }
+        if membership_changed {
+            self.update_peers();
+        }
+        self.release_reads();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<Vec<crate::fsm::Event>, String> {
+        let cc: ConfChangeV2 = if e.get_entry_type() == EntryType::EntryConfChange {
+            let v1: raft::eraftpb::ConfChange =
+                protobuf::Message::parse_from_bytes(&e.data).map_err(|e| e.to_string())?;
+            // Never proposed by this project, but a valid entry type: convert by hand.
+            let mut single = raft::eraftpb::ConfChangeSingle::default();
+            single.set_change_type(v1.get_change_type());
+            single.node_id = v1.node_id;
+            let mut v2 = ConfChangeV2::default();
+            v2.mut_changes().push(single);
+            v2.context = v1.context;
+            v2
+        } else if e.data.is_empty() {
+            // The auto-leave entry of a joint change has empty data: it must still be applied.
+            ConfChangeV2::default()
+        } else {
+            codec::decode_conf_change_v2(&e.data).map_err(|e| e.to_string())?
+        };
+        let cs = self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())?;
+        let added = std::str::from_utf8(&cc.context)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .and_then(|addr| {
+                cc.changes
+                    .iter()
+                    .find(|c| c.get_change_type() != raft::eraftpb::ConfChangeType::RemoveNode)
+                    .map(|c| (c.node_id, addr.to_string()))
+            });
+        info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, outgoing = ?cs.voters_outgoing, "membership changed");
+        self.cs = cs;
+        let voters: BTreeSet<NodeId> = self
+            .cs
+            .voters
+            .iter()
+            .chain(self.cs.voters_outgoing.iter())
+            .copied()
+            .collect();
+        let learners: BTreeSet<NodeId> = self
+            .cs
+            .learners
+            .iter()
+            .chain(self.cs.learners_next.iter())
+            .copied()
+            .filter(|id| !voters.contains(id))
+            .collect();
+        Ok(self
+            .state
+            .set_membership(e.index, &voters, &learners, added, wall_ms()))
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        let threshold = self.cfg.compact_threshold.max(2);
+        if self.store.log_len() <= threshold {
+            return Ok(());
+        }
+        // Keep a tail so briefly lagging followers catch up from the log, not a snapshot.
+        let upto = self.state.applied_index.saturating_sub(threshold / 2);
+        if upto > self.store.trunc_index() {
+            debug!(index = upto, "compacting raft log");
+            self.store.compact(upto)?;
+        }
+        Ok(())
+    }
+
+    fn on_read_states(&mut self, states: Vec<ReadState>) {
+        for rs in states {
+            let Some(id) = self.own_id(&rs.request_ctx) else {
+                continue;
+            };
+            if let Some(reply) = self.reads.remove(&id) {
+                self.parked_reads.push((rs.index, reply));
+            }
+        }
+        self.release_reads();
+    }
+
+    fn release_reads(&mut self) {
+        let applied = self.state.applied_index;
+        let mut i = 0;
+        while i < self.parked_reads.len() {
+            if self.parked_reads[i].0 <= applied {
+                let (idx, reply) = self.parked_reads.swap_remove(i);
+                let _ = reply.send(Ok(idx.max(applied)));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn after_ready(&mut self) {
+        let role = self.raw.raft.state;
+        let leader = self.raw.raft.leader_id;
+        if role != self.last_role || leader != self.last_leader {
+            info!(term = self.raw.raft.term, leader_id = leader, role = ?role, "raft role changed");
+            if role == StateRole::Leader {
+                self.leader_contact
+                    .store(self.now_ms().max(1), Ordering::Relaxed);
+                // Do self duties (bootstrap, announce) right away in a new term.
+                self.last_self_tasks = None;
+            }
+            if leader != self.last_leader {
+                // Pending reads were addressed to the old leader and will never be answered.
+                for (_, r) in self.reads.drain() {
+                    let _ = r.send(Err(ProposeError::NotLeader {
+                        leader: (leader != 0).then_some(leader),
+                    }));
+                }
+            }
+            self.last_role = role;
+            self.last_leader = leader;
+        }
+    }
+
+    fn update_peers(&self) {
+        let mut peers = self.cfg.configured_peers.clone();
+        for (id, m) in &self.state.members {
+            if let Some(addr) = &m.info.peer_addr {
+                peers.insert(*id, addr.clone());
+            }
+        }
+        peers.remove(&self.cfg.id);
+        self.transport.set_peers(peers);
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        let progress = if r.state == StateRole::Leader {
+            r.prs()
+                .iter()
+                .map(|(id, p)| PeerProgress {
+                    id: *id,
+                    matched: p.matched,
+                    next_idx: p.next_idx,
+                    state: format!("{:?}", p.state),
+                    recent_active: *id == self.cfg.id
+                        || self
+                            .last_heard
+                            .get(id)
+                            .is_some_and(|t| t.elapsed() < self.cfg.election_timeout()),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let status = RaftStatus {
+            id: self.cfg.id,
+            role: match r.state {
+                StateRole::Leader => Role::Leader,
+                StateRole::Candidate => Role::Candidate,
+                StateRole::PreCandidate => Role::PreCandidate,
+                StateRole::Follower => Role::Follower,
+            },
+            leader_id: r.leader_id,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: self.state.applied_index,
+            first_index: self.store.trunc_index() + 1,
+            last_index: r.raft_log.last_index(),
+            voters: sorted(&self.cs.voters),
+            learners: sorted(&self.cs.learners),
+            voters_outgoing: sorted(&self.cs.voters_outgoing),
+            pending_conf_index: r.pending_conf_index,
+            progress,
+        };
+        self.status_tx.send_if_modified(|cur| {
+            if **cur == status {
+                false
+            } else {
+                *cur = Arc::new(status);
+                true
+            }
+        });
+    }
+}
+
+/// The receiving half of a node's mailbox, handed to [`RaftNode::start`].
+pub struct MailboxReceiver(mpsc::Receiver<NodeMsg>);
+
+fn sorted(v: &[u64]) -> Vec<u64> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// Wall clock in ms since the Unix epoch, for times carried inside commands.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,384 @@
+//! `raft-sentinel ctl`: an operator client of the gRPC API.
+//!
+//! Tries each `--endpoint` in turn when a node is down, and follows the leader hint of an
+//! `UNAVAILABLE` reply for operations only the leader can do.
+//!
+//! Exit codes: 0 success, 1 other failure, 3 no node reachable or no leader,
+//! 4 not found, 5 invalid argument or refused by the cluster's current state.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand};
+use raft_sentinel::api::grpc::LEADER_ADDR_HEADER;
+use raft_sentinel::pb::api as pb;
+use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Arguments of `ctl`.
+#[derive(Args)]
+pub struct CtlArgs {
+    /// gRPC addresses of nodes (host:port), comma separated or repeated; tried in order.
+    #[arg(long, short, value_delimiter = ',', default_value = "127.0.0.1:7700")]
+    endpoint: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Cluster membership, roles, leader, term and indexes.
+    Status,
+    /// Every monitored master.
+    Masters,
+    /// Current address of one master.
+    GetMaster {
+        /// Master name.
+        name: String,
+        /// Confirm with the leader first (fails in a minority partition).
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Start monitoring a master.
+    Monitor {
+        /// Master name.
+        name: String,
+        /// Host.
+        host: String,
+        /// Port.
+        port: u32,
+        /// Nodes that must see it down for a failover.
+        quorum: u32,
+        /// Subjective-down threshold (ms; default 5000).
+        #[arg(long, default_value_t = 0)]
+        down_after_ms: u64,
+        /// Failover timeout (ms; default 60000).
+        #[arg(long, default_value_t = 0)]
+        failover_timeout_ms: u64,
+        /// Replicas resyncing at once (default 1).
+        #[arg(long, default_value_t = 0)]
+        parallel_syncs: u32,
+    },
+    /// Stop monitoring a master.
+    Remove {
+        /// Master name.
+        name: String,
+    },
+    /// Add a coordinator node (it must be running with --join).
+    AddNode {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+        /// Its peer address, host:port.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a coordinator node.
+    RemoveNode {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand Raft leadership to another voter.
+    TransferLeader {
+        /// Target node id.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// Runs one ctl command and maps the outcome to an exit code.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    match execute(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = e
+                .downcast_ref::<Status>()
+                .map(|s| match s.code() {
+                    Code::Unavailable | Code::DeadlineExceeded => 3,
+                    Code::NotFound => 4,
+                    Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => 5,
+                    _ => 1,
+                })
+                .unwrap_or(if e.to_string().contains("no node reachable") {
+                    3
+                } else {
+                    1
+                });
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<CoordinatorClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad endpoint '{addr}'"))?
+        .connect_timeout(Duration::from_millis(1000))
+        .timeout(timeout);
+    let ch = ep
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(CoordinatorClient::new(ch))
+}
+
+/// Calls `f` on the first reachable endpoint, following leader hints (at most 3 hops).
+async fn call<T, F, Fut>(args: &CtlArgs, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut(CoordinatorClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut queue: Vec<String> = args.endpoint.clone();
+    let mut hops = 0;
+    let mut last_err: Option<anyhow::Error> = None;
+    while !queue.is_empty() {
+        let addr = queue.remove(0);
+        let client = match connect(&addr, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        match f(client).await {
+            Ok(v) => return Ok(v),
+            Err(st) if st.code() == Code::Unavailable => {
+                let hint = st
+                    .metadata()
+                    .get(LEADER_ADDR_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match hint {
+                    Some(h) if hops < 3 && h != addr => {
+                        hops += 1;
+                        queue.insert(0, h);
+                    }
+                    _ => {}
+                }
+                last_err = Some(anyhow::Error::new(st).context(format!("{addr} unavailable")));
+            }
+            Err(st) => return Err(anyhow::Error::new(st)),
+        }
+    }
+    Err(last_err
+        .map(|e| e.context("no node reachable that could answer"))
+        .unwrap_or_else(|| anyhow!("no node reachable: no endpoint given")))
+}
+
+async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
+    match &args.cmd {
+        CtlCmd::Status => {
+            let st = call(args, |mut c| async move {
+                c.cluster_status(pb::ClusterStatusRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+            if args.json {
+                let members: Vec<_> = st
+                    .members
+                    .iter()
+                    .map(|m| {
+                        json!({"id": m.id, "voter": m.voter, "peer_addr": m.peer_addr,
+                               "grpc_addr": m.grpc_addr, "sentinel_addr": m.sentinel_addr,
+                               "run_id": m.run_id, "matched": m.matched, "recent_active": m.recent_active})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"node_id": st.node_id, "role": st.role().as_str_name().to_ascii_lowercase(),
+                           "leader_id": st.leader_id, "term": st.term, "commit_index": st.commit_index,
+                           "applied_index": st.applied_index, "first_index": st.first_index,
+                           "last_index": st.last_index, "members": members,
+                           "voters_outgoing": st.voters_outgoing, "leader_contact": st.leader_contact,
+                           "current_epoch": st.current_epoch})
+                );
+            } else {
+                println!(
+                    "node {}  role {}  leader {}  term {}  commit {}  applied {}  epoch {}",
+                    st.node_id,
+                    st.role().as_str_name().to_ascii_lowercase(),
+                    st.leader_id,
+                    st.term,
+                    st.commit_index,
+                    st.applied_index,
+                    st.current_epoch
+                );
+                println!(
+                    "{:<4} {:<8} {:<22} {:<22} {:<22}",
+                    "ID", "KIND", "PEER", "GRPC", "SENTINEL"
+                );
+                for m in &st.members {
+                    println!(
+                        "{:<4} {:<8} {:<22} {:<22} {:<22}",
+                        m.id,
+                        if m.voter { "voter" } else { "learner" },
+                        m.peer_addr,
+                        m.grpc_addr,
+                        m.sentinel_addr
+                    );
+                }
+            }
+        }
+        CtlCmd::Masters => {
+            let r = call(args, |mut c| async move {
+                c.list_masters(pb::ListMastersRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+            if args.json {
+                let ms: Vec<_> = r.masters.iter().map(master_json).collect();
+                println!(
+                    "{}",
+                    json!({"masters": ms, "applied_index": r.applied_index, "current_epoch": r.current_epoch})
+                );
+            } else {
+                println!(
+                    "{:<20} {:<22} {:<6} {:<7} {:<6} FLAGS",
+                    "NAME", "ADDR", "EPOCH", "QUORUM", "REPLS"
+                );
+                for m in &r.masters {
+                    println!(
+                        "{:<20} {:<22} {:<6} {:<7} {:<6} {}",
+                        m.name,
+                        format!("{}:{}", m.host, m.port),
+                        m.config_epoch,
+                        m.quorum,
+                        m.num_replicas,
+                        flags(m)
+                    );
+                }
+            }
+        }
+        CtlCmd::GetMaster { name, linearizable } => {
+            let consistency = if *linearizable {
+                pb::Consistency::Linearizable
+            } else {
+                pb::Consistency::Local
+            };
+            let r = call(args, |mut c| {
+                let req = pb::GetMasterRequest {
+                    name: name.clone(),
+                    consistency: consistency.into(),
+                };
+                async move { c.get_master(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            let m = r.master.ok_or_else(|| anyhow!("reply without master"))?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"master": master_json(&m), "leader_id": r.leader_id,
+                           "applied_index": r.applied_index, "current_epoch": r.current_epoch})
+                );
+            } else {
+                println!(
+                    "{}:{}  epoch {}  applied {}",
+                    m.host, m.port, m.config_epoch, r.applied_index
+                );
+            }
+        }
+        CtlCmd::Monitor {
+            name,
+            host,
+            port,
+            quorum,
+            down_after_ms,
+            failover_timeout_ms,
+            parallel_syncs,
+        } => {
+            let req = pb::MonitorRequest {
+                name: name.clone(),
+                host: host.clone(),
+                port: *port,
+                quorum: *quorum,
+                down_after_ms: *down_after_ms,
+                failover_timeout_ms: *failover_timeout_ms,
+                parallel_syncs: *parallel_syncs,
+                ..Default::default()
+            };
+            let r = call(args, |mut c| {
+                let req = req.clone();
+                async move { c.monitor(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "applied_index": r.applied_index}));
+        }
+        CtlCmd::Remove { name } => {
+            let r = call(args, |mut c| {
+                let req = pb::RemoveRequest { name: name.clone() };
+                async move { c.remove(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "applied_index": r.applied_index}));
+        }
+        CtlCmd::AddNode { id, addr } => {
+            call(args, |mut c| {
+                let req = pb::AddNodeRequest {
+                    id: *id,
+                    peer_addr: addr.clone(),
+                };
+                async move { c.add_node(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "added": id}));
+        }
+        CtlCmd::RemoveNode { id } => {
+            call(args, |mut c| {
+                let req = pb::RemoveNodeRequest { id: *id };
+                async move { c.remove_node(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "removed": id}));
+        }
+        CtlCmd::TransferLeader { to } => {
+            let r = call(args, |mut c| {
+                let req = pb::TransferLeaderRequest { to: *to };
+                async move { c.transfer_leader(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "leader_id": r.leader_id}));
+        }
+    }
+    Ok(())
+}
+
+fn ok(args: &CtlArgs, v: serde_json::Value) {
+    if args.json {
+        println!("{v}");
+    } else {
+        println!("OK");
+    }
+}
+
+fn flags(m: &pb::MasterAddr) -> String {
+    let mut f = Vec::new();
+    if m.odown {
+        f.push("o_down");
+    }
+    if m.failover_in_progress {
+        f.push("failover_in_progress");
+    }
+    if m.paused {
+        f.push("paused");
+    }
+    f.join(",")
+}
+
+fn master_json(m: &pb::MasterAddr) -> serde_json::Value {
+    json!({"name": m.name, "host": m.host, "port": m.port, "config_epoch": m.config_epoch,
+           "quorum": m.quorum, "odown": m.odown, "paused": m.paused,
+           "failover_in_progress": m.failover_in_progress, "num_replicas": m.num_replicas})
+}

@@ -1,0 +1,1 @@
+//! Leader-only failover executor (placeholder until the executor lands).

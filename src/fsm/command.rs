@@ -1,0 +1,300 @@
+//! Commands proposed through the Raft log, and their wire encoding.
+//!
+//! Every command carries everything `apply` needs (including times from the proposer's clock)
+//! so that applying the same log gives the same state on every node.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Addr, Epoch, NodeId};
+
+/// Settings of one monitored master, as given to `Monitor` or the config's `[[masters]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterSpec {
+    /// Sentinel master name (case-sensitive).
+    pub name: String,
+    /// Address of the master when it is first monitored.
+    pub addr: Addr,
+    /// Number of coordinator nodes that must see the master down for ODOWN.
+    pub quorum: u32,
+    /// No valid reply for this long makes an instance subjectively down.
+    pub down_after_ms: u64,
+    /// Upper bound for one failover (promotion plus reconfiguration).
+    pub failover_timeout_ms: u64,
+    /// Replicas resynchronising with a new master at the same time.
+    pub parallel_syncs: u32,
+    /// ACL user for connections to Redis (None: default user).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Password for connections to Redis.
+    #[serde(default)]
+    pub auth_pass: Option<String>,
+    /// Connect to Redis with TLS.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// Why a failover was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverReason {
+    /// The master is objectively down.
+    Odown,
+    /// An operator forced it (`SENTINEL FAILOVER`, gRPC `Failover`).
+    Forced,
+    /// Planned zero-loss switchover of a healthy master (`FAILOVER TO` on Redis).
+    Switchover,
+}
+
+impl FailoverReason {
+    /// Name used in logs, history and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverReason::Odown => "odown",
+            FailoverReason::Forced => "forced",
+            FailoverReason::Switchover => "switchover",
+        }
+    }
+}
+
+/// What a node found wrong (or right) with a master when it proposed an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObserveReason {
+    /// Valid replies again.
+    Ok,
+    /// No valid reply for `down_after`.
+    NoReply,
+    /// The master reports itself a replica for too long.
+    RoleReplica,
+    /// The master restarted with a new run id and an empty dataset.
+    EmptyRestart,
+}
+
+/// Progress of one replica during reconfiguration after a promotion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconfStage {
+    /// `REPLICAOF new-master` sent.
+    Sent,
+    /// The replica reports the new master as its master.
+    InProgress,
+    /// The replica's link to the new master is up.
+    Done,
+    /// Gave up on it (unreachable, or the failover timeout passed).
+    TimedOut,
+}
+
+/// Addresses a coordinator node announces about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Raft peer port address.
+    pub peer_addr: Option<String>,
+    /// Sentinel-compatible RESP port address (as clients should reach it).
+    pub sentinel_addr: Option<String>,
+    /// gRPC API address.
+    pub grpc_addr: Option<String>,
+    /// 40-hex run id, stable across restarts (Sentinel's `myid`).
+    pub run_id: Option<String>,
+}
+
+/// A replicated command. Encoded as JSON with a version tag in [`Envelope`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// The `[[masters]]` of the first leader's config, applied once when the cluster forms.
+    Bootstrap {
+        /// Masters to monitor.
+        masters: Vec<MasterSpec>,
+    },
+    /// Start monitoring a master. Identical parameters for an existing name are accepted.
+    Monitor {
+        /// The master to monitor.
+        spec: MasterSpec,
+    },
+    /// Stop monitoring a master.
+    Remove {
+        /// Master name.
+        name: String,
+    },
+    /// Change options of a master, Sentinel's `SENTINEL SET` names and values.
+    Set {
+        /// Master name.
+        name: String,
+        /// (option, value) pairs, validated all together before any is applied.
+        options: Vec<(String, String)>,
+    },
+    /// Forget replicas, observations and failover state of every master matching a glob.
+    Reset {
+        /// Redis glob pattern.
+        pattern: String,
+    },
+    /// A node's subjective view of a master changed.
+    Observe {
+        /// Observing node.
+        node: NodeId,
+        /// Master name.
+        master: String,
+        /// Address the observation is about; ignored if the master has moved since.
+        addr: Addr,
+        /// Subjectively down.
+        down: bool,
+        /// Why.
+        reason: ObserveReason,
+        /// Proposer's wall clock, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Replicas the leader discovered from the master's INFO (added to the known set).
+    Replicas {
+        /// Master name.
+        master: String,
+        /// Replica addresses.
+        replicas: Vec<Addr>,
+    },
+    /// An operator asks for a failover (`SENTINEL FAILOVER`, gRPC `Failover`/`Switchover`) on
+    /// any node; the leader's executor picks the request up and answers it with
+    /// `FailoverStart` or an epoch-0 `FailoverAbort`, both of which clear it.
+    FailoverRequest {
+        /// Master name.
+        master: String,
+        /// `Forced` or `Switchover` (an `Odown` request is refused).
+        reason: FailoverReason,
+        /// Replica to promote, or None to let the leader choose.
+        target: Option<Addr>,
+        /// Proposer's wall clock.
+        at_ms: u64,
+    },
+    /// The leader chose a candidate and takes a new epoch. Nothing is sent to Redis before this applies.
+    FailoverStart {
+        /// Master name.
+        master: String,
+        /// Must be greater than the current epoch when applied.
+        epoch: Epoch,
+        /// The replica to promote.
+        candidate: Addr,
+        /// Why.
+        reason: FailoverReason,
+        /// Leader node that runs it.
+        leader: NodeId,
+        /// Proposer's wall clock.
+        at_ms: u64,
+    },
+    /// The candidate was verified as master: every node switches its answer now.
+    FailoverDone {
+        /// Master name.
+        master: String,
+        /// Epoch of the failover being completed.
+        epoch: Epoch,
+        /// The promoted replica.
+        new_addr: Addr,
+        /// Proposer's wall clock.
+        at_ms: u64,
+    },
+    /// The failover ended without a promotion; the master keeps its address.
+    FailoverAbort {
+        /// Master name.
+        master: String,
+        /// Epoch of the failover being aborted.
+        epoch: Epoch,
+        /// Sentinel event suffix (`no-good-slave`, `slave-timeout`, ...) or free text.
+        why: String,
+        /// Proposer's wall clock.
+        at_ms: u64,
+    },
+    /// Progress of a replica being pointed at the new master.
+    Reconf {
+        /// Master name.
+        master: String,
+        /// Epoch of the failover.
+        epoch: Epoch,
+        /// The replica.
+        replica: Addr,
+        /// New stage.
+        stage: ReconfStage,
+    },
+    /// Reconfiguration after a promotion finished.
+    FailoverEnd {
+        /// Master name.
+        master: String,
+        /// Epoch of the failover.
+        epoch: Epoch,
+        /// Ended because `failover_timeout` passed.
+        timed_out: bool,
+        /// Proposer's wall clock.
+        at_ms: u64,
+    },
+    /// No automatic failover for this master until `Resume`.
+    Pause {
+        /// Master name.
+        master: String,
+    },
+    /// Undo `Pause`.
+    Resume {
+        /// Master name.
+        master: String,
+    },
+    /// A node publishes its own addresses and run id.
+    Announce {
+        /// The node.
+        node: NodeId,
+        /// Its addresses.
+        info: MemberInfo,
+    },
+}
+
+/// Versioned wrapper, so a later release can read entries written by this one.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: u32,
+    #[serde(flatten)]
+    cmd: Command,
+}
+
+/// Encoding version written by this build.
+const VERSION: u32 = 1;
+
+/// A log entry could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable command (version or JSON): {0}")]
+pub struct DecodeError(String);
+
+impl Command {
+    /// Bytes stored in the Raft entry's data.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&Envelope {
+            v: VERSION,
+            cmd: self.clone(),
+        })
+        .expect("commands always serialize")
+    }
+
+    /// Reads an entry's data back.
+    pub fn decode(data: &[u8]) -> Result<Command, DecodeError> {
+        let env: Envelope = serde_json::from_slice(data).map_err(|e| DecodeError(e.to_string()))?;
+        if env.v != VERSION {
+            return Err(DecodeError(format!("unknown version {}", env.v)));
+        }
+        Ok(env.cmd)
+    }
+
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Bootstrap { .. } => "bootstrap",
+            Command::Monitor { .. } => "monitor",
+            Command::Remove { .. } => "remove",
+            Command::Set { .. } => "set",
+            Command::Reset { .. } => "reset",
+            Command::Observe { .. } => "observe",
+            Command::Replicas { .. } => "replicas",
+            Command::FailoverRequest { .. } => "failover_request",
+            Command::FailoverStart { .. } => "failover_start",
+            Command::FailoverDone { .. } => "failover_done",
+            Command::FailoverAbort { .. } => "failover_abort",
+            Command::Reconf { .. } => "reconf",
+            Command::FailoverEnd { .. } => "failover_end",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
+            Command::Announce { .. } => "announce",
+        }
+    }
+}

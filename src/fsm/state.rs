@@ -1,0 +1,950 @@
+//! `ClusterState` and its deterministic `apply`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, FailoverReason, MasterSpec, MemberInfo, ObserveReason, ReconfStage};
+use super::event::{master_details, replica_details, Event};
+use crate::model::{glob_match, Addr, Epoch, NodeId};
+
+/// Failover history entries kept (oldest dropped first).
+pub const HISTORY_LIMIT: usize = 100;
+
+/// Default automatic failovers allowed per window (anti-flapping budget).
+const DEFAULT_BUDGET: u32 = 3;
+/// Default budget window: ten minutes.
+const DEFAULT_BUDGET_WINDOW_MS: u64 = 600_000;
+
+/// One node's latest view of a master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Subjectively down.
+    pub down: bool,
+    /// Why.
+    pub reason: ObserveReason,
+    /// When the node proposed it (its wall clock, ms).
+    pub at_ms: u64,
+}
+
+/// A failover between `FailoverStart` and `FailoverDone`/`FailoverAbort`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverState {
+    /// Epoch taken by this failover.
+    pub epoch: Epoch,
+    /// Replica being promoted.
+    pub candidate: Addr,
+    /// Why it started.
+    pub reason: FailoverReason,
+    /// Node that runs it.
+    pub leader: NodeId,
+    /// When it started (leader's clock).
+    pub started_at_ms: u64,
+}
+
+/// An operator's failover request waiting for the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRequestState {
+    /// `Forced` or `Switchover`.
+    pub reason: FailoverReason,
+    /// Replica to promote, if the operator chose one.
+    pub target: Option<Addr>,
+    /// When it was requested.
+    pub at_ms: u64,
+    /// Index of the entry that made the request (identifies it).
+    pub index: u64,
+}
+
+/// Replicas being pointed at a newly promoted master, after `FailoverDone`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconfState {
+    /// Epoch of the failover.
+    pub epoch: Epoch,
+    /// When the failover started (for `failover_timeout`).
+    pub started_at_ms: u64,
+    /// The master that was replaced.
+    pub old_addr: Addr,
+    /// Stage of each replica that has been touched.
+    pub replicas: BTreeMap<Addr, ReconfStage>,
+}
+
+/// State of one monitored master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterState {
+    /// Sentinel master name.
+    pub name: String,
+    /// Current master address: changes only at `FailoverDone`.
+    pub addr: Addr,
+    /// Address given when monitoring started (a repeated identical MONITOR is accepted).
+    pub monitored_addr: Addr,
+    /// Epoch of the last promotion of this master (0 if never failed over).
+    pub config_epoch: Epoch,
+    /// Observations needed for ODOWN.
+    pub quorum: u32,
+    /// SDOWN threshold.
+    pub down_after_ms: u64,
+    /// Upper bound for one failover.
+    pub failover_timeout_ms: u64,
+    /// Replicas resyncing at once after a promotion.
+    pub parallel_syncs: u32,
+    /// ACL user for Redis.
+    pub auth_user: Option<String>,
+    /// Password for Redis.
+    pub auth_pass: Option<String>,
+    /// TLS to Redis.
+    pub tls: bool,
+    /// Sentinel's `master-reboot-down-after-period` (0 = off).
+    pub reboot_down_after_ms: u64,
+    /// Automatic failovers allowed per window (0 = unlimited).
+    pub failover_budget: u32,
+    /// Length of the budget window.
+    pub failover_budget_window_ms: u64,
+    /// Replicas known (discovered or former masters); forgotten only by `Reset`.
+    pub replicas: BTreeSet<Addr>,
+    /// Latest observation per node.
+    pub observations: BTreeMap<NodeId, Observation>,
+    /// Since when the master is objectively down (the observation that completed the quorum).
+    pub odown_since_ms: Option<u64>,
+    /// Operator request waiting for the leader.
+    pub failover_request: Option<FailoverRequestState>,
+    /// Failover in its promotion phase.
+    pub failover: Option<FailoverState>,
+    /// Reconfiguration of replicas after the last promotion.
+    pub reconf: Option<ReconfState>,
+    /// Automatic failover disabled for maintenance.
+    pub paused: bool,
+    /// Start times of recent automatic failovers, for the budget.
+    pub recent_failovers_ms: Vec<u64>,
+}
+
+impl MasterState {
+    fn from_spec(spec: &MasterSpec) -> MasterState {
+        MasterState {
+            name: spec.name.clone(),
+            addr: spec.addr.clone(),
+            monitored_addr: spec.addr.clone(),
+            config_epoch: 0,
+            quorum: spec.quorum,
+            down_after_ms: spec.down_after_ms,
+            failover_timeout_ms: spec.failover_timeout_ms,
+            parallel_syncs: spec.parallel_syncs,
+            auth_user: spec.auth_user.clone(),
+            auth_pass: spec.auth_pass.clone(),
+            tls: spec.tls,
+            reboot_down_after_ms: 0,
+            failover_budget: DEFAULT_BUDGET,
+            failover_budget_window_ms: DEFAULT_BUDGET_WINDOW_MS,
+            replicas: BTreeSet::new(),
+            observations: BTreeMap::new(),
+            odown_since_ms: None,
+            failover_request: None,
+            failover: None,
+            reconf: None,
+            paused: false,
+            recent_failovers_ms: Vec::new(),
+        }
+    }
+
+    /// Nodes whose latest observation says down.
+    pub fn down_votes(&self) -> usize {
+        self.observations.values().filter(|o| o.down).count()
+    }
+
+    /// Objectively down: at least `quorum` nodes see it down.
+    pub fn is_odown(&self) -> bool {
+        self.odown_since_ms.is_some()
+    }
+
+    /// Automatic failovers started within the budget window ending at `now_ms`.
+    pub fn failovers_in_window(&self, now_ms: u64) -> usize {
+        self.recent_failovers_ms
+            .iter()
+            .filter(|&&t| now_ms.saturating_sub(t) < self.failover_budget_window_ms)
+            .count()
+    }
+
+    /// Whether the anti-flapping budget allows another automatic failover at `now_ms`.
+    pub fn budget_allows(&self, now_ms: u64) -> bool {
+        self.failover_budget == 0
+            || self.failovers_in_window(now_ms) < self.failover_budget as usize
+    }
+
+    fn details(&self) -> String {
+        master_details(&self.name, &self.addr)
+    }
+
+    fn recompute_odown(&mut self, at_ms: u64, events: &mut Vec<Event>) {
+        let votes = self.down_votes();
+        let odown = votes >= self.quorum as usize;
+        match (odown, self.odown_since_ms.is_some()) {
+            (true, false) => {
+                self.odown_since_ms = Some(at_ms);
+                events.push(Event::new(
+                    "+odown",
+                    format!("{} #quorum {}/{}", self.details(), votes, self.quorum),
+                    Some(&self.name),
+                ));
+            }
+            (false, true) => {
+                self.odown_since_ms = None;
+                events.push(Event::new("-odown", self.details(), Some(&self.name)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A coordinator node known to the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// What the node announced about itself.
+    pub info: MemberInfo,
+}
+
+/// One finished or running failover, for the API's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    /// Master name.
+    pub master: String,
+    /// Epoch taken.
+    pub epoch: Epoch,
+    /// Why it started.
+    pub reason: FailoverReason,
+    /// Master address before.
+    pub from: Addr,
+    /// Replica chosen.
+    pub candidate: Option<Addr>,
+    /// Node that ran it.
+    pub leader: NodeId,
+    /// Start (leader's clock).
+    pub started_at_ms: u64,
+    /// When the promotion was committed.
+    pub promoted_at_ms: Option<u64>,
+    /// When it ended (promotion plus reconfiguration, or abort).
+    pub ended_at_ms: Option<u64>,
+    /// `running`, `promoted`, `ended`, `timed_out` or `aborted: <why>`.
+    pub outcome: String,
+}
+
+/// The whole replicated state. Serialized as the Raft snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Index of the last applied log entry.
+    pub applied_index: u64,
+    /// Highest epoch ever taken. Only increases.
+    pub current_epoch: Epoch,
+    /// The config's `[[masters]]` have been applied.
+    pub bootstrapped: bool,
+    /// Monitored masters by name.
+    pub masters: BTreeMap<String, MasterState>,
+    /// Coordinator nodes by id (from the Raft configuration).
+    pub members: BTreeMap<NodeId, Member>,
+    /// Recent failovers, oldest first.
+    pub history: VecDeque<FailoverRecord>,
+}
+
+/// What a successful command returns to its proposer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// A count, where the command has one (`Reset`: masters reset).
+    pub count: u64,
+}
+
+/// Category of a refused command, for mapping to RESP errors and gRPC codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Unknown master or node.
+    NotFound,
+    /// A value is out of range or malformed.
+    Invalid,
+    /// The state does not allow it now (failover running, stale epoch, paused, ...).
+    Precondition,
+}
+
+/// A command that was applied but refused by the state machine; nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// Category.
+    pub kind: RejectKind,
+    /// Sentinel-compatible message (may start with an error code such as `INPROG`).
+    pub message: String,
+}
+
+impl Rejection {
+    fn not_found() -> Rejection {
+        Rejection {
+            kind: RejectKind::NotFound,
+            message: "No such master with that name".into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Rejection {
+        Rejection {
+            kind: RejectKind::Invalid,
+            message: message.into(),
+        }
+    }
+    fn precondition(message: impl Into<String>) -> Rejection {
+        Rejection {
+            kind: RejectKind::Precondition,
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Outcome for the proposer.
+    pub result: Result<Outcome, Rejection>,
+    /// Events to publish (empty when rejected).
+    pub events: Vec<Event>,
+}
+
+/// The snapshot bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt state snapshot: {0}")]
+pub struct SnapshotError(String);
+
+impl ClusterState {
+    /// A fresh state whose members are the initial voters.
+    pub fn with_voters(voters: impl IntoIterator<Item = (NodeId, Option<String>)>) -> Self {
+        let members = voters
+            .into_iter()
+            .map(|(id, peer_addr)| {
+                let info = MemberInfo {
+                    peer_addr,
+                    ..MemberInfo::default()
+                };
+                (id, Member { voter: true, info })
+            })
+            .collect();
+        ClusterState {
+            members,
+            ..ClusterState::default()
+        }
+    }
+
+    /// Snapshot bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("state always serializes")
+    }
+
+    /// Restores from snapshot bytes.
+    pub fn from_bytes(data: &[u8]) -> Result<Self, SnapshotError> {
+        serde_json::from_slice(data).map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    /// Applies a committed command at `index`. Deterministic: depends only on the state and
+    /// the command. A rejected command changes nothing but `applied_index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
+        assert!(
+            index > self.applied_index,
+            "apply gap or regression: index {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        let mut events = Vec::new();
+        let result = self.apply_inner(cmd, &mut events);
+        if result.is_err() {
+            events.clear();
+        }
+        Applied { result, events }
+    }
+
+    /// Records that an entry without a command (leader no-op, conf change) was applied.
+    pub fn skip(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "apply gap or regression: index {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    /// Replaces the member set after a Raft configuration change at `index`. Observations of
+    /// nodes that left are dropped, which may end an ODOWN.
+    pub fn set_membership(
+        &mut self,
+        index: u64,
+        voters: &BTreeSet<NodeId>,
+        learners: &BTreeSet<NodeId>,
+        added: Option<(NodeId, String)>,
+        at_ms: u64,
+    ) -> Vec<Event> {
+        self.skip(index);
+        let mut events = Vec::new();
+        let mut members = BTreeMap::new();
+        for (&id, voter) in voters
+            .iter()
+            .map(|id| (id, true))
+            .chain(learners.iter().map(|id| (id, false)))
+        {
+            let mut m = self.members.get(&id).cloned().unwrap_or_default();
+            m.voter = voter;
+            if let Some((aid, addr)) = &added {
+                if *aid == id {
+                    m.info.peer_addr = Some(addr.clone());
+                }
+            }
+            members.insert(id, m);
+        }
+        self.members = members;
+        for m in self.masters.values_mut() {
+            let before = m.observations.len();
+            m.observations.retain(|id, _| voters.contains(id));
+            if m.observations.len() != before {
+                m.recompute_odown(at_ms, &mut events);
+            }
+        }
+        events
+    }
+
+    fn master_mut(&mut self, name: &str) -> Result<&mut MasterState, Rejection> {
+        self.masters.get_mut(name).ok_or_else(Rejection::not_found)
+    }
+
+    fn push_history(&mut self, rec: FailoverRecord) {
+        self.history.push_back(rec);
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+    }
+
+    fn history_mut(&mut self, master: &str, epoch: Epoch) -> Option<&mut FailoverRecord> {
+        self.history
+            .iter_mut()
+            .rev()
+            .find(|r| r.master == master && r.epoch == epoch)
+    }
+
+    fn apply_inner(
+        &mut self,
+        cmd: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        match cmd {
+            Command::Bootstrap { masters } => {
+                if self.bootstrapped {
+                    return Ok(Outcome::default());
+                }
+                for spec in masters {
+                    if validate_spec(spec).is_ok() && !self.masters.contains_key(&spec.name) {
+                        self.insert_master(spec, events);
+                    }
+                }
+                self.bootstrapped = true;
+                Ok(Outcome::default())
+            }
+            Command::Monitor { spec } => {
+                validate_spec(spec)?;
+                if let Some(m) = self.masters.get(&spec.name) {
+                    let same_addr = m.addr == spec.addr || m.monitored_addr == spec.addr;
+                    if same_addr && m.quorum == spec.quorum {
+                        return Ok(Outcome::default());
+                    }
+                    return Err(Rejection::invalid("Duplicate master name."));
+                }
+                self.insert_master(spec, events);
+                Ok(Outcome::default())
+            }
+            Command::Remove { name } => {
+                let m = self.masters.remove(name).ok_or_else(Rejection::not_found)?;
+                events.push(Event::new("-monitor", m.details(), Some(name)));
+                Ok(Outcome::default())
+            }
+            Command::Set { name, options } => self.apply_set(name, options, events),
+            Command::Reset { pattern } => {
+                let mut count = 0;
+                for m in self.masters.values_mut() {
+                    if !glob_match(pattern.as_bytes(), m.name.as_bytes()) {
+                        continue;
+                    }
+                    count += 1;
+                    m.replicas.clear();
+                    m.observations.clear();
+                    m.odown_since_ms = None;
+                    m.failover_request = None;
+                    m.failover = None;
+                    m.reconf = None;
+                    m.recent_failovers_ms.clear();
+                    events.push(Event::new("+reset-master", m.details(), Some(&m.name)));
+                }
+                Ok(Outcome { count })
+            }
+            Command::Observe {
+                node,
+                master,
+                addr,
+                down,
+                reason,
+                at_ms,
+            } => {
+                if !self.members.is_empty() && !self.members.get(node).is_some_and(|m| m.voter) {
+                    return Err(Rejection::precondition(format!(
+                        "node {node} is not a voting member"
+                    )));
+                }
+                let m = self.master_mut(master)?;
+                if &m.addr != addr {
+                    return Err(Rejection::precondition(
+                        "observation is about a previous master address",
+                    ));
+                }
+                let was_down = m.observations.get(node).is_some_and(|o| o.down);
+                m.observations.insert(
+                    *node,
+                    Observation {
+                        down: *down,
+                        reason: *reason,
+                        at_ms: *at_ms,
+                    },
+                );
+                if was_down != *down {
+                    let kind = if *down { "+sdown" } else { "-sdown" };
+                    events.push(Event::new(kind, m.details(), Some(master)).of_node(*node));
+                }
+                m.recompute_odown(*at_ms, events);
+                Ok(Outcome::default())
+            }
+            Command::Replicas { master, replicas } => {
+                let m = self.master_mut(master)?;
+                for r in replicas {
+                    if r != &m.addr && m.replicas.insert(r.clone()) {
+                        events.push(Event::new(
+                            "+slave",
+                            replica_details(r, &m.name, &m.addr),
+                            Some(master),
+                        ));
+                    }
+                }
+                Ok(Outcome::default())
+            }
+            Command::FailoverRequest {
+                master,
+                reason,
+                target,
+                at_ms,
+            } => {
+                let index = self.applied_index;
+                let m = self.master_mut(master)?;
+                if *reason == FailoverReason::Odown {
+                    return Err(Rejection::invalid(
+                        "only forced failovers and switchovers can be requested",
+                    ));
+                }
+                if m.failover.is_some() || m.failover_request.is_some() {
+                    return Err(Rejection::precondition(
+                        "INPROG Failover already in progress",
+                    ));
+                }
+                if target.as_ref() == Some(&m.addr) {
+                    return Err(Rejection::invalid("the target is already the master"));
+                }
+                m.failover_request = Some(FailoverRequestState {
+                    reason: *reason,
+                    target: target.clone(),
+                    at_ms: *at_ms,
+                    index,
+                });
+                Ok(Outcome { count: index })
+            }
+            Command::FailoverStart {
+                master,
+                epoch,
+                candidate,
+                reason,
+                leader,
+                at_ms,
+            } => {
+                let current_epoch = self.current_epoch;
+                let m = self.master_mut(master)?;
+                if *epoch <= current_epoch {
+                    return Err(Rejection::precondition(format!(
+                        "stale epoch {epoch}: current epoch is {current_epoch}"
+                    )));
+                }
+                if m.failover.is_some() {
+                    return Err(Rejection::precondition(
+                        "INPROG Failover already in progress",
+                    ));
+                }
+                if candidate == &m.addr {
+                    return Err(Rejection::invalid("the candidate is the current master"));
+                }
+                if *reason == FailoverReason::Odown {
+                    if m.paused {
+                        return Err(Rejection::precondition(
+                            "failover is paused for this master",
+                        ));
+                    }
+                    if !m.is_odown() {
+                        return Err(Rejection::precondition("master is not objectively down"));
+                    }
+                    if !m.budget_allows(*at_ms) {
+                        return Err(Rejection::precondition(format!(
+                            "failover budget spent: {} automatic failovers in {} ms",
+                            m.failovers_in_window(*at_ms),
+                            m.failover_budget_window_ms
+                        )));
+                    }
+                    let window = m.failover_budget_window_ms;
+                    m.recent_failovers_ms
+                        .retain(|&t| at_ms.saturating_sub(t) < window);
+                    m.recent_failovers_ms.push(*at_ms);
+                }
+                if *reason != FailoverReason::Odown {
+                    m.failover_request = None;
+                }
+                m.failover = Some(FailoverState {
+                    epoch: *epoch,
+                    candidate: candidate.clone(),
+                    reason: *reason,
+                    leader: *leader,
+                    started_at_ms: *at_ms,
+                });
+                let details = m.details();
+                let cand = replica_details(candidate, &m.name, &m.addr);
+                let from = m.addr.clone();
+                let name = Some(master.as_str());
+                events.push(Event::new("+new-epoch", epoch.to_string(), name));
+                events.push(Event::new("+try-failover", details.clone(), name));
+                events.push(Event::new("+elected-leader", details.clone(), name));
+                events.push(Event::new("+failover-state-select-slave", details, name));
+                events.push(Event::new("+selected-slave", cand.clone(), name));
+                events.push(Event::new("+failover-state-send-slaveof-noone", cand, name));
+                self.current_epoch = *epoch;
+                self.push_history(FailoverRecord {
+                    master: master.clone(),
+                    epoch: *epoch,
+                    reason: *reason,
+                    from,
+                    candidate: Some(candidate.clone()),
+                    leader: *leader,
+                    started_at_ms: *at_ms,
+                    promoted_at_ms: None,
+                    ended_at_ms: None,
+                    outcome: "running".into(),
+                });
+                Ok(Outcome::default())
+            }
+            Command::FailoverDone {
+                master,
+                epoch,
+                new_addr,
+                at_ms,
+            } => {
+                let m = self.master_mut(master)?;
+                let f = match &m.failover {
+                    Some(f) if f.epoch == *epoch && &f.candidate == new_addr => f.clone(),
+                    _ => {
+                        return Err(Rejection::precondition(format!(
+                            "no failover of epoch {epoch} promoting {new_addr}"
+                        )))
+                    }
+                };
+                let old = m.addr.clone();
+                events.push(Event::new(
+                    "+promoted-slave",
+                    replica_details(new_addr, &m.name, &old),
+                    Some(master),
+                ));
+                events.push(Event::new(
+                    "+failover-state-reconf-slaves",
+                    m.details(),
+                    Some(master),
+                ));
+                m.addr = new_addr.clone();
+                m.config_epoch = *epoch;
+                m.replicas.remove(new_addr);
+                m.replicas.insert(old.clone());
+                m.observations.clear();
+                m.odown_since_ms = None;
+                m.failover = None;
+                m.reconf = Some(ReconfState {
+                    epoch: *epoch,
+                    started_at_ms: f.started_at_ms,
+                    old_addr: old.clone(),
+                    replicas: BTreeMap::new(),
+                });
+                events.push(Event::new(
+                    "+switch-master",
+                    format!(
+                        "{master} {} {} {} {}",
+                        old.host, old.port, new_addr.host, new_addr.port
+                    ),
+                    Some(master),
+                ));
+                for r in &m.replicas {
+                    events.push(Event::new(
+                        "+slave",
+                        replica_details(r, &m.name, &m.addr),
+                        Some(master),
+                    ));
+                }
+                if let Some(rec) = self.history_mut(master, *epoch) {
+                    rec.promoted_at_ms = Some(*at_ms);
+                    rec.outcome = "promoted".into();
+                }
+                Ok(Outcome::default())
+            }
+            Command::FailoverAbort {
+                master,
+                epoch,
+                why,
+                at_ms,
+            } => {
+                let current_epoch = self.current_epoch;
+                let m = self.master_mut(master)?;
+                let code = why.split(':').next().unwrap_or("").trim();
+                let kind = match code {
+                    "no-good-slave" | "slave-timeout" | "not-elected" => {
+                        format!("-failover-abort-{code}")
+                    }
+                    _ => "-failover-abort".to_string(),
+                };
+                match &m.failover {
+                    Some(f) if f.epoch == *epoch => {
+                        m.failover = None;
+                        events.push(Event::new(kind, m.details(), Some(master)));
+                        if let Some(rec) = self.history_mut(master, *epoch) {
+                            rec.ended_at_ms = Some(*at_ms);
+                            rec.outcome = format!("aborted: {why}");
+                        }
+                        Ok(Outcome::default())
+                    }
+                    // Epoch 0: a failover that could not even start (no candidate). Recorded
+                    // in history so operators can see why nothing happened; state unchanged.
+                    None if *epoch == 0 => {
+                        let from = m.addr.clone();
+                        let reason = m
+                            .failover_request
+                            .take()
+                            .map_or(FailoverReason::Odown, |r| r.reason);
+                        events.push(Event::new(kind, m.details(), Some(master)));
+                        self.push_history(FailoverRecord {
+                            master: master.clone(),
+                            epoch: current_epoch,
+                            reason,
+                            from,
+                            candidate: None,
+                            leader: 0,
+                            started_at_ms: *at_ms,
+                            promoted_at_ms: None,
+                            ended_at_ms: Some(*at_ms),
+                            outcome: format!("aborted: {why}"),
+                        });
+                        Ok(Outcome::default())
+                    }
+                    _ => Err(Rejection::precondition(format!(
+                        "no failover of epoch {epoch} in progress"
+                    ))),
+                }
+            }
+            Command::Reconf {
+                master,
+                epoch,
+                replica,
+                stage,
+            } => {
+                let m = self.master_mut(master)?;
+                let addr = m.addr.clone();
+                let name = m.name.clone();
+                let r = match &mut m.reconf {
+                    Some(r) if r.epoch == *epoch => r,
+                    _ => {
+                        return Err(Rejection::precondition(format!(
+                            "no reconfiguration of epoch {epoch}"
+                        )))
+                    }
+                };
+                if r.replicas.get(replica) == Some(stage) {
+                    return Ok(Outcome::default());
+                }
+                r.replicas.insert(replica.clone(), *stage);
+                let kind = match stage {
+                    ReconfStage::Sent => "+slave-reconf-sent",
+                    ReconfStage::InProgress => "+slave-reconf-inprog",
+                    ReconfStage::Done => "+slave-reconf-done",
+                    ReconfStage::TimedOut => "-slave-reconf-sent-timeout",
+                };
+                events.push(Event::new(
+                    kind,
+                    replica_details(replica, &name, &addr),
+                    Some(master),
+                ));
+                Ok(Outcome::default())
+            }
+            Command::FailoverEnd {
+                master,
+                epoch,
+                timed_out,
+                at_ms,
+            } => {
+                let m = self.master_mut(master)?;
+                if !matches!(&m.reconf, Some(r) if r.epoch == *epoch) {
+                    return Err(Rejection::precondition(format!(
+                        "no reconfiguration of epoch {epoch}"
+                    )));
+                }
+                m.reconf = None;
+                if *timed_out {
+                    events.push(Event::new(
+                        "+failover-end-for-timeout",
+                        m.details(),
+                        Some(master),
+                    ));
+                }
+                events.push(Event::new("+failover-end", m.details(), Some(master)));
+                if let Some(rec) = self.history_mut(master, *epoch) {
+                    rec.ended_at_ms = Some(*at_ms);
+                    rec.outcome = if *timed_out { "timed_out" } else { "ended" }.into();
+                }
+                Ok(Outcome::default())
+            }
+            Command::Pause { master } => {
+                let m = self.master_mut(master)?;
+                if !m.paused {
+                    m.paused = true;
+                    events.push(Event::new("+pause-failover", m.details(), Some(master)));
+                }
+                Ok(Outcome::default())
+            }
+            Command::Resume { master } => {
+                let m = self.master_mut(master)?;
+                if m.paused {
+                    m.paused = false;
+                    events.push(Event::new("-pause-failover", m.details(), Some(master)));
+                }
+                Ok(Outcome::default())
+            }
+            Command::Announce { node, info } => match self.members.get_mut(node) {
+                Some(m) => {
+                    // The peer address comes from the Raft configuration; keep it if the
+                    // announcement leaves it out.
+                    let peer_addr = info.peer_addr.clone().or(m.info.peer_addr.take());
+                    m.info = MemberInfo {
+                        peer_addr,
+                        ..info.clone()
+                    };
+                    Ok(Outcome::default())
+                }
+                None => Err(Rejection {
+                    kind: RejectKind::NotFound,
+                    message: format!("node {node} is not a member"),
+                }),
+            },
+        }
+    }
+
+    fn insert_master(&mut self, spec: &MasterSpec, events: &mut Vec<Event>) {
+        let m = MasterState::from_spec(spec);
+        events.push(Event::new(
+            "+monitor",
+            format!("{} quorum {}", m.details(), m.quorum),
+            Some(&m.name),
+        ));
+        self.masters.insert(spec.name.clone(), m);
+    }
+
+    fn apply_set(
+        &mut self,
+        name: &str,
+        options: &[(String, String)],
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let m = self.master_mut(name)?;
+        // Validate everything first: unlike Sentinel, a bad option changes nothing.
+        let mut staged = m.clone();
+        let mut set_events = Vec::new();
+        for (opt, val) in options {
+            let lower = opt.to_ascii_lowercase();
+            let bad =
+                || Rejection::invalid(format!("Invalid argument '{val}' for SENTINEL SET '{opt}'"));
+            let positive = || val.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(bad);
+            let shown = match lower.as_str() {
+                "down-after-milliseconds" => {
+                    staged.down_after_ms = positive()?;
+                    val.clone()
+                }
+                "failover-timeout" => {
+                    staged.failover_timeout_ms = positive()?;
+                    val.clone()
+                }
+                "parallel-syncs" => {
+                    staged.parallel_syncs = u32::try_from(positive()?).map_err(|_| bad())?;
+                    val.clone()
+                }
+                "quorum" => {
+                    staged.quorum = u32::try_from(positive()?).map_err(|_| bad())?;
+                    val.clone()
+                }
+                "master-reboot-down-after-period" => {
+                    staged.reboot_down_after_ms = val.parse::<u64>().map_err(|_| bad())?;
+                    val.clone()
+                }
+                "failover-budget" => {
+                    staged.failover_budget = val.parse::<u32>().map_err(|_| bad())?;
+                    val.clone()
+                }
+                "failover-budget-window" => {
+                    staged.failover_budget_window_ms = positive()?;
+                    val.clone()
+                }
+                "auth-pass" => {
+                    staged.auth_pass = (!val.is_empty()).then(|| val.clone());
+                    "******".to_string()
+                }
+                "auth-user" => {
+                    staged.auth_user = (!val.is_empty()).then(|| val.clone());
+                    val.clone()
+                }
+                "notification-script" | "client-reconfig-script" => {
+                    return Err(Rejection::invalid(
+                        "Reconfiguration of scripts path is denied for security reasons. Check the deny-scripts-reconfig configuration directive in your Sentinel configuration",
+                    ));
+                }
+                _ => {
+                    return Err(Rejection::invalid(format!(
+                        "Unknown option or number of arguments for SENTINEL SET '{opt}'"
+                    )))
+                }
+            };
+            set_events.push(Event::new(
+                "+set",
+                format!("{} {} {}", staged.details(), opt, shown),
+                Some(name),
+            ));
+        }
+        let quorum_changed = staged.quorum != m.quorum;
+        *m = staged;
+        events.extend(set_events);
+        if quorum_changed {
+            let at = m.observations.values().map(|o| o.at_ms).max().unwrap_or(0);
+            m.recompute_odown(at, events);
+        }
+        Ok(Outcome::default())
+    }
+}
+
+fn validate_spec(spec: &MasterSpec) -> Result<(), Rejection> {
+    if spec.quorum == 0 {
+        return Err(Rejection::invalid("Quorum must be 1 or greater."));
+    }
+    if spec.name.is_empty()
+        || spec
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Rejection::invalid("Invalid master name."));
+    }
+    if spec.down_after_ms == 0 || spec.failover_timeout_ms == 0 || spec.parallel_syncs == 0 {
+        return Err(Rejection::invalid(
+            "down-after-milliseconds, failover-timeout and parallel-syncs must be greater than 0",
+        ));
+    }
+    Ok(())
+}

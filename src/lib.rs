@@ -1,0 +1,32 @@
+//! raft-sentinel: a Redis high-availability coordinator.
+//!
+//! Three or five coordinator nodes watch the Redis servers, agree on every failure and every
+//! master change through a Raft log, promote a replica with `REPLICAOF NO ONE`, fence the old
+//! master, and serve the current master over gRPC and a Sentinel-compatible RESP port.
+//!
+//! Layout and data flow (an arrow means "is used by"):
+//! `model → fsm → consensus → {net, monitor, failover} → api → app → main`.
+//!
+//! - [`model`]: pure domain types (addresses, ids, epochs).
+//! - [`fsm`]: the replicated state machine; deterministic `apply(index, Command) -> Events`.
+//! - [`consensus`]: the one task that owns the Raft node, durable storage, the handle other
+//!   tasks use to propose, read and watch, and the transport abstraction.
+//! - [`net`]: the peer transport over gRPC (Raft messages as opaque bytes).
+//! - [`monitor`]: probing Redis instances; subjective down proposed as observations.
+//! - [`failover`]: leader-only failover executor, fenced by the committed epoch.
+//! - [`api`]: the public gRPC service and the Sentinel-compatible RESP port.
+//! - [`app`]: composition root that builds and runs a node from its [`config::Config`].
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod consensus;
+pub mod fsm;
+pub mod model;
+pub mod net;
+pub mod pb;
+pub mod shutdown;
+pub mod telemetry;

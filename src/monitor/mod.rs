@@ -1,0 +1,5 @@
+//! Monitoring of Redis instances: probing, parsing INFO/ROLE, subjective down.
+
+mod view;
+
+pub use view::{InstanceInfo, MonitorView, ReportedRole};

@@ -1,0 +1,103 @@
+//! What this node currently sees of every Redis instance: the monitor writes it, the
+//! failover executor and the API (Sentinel `MASTER`/`REPLICAS` fields, gRPC detail) read it.
+//! Local, not replicated: each node has its own view.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::model::Addr;
+
+/// Role an instance reports in `ROLE` / `INFO replication`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportedRole {
+    /// `role:master`
+    Master,
+    /// `role:slave`
+    Replica,
+}
+
+/// Everything known locally about one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceInfo {
+    /// The instance.
+    pub addr: Addr,
+    /// Name of the monitored master this instance belongs to.
+    pub master: String,
+    /// `run_id` from INFO.
+    pub run_id: Option<String>,
+    /// Role it reports.
+    pub role: Option<ReportedRole>,
+    /// When the reported role last changed.
+    pub role_reported_at: Option<Instant>,
+    /// Oldest PING still unanswered.
+    pub ping_pending_since: Option<Instant>,
+    /// Last acceptable PING reply (`PONG`, `-LOADING`, `-MASTERDOWN`).
+    pub last_ok_ping_reply: Option<Instant>,
+    /// Last reply of any kind.
+    pub last_ping_reply: Option<Instant>,
+    /// Last successful INFO.
+    pub info_refresh: Option<Instant>,
+    /// Subjectively down since (this node's view).
+    pub sdown_since: Option<Instant>,
+    /// A connection is currently established.
+    pub connected: bool,
+    /// For replicas: the master they follow (`master_host`/`master_port`).
+    pub master_host: Option<String>,
+    /// See `master_host`.
+    pub master_port: Option<u16>,
+    /// For replicas: `master_link_status:up`.
+    pub master_link_up: bool,
+    /// For replicas: `master_link_down_since_seconds` as a duration.
+    pub master_link_down: Option<Duration>,
+    /// `slave_priority` / `replica-priority` (0 = never promote).
+    pub priority: Option<u32>,
+    /// Replication offset (`slave_repl_offset` for replicas, `master_repl_offset` for masters).
+    pub repl_offset: i64,
+    /// `replica_announced` (hidden from REPLICAS when false).
+    pub replica_announced: bool,
+    /// Last error talking to it, for logs and status.
+    pub last_error: Option<String>,
+}
+
+impl InstanceInfo {
+    /// A not-yet-probed instance.
+    pub fn new(addr: Addr, master: impl Into<String>) -> Self {
+        InstanceInfo {
+            addr,
+            master: master.into(),
+            run_id: None,
+            role: None,
+            role_reported_at: None,
+            ping_pending_since: None,
+            last_ok_ping_reply: None,
+            last_ping_reply: None,
+            info_refresh: None,
+            sdown_since: None,
+            connected: false,
+            master_host: None,
+            master_port: None,
+            master_link_up: false,
+            master_link_down: None,
+            priority: None,
+            repl_offset: 0,
+            replica_announced: true,
+            last_error: None,
+        }
+    }
+}
+
+/// The whole local view, published through a `watch<Arc<MonitorView>>`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MonitorView {
+    /// Every watched instance (masters and replicas of every monitored master).
+    pub instances: BTreeMap<Addr, InstanceInfo>,
+}
+
+impl MonitorView {
+    /// The instance at `addr`, if watched.
+    pub fn get(&self, addr: &Addr) -> Option<&InstanceInfo> {
+        self.instances.get(addr)
+    }
+}

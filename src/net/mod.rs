@@ -1,0 +1,10 @@
+//! The Raft peer transport over gRPC: Raft messages travel as opaque bytes.
+
+mod peer_client;
+mod peer_server;
+
+pub use peer_client::PeerNetwork;
+pub use peer_server::PeerService;
+
+/// Largest gRPC message on the peer port (a batch can carry a state snapshot).
+pub const MAX_PEER_MESSAGE: usize = 16 * 1024 * 1024;

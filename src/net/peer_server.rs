@@ -1,0 +1,90 @@
+//! Receiving side of the peer port: checks who is sending and hands messages to the node.
+
+use std::collections::BTreeMap;
+
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+
+use crate::consensus::{decode_message, RaftHandle};
+use crate::model::NodeId;
+use crate::pb::peer::raft_peer_server::RaftPeer;
+use crate::pb::peer::{Ack, RaftBatch};
+
+/// The `RaftPeer` gRPC service of one node.
+pub struct PeerService {
+    raft: RaftHandle,
+    cluster_id: String,
+    /// Peers from the config: accepted while this node has no Raft configuration yet.
+    configured: BTreeMap<NodeId, String>,
+}
+
+impl PeerService {
+    /// A service delivering into `raft`.
+    pub fn new(raft: RaftHandle, cluster_id: String, configured: BTreeMap<NodeId, String>) -> Self {
+        PeerService {
+            raft,
+            cluster_id,
+            configured,
+        }
+    }
+
+    fn is_member(&self, id: NodeId) -> bool {
+        let st = self.raft.status();
+        if st.voters.is_empty() && st.learners.is_empty() {
+            return self.configured.contains_key(&id);
+        }
+        st.voters.contains(&id) || st.learners.contains(&id) || st.voters_outgoing.contains(&id)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn send(&self, req: Request<RaftBatch>) -> Result<Response<Ack>, Status> {
+        let batch = req.into_inner();
+        let me = self.raft.node_id();
+        if batch.cluster_id != self.cluster_id {
+            warn!(peer_id = batch.from, cluster = %batch.cluster_id, "rejecting raft batch from another cluster");
+            return Err(Status::permission_denied(format!(
+                "cluster id '{}' does not match '{}'",
+                batch.cluster_id, self.cluster_id
+            )));
+        }
+        if batch.to != me {
+            return Err(Status::invalid_argument(format!(
+                "batch for node {} delivered to node {me}",
+                batch.to
+            )));
+        }
+        if !self.is_member(batch.from) {
+            warn!(
+                peer_id = batch.from,
+                "rejecting raft batch from a node that is not a member"
+            );
+            return Err(Status::permission_denied(format!(
+                "node {} is not a member of this cluster",
+                batch.from
+            )));
+        }
+        let mut dropped = 0u32;
+        for bytes in &batch.msgs {
+            let msg = decode_message(bytes)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            if msg.from != batch.from || msg.to != me {
+                return Err(Status::invalid_argument(format!(
+                    "message from {} to {} inside a batch from {} to {me}",
+                    msg.from, msg.to, batch.from
+                )));
+            }
+            if !self.raft.step(msg) {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            debug!(
+                peer_id = batch.from,
+                dropped, "mailbox full; raft will retransmit"
+            );
+        }
+        Ok(Response::new(Ack { dropped }))
+    }
+}

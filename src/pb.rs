@@ -1,0 +1,16 @@
+//! Generated protobuf and gRPC code. Used only by `net` and `api`.
+
+#![allow(missing_docs, clippy::all)]
+
+/// The Raft peer transport.
+pub mod peer {
+    tonic::include_proto!("raftsentinel.peer.v1");
+}
+
+/// The public API.
+pub mod api {
+    tonic::include_proto!("raftsentinel.v1");
+}
+
+/// Encoded file descriptor set of every .proto (for gRPC server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor");
