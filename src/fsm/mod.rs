@@ -15,3 +15,6 @@ pub use state::{
     Applied, ClusterState, FailoverRecord, FailoverRequestState, FailoverState, MasterState,
     Member, Observation, Outcome, ReconfState, RejectKind, Rejection, SnapshotError, HISTORY_LIMIT,
 };
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,638 @@
+//! Unit tests of the state machine: every command, ODOWN at exactly `quorum`, snapshots,
+//! determinism, epochs.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::model::Addr;
+
+fn addr(s: &str) -> Addr {
+    s.parse().unwrap()
+}
+
+fn spec(name: &str, a: &str, quorum: u32) -> MasterSpec {
+    MasterSpec {
+        name: name.into(),
+        addr: addr(a),
+        quorum,
+        down_after_ms: 1000,
+        failover_timeout_ms: 10_000,
+        parallel_syncs: 1,
+        auth_user: None,
+        auth_pass: None,
+        tls: false,
+    }
+}
+
+/// A state with voters 1..=3 and `mymaster` at 10.0.0.1:6379, quorum 2.
+fn base() -> (ClusterState, u64) {
+    let mut s = ClusterState::with_voters((1..=3).map(|i| (i, Some(format!("n{i}:7701")))));
+    let mut idx = 5;
+    s.applied_index = idx;
+    idx += 1;
+    let r = s.apply(
+        idx,
+        &Command::Bootstrap {
+            masters: vec![spec("mymaster", "10.0.0.1:6379", 2)],
+        },
+    );
+    assert!(r.result.is_ok());
+    (s, idx)
+}
+
+struct Fixture {
+    s: ClusterState,
+    idx: u64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let (s, idx) = base();
+        Fixture { s, idx }
+    }
+    fn apply(&mut self, cmd: Command) -> Applied {
+        self.idx += 1;
+        self.s.apply(self.idx, &cmd)
+    }
+    fn ok(&mut self, cmd: Command) -> Vec<Event> {
+        let a = self.apply(cmd.clone());
+        assert!(a.result.is_ok(), "{cmd:?} rejected: {:?}", a.result);
+        a.events
+    }
+    fn err(&mut self, cmd: Command) -> Rejection {
+        let before = self.s.clone();
+        let a = self.apply(cmd.clone());
+        let rej = a.result.expect_err(&format!("{cmd:?} should be rejected"));
+        assert!(a.events.is_empty());
+        // Nothing but the applied index changed.
+        let mut after = self.s.clone();
+        after.applied_index = before.applied_index;
+        assert_eq!(after, before, "rejected {cmd:?} changed state");
+        rej
+    }
+    fn observe(&mut self, node: u64, down: bool) -> Applied {
+        let a = self.s.masters["mymaster"].addr.clone();
+        self.apply(Command::Observe {
+            node,
+            master: "mymaster".into(),
+            addr: a,
+            down,
+            reason: if down {
+                ObserveReason::NoReply
+            } else {
+                ObserveReason::Ok
+            },
+            at_ms: 1000 + self.idx,
+        })
+    }
+    fn m(&self) -> &MasterState {
+        &self.s.masters["mymaster"]
+    }
+    fn kinds(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.kind.as_str()).collect()
+    }
+    fn start(&mut self, epoch: u64, candidate: &str, reason: FailoverReason) -> Applied {
+        self.apply(Command::FailoverStart {
+            master: "mymaster".into(),
+            epoch,
+            candidate: addr(candidate),
+            reason,
+            leader: 1,
+            at_ms: 5000 + self.idx,
+        })
+    }
+}
+
+#[test]
+fn bootstrap_applies_once() {
+    let mut f = Fixture::new();
+    assert!(f.s.bootstrapped);
+    let ev = f.ok(Command::Bootstrap {
+        masters: vec![spec("other", "10.0.0.9:1", 1)],
+    });
+    assert!(ev.is_empty());
+    assert!(!f.s.masters.contains_key("other"));
+}
+
+#[test]
+fn monitor_duplicate_and_validation() {
+    let mut f = Fixture::new();
+    let ev = f.ok(Command::Monitor {
+        spec: spec("m2", "10.0.0.2:6379", 2),
+    });
+    assert_eq!(ev[0].kind, "+monitor");
+    assert_eq!(ev[0].payload, "master m2 10.0.0.2 6379 quorum 2");
+    // Identical MONITOR is accepted, so a setup script can be sent to every node.
+    assert!(f
+        .ok(Command::Monitor {
+            spec: spec("m2", "10.0.0.2:6379", 2)
+        })
+        .is_empty());
+    let rej = f.err(Command::Monitor {
+        spec: spec("m2", "10.0.0.3:6379", 2),
+    });
+    assert_eq!(rej.message, "Duplicate master name.");
+    let rej = f.err(Command::Monitor {
+        spec: spec("m3", "10.0.0.3:6379", 0),
+    });
+    assert_eq!(rej.message, "Quorum must be 1 or greater.");
+}
+
+#[test]
+fn remove_and_unknown_master() {
+    let mut f = Fixture::new();
+    let ev = f.ok(Command::Remove {
+        name: "mymaster".into(),
+    });
+    assert_eq!(Fixture::kinds(&ev), ["-monitor"]);
+    let rej = f.err(Command::Remove {
+        name: "mymaster".into(),
+    });
+    assert_eq!(rej.kind, RejectKind::NotFound);
+    assert_eq!(rej.message, "No such master with that name");
+}
+
+#[test]
+fn set_is_validated_as_a_whole() {
+    let mut f = Fixture::new();
+    let ev = f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![
+            ("down-after-milliseconds".into(), "2500".into()),
+            ("auth-pass".into(), "secret".into()),
+            ("QUORUM".into(), "3".into()),
+        ],
+    });
+    assert_eq!(f.m().down_after_ms, 2500);
+    assert_eq!(f.m().auth_pass.as_deref(), Some("secret"));
+    assert_eq!(f.m().quorum, 3);
+    assert_eq!(
+        ev[1].payload,
+        "master mymaster 10.0.0.1 6379 auth-pass ******"
+    );
+    let rej = f.err(Command::Set {
+        name: "mymaster".into(),
+        options: vec![
+            ("failover-timeout".into(), "5".into()),
+            ("parallel-syncs".into(), "zero".into()),
+        ],
+    });
+    assert_eq!(
+        rej.message,
+        "Invalid argument 'zero' for SENTINEL SET 'parallel-syncs'"
+    );
+    assert_eq!(
+        f.m().failover_timeout_ms,
+        10_000,
+        "earlier option must not stick"
+    );
+    let rej = f.err(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("bogus".into(), "1".into())],
+    });
+    assert_eq!(
+        rej.message,
+        "Unknown option or number of arguments for SENTINEL SET 'bogus'"
+    );
+    f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("auth-pass".into(), "".into())],
+    });
+    assert_eq!(f.m().auth_pass, None);
+}
+
+#[test]
+fn odown_at_exactly_quorum() {
+    let mut f = Fixture::new();
+    let a = f.observe(1, true);
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown"]);
+    assert_eq!(a.events[0].node, Some(1));
+    assert!(!f.m().is_odown(), "1 of quorum 2 is not ODOWN");
+    let a = f.observe(2, true);
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown", "+odown"]);
+    assert_eq!(
+        a.events[1].payload,
+        "master mymaster 10.0.0.1 6379 #quorum 2/2"
+    );
+    assert!(f.m().is_odown());
+    // A repeated observation changes nothing.
+    assert!(f.observe(2, true).events.is_empty());
+    let a = f.observe(3, true);
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown"]);
+    let a = f.observe(1, false);
+    assert_eq!(Fixture::kinds(&a.events), ["-sdown"], "still 2 of 2");
+    let a = f.observe(2, false);
+    assert_eq!(Fixture::kinds(&a.events), ["-sdown", "-odown"]);
+    assert!(!f.m().is_odown());
+}
+
+#[test]
+fn observations_from_non_members_and_old_addresses_are_refused() {
+    let mut f = Fixture::new();
+    let rej = f.err(Command::Observe {
+        node: 9,
+        master: "mymaster".into(),
+        addr: addr("10.0.0.1:6379"),
+        down: true,
+        reason: ObserveReason::NoReply,
+        at_ms: 1,
+    });
+    assert_eq!(rej.kind, RejectKind::Precondition);
+    f.err(Command::Observe {
+        node: 1,
+        master: "mymaster".into(),
+        addr: addr("10.0.0.7:6379"),
+        down: true,
+        reason: ObserveReason::NoReply,
+        at_ms: 1,
+    });
+}
+
+#[test]
+fn quorum_change_reevaluates_odown() {
+    let mut f = Fixture::new();
+    f.observe(1, true);
+    let ev = f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("quorum".into(), "1".into())],
+    });
+    assert_eq!(Fixture::kinds(&ev), ["+set", "+odown"]);
+}
+
+#[test]
+fn full_failover_cycle() {
+    let mut f = Fixture::new();
+    f.ok(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: vec![
+            addr("10.0.0.2:6379"),
+            addr("10.0.0.3:6379"),
+            addr("10.0.0.1:6379"),
+        ],
+    });
+    assert_eq!(
+        f.m().replicas.len(),
+        2,
+        "the master itself is never its replica"
+    );
+    // Automatic failover needs ODOWN.
+    let rej = f
+        .start(1, "10.0.0.2:6379", FailoverReason::Odown)
+        .result
+        .unwrap_err();
+    assert!(rej.message.contains("not objectively down"));
+    f.observe(1, true);
+    f.observe(2, true);
+    let a = f.start(1, "10.0.0.2:6379", FailoverReason::Odown);
+    assert!(a.result.is_ok());
+    assert_eq!(
+        Fixture::kinds(&a.events),
+        [
+            "+new-epoch",
+            "+try-failover",
+            "+elected-leader",
+            "+failover-state-select-slave",
+            "+selected-slave",
+            "+failover-state-send-slaveof-noone"
+        ]
+    );
+    assert_eq!(a.events[0].payload, "1");
+    assert_eq!(
+        a.events[4].payload,
+        "slave 10.0.0.2:6379 10.0.0.2 6379 @ mymaster 10.0.0.1 6379"
+    );
+    assert_eq!(f.s.current_epoch, 1);
+    // A second start while one runs is refused, as is a stale epoch.
+    let rej = f
+        .start(2, "10.0.0.3:6379", FailoverReason::Forced)
+        .result
+        .unwrap_err();
+    assert_eq!(rej.message, "INPROG Failover already in progress");
+    // Done must match epoch and candidate.
+    f.err(Command::FailoverDone {
+        master: "mymaster".into(),
+        epoch: 1,
+        new_addr: addr("10.0.0.3:6379"),
+        at_ms: 1,
+    });
+    let ev = f.ok(Command::FailoverDone {
+        master: "mymaster".into(),
+        epoch: 1,
+        new_addr: addr("10.0.0.2:6379"),
+        at_ms: 9000,
+    });
+    let kinds = Fixture::kinds(&ev);
+    assert_eq!(
+        &kinds[..3],
+        [
+            "+promoted-slave",
+            "+failover-state-reconf-slaves",
+            "+switch-master"
+        ]
+    );
+    assert_eq!(ev[2].payload, "mymaster 10.0.0.1 6379 10.0.0.2 6379");
+    assert_eq!(f.m().addr, addr("10.0.0.2:6379"));
+    assert_eq!(f.m().config_epoch, 1);
+    assert!(
+        f.m().replicas.contains(&addr("10.0.0.1:6379")),
+        "old master becomes a replica"
+    );
+    assert!(!f.m().replicas.contains(&addr("10.0.0.2:6379")));
+    assert!(f.m().observations.is_empty() && !f.m().is_odown());
+    // Observations about the old address are stale now.
+    f.err(Command::Observe {
+        node: 1,
+        master: "mymaster".into(),
+        addr: addr("10.0.0.1:6379"),
+        down: true,
+        reason: ObserveReason::NoReply,
+        at_ms: 1,
+    });
+    let ev = f.ok(Command::Reconf {
+        master: "mymaster".into(),
+        epoch: 1,
+        replica: addr("10.0.0.3:6379"),
+        stage: ReconfStage::Sent,
+    });
+    assert_eq!(
+        ev[0].payload,
+        "slave 10.0.0.3:6379 10.0.0.3 6379 @ mymaster 10.0.0.2 6379"
+    );
+    f.ok(Command::Reconf {
+        master: "mymaster".into(),
+        epoch: 1,
+        replica: addr("10.0.0.3:6379"),
+        stage: ReconfStage::Done,
+    });
+    let ev = f.ok(Command::FailoverEnd {
+        master: "mymaster".into(),
+        epoch: 1,
+        timed_out: false,
+        at_ms: 9500,
+    });
+    assert_eq!(Fixture::kinds(&ev), ["+failover-end"]);
+    let rec = f.s.history.back().unwrap();
+    assert_eq!(rec.outcome, "ended");
+    assert_eq!(rec.promoted_at_ms, Some(9000));
+    assert_eq!(rec.ended_at_ms, Some(9500));
+}
+
+#[test]
+fn abort_keeps_address_and_epoch_only_grows() {
+    let mut f = Fixture::new();
+    f.ok(Command::FailoverRequest {
+        master: "mymaster".into(),
+        reason: FailoverReason::Forced,
+        target: None,
+        at_ms: 1,
+    });
+    assert!(f.m().failover_request.is_some());
+    let rej = f.err(Command::FailoverRequest {
+        master: "mymaster".into(),
+        reason: FailoverReason::Forced,
+        target: None,
+        at_ms: 2,
+    });
+    assert_eq!(rej.message, "INPROG Failover already in progress");
+    assert!(f
+        .start(3, "10.0.0.2:6379", FailoverReason::Forced)
+        .result
+        .is_ok());
+    assert!(
+        f.m().failover_request.is_none(),
+        "start answers the request"
+    );
+    let ev = f.ok(Command::FailoverAbort {
+        master: "mymaster".into(),
+        epoch: 3,
+        why: "slave-timeout: no promotion within 10000 ms".into(),
+        at_ms: 10,
+    });
+    assert_eq!(Fixture::kinds(&ev), ["-failover-abort-slave-timeout"]);
+    assert_eq!(f.m().addr, addr("10.0.0.1:6379"));
+    assert_eq!(f.s.current_epoch, 3);
+    // Epochs never go back: equal or lower epochs are refused.
+    for e in [1, 2, 3] {
+        let rej = f
+            .start(e, "10.0.0.2:6379", FailoverReason::Forced)
+            .result
+            .unwrap_err();
+        assert!(rej.message.contains("stale epoch"), "{rej}");
+    }
+    assert_eq!(f.s.current_epoch, 3);
+    // An epoch-0 abort answers a request that found no candidate.
+    f.ok(Command::FailoverRequest {
+        master: "mymaster".into(),
+        reason: FailoverReason::Forced,
+        target: None,
+        at_ms: 20,
+    });
+    let ev = f.ok(Command::FailoverAbort {
+        master: "mymaster".into(),
+        epoch: 0,
+        why: "no-good-slave: no replica is eligible".into(),
+        at_ms: 21,
+    });
+    assert_eq!(Fixture::kinds(&ev), ["-failover-abort-no-good-slave"]);
+    assert!(f.m().failover_request.is_none());
+    assert_eq!(f.s.history.back().unwrap().reason, FailoverReason::Forced);
+}
+
+#[test]
+fn pause_blocks_automatic_failover_and_budget_limits_flapping() {
+    let mut f = Fixture::new();
+    f.ok(Command::Pause {
+        master: "mymaster".into(),
+    });
+    f.observe(1, true);
+    f.observe(2, true);
+    let rej = f
+        .start(1, "10.0.0.2:6379", FailoverReason::Odown)
+        .result
+        .unwrap_err();
+    assert!(rej.message.contains("paused"));
+    f.ok(Command::Resume {
+        master: "mymaster".into(),
+    });
+    f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("failover-budget".into(), "1".into())],
+    });
+    assert!(f
+        .start(1, "10.0.0.2:6379", FailoverReason::Odown)
+        .result
+        .is_ok());
+    f.ok(Command::FailoverAbort {
+        master: "mymaster".into(),
+        epoch: 1,
+        why: "x".into(),
+        at_ms: 1,
+    });
+    let rej = f
+        .start(2, "10.0.0.2:6379", FailoverReason::Odown)
+        .result
+        .unwrap_err();
+    assert!(rej.message.contains("budget"), "{rej}");
+    // Operators can still force one.
+    assert!(f
+        .start(2, "10.0.0.2:6379", FailoverReason::Forced)
+        .result
+        .is_ok());
+}
+
+#[test]
+fn reset_matches_glob_and_counts() {
+    let mut f = Fixture::new();
+    f.ok(Command::Monitor {
+        spec: spec("other", "10.0.0.5:6379", 1),
+    });
+    f.ok(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: vec![addr("10.0.0.2:6379")],
+    });
+    f.observe(1, true);
+    f.idx += 1;
+    let a = f.s.apply(
+        f.idx,
+        &Command::Reset {
+            pattern: "my*".into(),
+        },
+    );
+    assert_eq!(a.result.unwrap().count, 1);
+    assert_eq!(Fixture::kinds(&a.events), ["+reset-master"]);
+    assert!(f.m().replicas.is_empty() && f.m().observations.is_empty());
+}
+
+#[test]
+fn membership_change_drops_observations_of_departed_nodes() {
+    let mut f = Fixture::new();
+    f.observe(1, true);
+    f.observe(3, true);
+    assert!(f.m().is_odown());
+    f.idx += 1;
+    let voters: BTreeSet<u64> = [1, 2].into();
+    let ev =
+        f.s.set_membership(f.idx, &voters, &BTreeSet::new(), None, 77);
+    assert_eq!(Fixture::kinds(&ev), ["-odown"]);
+    assert!(!f.s.members.contains_key(&3));
+    f.idx += 1;
+    let voters: BTreeSet<u64> = [1, 2, 4].into();
+    f.s.set_membership(
+        f.idx,
+        &voters,
+        &BTreeSet::new(),
+        Some((4, "n4:7701".into())),
+        78,
+    );
+    assert_eq!(f.s.members[&4].info.peer_addr.as_deref(), Some("n4:7701"));
+    f.ok(Command::Announce {
+        node: 4,
+        info: MemberInfo {
+            peer_addr: None,
+            sentinel_addr: Some("n4:26379".into()),
+            grpc_addr: Some("n4:7700".into()),
+            run_id: Some("a".repeat(40)),
+        },
+    });
+    let m = &f.s.members[&4];
+    assert_eq!(
+        m.info.peer_addr.as_deref(),
+        Some("n4:7701"),
+        "announce keeps the peer address"
+    );
+    assert_eq!(m.info.sentinel_addr.as_deref(), Some("n4:26379"));
+    f.err(Command::Announce {
+        node: 9,
+        info: MemberInfo::default(),
+    });
+}
+
+#[test]
+fn snapshot_round_trip_and_determinism() {
+    let script = |s: &mut ClusterState| {
+        let mut idx = s.applied_index;
+        let mut all_events = Vec::new();
+        let cmds = vec![
+            Command::Monitor {
+                spec: spec("b", "10.1.0.1:6379", 1),
+            },
+            Command::Replicas {
+                master: "b".into(),
+                replicas: vec![addr("10.1.0.2:6379")],
+            },
+            Command::Observe {
+                node: 2,
+                master: "b".into(),
+                addr: addr("10.1.0.1:6379"),
+                down: true,
+                reason: ObserveReason::NoReply,
+                at_ms: 10,
+            },
+            Command::FailoverStart {
+                master: "b".into(),
+                epoch: 1,
+                candidate: addr("10.1.0.2:6379"),
+                reason: FailoverReason::Odown,
+                leader: 2,
+                at_ms: 11,
+            },
+            Command::FailoverDone {
+                master: "b".into(),
+                epoch: 1,
+                new_addr: addr("10.1.0.2:6379"),
+                at_ms: 12,
+            },
+            Command::Set {
+                name: "b".into(),
+                options: vec![("parallel-syncs".into(), "2".into())],
+            },
+        ];
+        for c in cmds {
+            idx += 1;
+            let a = s.apply(idx, &c);
+            assert!(a.result.is_ok(), "{c:?}: {:?}", a.result);
+            all_events.extend(a.events);
+        }
+        all_events
+    };
+    let (mut a, _) = base();
+    let (mut b, _) = base();
+    let ea = script(&mut a);
+    let eb = script(&mut b);
+    assert_eq!(a, b, "same log, same state");
+    assert_eq!(ea, eb, "same log, same events");
+    let bytes = a.to_bytes();
+    let restored = ClusterState::from_bytes(&bytes).unwrap();
+    assert_eq!(restored, a);
+    assert_eq!(restored.to_bytes(), bytes);
+    assert!(ClusterState::from_bytes(b"{not json").is_err());
+}
+
+#[test]
+fn command_encoding_round_trips_and_rejects_unknown_versions() {
+    let c = Command::Observe {
+        node: 1,
+        master: "m".into(),
+        addr: addr("h:1"),
+        down: true,
+        reason: ObserveReason::EmptyRestart,
+        at_ms: 5,
+    };
+    assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+    let mut v: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();
+    v["v"] = 99.into();
+    assert!(Command::decode(&serde_json::to_vec(&v).unwrap()).is_err());
+    assert!(Command::decode(b"\x00\x01garbage").is_err());
+}
+
+#[test]
+#[should_panic(expected = "apply gap or regression")]
+fn applying_an_old_index_is_an_invariant_violation() {
+    let (mut s, idx) = base();
+    s.apply(
+        idx,
+        &Command::Pause {
+            master: "mymaster".into(),
+        },
+    );
+}

@@ -1,0 +1,521 @@
+//! Shared helpers for tests that run real processes: `redis-server` instances and nodes of the
+//! real `raft-sentinel` binary, each on free loopback ports in its own temp dir, stopped by pid
+//! on drop (and their logs printed when a test panics).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use raft_sentinel::pb::api as pb;
+use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
+use tempfile::TempDir;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// Path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_raft-sentinel");
+
+/// A port nobody listens on right now (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let Ok(f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let all: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// === RedisProcess ===
+
+/// A real `redis-server` on a free loopback port. Killed by pid on drop.
+pub struct RedisProcess {
+    /// Its port.
+    pub port: u16,
+    args: Vec<String>,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    /// Starts a master with extra `redis-server` arguments (e.g. `["--requirepass", "x"]`).
+    pub fn start(extra: &[&str]) -> RedisProcess {
+        let mut r = RedisProcess {
+            port: free_port(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// Starts a replica of `master`.
+    pub fn start_replica(master: &RedisProcess, extra: &[&str]) -> RedisProcess {
+        let port = master.port.to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", port.as_str()];
+        args.extend_from_slice(extra);
+        RedisProcess::start(&args)
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new(bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(["--logfile", &log.display().to_string()])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on {} did not start: {}",
+                self.port,
+                tail(&log, 20)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Its pid, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and dir, with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGSTOP (it stops answering but keeps its sockets).
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-STOP");
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-CONT");
+        }
+    }
+
+    /// A synchronous client (for test setup and checks).
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .expect("connect to redis")
+    }
+
+    /// The `role` field of `ROLE`: "master" or "slave" (None if unreachable).
+    pub fn role(&self) -> Option<String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+        let v: redis::Value = redis::cmd("ROLE").query(&mut c).ok()?;
+        match v {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.path().join("redis.log"), lines)
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // A SIGSTOPped process must be continued to die cleanly on some kernels.
+            signal(pid, "-CONT");
+        }
+        self.kill9();
+    }
+}
+
+// === NodeProcess and Cluster ===
+
+/// One `raft-sentinel run` process with its config and data dir.
+pub struct NodeProcess {
+    /// Node id.
+    pub id: u64,
+    /// Sentinel port.
+    pub sentinel_port: u16,
+    /// gRPC port.
+    pub grpc_port: u16,
+    /// Peer port.
+    pub peer_port: u16,
+    /// Metrics port.
+    pub metrics_port: u16,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its log (stderr).
+    pub log: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// gRPC endpoint `127.0.0.1:<port>`.
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// Peer address `127.0.0.1:<port>`.
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Sentinel address `127.0.0.1:<port>`.
+    pub fn sentinel_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// Whether the process is running (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Its pid, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Starts the process (appending to its log).
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let child = Command::new(BIN)
+            .args(["run", "--config", &self.config.display().to_string()])
+            .args(&self.extra_args)
+            .env(
+                "RAFT_SENTINEL_LOG",
+                std::env::var("RAFT_SENTINEL_LOG").unwrap_or_else(|_| "info,raft=info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn raft-sentinel");
+        self.child = Some(child);
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP / SIGCONT the node.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-STOP");
+        }
+    }
+
+    /// See [`NodeProcess::pause`].
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-CONT");
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(c.id(), "-TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A gRPC client (fails if the node is down).
+    pub async fn client(&self) -> Result<CoordinatorClient<Channel>, tonic::transport::Error> {
+        let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc_addr()))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(5));
+        Ok(CoordinatorClient::new(ep.connect().await?))
+    }
+
+    /// `ClusterStatus` of this node, or None when unreachable.
+    pub async fn status(&self) -> Option<pb::ClusterStatusReply> {
+        let mut c = self.client().await.ok()?;
+        c.cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill9();
+    }
+}
+
+/// Settings for a test cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOpts {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Raft tick.
+    pub tick_ms: u64,
+    /// Election ticks.
+    pub election_ticks: usize,
+    /// Heartbeat ticks.
+    pub heartbeat_ticks: usize,
+    /// Log entries before compaction.
+    pub compact_threshold: u64,
+    /// Extra TOML appended to every node's config (e.g. `[[masters]]` tables).
+    pub extra_toml: String,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            nodes: 3,
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            compact_threshold: 1000,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// Several nodes of the real binary on loopback, sharing one temp dir.
+pub struct Cluster {
+    /// The nodes, index i holds node id i+1 (nodes added later are appended).
+    pub nodes: Vec<NodeProcess>,
+    /// Options used.
+    pub opts: ClusterOpts,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Writes configs and starts `opts.nodes` nodes.
+    pub fn start(opts: ClusterOpts) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<NodeProcess> = (1..=opts.nodes as u64)
+            .map(|id| new_node(dir.path(), id))
+            .collect();
+        let peers: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.peer_addr())).collect();
+        for n in &nodes {
+            write_config(n, &peers, &opts);
+        }
+        for n in &mut nodes {
+            n.spawn();
+        }
+        Cluster { nodes, opts, dir }
+    }
+
+    /// Prepares a node that will join (started with `--join`), listing the current members
+    /// and itself as peers. It is appended to `nodes` and started.
+    pub fn spawn_joiner(&mut self, id: u64) -> usize {
+        let mut n = new_node(self.dir.path(), id);
+        let mut peers: Vec<(u64, String)> =
+            self.nodes.iter().map(|n| (n.id, n.peer_addr())).collect();
+        peers.push((id, n.peer_addr()));
+        write_config(&n, &peers, &self.opts);
+        n.extra_args = vec!["--join".into()];
+        n.spawn();
+        self.nodes.push(n);
+        self.nodes.len() - 1
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: u64) -> &NodeProcess {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Mutable access by id.
+    pub fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Waits until every running node agrees on one leader, and returns its id.
+    pub async fn wait_leader(&self, limit: Duration) -> u64 {
+        eventually(limit, "all running nodes agree on a leader", || async {
+            let mut leader = None;
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                let st = n.status().await?;
+                if st.leader_id == 0 || leader.is_some_and(|l| l != st.leader_id) {
+                    return None;
+                }
+                leader = Some(st.leader_id);
+            }
+            leader
+        })
+        .await
+    }
+
+    /// Election timeout in wall time.
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.opts.tick_ms * self.opts.election_ticks as u64)
+    }
+
+    /// Every node's gRPC address, comma separated (for `ctl --endpoint`).
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.grpc_addr())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs `raft-sentinel ctl --endpoint <all> <args>`; returns (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .arg("ctl")
+            .args(["--endpoint", &self.endpoints()])
+            .args(args)
+            .output()
+            .expect("run ctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!(
+                    "===== node {} log (last 80 lines) =====\n{}",
+                    n.id,
+                    n.log_tail(80)
+                );
+            }
+        }
+    }
+}
+
+fn new_node(dir: &Path, id: u64) -> NodeProcess {
+    let ndir = dir.join(format!("node{id}"));
+    std::fs::create_dir_all(&ndir).expect("node dir");
+    NodeProcess {
+        id,
+        sentinel_port: free_port(),
+        grpc_port: free_port(),
+        peer_port: free_port(),
+        metrics_port: free_port(),
+        config: ndir.join("config.toml"),
+        data_dir: ndir.join("data"),
+        log: ndir.join("node.log"),
+        extra_args: Vec::new(),
+        child: None,
+    }
+}
+
+fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
+    let mut s = format!(
+        "node_id = {}\ndata_dir = \"{}\"\n\n[listen]\nsentinel = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n",
+        n.id,
+        n.data_dir.display(),
+        n.sentinel_port,
+        n.grpc_port,
+        n.peer_port,
+        n.metrics_port
+    );
+    for (id, addr) in peers {
+        s.push_str(&format!("[[peers]]\nid = {id}\naddr = \"{addr}\"\n\n"));
+    }
+    s.push_str(&format!(
+        "[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\ncompact_threshold = {}\n\n",
+        o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.compact_threshold
+    ));
+    s.push_str(&o.extra_toml);
+    std::fs::write(&n.config, s).expect("write config");
+}
