@@ -592,11 +592,12 @@ impl RaftNode {
             &self.cs,
             &self.state,
         )?;
-        self.state_tx.send_replace(Arc::new(self.state.clone()));
+        // Events before state: whoever sees the state at index X was sent every event up to X.
         for (index, ev) in events {
             info!(index, event = %ev.kind, master = ev.master.as_deref().unwrap_or(""), node = ?ev.node, "{} {}", ev.kind, ev.payload);
             let _ = self.events_tx.send(AppliedEvent { index, event: ev });
         }
+        self.state_tx.send_replace(Arc::new(self.state.clone()));
         for (id, res) in resolved {
             match self.waiters.remove(&id) {
                 Some(Waiter::Propose(tx)) => {

@@ -1,0 +1,424 @@
+//! In-process clusters over the in-memory network (links can be cut and nodes isolated):
+//! elections, commit on a majority, same apply order everywhere, a minority cannot commit,
+//! catch-up after healing, catch-up by snapshot after compaction, epochs only increase.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_sentinel::consensus::{
+    DiskStore, MemNetwork, NodeConfig, ProposeError, RaftHandle, RaftNode, Role,
+};
+use raft_sentinel::fsm::{ClusterState, Command, FailoverReason, MasterSpec, MemberInfo};
+use raft_sentinel::model::Addr;
+use raft_sentinel::shutdown::{self, ShutdownTrigger};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+const TICK: Duration = Duration::from_millis(20);
+
+struct TestNode {
+    handle: RaftHandle,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+    _dir: Arc<TempDir>,
+}
+
+struct TestCluster {
+    net: MemNetwork,
+    nodes: BTreeMap<u64, TestNode>,
+}
+
+fn spec(name: &str) -> MasterSpec {
+    MasterSpec {
+        name: name.into(),
+        addr: "127.0.0.1:6379".parse().unwrap(),
+        quorum: 2,
+        down_after_ms: 1000,
+        failover_timeout_ms: 10_000,
+        parallel_syncs: 1,
+        auth_user: None,
+        auth_pass: None,
+        tls: false,
+    }
+}
+
+fn node_config(id: u64, voters: &[u64], compact_threshold: u64) -> NodeConfig {
+    NodeConfig {
+        id,
+        tick: TICK,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        compact_threshold,
+        bootstrap_masters: vec![spec("mymaster")],
+        self_info: MemberInfo {
+            sentinel_addr: Some(format!("127.0.0.1:{}", 26000 + id)),
+            ..MemberInfo::default()
+        },
+        configured_peers: voters.iter().map(|v| (*v, format!("n{v}:1"))).collect(),
+    }
+}
+
+impl TestCluster {
+    fn start(n: u64, compact_threshold: u64) -> TestCluster {
+        let net = MemNetwork::new();
+        let voters: Vec<u64> = (1..=n).collect();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let dir = Arc::new(tempfile::tempdir().unwrap());
+            nodes.insert(id, start_node(&net, id, &voters, dir, compact_threshold));
+        }
+        TestCluster { net, nodes }
+    }
+
+    fn h(&self, id: u64) -> &RaftHandle {
+        &self.nodes[&id].handle
+    }
+
+    async fn leader(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leaders: Vec<u64> = among
+                .iter()
+                .filter(|id| self.h(**id).status().role == Role::Leader)
+                .copied()
+                .collect();
+            let agreed = among
+                .iter()
+                .all(|id| leaders.len() == 1 && self.h(*id).status().leader_id == leaders[0]);
+            if agreed {
+                return leaders[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the config's masters were proposed by the first leader and applied.
+    async fn wait_bootstrapped(&self, ids: &[u64]) {
+        for id in ids {
+            let mut rx = self.h(*id).watch_state();
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.bootstrapped))
+                .await
+                .unwrap_or_else(|_| panic!("node {id} never applied the bootstrap"))
+                .unwrap();
+        }
+    }
+
+    async fn wait_applied(&self, ids: &[u64], index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for id in ids {
+            let mut rx = self.h(*id).watch_state();
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(left, rx.wait_for(|s| s.applied_index >= index))
+                .await
+                .unwrap_or_else(|_| panic!("node {id} did not apply {index}"))
+                .unwrap();
+        }
+    }
+
+    async fn stop(self) {
+        for (_, n) in self.nodes {
+            n.trigger.trigger();
+            let _ = n.task.await;
+        }
+    }
+}
+
+fn start_node(
+    net: &MemNetwork,
+    id: u64,
+    voters: &[u64],
+    dir: Arc<TempDir>,
+    compact_threshold: u64,
+) -> TestNode {
+    let (store, rec) = DiskStore::open(dir.path(), id, "test").unwrap();
+    let mailbox = RaftNode::mailbox();
+    let transport = net.register(id, mailbox.0.clone());
+    let (trigger, shutdown) = shutdown::channel();
+    let (handle, task) = RaftNode::start(
+        node_config(id, voters, compact_threshold),
+        store,
+        rec,
+        voters,
+        mailbox,
+        Box::new(transport),
+        shutdown,
+    )
+    .unwrap();
+    TestNode {
+        handle,
+        trigger,
+        task,
+        _dir: dir,
+    }
+}
+
+fn monitor(name: &str) -> Command {
+    Command::Monitor { spec: spec(name) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elects_a_leader_and_applies_in_the_same_order_everywhere() {
+    let c = TestCluster::start(3, 1000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let mut events: Vec<_> = (1..=3).map(|id| c.h(id).subscribe_events()).collect();
+    // Proposals from every node (followers forward to the leader).
+    for i in 0..30u64 {
+        let via = 1 + i % 3;
+        c.h(via)
+            .propose(monitor(&format!("m{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("proposal {i} via node {via} failed: {e}"));
+    }
+    let target = c.h(leader).state().applied_index;
+    c.wait_applied(&[1, 2, 3], target).await;
+    // Background entries (announcements) may still be in flight: compare once all agree.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let states: Vec<Arc<ClusterState>> = loop {
+        let s: Vec<Arc<ClusterState>> = (1..=3).map(|id| c.h(id).state()).collect();
+        if s[0] == s[1] && s[1] == s[2] || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(*states[0], *states[1]);
+    assert_eq!(*states[1], *states[2]);
+    assert_eq!(states[0].masters.len(), 31, "bootstrap master plus 30");
+    assert!(states[0].bootstrapped);
+    // Every node saw the same events in the same order at the same indexes.
+    let mut seen: Vec<Vec<(u64, String)>> = Vec::new();
+    for rx in &mut events {
+        let mut v = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if e.event.kind == "+monitor" && e.event.master.as_deref() != Some("mymaster") {
+                v.push((e.index, e.event.payload));
+            }
+        }
+        seen.push(v);
+    }
+    assert_eq!(seen[0].len(), 30);
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[1], seen[2]);
+    // Announcements reached the state machine.
+    let st = c.h(1).state();
+    assert_eq!(
+        st.members[&2].info.sentinel_addr.as_deref(),
+        Some("127.0.0.1:26002")
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_minority_cannot_commit_and_catches_up_after_healing() {
+    let c = TestCluster::start(3, 1000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let minority = if leader == 3 { 1 } else { 3 };
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != minority).collect();
+    c.net.isolate(minority);
+    let before = c.h(minority).state();
+    // The minority node cannot get anything committed.
+    let r = c
+        .h(minority)
+        .propose_with_timeout(monitor("lost"), Duration::from_millis(800))
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(ProposeError::Timeout(_)) | Err(ProposeError::NotLeader { .. })
+        ),
+        "{r:?}"
+    );
+    // The majority still commits.
+    for i in 0..10 {
+        c.h(majority[i % 2])
+            .propose(monitor(&format!("maj{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(c.h(minority).state().masters.len(), before.masters.len());
+    // After a while cut off, it no longer vouches for its state.
+    tokio::time::sleep(TICK * 25).await;
+    assert!(!c.h(minority).has_leader_contact());
+    assert!(c.h(majority[0]).has_leader_contact());
+    c.net.heal();
+    let target = c.h(majority[0]).state().applied_index;
+    c.wait_applied(&[minority], target).await;
+    let s = c.h(minority).state();
+    assert!(s.masters.contains_key("maj9"));
+    assert!(
+        !s.masters.contains_key("lost"),
+        "an uncommitted proposal must not appear"
+    );
+    assert_eq!(*s, *c.h(majority[0]).state());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_is_replaced_and_cannot_commit() {
+    let c = TestCluster::start(3, 1000);
+    let old = c.leader(&[1, 2, 3]).await;
+    c.net.isolate(old);
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = c.leader(&rest).await;
+    assert_ne!(new, old);
+    let r = c
+        .h(old)
+        .propose_with_timeout(monitor("from-old"), Duration::from_millis(600))
+        .await;
+    assert!(r.is_err(), "the old leader committed in a minority: {r:?}");
+    c.h(new).propose(monitor("from-new")).await.unwrap();
+    // check_quorum: the old leader steps down on its own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.h(old).status().role == Role::Leader {
+        assert!(
+            Instant::now() < deadline,
+            "isolated leader never stepped down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.net.heal();
+    let target = c.h(new).state().applied_index;
+    c.wait_applied(&[old], target).await;
+    assert!(c.h(old).state().masters.contains_key("from-new"));
+    assert!(!c.h(old).state().masters.contains_key("from-old"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_catches_up_by_snapshot_after_compaction() {
+    let c = TestCluster::start(3, 8);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let lagger = if leader == 2 { 3 } else { 2 };
+    c.net.isolate(lagger);
+    for i in 0..40 {
+        c.h(leader)
+            .propose(monitor(&format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    let st = c.h(leader).status();
+    assert!(
+        st.first_index > c.h(lagger).status().last_index + 1,
+        "leader log must be compacted past the lagger (first {}, lagger last {})",
+        st.first_index,
+        c.h(lagger).status().last_index
+    );
+    c.net.heal();
+    let target = c.h(leader).state().applied_index;
+    c.wait_applied(&[lagger], target).await;
+    assert_eq!(*c.h(lagger).state(), *c.h(leader).state());
+    // The lagger's log now starts after the snapshot it installed (status is published
+    // right after the state, so wait for it).
+    let mut st = c.h(lagger).watch_status();
+    tokio::time::timeout(Duration::from_secs(5), st.wait_for(|s| s.first_index > 6))
+        .await
+        .expect("lagger log should start after the installed snapshot")
+        .unwrap();
+    // And it keeps working as a normal follower afterwards.
+    c.h(lagger).propose(monitor("after")).await.unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_only_increase_on_every_node() {
+    let c = TestCluster::start(3, 1000);
+    c.leader(&[1, 2, 3]).await;
+    c.wait_bootstrapped(&[1, 2, 3]).await;
+    let mut watchers: Vec<_> = (1..=3).map(|id| c.h(id).watch_state()).collect();
+    let leader = c.leader(&[1, 2, 3]).await;
+    let h = c.h(leader).clone();
+    let candidate: Addr = "127.0.0.1:6380".parse().unwrap();
+    let mut accepted = Vec::new();
+    // Proposals race on purpose: some carry epochs that are stale by the time they apply.
+    for round in 0..6u64 {
+        let cur = h.state().current_epoch;
+        let mut joins = Vec::new();
+        for k in 0..3u64 {
+            let h = c.h(1 + k).clone();
+            let cand = candidate.clone();
+            joins.push(tokio::spawn(async move {
+                let epoch = cur + 1 + (k + round) % 2;
+                let r = h
+                    .propose(Command::FailoverStart {
+                        master: "mymaster".into(),
+                        epoch,
+                        candidate: cand,
+                        reason: FailoverReason::Forced,
+                        leader: 1,
+                        at_ms: round,
+                    })
+                    .await;
+                (epoch, r)
+            }));
+        }
+        for j in joins {
+            let (epoch, r) = j.await.unwrap();
+            match r {
+                Ok(_) => accepted.push(epoch),
+                Err(ProposeError::Rejected(_)) => {}
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        let epoch = h.state().masters["mymaster"]
+            .failover
+            .as_ref()
+            .map(|f| f.epoch);
+        if let Some(epoch) = epoch {
+            h.propose(Command::FailoverAbort {
+                master: "mymaster".into(),
+                epoch,
+                why: "test".into(),
+                at_ms: round,
+            })
+            .await
+            .unwrap();
+        }
+    }
+    assert!(
+        accepted.windows(2).all(|w| w[0] < w[1]),
+        "accepted epochs {accepted:?}"
+    );
+    assert_eq!(accepted.len(), 6, "one start per round: {accepted:?}");
+    let target = h.state().applied_index;
+    c.wait_applied(&[1, 2, 3], target).await;
+    for w in &mut watchers {
+        // The latest value on each node equals the last accepted epoch.
+        assert_eq!(
+            w.borrow_and_update().current_epoch,
+            *accepted.last().unwrap()
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_index_fails_fast_without_a_leader_and_succeeds_with_one() {
+    let c = TestCluster::start(3, 1000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let idx = c
+        .h(follower)
+        .read_index(Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(idx >= c.h(leader).status().commit.min(idx));
+    c.net.isolate(follower);
+    // Wait until it lost its leader, then reads must fail rather than hang or serve stale.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = c.h(follower).read_index(Duration::from_millis(300)).await;
+        if r.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an isolated node kept answering linearizable reads"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+}
