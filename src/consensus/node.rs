@@ -294,7 +294,9 @@ impl RaftNode {
                     m.get_msg_type(),
                     MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
                 );
-                self.last_heard.insert(from, Instant::now());
+                if m.get_msg_type() != MessageType::MsgTransferLeader {
+                    self.last_heard.insert(from, Instant::now());
+                }
                 if let Err(e) = self.raw.step(m) {
                     debug!(peer_id = from, error = %e, "step failed");
                 }

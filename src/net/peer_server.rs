@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use raft::eraftpb::MessageType;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
@@ -69,7 +70,11 @@ impl RaftPeer for PeerService {
         for bytes in &batch.msgs {
             let msg = decode_message(bytes)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-            if msg.from != batch.from || msg.to != me {
+            // A follower forwards a transfer request with `from` set to the transferee, so
+            // that one type may name another member; everything else comes from its sender.
+            let forwarded_transfer =
+                msg.get_msg_type() == MessageType::MsgTransferLeader && self.is_member(msg.from);
+            if (msg.from != batch.from && !forwarded_transfer) || msg.to != me {
                 return Err(Status::invalid_argument(format!(
                     "message from {} to {} inside a batch from {} to {me}",
                     msg.from, msg.to, batch.from
