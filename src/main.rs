@@ -9,6 +9,7 @@ use raft_sentinel::config::{Config, Overrides};
 use raft_sentinel::telemetry::{self, LogFormat};
 
 mod ctl;
+mod demo;
 
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -39,6 +40,8 @@ enum Cmd {
     },
     /// Operator client of a node's gRPC API.
     Ctl(ctl::CtlArgs),
+    /// A complete local setup: a Redis master, two replicas and three nodes on loopback.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,20 @@ fn main() -> ExitCode {
                 .build()
                 .expect("tokio runtime");
             rt.block_on(ctl::run(args))
+        }
+        Cmd::Demo(args) => {
+            telemetry::init(LogFormat::Plain);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raft-sentinel demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -158,7 +158,7 @@ async fn raft_messages_from_strangers_are_rejected() {
         cluster_id: cluster.into(),
         from,
         to: target.id,
-        msgs: msgs.into_iter().map(Into::into).collect(),
+        msgs,
     };
     // Not a member.
     let e = client

@@ -258,8 +258,7 @@ impl DiskStore {
             }
             None => ClusterState::default(),
         };
-        let mut expect = m.trunc_index + 1;
-        for row in log.iter().map_err(redb::Error::from)? {
+        for (expect, row) in (m.trunc_index + 1..).zip(log.iter().map_err(redb::Error::from)?) {
             let (k, v) = row.map_err(redb::Error::from)?;
             let idx = k.value();
             if idx != expect {
@@ -276,7 +275,6 @@ impl DiskStore {
                 )));
             }
             m.entries.push(e);
-            expect += 1;
         }
         let last = m.last_index();
         if m.hs.commit > last {
@@ -533,9 +531,11 @@ fn trunc_bytes(index: u64, term: u64) -> [u8; 16] {
 
 fn build_snapshot(index: u64, term: u64, cs: &ConfState, state: &ClusterState) -> Snapshot {
     let mut snap = Snapshot::default();
-    let mut md = SnapshotMetadata::default();
-    md.index = index;
-    md.term = term;
+    let mut md = SnapshotMetadata {
+        index,
+        term,
+        ..Default::default()
+    };
     md.set_conf_state(cs.clone());
     snap.set_metadata(md);
     snap.data = state.to_bytes().into();
@@ -605,18 +605,20 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     fn hs(term: u64, commit: u64) -> HardState {
-        let mut h = HardState::default();
-        h.term = term;
-        h.commit = commit;
-        h
+        HardState {
+            term,
+            commit,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -658,8 +660,10 @@ mod tests {
         s.bootstrap(&[1], &ClusterState::default()).unwrap();
         s.append(&[entry(6, 5), entry(7, 6), entry(8, 6)], Some(&hs(6, 8)))
             .unwrap();
-        let mut st = ClusterState::default();
-        st.applied_index = 7;
+        let st = ClusterState {
+            applied_index: 7,
+            ..Default::default()
+        };
         s.persist_applied(7, 8, &s.conf_state(), &st).unwrap();
         s.compact(7).unwrap();
         assert_eq!(s.first_index().unwrap(), 8);

@@ -140,7 +140,7 @@ async fn sender_loop(
             cluster_id: cluster_id.clone(),
             from: me,
             to,
-            msgs: batch.iter().map(|m| encode(m).into()).collect(),
+            msgs: batch.iter().map(encode).collect(),
         };
         match client.send(req).await {
             Ok(_) => {

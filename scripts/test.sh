@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test of raft-sentinel. Installs what the tests need first (Debian packages,
+# client libraries for the compatibility suite), so it works on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-sentinel >/dev/null || need_apt+=(redis-sentinel)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Debian's package starts a redis-server service on 6379 where an init system runs; the tests
+# start their own instances on free ports and never use it.
+
+if [ -x scripts/install-client-deps.sh ]; then
+  log "installing client libraries for the compatibility suite"
+  scripts/install-client-deps.sh
+fi
+
+log "layering check: model and fsm stay pure"
+if grep -rnE '\b(tokio|tonic|redis|raft)::' src/model src/fsm; then
+  echo "src/model and src/fsm must not use tokio, tonic, redis or raft" >&2
+  exit 1
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+else
+  cargo test --no-fail-fast
+fi
