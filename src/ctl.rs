@@ -94,6 +94,13 @@ enum CtlCmd {
         #[arg(long)]
         to: u64,
     },
+    /// Measure proposal commit latency: sequential MONITOR/REMOVE proposals on one connection
+    /// to the first endpoint; prints count, p50, p99 and max in milliseconds.
+    Bench {
+        /// Number of proposals.
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+    },
 }
 
 /// Runs one ctl command and maps the outcome to an exit code.
@@ -351,6 +358,57 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             .await?;
             ok(args, json!({"ok": true, "leader_id": r.leader_id}));
         }
+        CtlCmd::Bench { count } => bench(args, *count).await?,
+    }
+    Ok(())
+}
+
+async fn bench(args: &CtlArgs, count: usize) -> anyhow::Result<()> {
+    if count == 0 {
+        anyhow::bail!("--count must be at least 1");
+    }
+    let addr = args
+        .endpoint
+        .first()
+        .ok_or_else(|| anyhow!("no endpoint"))?;
+    let mut c = connect(addr, Duration::from_millis(args.timeout_ms)).await?;
+    let mut lat = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("__bench_{i}");
+        let t = tokio::time::Instant::now();
+        if i % 2 == 0 {
+            c.monitor(pb::MonitorRequest {
+                name: "__bench".into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                quorum: 1,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("proposal {name}"))?;
+        } else {
+            c.remove(pb::RemoveRequest {
+                name: "__bench".into(),
+            })
+            .await
+            .with_context(|| format!("proposal {name}"))?;
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
+    if args.json {
+        println!(
+            "{}",
+            json!({"count": count, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": lat[lat.len() - 1]})
+        );
+    } else {
+        println!(
+            "proposals {count}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            pct(0.50),
+            pct(0.99),
+            lat[lat.len() - 1]
+        );
     }
     Ok(())
 }
