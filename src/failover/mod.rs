@@ -1,1 +1,372 @@
-//! Leader-only failover executor (placeholder until the executor lands).
+//! Failover: the leader-only executor and the operator's way to ask for a failover.
+//!
+//! - [`spawn`] runs on every node; it acts only while this node is the Raft leader and in
+//!   contact with a majority. Every decision is committed before anything is sent to Redis:
+//!   `FailoverStart` (new epoch) before the promotion, `FailoverDone` only after `ROLE`
+//!   confirms it, `Reconf` before each replica is repointed. It also fences instances that
+//!   claim to be master without being the committed one.
+//! - [`request`] proposes a `FailoverRequest` from any node and waits for the leader's
+//!   answer (the new epoch, or why not). `SENTINEL FAILOVER` and the gRPC API use it.
+//! - [`select`]: the pure choice of the replica to promote.
+
+mod actions;
+mod executor;
+pub mod select;
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+pub use executor::spawn;
+
+use crate::consensus::{wall_ms, ProposeError, RaftHandle};
+use crate::fsm::{ClusterState, Command, FailoverReason, RejectKind};
+use crate::model::{Addr, Epoch};
+
+/// Why a requested failover did not start. `Display` is Sentinel's exact text where
+/// Sentinel has one; [`FailoverError::resp_error`] gives the whole RESP error line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FailoverError {
+    /// The master is not monitored.
+    #[error("No such master with that name")]
+    NoSuchMaster,
+    /// A failover (or request) is already running for this master.
+    #[error("INPROG Failover already in progress")]
+    InProgress,
+    /// The leader found no replica it may promote.
+    #[error("NOGOODSLAVE No suitable replica to promote")]
+    NoGoodSlave {
+        /// The leader's explanation (each replica and why it was refused).
+        reason: String,
+    },
+    /// The leader refused for another reason (e.g. a switchover of a master that is down).
+    #[error("failover aborted: {0}")]
+    Aborted(String),
+    /// The request itself is invalid (e.g. the target is already the master).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request was committed but the leader did not answer in time.
+    #[error("no answer from the leader within {0:?}; the failover may still happen")]
+    Timeout(Duration),
+    /// The request could not be committed (no leader, no quorum, shutting down).
+    #[error("{0}")]
+    Propose(ProposeError),
+}
+
+impl FailoverError {
+    /// The error line a Redis-protocol server should send (without the leading `-`):
+    /// errors with their own code keep it, the others get `ERR`.
+    pub fn resp_error(&self) -> String {
+        match self {
+            FailoverError::InProgress | FailoverError::NoGoodSlave { .. } => self.to_string(),
+            other => format!("ERR {other}"),
+        }
+    }
+}
+
+/// Asks the leader to fail `master` over (`Forced`: Sentinel's `SENTINEL FAILOVER`;
+/// `Switchover`: zero-loss handover with Redis `FAILOVER TO`), optionally to `target`.
+/// Works on any node. Returns the epoch of the failover once the leader has started it
+/// (not when it completes); waits at most `timeout` in all.
+pub async fn request(
+    raft: &RaftHandle,
+    master: &str,
+    reason: FailoverReason,
+    target: Option<Addr>,
+    timeout: Duration,
+) -> Result<Epoch, FailoverError> {
+    if reason == FailoverReason::Odown {
+        return Err(FailoverError::Invalid(
+            "only forced failovers and switchovers can be requested".into(),
+        ));
+    }
+    let deadline = Instant::now() + timeout;
+    if !raft.state().masters.contains_key(master) {
+        return Err(FailoverError::NoSuchMaster);
+    }
+    // Subscribe before proposing: the answer may be applied right after the request.
+    let mut events = raft.subscribe_events();
+    let cmd = Command::FailoverRequest {
+        master: master.to_string(),
+        reason,
+        target,
+        at_ms: wall_ms(),
+    };
+    let index = match raft.propose_with_timeout(cmd, timeout).await {
+        Ok(o) => o.count,
+        Err(ProposeError::Rejected(r)) => {
+            return Err(match r.kind {
+                RejectKind::NotFound => FailoverError::NoSuchMaster,
+                _ if r.message.starts_with("INPROG") => FailoverError::InProgress,
+                _ => FailoverError::Invalid(r.message),
+            })
+        }
+        Err(ProposeError::Timeout(_)) => return Err(FailoverError::Timeout(timeout)),
+        Err(e) => return Err(FailoverError::Propose(e)),
+    };
+    let mut tracker = AnswerTracker::new(index);
+    let mut state_rx = raft.watch_state();
+    loop {
+        let state = state_rx.borrow_and_update().clone();
+        if let Some(answer) = tracker.resolve(&state, master) {
+            return answer;
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.event.master.as_deref() == Some(master) => {
+                    tracker.on_event(ev.index, &ev.event.kind, &ev.event.payload)
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => tracker.lagged = true,
+                Err(RecvError::Closed) => return Err(FailoverError::Propose(ProposeError::Shutdown)),
+            },
+            r = state_rx.changed() => if r.is_err() {
+                return Err(FailoverError::Propose(ProposeError::Shutdown));
+            },
+            _ = tokio::time::sleep_until(deadline) => return Err(FailoverError::Timeout(timeout)),
+        }
+    }
+}
+
+/// Follows the events after the request to find which entry answered it.
+///
+/// A request is answered by the first `FailoverStart` not caused by ODOWN (it clears the
+/// request and starts the failover) or by an epoch-0 `FailoverAbort` (no candidate). A
+/// `FailoverRequest` is refused while a failover runs, so every failover started after it
+/// shows up here with its `+try-failover`.
+struct AnswerTracker {
+    index: u64,
+    /// Events of entries after the request, per entry: (index, kind, payload).
+    seen: Vec<(u64, String, String)>,
+    lagged: bool,
+}
+
+impl AnswerTracker {
+    fn new(index: u64) -> Self {
+        AnswerTracker {
+            index,
+            seen: Vec::new(),
+            lagged: false,
+        }
+    }
+
+    fn on_event(&mut self, index: u64, kind: &str, payload: &str) {
+        if index <= self.index {
+            return;
+        }
+        let ours = match kind {
+            "+new-epoch" | "+try-failover" | "+promoted-slave" | "-monitor" | "+reset-master" => {
+                true
+            }
+            k => k.starts_with("-failover-abort"),
+        };
+        if ours {
+            self.seen
+                .push((index, kind.to_string(), payload.to_string()));
+        }
+    }
+
+    fn resolve(&self, state: &ClusterState, master: &str) -> Option<Result<Epoch, FailoverError>> {
+        let Some(m) = state.masters.get(master) else {
+            return Some(Err(FailoverError::NoSuchMaster));
+        };
+        if m.failover_request
+            .as_ref()
+            .is_some_and(|r| r.index == self.index)
+        {
+            return None;
+        }
+        // The request is gone: find the entry that took it, in log order.
+        let mut running = false;
+        let mut epoch = None;
+        for (_, kind, payload) in self
+            .seen
+            .iter()
+            .filter(|(i, _, _)| *i <= state.applied_index)
+        {
+            match kind.as_str() {
+                "+new-epoch" => epoch = payload.parse::<Epoch>().ok(),
+                "+try-failover" => {
+                    let e = epoch?;
+                    let by_request = state
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|r| r.master == master && r.epoch == e)
+                        .is_some_and(|r| r.reason != FailoverReason::Odown);
+                    if by_request {
+                        return Some(Ok(e));
+                    }
+                    running = true;
+                }
+                "+promoted-slave" => running = false,
+                "-monitor" => return Some(Err(FailoverError::NoSuchMaster)),
+                "+reset-master" => {
+                    return Some(Err(FailoverError::Aborted("the master was reset".into())))
+                }
+                k if k.starts_with("-failover-abort") => {
+                    if running {
+                        running = false;
+                        continue;
+                    }
+                    // Epoch-0 abort: the leader's answer. Its reason is in the history.
+                    let why = state
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|r| r.master == master && r.candidate.is_none())
+                        .and_then(|r| r.outcome.strip_prefix("aborted: ").map(str::to_string))
+                        .unwrap_or_else(|| k.trim_start_matches("-failover-abort-").to_string());
+                    return Some(Err(abort_error(why)));
+                }
+                _ => {}
+            }
+        }
+        if self.lagged {
+            // Missed events: fall back to what the state shows.
+            if let Some(f) = &m.failover {
+                if f.reason != FailoverReason::Odown {
+                    return Some(Ok(f.epoch));
+                }
+            }
+            return Some(Err(FailoverError::Aborted(
+                "the request was answered but its outcome was missed; check the failover history"
+                    .into(),
+            )));
+        }
+        // The events of the answering entry are broadcast before its state is published,
+        // so this is only reached for an answer still in flight to this subscriber.
+        None
+    }
+}
+
+fn abort_error(why: String) -> FailoverError {
+    match why.strip_prefix("no-good-slave") {
+        Some(rest) => FailoverError::NoGoodSlave {
+            reason: rest.trim_start_matches(':').trim().to_string(),
+        },
+        None => FailoverError::Aborted(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::{MasterSpec, Outcome};
+
+    fn addr(port: u16) -> Addr {
+        Addr::new("127.0.0.1", port).unwrap()
+    }
+
+    fn base() -> (ClusterState, u64) {
+        let mut s = ClusterState::default();
+        let spec = MasterSpec {
+            name: "m".into(),
+            addr: addr(6379),
+            quorum: 2,
+            down_after_ms: 1000,
+            failover_timeout_ms: 10_000,
+            parallel_syncs: 1,
+            auth_user: None,
+            auth_pass: None,
+            tls: false,
+        };
+        s.apply(1, &Command::Monitor { spec }).result.unwrap();
+        s.apply(
+            2,
+            &Command::Replicas {
+                master: "m".into(),
+                replicas: vec![addr(6380)],
+            },
+        )
+        .result
+        .unwrap();
+        let r = s.apply(
+            3,
+            &Command::FailoverRequest {
+                master: "m".into(),
+                reason: FailoverReason::Forced,
+                target: None,
+                at_ms: 5,
+            },
+        );
+        assert_eq!(r.result, Ok(Outcome { count: 3 }));
+        (s, 3)
+    }
+
+    fn feed(t: &mut AnswerTracker, s: &mut ClusterState, index: u64, cmd: Command) {
+        let applied = s.apply(index, &cmd);
+        applied.result.unwrap();
+        for e in applied.events {
+            t.on_event(index, &e.kind, &e.payload);
+        }
+    }
+
+    #[test]
+    fn answered_by_failover_start() {
+        let (mut s, idx) = base();
+        let mut t = AnswerTracker::new(idx);
+        assert_eq!(t.resolve(&s, "m"), None);
+        feed(
+            &mut t,
+            &mut s,
+            4,
+            Command::FailoverStart {
+                master: "m".into(),
+                epoch: 1,
+                candidate: addr(6380),
+                reason: FailoverReason::Forced,
+                leader: 1,
+                at_ms: 6,
+            },
+        );
+        assert_eq!(t.resolve(&s, "m"), Some(Ok(1)));
+    }
+
+    #[test]
+    fn answered_by_no_good_slave_abort() {
+        let (mut s, idx) = base();
+        let mut t = AnswerTracker::new(idx);
+        feed(
+            &mut t,
+            &mut s,
+            4,
+            Command::FailoverAbort {
+                master: "m".into(),
+                epoch: 0,
+                why: "no-good-slave: 127.0.0.1:6380 replica-priority 0".into(),
+                at_ms: 6,
+            },
+        );
+        let r = t.resolve(&s, "m").unwrap().unwrap_err();
+        assert_eq!(
+            r,
+            FailoverError::NoGoodSlave {
+                reason: "127.0.0.1:6380 replica-priority 0".into()
+            }
+        );
+        assert_eq!(r.to_string(), "NOGOODSLAVE No suitable replica to promote");
+        assert_eq!(r.resp_error(), "NOGOODSLAVE No suitable replica to promote");
+    }
+
+    #[test]
+    fn error_lines_match_sentinel() {
+        assert_eq!(
+            FailoverError::InProgress.resp_error(),
+            "INPROG Failover already in progress"
+        );
+        assert_eq!(
+            FailoverError::NoSuchMaster.resp_error(),
+            "ERR No such master with that name"
+        );
+    }
+
+    #[test]
+    fn removed_master_answers_not_found() {
+        let (mut s, idx) = base();
+        let mut t = AnswerTracker::new(idx);
+        feed(&mut t, &mut s, 4, Command::Remove { name: "m".into() });
+        assert_eq!(t.resolve(&s, "m"), Some(Err(FailoverError::NoSuchMaster)));
+    }
+}

@@ -1,5 +1,218 @@
-//! Monitoring of Redis instances: probing, parsing INFO/ROLE, subjective down.
+//! Monitoring of Redis instances on every node: probing, parsing INFO/ROLE, subjective down.
+//!
+//! - [`spawn`] starts the supervisor. It watches the applied [`ClusterState`] and keeps one
+//!   probe task per instance: every monitored master, its known replicas, and the replicas
+//!   the master's `INFO replication` lists. On the Raft leader it also proposes
+//!   `Command::Replicas` for newly discovered replicas, so every node watches them too.
+//! - `probe`: the per-instance task (PING, INFO, ROLE) that writes its entry of the
+//!   [`MonitorView`] and, for the current master, proposes `Observe` on transitions.
+//! - `health`: the subjective-down rules and probe periods; pure.
+//! - [`info`]: parsers for `INFO replication`, `INFO server` and `ROLE`; pure.
+//! - [`link`]: a Redis connection with AUTH and a timeout on every call (also used by the
+//!   failover executor).
+//!
+//! Objective down is not decided here: it is computed in the state machine from the
+//! committed observations of every node.
 
+mod health;
+pub mod info;
+pub mod link;
+mod probe;
 mod view;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+pub use health::{acceptable_ping_reply, Timings, INFO_PERIOD, INFO_PERIOD_FAST};
 pub use view::{InstanceInfo, MonitorView, ReportedRole};
+
+use crate::consensus::{ProposeError, RaftHandle, Role};
+use crate::fsm::{ClusterState, Command};
+use crate::model::Addr;
+use crate::shutdown::Shutdown;
+use probe::{Probe, ViewTx};
+
+/// The leader proposes newly discovered replicas at most this often per master.
+const REPLICAS_RETRY: Duration = Duration::from_secs(1);
+
+/// Starts monitoring. Returns the local view (updated by every probe) and the supervisor
+/// task, which ends after `shutdown` once every probe has stopped.
+pub fn spawn(
+    raft: RaftHandle,
+    shutdown: Shutdown,
+) -> (watch::Receiver<Arc<MonitorView>>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Arc::new(MonitorView::default()));
+    let sup = Supervisor {
+        raft: raft.clone(),
+        view_tx: Arc::new(tx),
+        probes: BTreeMap::new(),
+        replicas_inflight: BTreeMap::new(),
+        shutdown: shutdown.clone(),
+    };
+    let span = info_span!("monitor_supervisor", node_id = raft.node_id());
+    (rx, tokio::spawn(sup.run().instrument(span)))
+}
+
+struct ProbeTask {
+    master: String,
+    handle: JoinHandle<()>,
+}
+
+/// One `Replicas` proposal in flight per master, with the time it may be retried.
+struct ReplicasProposal {
+    handle: JoinHandle<Result<(), ProposeError>>,
+    next_try: Instant,
+}
+
+struct Supervisor {
+    raft: RaftHandle,
+    view_tx: ViewTx,
+    probes: BTreeMap<Addr, ProbeTask>,
+    replicas_inflight: BTreeMap<String, ReplicasProposal>,
+    shutdown: Shutdown,
+}
+
+/// Every instance to watch, with the master it belongs to. A master's own address wins
+/// over the same address listed as someone's replica.
+pub fn instances_to_watch(state: &ClusterState, view: &MonitorView) -> BTreeMap<Addr, String> {
+    let mut out = BTreeMap::new();
+    for m in state.masters.values() {
+        out.insert(m.addr.clone(), m.name.clone());
+    }
+    for m in state.masters.values() {
+        for r in m
+            .replicas
+            .iter()
+            .chain(discovered(m.addr.clone(), view).iter())
+        {
+            out.entry(r.clone()).or_insert_with(|| m.name.clone());
+        }
+    }
+    out
+}
+
+/// Replicas the master at `addr` lists in its INFO, as this node last saw it.
+fn discovered(addr: Addr, view: &MonitorView) -> Vec<Addr> {
+    match view.get(&addr) {
+        Some(i) if i.role == Some(ReportedRole::Master) => i.replicas.clone(),
+        _ => Vec::new(),
+    }
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut state_rx = self.raft.watch_state();
+        let mut view_rx = self.view_tx.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let state = state_rx.borrow_and_update().clone();
+            let view = view_rx.borrow_and_update().clone();
+            self.reconcile(&state, &view).await;
+            self.propose_discovered(&state, &view);
+            tokio::select! {
+                _ = shutdown.recv() => break,
+                r = state_rx.changed() => if r.is_err() { break },
+                r = view_rx.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        // Probes see the same shutdown; wait for them so no task outlives the node.
+        for (_, p) in std::mem::take(&mut self.probes) {
+            let _ = p.handle.await;
+        }
+        for (_, r) in std::mem::take(&mut self.replicas_inflight) {
+            r.handle.abort();
+        }
+        debug!("monitor stopped");
+    }
+
+    async fn reconcile(&mut self, state: &ClusterState, view: &MonitorView) {
+        let want = instances_to_watch(state, view);
+        let stale: Vec<Addr> = self
+            .probes
+            .iter()
+            .filter(|(a, p)| want.get(*a) != Some(&p.master) || p.handle.is_finished())
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in stale {
+            let p = self.probes.remove(&addr).expect("listed above");
+            p.handle.abort();
+            // Wait for the abort, so the stopped probe cannot write its entry after removal.
+            let _ = p.handle.await;
+            self.view_tx.send_if_modified(|v| {
+                if v.instances.contains_key(&addr) {
+                    Arc::make_mut(v).instances.remove(&addr);
+                    true
+                } else {
+                    false
+                }
+            });
+            debug!(addr = %addr, "stopped watching");
+        }
+        for (addr, master) in want {
+            if self.probes.contains_key(&addr) {
+                continue;
+            }
+            info!(master = %master, addr = %addr, "watching instance");
+            let probe = Probe::new(
+                addr.clone(),
+                master.clone(),
+                self.raft.clone(),
+                self.view_tx.clone(),
+            );
+            let span = info_span!("monitor", master = %master, addr = %addr);
+            let handle = tokio::spawn(probe.run(self.shutdown.clone()).instrument(span));
+            self.probes.insert(addr, ProbeTask { master, handle });
+        }
+    }
+
+    /// On the leader: commit replicas seen in a master's INFO that the state does not know,
+    /// so every node watches them and failover can consider them.
+    fn propose_discovered(&mut self, state: &ClusterState, view: &MonitorView) {
+        let now = Instant::now();
+        self.replicas_inflight
+            .retain(|_, p| !p.handle.is_finished() || p.next_try > now);
+        if self.raft.status().role != Role::Leader {
+            return;
+        }
+        for m in state.masters.values() {
+            let known: BTreeSet<&Addr> = m.replicas.iter().collect();
+            let new: Vec<Addr> = discovered(m.addr.clone(), view)
+                .into_iter()
+                .filter(|r| !known.contains(r) && *r != m.addr)
+                .collect();
+            if new.is_empty() || self.replicas_inflight.contains_key(&m.name) {
+                continue;
+            }
+            info!(master = %m.name, replicas = ?new, "proposing discovered replicas");
+            let raft = self.raft.clone();
+            let cmd = Command::Replicas {
+                master: m.name.clone(),
+                replicas: new,
+            };
+            let handle = tokio::spawn(
+                async move {
+                    let r = raft.propose(cmd).await.map(|_| ());
+                    if let Err(e) = &r {
+                        warn!(error = %e, "could not commit discovered replicas");
+                    }
+                    r
+                }
+                .in_current_span(),
+            );
+            self.replicas_inflight.insert(
+                m.name.clone(),
+                ReplicasProposal {
+                    handle,
+                    next_try: now + REPLICAS_RETRY,
+                },
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::fsm::ObserveReason;
 use crate::model::Addr;
 
 /// Role an instance reports in `ROLE` / `INFO replication`.
@@ -59,6 +60,12 @@ pub struct InstanceInfo {
     pub replica_announced: bool,
     /// Last error talking to it, for logs and status.
     pub last_error: Option<String>,
+    /// For masters: the replicas its INFO lists (`slaveN:` lines), as discovered.
+    pub replicas: Vec<Addr>,
+    /// `master_failover_state` (Redis `FAILOVER` progress), when reported.
+    pub failover_state: Option<String>,
+    /// Why this node considers the instance subjectively down, while it does.
+    pub sdown_reason: Option<ObserveReason>,
 }
 
 impl InstanceInfo {
@@ -84,6 +91,9 @@ impl InstanceInfo {
             repl_offset: 0,
             replica_announced: true,
             last_error: None,
+            replicas: Vec::new(),
+            failover_state: None,
+            sdown_reason: None,
         }
     }
 }

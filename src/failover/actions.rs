@@ -1,0 +1,161 @@
+//! The commands the executor sends to Redis. Each opens its own short-lived connection, so
+//! a slow instance never blocks the probes, and every call has a timeout.
+
+use std::time::Duration;
+
+use redis::Value;
+use tracing::{debug, info, warn};
+
+use crate::model::Addr;
+use crate::monitor::info::{parse_replication, parse_role, value_text, ReplicationInfo, RoleReply};
+use crate::monitor::link::{server_error_line, short, Auth, Link, LinkError};
+
+/// Connect plus AUTH.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// One command or transaction.
+pub(crate) const CMD_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Opens a connection for the executor.
+pub(crate) async fn connect(addr: &Addr, auth: &Auth) -> Result<Link, LinkError> {
+    Link::connect(addr, auth, CONNECT_TIMEOUT).await
+}
+
+/// `ROLE`.
+pub(crate) async fn role(link: &mut Link) -> Result<RoleReply, LinkError> {
+    let v = link.query(&redis::cmd("ROLE"), "ROLE", CMD_TIMEOUT).await?;
+    parse_role(&v).map_err(|e| LinkError::Unexpected {
+        addr: link.addr().clone(),
+        what: "ROLE".into(),
+        detail: e.to_string(),
+    })
+}
+
+/// `INFO replication`.
+pub(crate) async fn replication(link: &mut Link) -> Result<ReplicationInfo, LinkError> {
+    let mut c = redis::cmd("INFO");
+    c.arg("replication");
+    let text = link.text(&c, "INFO replication", CMD_TIMEOUT).await?;
+    parse_replication(&text).map_err(|e| LinkError::Unexpected {
+        addr: link.addr().clone(),
+        what: "INFO replication".into(),
+        detail: e.to_string(),
+    })
+}
+
+/// Sends Sentinel's reconfiguration transaction: `MULTI; REPLICAOF <to>; CONFIG REWRITE;
+/// CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC`, with `to` = `None` for
+/// `REPLICAOF NO ONE`. Clients are killed so they reconnect and ask where the master is.
+///
+/// A failing `CONFIG REWRITE` (no config file, or not allowed) does not stop it. If Redis
+/// refuses the whole transaction (for example an ACL without `CONFIG`), `REPLICAOF` is sent
+/// on its own and the client kills are best effort.
+pub(crate) async fn replicaof(link: &mut Link, to: Option<&Addr>) -> Result<(), LinkError> {
+    let what = match to {
+        Some(a) => format!("REPLICAOF {} {}", a.host, a.port),
+        None => "REPLICAOF NO ONE".to_string(),
+    };
+    let replicaof = replicaof_cmd(to);
+    let mut p = redis::pipe();
+    p.cmd("MULTI");
+    p.add_command(replicaof.clone());
+    p.cmd("CONFIG").arg("REWRITE");
+    p.cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal");
+    p.cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub");
+    p.cmd("EXEC");
+    let replies = link.pipeline(&p, 6, &what, CMD_TIMEOUT).await?;
+    match &replies[5] {
+        Value::Array(results) => {
+            match results.first() {
+                Some(Value::ServerError(e)) => {
+                    return Err(LinkError::Server {
+                        addr: link.addr().clone(),
+                        what,
+                        message: server_error_line(e),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    return Err(LinkError::Unexpected {
+                        addr: link.addr().clone(),
+                        what,
+                        detail: "EXEC returned no results".into(),
+                    })
+                }
+            }
+            if let Some(Value::ServerError(e)) = results.get(1) {
+                debug!(addr = %link.addr(), error = %server_error_line(e), "CONFIG REWRITE failed (ignored)");
+            }
+            Ok(())
+        }
+        Value::ServerError(e) => {
+            warn!(
+                addr = %link.addr(),
+                error = %server_error_line(e),
+                "transaction refused; sending {what} alone"
+            );
+            link.query(&replicaof, &what, CMD_TIMEOUT).await?;
+            for kind in ["normal", "pubsub"] {
+                let mut c = redis::cmd("CLIENT");
+                c.arg("KILL").arg("TYPE").arg(kind);
+                if let Err(e) = link.query(&c, "CLIENT KILL", CMD_TIMEOUT).await {
+                    debug!(error = %e, "CLIENT KILL failed (ignored)");
+                }
+            }
+            Ok(())
+        }
+        other => Err(LinkError::Unexpected {
+            addr: link.addr().clone(),
+            what,
+            detail: format!("EXEC returned {}", short(other)),
+        }),
+    }
+}
+
+fn replicaof_cmd(to: Option<&Addr>) -> redis::Cmd {
+    let mut c = redis::cmd("REPLICAOF");
+    match to {
+        Some(a) => c.arg(&a.host).arg(a.port),
+        None => c.arg("NO").arg("ONE"),
+    };
+    c
+}
+
+/// Outcome of asking a master for `FAILOVER TO`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FailoverTo {
+    /// Redis accepted it and is handing over.
+    Started,
+    /// A handover is already running there (a previous leader started it).
+    AlreadyRunning,
+}
+
+/// Redis's own coordinated handover: the master pauses writers, waits until `to` has
+/// every write, then swaps roles. After `timeout_ms` without catch-up Redis aborts it
+/// and the master keeps serving.
+pub(crate) async fn failover_to(
+    link: &mut Link,
+    to: &Addr,
+    timeout_ms: u64,
+) -> Result<FailoverTo, LinkError> {
+    let mut c = redis::cmd("FAILOVER");
+    c.arg("TO")
+        .arg(&to.host)
+        .arg(to.port)
+        .arg("TIMEOUT")
+        .arg(timeout_ms);
+    match link.query(&c, "FAILOVER TO", CMD_TIMEOUT).await {
+        Ok(v) if value_text(&v).as_deref() == Some("OK") => {
+            info!(addr = %link.addr(), target = %to, "FAILOVER TO accepted");
+            Ok(FailoverTo::Started)
+        }
+        Ok(v) => Err(LinkError::Unexpected {
+            addr: link.addr().clone(),
+            what: "FAILOVER TO".into(),
+            detail: short(&v),
+        }),
+        Err(LinkError::Server { message, .. }) if message.contains("already in progress") => {
+            Ok(FailoverTo::AlreadyRunning)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,798 @@
+//! The failover executor. Runs on every node and acts only while this node is the Raft
+//! leader with a majority in contact, so a minority never touches Redis.
+//!
+//! Per master it runs at most one job, chosen from the committed state:
+//! - `Promote(epoch)` while a failover is in its promotion phase (also a half-done one
+//!   left by a previous leader): promote the committed candidate, verify with `ROLE`,
+//!   commit `FailoverDone`; abort with `slave-timeout` after `failover_timeout`.
+//! - `Reconf(epoch)` after the promotion: repoint the old master (first, always) and the
+//!   other replicas (at most `parallel_syncs` in progress), commit each stage, then
+//!   `FailoverEnd`.
+//! - `Start` on ODOWN (not paused, budget left) or an operator request: choose a
+//!   candidate, commit `FailoverStart` with a new epoch, or an epoch-0 `FailoverAbort`
+//!   saying why none qualifies.
+//!
+//! Outside failovers it fences: an instance reporting `role:master` that is not the
+//! committed master is made a replica of it (only while that master is healthy here), and a
+//! replica following the wrong master is repointed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, Instant};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::actions::{self, FailoverTo};
+use super::select::{self, SelectParams, MAX_INFO_AGE};
+use crate::consensus::{wall_ms, ProposeError, RaftHandle, Role};
+use crate::fsm::{
+    replica_details, ClusterState, Command, FailoverReason, FailoverState, MasterState, ReconfStage,
+};
+use crate::model::{Addr, Epoch};
+use crate::monitor::info::RoleReply;
+use crate::monitor::link::{Auth, Link};
+use crate::monitor::{InstanceInfo, MonitorView, ReportedRole};
+use crate::shutdown::Shutdown;
+
+/// Polling period while a job waits for Redis to change.
+const POLL: Duration = Duration::from_millis(10);
+/// The main loop re-evaluates at least this often.
+const TICK: Duration = Duration::from_millis(100);
+/// How often `REPLICAOF NO ONE` may be re-sent to a candidate that does not report master.
+const PROMOTE_RESEND: Duration = Duration::from_millis(1000);
+/// A repointed replica that does not follow yet gets `REPLICAOF` again after this.
+const RECONF_RESEND: Duration = Duration::from_secs(2);
+/// Fencing of one instance is not repeated sooner than this.
+const FENCE_RESEND: Duration = Duration::from_secs(1);
+/// A replica following the wrong master this long (outside failovers) is repointed.
+const FIX_REPLICA_AFTER: Duration = Duration::from_secs(2);
+/// Upper bound of Redis's `FAILOVER TO ... TIMEOUT` (writes are paused meanwhile).
+const MAX_SWITCHOVER_TIMEOUT_MS: u64 = 10_000;
+/// How long a leadership check before fencing may take.
+const LEADER_CHECK: Duration = Duration::from_millis(500);
+
+/// Starts the executor; it ends at `shutdown`.
+pub fn spawn(
+    raft: RaftHandle,
+    monitor_view: watch::Receiver<Arc<MonitorView>>,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    let span = info_span!("failover_executor", node_id = raft.node_id());
+    let ex = Executor {
+        ctx: Ctx {
+            raft,
+            view: monitor_view,
+            abort_rate: Arc::new(Mutex::new(BTreeMap::new())),
+        },
+        jobs: BTreeMap::new(),
+        fences: BTreeMap::new(),
+        wrong_master_since: BTreeMap::new(),
+        budget_warned: BTreeMap::new(),
+        active: false,
+    };
+    tokio::spawn(ex.run(shutdown).instrument(span))
+}
+
+/// What every job needs.
+#[derive(Clone)]
+struct Ctx {
+    raft: RaftHandle,
+    view: watch::Receiver<Arc<MonitorView>>,
+    /// Last epoch-0 abort committed per master for ODOWN (rate limit).
+    abort_rate: Arc<Mutex<BTreeMap<String, Instant>>>,
+}
+
+impl Ctx {
+    /// This node may act on Redis: leader, and a majority heard from recently.
+    fn active(&self) -> bool {
+        self.raft.status().role == Role::Leader && self.raft.has_leader_contact()
+    }
+
+    fn view(&self) -> Arc<MonitorView> {
+        self.view.borrow().clone()
+    }
+
+    fn master(&self, name: &str) -> Option<(Arc<ClusterState>, MasterState)> {
+        let st = self.raft.state();
+        let m = st.masters.get(name)?.clone();
+        Some((st, m))
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<(), ProposeError> {
+        let kind = cmd.kind();
+        match self.raft.propose(cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                match &e {
+                    ProposeError::Rejected(_) => debug!(command = kind, error = %e, "refused"),
+                    _ => warn!(command = kind, error = %e, "could not commit"),
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JobKey {
+    Start,
+    Promote(Epoch),
+    Reconf(Epoch),
+}
+
+struct Job {
+    key: JobKey,
+    handle: JoinHandle<()>,
+}
+
+struct Executor {
+    ctx: Ctx,
+    jobs: BTreeMap<String, Job>,
+    fences: BTreeMap<Addr, (Instant, JoinHandle<()>)>,
+    wrong_master_since: BTreeMap<Addr, Instant>,
+    budget_warned: BTreeMap<String, Instant>,
+    active: bool,
+}
+
+impl Executor {
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let mut state_rx = self.ctx.raft.watch_state();
+        let mut status_rx = self.ctx.raft.watch_status();
+        let mut view_rx = self.ctx.view.clone();
+        loop {
+            self.tick();
+            tokio::select! {
+                _ = shutdown.recv() => break,
+                r = state_rx.changed() => if r.is_err() { break },
+                r = status_rx.changed() => if r.is_err() { break },
+                r = view_rx.changed() => if r.is_err() { break },
+                _ = sleep(TICK) => {}
+            }
+        }
+        self.stand_down();
+        debug!("failover executor stopped");
+    }
+
+    /// Stops every job: this node must not touch Redis any more.
+    fn stand_down(&mut self) {
+        for (_, j) in std::mem::take(&mut self.jobs) {
+            j.handle.abort();
+        }
+        for (_, (_, h)) in std::mem::take(&mut self.fences) {
+            h.abort();
+        }
+    }
+
+    fn tick(&mut self) {
+        let active = self.ctx.active();
+        if active != self.active {
+            info!(
+                active,
+                "failover executor {}",
+                if active { "leading" } else { "standing by" }
+            );
+            self.active = active;
+        }
+        if !active {
+            self.stand_down();
+            return;
+        }
+        self.jobs.retain(|_, j| !j.handle.is_finished());
+        self.fences
+            .retain(|_, (at, h)| !h.is_finished() || at.elapsed() < FENCE_RESEND);
+        let state = self.ctx.raft.state();
+        let view = self.ctx.view();
+        for m in state.masters.values() {
+            self.plan(m, &view);
+        }
+        self.jobs.retain(|name, j| {
+            let keep = state.masters.contains_key(name);
+            if !keep {
+                j.handle.abort();
+            }
+            keep
+        });
+    }
+
+    fn plan(&mut self, m: &MasterState, view: &MonitorView) {
+        let key = if let Some(f) = &m.failover {
+            Some(JobKey::Promote(f.epoch))
+        } else if let Some(r) = &m.reconf {
+            Some(JobKey::Reconf(r.epoch))
+        } else if m.failover_request.is_some() {
+            Some(JobKey::Start)
+        } else if m.is_odown() && !m.paused {
+            if m.budget_allows(wall_ms()) {
+                Some(JobKey::Start)
+            } else {
+                let warn_now = self
+                    .budget_warned
+                    .get(&m.name)
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+                if warn_now {
+                    warn!(master = %m.name, budget = m.failover_budget, window_ms = m.failover_budget_window_ms,
+                        "master is objectively down but its failover budget is spent");
+                    self.budget_warned.insert(m.name.clone(), Instant::now());
+                }
+                None
+            }
+        } else {
+            None
+        };
+        if let Some(job) = self.jobs.get(&m.name) {
+            if Some(&job.key) == key.as_ref() {
+                return;
+            }
+            // The committed state moved on; the old job has nothing left to do.
+            job.handle.abort();
+            self.jobs.remove(&m.name);
+        }
+        if m.failover.is_none() && m.reconf.is_none() {
+            self.fence(m, view);
+        }
+        let Some(key) = key else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let name = m.name.clone();
+        let handle = match &key {
+            JobKey::Start => tokio::spawn(
+                start(ctx, name.clone()).instrument(info_span!("failover", master = %name)),
+            ),
+            JobKey::Promote(epoch) => {
+                let f = m.failover.clone().expect("promote job needs a failover");
+                let span =
+                    info_span!("failover", master = %name, epoch = epoch, candidate = %f.candidate);
+                tokio::spawn(promote(ctx, name, f).instrument(span))
+            }
+            JobKey::Reconf(epoch) => {
+                let span =
+                    info_span!("failover", master = %name, epoch = epoch, candidate = %m.addr);
+                tokio::spawn(reconf(ctx, name, *epoch).instrument(span))
+            }
+        };
+        self.jobs.insert(m.name.clone(), Job { key, handle });
+    }
+
+    /// Demotes instances that claim to be master but are not the committed one, and
+    /// repoints replicas that follow another master. Only while the committed master is
+    /// healthy here: never leave the set without a master.
+    fn fence(&mut self, m: &MasterState, view: &MonitorView) {
+        let now = Instant::now();
+        let Some(cur) = view.get(&m.addr) else {
+            return;
+        };
+        if !healthy(cur, now) || cur.role != Some(ReportedRole::Master) {
+            return;
+        }
+        for i in view.instances.values() {
+            if i.master != m.name || i.addr == m.addr || !healthy(i, now) {
+                continue;
+            }
+            let wrong = match i.role {
+                Some(ReportedRole::Master) => Some("+convert-to-slave"),
+                Some(ReportedRole::Replica) if !follows(i, &m.addr) => {
+                    let since = *self.wrong_master_since.entry(i.addr.clone()).or_insert(now);
+                    (now.duration_since(since) >= FIX_REPLICA_AFTER).then_some("+fix-slave-config")
+                }
+                _ => None,
+            };
+            if i.role == Some(ReportedRole::Replica) && follows(i, &m.addr) {
+                self.wrong_master_since.remove(&i.addr);
+            }
+            let Some(event) = wrong else {
+                continue;
+            };
+            if self.fences.contains_key(&i.addr) {
+                continue;
+            }
+            let ctx = self.ctx.clone();
+            let (name, addr, master_addr, epoch) = (
+                m.name.clone(),
+                i.addr.clone(),
+                m.addr.clone(),
+                m.config_epoch,
+            );
+            let span = info_span!("fence", master = %name, addr = %addr);
+            let h = tokio::spawn(
+                async move { fence_one(ctx, name, addr, master_addr, epoch, event).await }
+                    .instrument(span),
+            );
+            self.fences.insert(i.addr.clone(), (now, h));
+        }
+    }
+}
+
+/// Connected, not down, answering, with fresh INFO.
+fn healthy(i: &InstanceInfo, now: Instant) -> bool {
+    i.connected
+        && i.sdown_since.is_none()
+        && i.info_refresh
+            .is_some_and(|t| now.saturating_duration_since(t) <= MAX_INFO_AGE)
+}
+
+/// The replica reports `master` as its master.
+fn follows(i: &InstanceInfo, master: &Addr) -> bool {
+    i.role == Some(ReportedRole::Replica)
+        && i.master_host.as_deref() == Some(master.host.as_str())
+        && i.master_port == Some(master.port)
+}
+
+async fn fence_one(
+    ctx: Ctx,
+    name: String,
+    addr: Addr,
+    master: Addr,
+    epoch: Epoch,
+    event: &'static str,
+) {
+    // A linearizable read proves this node still leads and has applied everything
+    // committed: a deposed leader with a stale state must not demote the real master.
+    if let Err(e) = ctx.raft.read_index(LEADER_CHECK).await {
+        debug!(error = %e, "not fencing: leadership not confirmed");
+        return;
+    }
+    let Some((_, m)) = ctx.master(&name) else {
+        return;
+    };
+    if m.addr != master || m.config_epoch != epoch || m.failover.is_some() || !ctx.active() {
+        return;
+    }
+    let result = async {
+        let mut link = actions::connect(&addr, &Auth::of(&m)).await?;
+        actions::replicaof(&mut link, Some(&master)).await
+    }
+    .await;
+    match result {
+        Ok(()) => info!(
+            event,
+            details = %replica_details(&addr, &name, &master),
+            "{event} {}",
+            replica_details(&addr, &name, &master)
+        ),
+        Err(e) => warn!(error = %e, "could not repoint instance to the current master"),
+    }
+}
+
+/// Chooses a candidate and commits `FailoverStart`, or an epoch-0 abort saying why not.
+async fn start(ctx: Ctx, name: String) {
+    let Some((st, m)) = ctx.master(&name) else {
+        return;
+    };
+    if m.failover.is_some() || m.reconf.is_some() {
+        return;
+    }
+    let request = m.failover_request.clone();
+    let odown = m.is_odown() && !m.paused && m.budget_allows(wall_ms());
+    if request.is_none() && !odown {
+        return;
+    }
+    let view = ctx.view();
+    let now = Instant::now();
+    let master_info = view.get(&m.addr);
+    let master_down_for = master_info
+        .and_then(|i| i.sdown_since)
+        .map(|t| now.saturating_duration_since(t))
+        .unwrap_or_default();
+    let (reason, target) = match &request {
+        Some(r) => (r.reason, r.target.clone()),
+        None => (FailoverReason::Odown, None),
+    };
+    if reason == FailoverReason::Switchover {
+        let master_ok =
+            master_info.is_some_and(|i| healthy(i, now) && i.role == Some(ReportedRole::Master));
+        if m.is_odown() || !master_ok {
+            let why = format!(
+                "master-down: a switchover needs a healthy master; {} is not",
+                m.addr
+            );
+            abort0(&ctx, &name, why).await;
+            return;
+        }
+    }
+    let params = SelectParams {
+        now,
+        master_down_for,
+        target: target.as_ref(),
+        require_synced: reason == FailoverReason::Switchover,
+    };
+    match select::select(&m, &view, &params) {
+        Ok(candidate) => {
+            let epoch = st.current_epoch + 1;
+            info!(candidate = %candidate, epoch, reason = reason.as_str(), "+try-failover");
+            let cmd = Command::FailoverStart {
+                master: name.clone(),
+                epoch,
+                candidate,
+                reason,
+                leader: ctx.raft.node_id(),
+                at_ms: wall_ms(),
+            };
+            let _ = ctx.propose(cmd).await;
+        }
+        Err(none) => {
+            if request.is_none() {
+                // ODOWN without a candidate is retried every tick; commit the reason only
+                // now and then, so operators see it without flooding the log.
+                let limit = Duration::from_millis(m.failover_timeout_ms.clamp(1000, 30_000));
+                let mut rate = ctx.abort_rate.lock();
+                if rate.get(&name).is_some_and(|t| t.elapsed() < limit) {
+                    return;
+                }
+                rate.insert(name.clone(), Instant::now());
+            }
+            warn!(reason = %none, "-failover-abort-no-good-slave");
+            abort0(&ctx, &name, format!("no-good-slave: {none}")).await;
+        }
+    }
+}
+
+async fn abort0(ctx: &Ctx, name: &str, why: String) {
+    let cmd = Command::FailoverAbort {
+        master: name.to_string(),
+        epoch: 0,
+        why,
+        at_ms: wall_ms(),
+    };
+    let _ = ctx.propose(cmd).await;
+}
+
+/// Drives a committed failover to `FailoverDone` (or aborts it at `failover_timeout`).
+/// Safe to run again on a new leader: it checks where Redis is before acting.
+async fn promote(ctx: Ctx, name: String, f: FailoverState) {
+    let mut cand: Option<Link> = None;
+    let mut old: Option<Link> = None;
+    let mut sent: Option<Instant> = None;
+    loop {
+        let Some((_, m)) = ctx.master(&name) else {
+            return;
+        };
+        if m.failover.as_ref() != Some(&f) || !ctx.active() {
+            return;
+        }
+        if wall_ms() > f.started_at_ms.saturating_add(m.failover_timeout_ms) {
+            warn!("-failover-abort-slave-timeout");
+            let cmd = Command::FailoverAbort {
+                master: name.clone(),
+                epoch: f.epoch,
+                why: "slave-timeout: the candidate was not promoted within failover-timeout".into(),
+                at_ms: wall_ms(),
+            };
+            let _ = ctx.propose(cmd).await;
+            return;
+        }
+        let auth = Auth::of(&m);
+        let step = match f.reason {
+            FailoverReason::Switchover => {
+                switchover_step(&ctx, &m, &f, &auth, &mut cand, &mut old, &mut sent).await
+            }
+            _ => promote_step(&ctx, &f, &auth, &mut cand, &mut sent).await,
+        };
+        match step {
+            Step::Promoted => {
+                info!("+promoted-slave");
+                let cmd = Command::FailoverDone {
+                    master: name.clone(),
+                    epoch: f.epoch,
+                    new_addr: f.candidate.clone(),
+                    at_ms: wall_ms(),
+                };
+                if ctx.propose(cmd).await.is_ok() {
+                    return;
+                }
+                sleep(POLL).await;
+            }
+            Step::Wait => sleep(POLL).await,
+            Step::Abort(why) => {
+                warn!(why = %why, "failover aborted");
+                let cmd = Command::FailoverAbort {
+                    master: name.clone(),
+                    epoch: f.epoch,
+                    why,
+                    at_ms: wall_ms(),
+                };
+                let _ = ctx.propose(cmd).await;
+                return;
+            }
+        }
+    }
+}
+
+enum Step {
+    Promoted,
+    Wait,
+    Abort(String),
+}
+
+/// Opens `slot` if needed; returns None (after logging) when the instance is unreachable.
+async fn ensure_link<'a>(
+    slot: &'a mut Option<Link>,
+    addr: &Addr,
+    auth: &Auth,
+) -> Option<&'a mut Link> {
+    if slot.is_none() {
+        match actions::connect(addr, auth).await {
+            Ok(l) => *slot = Some(l),
+            Err(e) => {
+                debug!(error = %e, "cannot reach instance");
+                return None;
+            }
+        }
+    }
+    slot.as_mut()
+}
+
+/// Forced or ODOWN failover: `REPLICAOF NO ONE` on the candidate, then `ROLE` until master.
+async fn promote_step(
+    ctx: &Ctx,
+    f: &FailoverState,
+    auth: &Auth,
+    cand: &mut Option<Link>,
+    sent: &mut Option<Instant>,
+) -> Step {
+    let Some(link) = ensure_link(cand, &f.candidate, auth).await else {
+        return Step::Wait;
+    };
+    match actions::role(link).await {
+        Ok(RoleReply::Master { .. }) => return Step::Promoted,
+        Ok(_) => {}
+        Err(e) => {
+            debug!(error = %e, "ROLE of the candidate failed");
+            if e.is_broken() || matches!(e, crate::monitor::link::LinkError::Timeout { .. }) {
+                *cand = None;
+            }
+            return Step::Wait;
+        }
+    }
+    if sent.is_some_and(|t| t.elapsed() < PROMOTE_RESEND) || !ctx.active() {
+        return Step::Wait;
+    }
+    info!("+failover-state-send-slaveof-noone");
+    *sent = Some(Instant::now());
+    match actions::replicaof(link, None).await {
+        Ok(()) => {
+            info!("+failover-state-wait-promotion");
+            // REPLICAOF NO ONE is synchronous: ROLE right away says master.
+            match actions::role(link).await {
+                Ok(RoleReply::Master { .. }) => Step::Promoted,
+                _ => Step::Wait,
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "promotion failed; retrying");
+            *cand = None;
+            Step::Wait
+        }
+    }
+}
+
+/// Planned switchover: Redis `FAILOVER TO` on the old master; done when the candidate is
+/// master and the old master is not.
+async fn switchover_step(
+    ctx: &Ctx,
+    m: &MasterState,
+    f: &FailoverState,
+    auth: &Auth,
+    cand: &mut Option<Link>,
+    old: &mut Option<Link>,
+    sent: &mut Option<Instant>,
+) -> Step {
+    let cand_role = match ensure_link(cand, &f.candidate, auth).await {
+        Some(l) => match actions::role(l).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                *cand = None;
+                None
+            }
+        },
+        None => None,
+    };
+    let Some(old_link) = ensure_link(old, &m.addr, auth).await else {
+        // The old master vanished mid-switchover: it is the candidate's role that counts.
+        return match cand_role {
+            Some(RoleReply::Master { .. }) => Step::Promoted,
+            _ => Step::Wait,
+        };
+    };
+    let old_info = match actions::replication(old_link).await {
+        Ok(i) => i,
+        Err(e) => {
+            debug!(error = %e, "INFO of the old master failed");
+            *old = None;
+            return Step::Wait;
+        }
+    };
+    let cand_master = matches!(cand_role, Some(RoleReply::Master { .. }));
+    if cand_master && old_info.role == ReportedRole::Replica {
+        return Step::Promoted;
+    }
+    let idle = old_info
+        .failover_state
+        .as_deref()
+        .is_none_or(|s| s == "no-failover");
+    if old_info.role == ReportedRole::Master && idle {
+        if sent.is_some() {
+            // Redis gave up (the replica did not catch up in time) and the old master kept
+            // its role: no write was lost, nothing changed.
+            return Step::Abort(
+                "switchover-timeout: Redis FAILOVER did not complete; the master is unchanged"
+                    .into(),
+            );
+        }
+        if !ctx.active() {
+            return Step::Wait;
+        }
+        let timeout_ms = m.failover_timeout_ms.clamp(100, MAX_SWITCHOVER_TIMEOUT_MS);
+        info!("+failover-state-send-failover-to");
+        match actions::failover_to(old_link, &f.candidate, timeout_ms).await {
+            Ok(FailoverTo::Started) | Ok(FailoverTo::AlreadyRunning) => {
+                *sent = Some(Instant::now())
+            }
+            Err(e) => return Step::Abort(format!("switchover-failed: {e}")),
+        }
+    } else if sent.is_none() && !idle {
+        // A previous leader started it: wait for Redis to finish, then judge.
+        *sent = Some(Instant::now());
+    }
+    Step::Wait
+}
+
+/// After the promotion: repoint the old master and every replica, commit progress, end.
+async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
+    let mut sent_at: BTreeMap<Addr, Instant> = BTreeMap::new();
+    let mut view_rx = ctx.view.clone();
+    loop {
+        let Some((_, m)) = ctx.master(&name) else {
+            return;
+        };
+        let Some(r) = m.reconf.clone().filter(|r| r.epoch == epoch) else {
+            return;
+        };
+        if !ctx.active() {
+            return;
+        }
+        let end = |timed_out: bool| Command::FailoverEnd {
+            master: name.clone(),
+            epoch,
+            timed_out,
+            at_ms: wall_ms(),
+        };
+        if m.is_odown() {
+            // The new master failed too: stop waiting on it so a new failover can start.
+            warn!("new master is objectively down; ending reconfiguration");
+            let _ = ctx.propose(end(true)).await;
+            return;
+        }
+        let timed_out = wall_ms() > r.started_at_ms.saturating_add(m.failover_timeout_ms);
+        let view = view_rx.borrow_and_update().clone();
+        let now = Instant::now();
+        let mut targets: Vec<Addr> = select::replicas_of(&m, &view).into_iter().collect();
+        // The old master first: while it may still take writes, it is the split-brain risk.
+        targets.sort_by_key(|a| *a != r.old_addr);
+        let mut in_flight = r
+            .replicas
+            .values()
+            .filter(|s| matches!(s, ReconfStage::Sent | ReconfStage::InProgress))
+            .count();
+        let mut all_done = true;
+        let auth = Auth::of(&m);
+        for t in &targets {
+            let stage = r.replicas.get(t).copied();
+            if matches!(stage, Some(ReconfStage::Done | ReconfStage::TimedOut)) {
+                continue;
+            }
+            let info = view.get(t);
+            let reachable = info.is_some_and(|i| healthy(i, now));
+            let following = info.is_some_and(|i| follows(i, &m.addr));
+            let link_up = following && info.is_some_and(|i| i.master_link_up);
+            let next = if link_up {
+                Some(ReconfStage::Done)
+            } else if following && stage != Some(ReconfStage::InProgress) {
+                Some(ReconfStage::InProgress)
+            } else {
+                None
+            };
+            if let Some(next) = next {
+                if stage.is_none() && next == ReconfStage::InProgress {
+                    in_flight += 1;
+                }
+                if next == ReconfStage::Done && stage.is_some() {
+                    in_flight = in_flight.saturating_sub(1);
+                }
+                if next != ReconfStage::Done {
+                    all_done = false;
+                }
+                let cmd = Command::Reconf {
+                    master: name.clone(),
+                    epoch,
+                    replica: t.clone(),
+                    stage: next,
+                };
+                let _ = ctx.propose(cmd).await;
+                continue;
+            }
+            if following {
+                all_done = false;
+                continue;
+            }
+            if stage.is_none() && !reachable {
+                // Down or unknown: fencing repoints it when it comes back.
+                continue;
+            }
+            all_done = false;
+            let is_old = *t == r.old_addr;
+            let send = match stage {
+                None => is_old || in_flight < m.parallel_syncs as usize,
+                Some(_) => {
+                    reachable && sent_at.get(t).is_none_or(|at| at.elapsed() > RECONF_RESEND)
+                }
+            };
+            if !send || timed_out {
+                continue;
+            }
+            if stage.is_none() {
+                let cmd = Command::Reconf {
+                    master: name.clone(),
+                    epoch,
+                    replica: t.clone(),
+                    stage: ReconfStage::Sent,
+                };
+                if ctx.propose(cmd).await.is_err() {
+                    continue;
+                }
+                in_flight += 1;
+            }
+            sent_at.insert(t.clone(), Instant::now());
+            send_replicaof(&ctx, t, &m.addr, &auth, is_old).await;
+        }
+        if all_done {
+            info!("+failover-end");
+            let _ = ctx.propose(end(false)).await;
+            return;
+        }
+        if timed_out {
+            // Best effort for the rest, as Sentinel does, then end.
+            for t in &targets {
+                let stage = r.replicas.get(t).copied();
+                if matches!(stage, Some(ReconfStage::Done | ReconfStage::TimedOut)) {
+                    continue;
+                }
+                send_replicaof(&ctx, t, &m.addr, &auth, *t == r.old_addr).await;
+                let cmd = Command::Reconf {
+                    master: name.clone(),
+                    epoch,
+                    replica: t.clone(),
+                    stage: ReconfStage::TimedOut,
+                };
+                let _ = ctx.propose(cmd).await;
+            }
+            warn!("+failover-end-for-timeout");
+            let _ = ctx.propose(end(true)).await;
+            return;
+        }
+        tokio::select! {
+            _ = view_rx.changed() => {}
+            _ = sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+async fn send_replicaof(ctx: &Ctx, t: &Addr, master: &Addr, auth: &Auth, is_old: bool) {
+    if !ctx.active() {
+        return;
+    }
+    let result = async {
+        let mut link = actions::connect(t, auth).await?;
+        actions::replicaof(&mut link, Some(master)).await
+    }
+    .await;
+    match result {
+        Ok(()) if is_old => info!(addr = %t, "+convert-to-slave"),
+        Ok(()) => info!(addr = %t, "+slave-reconf-sent"),
+        Err(e) => warn!(addr = %t, error = %e, "could not repoint replica"),
+    }
+}

@@ -1,0 +1,495 @@
+//! One long-lived task per Redis instance: PING on a short period, `INFO replication`,
+//! `INFO server`, `ROLE` and `DBSIZE` on a longer one, subjective down, and (for the
+//! instance that is currently a master) `Observe` proposals on transitions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+
+use super::health::{self, Timings};
+use super::info::{parse_replication, parse_role, parse_run_id, value_text, RoleReply};
+use super::link::{server_error_line, Auth, Link, LinkError};
+use super::view::{InstanceInfo, MonitorView, ReportedRole};
+use crate::consensus::{wall_ms, ProposeError, RaftHandle};
+use crate::fsm::{ClusterState, Command, MasterState, ObserveReason, RejectKind};
+use crate::model::Addr;
+use crate::shutdown::Shutdown;
+
+/// Longest wait between two `Observe` attempts after failures.
+const MAX_OBSERVE_BACKOFF: Duration = Duration::from_secs(2);
+/// First wait after a failed `Observe`.
+const MIN_OBSERVE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Shared writer of the view; each probe replaces only its own entry.
+pub(crate) type ViewTx = Arc<watch::Sender<Arc<MonitorView>>>;
+
+/// What the probe remembers between INFO replies to recognise a restart.
+#[derive(Default)]
+struct Restart {
+    run_id: Option<String>,
+    offset: i64,
+    /// Set when this instance, as the current master, came back empty.
+    empty_since: Option<Instant>,
+}
+
+/// The probe of one instance.
+pub(crate) struct Probe {
+    addr: Addr,
+    master: String,
+    raft: RaftHandle,
+    view_tx: ViewTx,
+    view_rx: watch::Receiver<Arc<MonitorView>>,
+    info: InstanceInfo,
+    link: Option<Link>,
+    started: Instant,
+    next_ping: Instant,
+    next_info: Instant,
+    next_connect: Instant,
+    restart: Restart,
+    /// Since when a master reports itself a replica.
+    role_mismatch_since: Option<Instant>,
+    /// A background `Observe` proposal (aborted when the probe goes away).
+    inflight: Option<JoinHandle<Result<(), ProposeError>>>,
+    observe_backoff: Duration,
+    next_observe: Instant,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(h) = &self.inflight {
+            h.abort();
+        }
+    }
+}
+
+impl Probe {
+    pub(crate) fn new(addr: Addr, master: String, raft: RaftHandle, view_tx: ViewTx) -> Probe {
+        let now = Instant::now();
+        let view_rx = view_tx.subscribe();
+        Probe {
+            info: InstanceInfo::new(addr.clone(), master.clone()),
+            addr,
+            master,
+            raft,
+            view_tx,
+            view_rx,
+            link: None,
+            started: now,
+            next_ping: now,
+            next_info: now,
+            next_connect: now,
+            restart: Restart::default(),
+            role_mismatch_since: None,
+            inflight: None,
+            observe_backoff: MIN_OBSERVE_BACKOFF,
+            next_observe: now,
+        }
+    }
+
+    /// Runs until shutdown (or until the supervisor aborts it).
+    pub(crate) async fn run(mut self, mut shutdown: Shutdown) {
+        let mut state_rx = self.raft.watch_state();
+        debug!("probe started");
+        loop {
+            let state = state_rx.borrow_and_update().clone();
+            let Some(m) = state.masters.get(&self.master) else {
+                // The supervisor stops this probe soon; nothing to watch meanwhile.
+                tokio::select! {
+                    _ = shutdown.recv() => break,
+                    _ = state_rx.changed() => continue,
+                }
+            };
+            let fast = self.fast_mode(m);
+            let t = Timings::of(m.down_after_ms, fast);
+            self.step(&state, m, &t).await;
+            let wake = self.next_wake(m, &t);
+            let observe_done = async {
+                match self.inflight.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let observed = tokio::select! {
+                _ = shutdown.recv() => break,
+                _ = sleep_until(wake) => None,
+                r = state_rx.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    None
+                }
+                r = observe_done => Some(r),
+            };
+            if let Some(r) = observed {
+                self.inflight = None;
+                self.on_observed(r);
+            }
+        }
+        debug!("probe stopped");
+    }
+
+    /// Probing runs at the fast INFO period while the master is in trouble here or in
+    /// the cluster, so the failover executor chooses from fresh replica data.
+    fn fast_mode(&self, m: &MasterState) -> bool {
+        if m.is_odown() || m.failover.is_some() || m.reconf.is_some() {
+            return true;
+        }
+        let view = self.view_rx.borrow();
+        let Some(master) = view.get(&m.addr) else {
+            return false;
+        };
+        let half = Duration::from_millis(m.down_after_ms / 2);
+        master.sdown_since.is_some()
+            || !master.connected
+            || health::no_reply_since(master, self.started).is_some_and(|t| t.elapsed() > half)
+    }
+
+    fn next_wake(&self, m: &MasterState, t: &Timings) -> Instant {
+        let mut wake = if self.link.is_some() {
+            self.next_ping.min(self.next_info)
+        } else {
+            self.next_connect
+        };
+        // Wake exactly when the instance would turn subjectively down.
+        if self.info.sdown_since.is_none() {
+            if let Some(since) = health::no_reply_since(&self.info, self.started) {
+                wake = wake.min(since + t.down_after + Duration::from_millis(1));
+            }
+        }
+        if m.addr == self.addr && self.observe_pending(m) && self.inflight.is_none() {
+            wake = wake.min(self.next_observe);
+        }
+        wake.max(Instant::now() + Duration::from_millis(1))
+    }
+
+    async fn step(&mut self, state: &ClusterState, m: &MasterState, t: &Timings) {
+        let now = Instant::now();
+        let auth = Auth::of(m);
+        let is_master = m.addr == self.addr;
+        if self.link.is_none() && now >= self.next_connect {
+            self.connect(&auth, t).await;
+        }
+        if self.link.is_some() && Instant::now() >= self.next_ping {
+            self.ping(t).await;
+        }
+        if self.link.is_some() && Instant::now() >= self.next_info {
+            self.refresh_info(m, t, is_master).await;
+        }
+        self.evaluate(m, t, is_master);
+        self.publish();
+        if is_master {
+            self.observe(state, m);
+        } else {
+            self.restart.empty_since = None;
+        }
+    }
+
+    async fn connect(&mut self, auth: &Auth, t: &Timings) {
+        let now = Instant::now();
+        // A connection attempt counts as a PING: an instance that cannot be reached goes
+        // down `down_after` after its last good reply, as in Sentinel.
+        self.info.ping_pending_since.get_or_insert(now);
+        match Link::connect(&self.addr, auth, t.connect_timeout).await {
+            Ok(link) => {
+                debug!("connected");
+                self.link = Some(link);
+                self.info.connected = true;
+                self.next_ping = Instant::now();
+                // Fresh INFO right after (re)connecting: a returning instance may be a stale
+                // master that must be fenced at once.
+                self.next_info = Instant::now();
+            }
+            Err(e) => {
+                self.info.connected = false;
+                self.next_connect = now + t.ping_period;
+                self.record_error(&e);
+            }
+        }
+    }
+
+    async fn ping(&mut self, t: &Timings) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let sent = Instant::now();
+        self.next_ping = sent + t.ping_period;
+        self.info.ping_pending_since.get_or_insert(sent);
+        let res = link.raw(&redis::cmd("PING"), "PING", t.ping_timeout).await;
+        let now = Instant::now();
+        match res {
+            Ok(v) => {
+                self.info.last_ping_reply = Some(now);
+                if health::acceptable_ping_reply(&v) {
+                    let was_down = self.info.sdown_since.is_some();
+                    self.info.last_ok_ping_reply = Some(now);
+                    self.info.ping_pending_since = None;
+                    if was_down {
+                        // Coming back: look at its role right away (fencing needs it).
+                        self.next_info = now;
+                    }
+                    if matches!(v, Value::SimpleString(_) | Value::BulkString(_)) {
+                        self.clear_error();
+                    }
+                } else {
+                    let msg = match &v {
+                        Value::ServerError(e) => server_error_line(e),
+                        other => super::link::short(other),
+                    };
+                    self.set_error(format!("{} replied to PING: {msg}", self.addr));
+                }
+            }
+            Err(e) => {
+                self.record_error(&e);
+                let stuck = self
+                    .info
+                    .ping_pending_since
+                    .is_some_and(|p| now.duration_since(p) > t.down_after / 2);
+                if e.is_broken() || stuck {
+                    // Sentinel drops a link whose PING is unanswered for half of down_after;
+                    // reconnecting tells a dead process from a slow link.
+                    self.drop_link(t);
+                }
+            }
+        }
+    }
+
+    fn drop_link(&mut self, t: &Timings) {
+        self.link = None;
+        self.info.connected = false;
+        // Reconnect at once after a clean break (killed clients), then every ping period.
+        if self.next_connect <= Instant::now() {
+            self.next_connect = Instant::now();
+        } else {
+            self.next_connect = Instant::now() + t.ping_period;
+        }
+    }
+
+    async fn refresh_info(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        self.next_info = Instant::now() + t.info_period;
+        let mut p = redis::pipe();
+        p.cmd("INFO")
+            .arg("replication")
+            .cmd("INFO")
+            .arg("server")
+            .cmd("ROLE")
+            .cmd("DBSIZE");
+        let replies = match link.pipeline(&p, 4, "INFO", t.info_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.record_error(&e);
+                if e.is_broken() {
+                    self.drop_link(t);
+                }
+                return;
+            }
+        };
+        match self.apply_info(&replies, m, is_master) {
+            Ok(()) => {
+                self.info.info_refresh = Some(Instant::now());
+            }
+            Err(msg) => {
+                // A port that is not Redis, or garbage in INFO: say so, keep probing.
+                self.set_error(format!("{}: {msg}", self.addr));
+            }
+        }
+    }
+
+    fn apply_info(&mut self, r: &[Value], m: &MasterState, is_master: bool) -> Result<(), String> {
+        let text = |i: usize, what: &str| -> Result<String, String> {
+            match &r[i] {
+                Value::ServerError(e) => Err(format!("{what} failed: {}", server_error_line(e))),
+                v => value_text(v)
+                    .ok_or_else(|| format!("{what} returned {}", super::link::short(v))),
+            }
+        };
+        let repl = parse_replication(&text(0, "INFO replication")?).map_err(|e| e.to_string())?;
+        let run_id = parse_run_id(&text(1, "INFO server")?).map_err(|e| e.to_string())?;
+        let role = match &r[2] {
+            Value::ServerError(e) => return Err(format!("ROLE failed: {}", server_error_line(e))),
+            v => parse_role(v).map_err(|e| e.to_string())?,
+        };
+        if role == RoleReply::Sentinel {
+            return Err("this is a Sentinel, not a Redis server".into());
+        }
+        let dbsize = match &r[3] {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let now = Instant::now();
+        let i = &mut self.info;
+        if i.role != Some(repl.role) {
+            if i.role.is_some() {
+                info!(role = ?repl.role, "role changed");
+            }
+            i.role = Some(repl.role);
+            i.role_reported_at = Some(now);
+        }
+        i.repl_offset = repl.offset();
+        i.master_host = repl.master_host.clone();
+        i.master_port = repl.master_port;
+        i.master_link_up = repl.master_link_up;
+        i.master_link_down = repl.master_link_down_secs.map(Duration::from_secs);
+        i.priority = repl.priority;
+        i.replica_announced = repl.replica_announced;
+        i.failover_state = repl.failover_state.clone();
+        i.replicas = repl.replicas.iter().map(|r| r.addr.clone()).collect();
+
+        // Restart detection. An empty restart of the current master must not be allowed to
+        // wipe its replicas by a full resync: it is treated as a failure.
+        let prev_run = self.restart.run_id.replace(run_id.clone());
+        if let Some(prev) = prev_run.filter(|p| *p != run_id) {
+            info!(old_run_id = %prev, run_id = %run_id, "+reboot");
+            let offset_reset = repl.master_repl_offset < self.restart.offset;
+            if is_master
+                && repl.role == ReportedRole::Master
+                && offset_reset
+                && dbsize == Some(0)
+                && self.restart.empty_since.is_none()
+            {
+                warn!(
+                    master = %m.name,
+                    old_offset = self.restart.offset,
+                    "master restarted with an empty dataset; treating it as failed"
+                );
+                self.restart.empty_since = Some(now);
+            }
+        }
+        self.restart.offset = repl.master_repl_offset;
+        i.run_id = Some(run_id);
+        self.clear_error();
+        Ok(())
+    }
+
+    fn evaluate(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
+        let now = Instant::now();
+        if is_master && self.info.role == Some(ReportedRole::Replica) {
+            self.role_mismatch_since.get_or_insert(now);
+        } else {
+            self.role_mismatch_since = None;
+        }
+        // An empty restart stays a failure until a failover moves the master away, or for
+        // one failover timeout if no replica can take over.
+        if let Some(since) = self.restart.empty_since {
+            if now.duration_since(since) > Duration::from_millis(m.failover_timeout_ms) {
+                info!("giving up on the empty-restart failure; master is reachable");
+                self.restart.empty_since = None;
+            }
+        }
+        let reason = health::sdown_reason(
+            &self.info,
+            self.started,
+            now,
+            t,
+            is_master,
+            self.role_mismatch_since,
+            self.restart.empty_since.is_some(),
+        );
+        let was = self.info.sdown_reason;
+        match (was, reason) {
+            (None, Some(r)) => {
+                self.info.sdown_since = Some(now);
+                info!(reason = ?r, error = self.info.last_error.as_deref().unwrap_or(""), "+sdown (local)");
+            }
+            (Some(_), None) => {
+                self.info.sdown_since = None;
+                info!("-sdown (local)");
+            }
+            _ => {}
+        }
+        self.info.sdown_reason = reason;
+    }
+
+    fn publish(&self) {
+        let info = &self.info;
+        self.view_tx.send_if_modified(|v| {
+            if v.instances.get(&info.addr) == Some(info) {
+                return false;
+            }
+            Arc::make_mut(v)
+                .instances
+                .insert(info.addr.clone(), info.clone());
+            true
+        });
+    }
+
+    /// This node's committed observation differs from what it sees now.
+    fn observe_pending(&self, m: &MasterState) -> bool {
+        let committed = m
+            .observations
+            .get(&self.raft.node_id())
+            .is_some_and(|o| o.down);
+        committed != self.info.sdown_reason.is_some()
+    }
+
+    fn on_observed(&mut self, r: Result<Result<(), ProposeError>, tokio::task::JoinError>) {
+        match r {
+            Ok(Ok(())) => self.observe_backoff = MIN_OBSERVE_BACKOFF,
+            Ok(Err(e)) => {
+                let refused =
+                    matches!(&e, ProposeError::Rejected(r) if r.kind == RejectKind::Precondition);
+                if refused {
+                    // The master moved or the state changed under us: re-evaluate next step.
+                    debug!(error = %e, "observation refused");
+                } else {
+                    warn!(error = %e, "could not propose observation; retrying");
+                }
+                self.next_observe = Instant::now() + self.observe_backoff;
+                self.observe_backoff = (self.observe_backoff * 2).min(MAX_OBSERVE_BACKOFF);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn observe(&mut self, state: &ClusterState, m: &MasterState) {
+        if self.inflight.is_some() {
+            return;
+        }
+        // A node outside the voters cannot vote; do not spam the log with refusals.
+        let me = self.raft.node_id();
+        if !state.members.is_empty() && !state.members.get(&me).is_some_and(|x| x.voter) {
+            return;
+        }
+        if !self.observe_pending(m) || Instant::now() < self.next_observe {
+            return;
+        }
+        let down = self.info.sdown_reason.is_some();
+        let cmd = Command::Observe {
+            node: me,
+            master: m.name.clone(),
+            addr: self.addr.clone(),
+            down,
+            reason: self.info.sdown_reason.unwrap_or(ObserveReason::Ok),
+            at_ms: wall_ms(),
+        };
+        debug!(down, "proposing observation");
+        let raft = self.raft.clone();
+        self.inflight = Some(tokio::spawn(
+            async move { raft.propose(cmd).await.map(|_| ()) },
+        ));
+    }
+
+    fn record_error(&mut self, e: &LinkError) {
+        self.set_error(e.to_string());
+    }
+
+    fn set_error(&mut self, msg: String) {
+        if self.info.last_error.as_deref() != Some(msg.as_str()) {
+            warn!(error = %msg, "probe error");
+            self.info.last_error = Some(msg);
+        }
+    }
+
+    fn clear_error(&mut self) {
+        if self.info.last_error.take().is_some() {
+            info!("probe recovered");
+        }
+    }
+}
