@@ -1,0 +1,593 @@
+//! `SENTINEL` subcommands.
+//!
+//! Reads answer from this node's applied state. Writes (MONITOR, SET, REMOVE, RESET,
+//! FAILOVER) are proposed through the Raft log and answered once applied on this node, so a
+//! setup script can be sent to any node, or to all of them (an identical MONITOR is `+OK`).
+//!
+//! Stale guard: a node that has not heard from a Raft leader within an election timeout
+//! cannot vouch for its state, so it refuses the commands clients discover the master with
+//! (GET-MASTER-ADDR-BY-NAME, MASTER, MASTERS and the Valkey aliases) by closing the
+//! connection. Per the client survey, that is the one reaction every client library turns
+//! into "try the next sentinel": an error reply is raised to the caller by redis-py (MASTERS)
+//! and ends Lettuce's lookup, and a null reply ends Lettuce's lookup too, while a dropped
+//! connection moves redis-py, redis-rs, ioredis, node-redis, go-redis, Jedis, Lettuce and
+//! StackExchange.Redis on to another sentinel.
+//!
+//! `SENTINEL CONFIG SET` values are node-local, as in Sentinel. Only `resolve-hostnames`
+//! changes behaviour here (MONITOR accepts hostnames when it is `yes`); the announce
+//! address comes from the node's configuration and Raft peers do not authenticate with
+//! `sentinel-user`/`sentinel-pass`, so those are stored and reported only.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::instance::{master_map, other_sentinels, replica_maps, sentinel_maps};
+use super::table::CmdId;
+use super::{Reply, Session, Shared};
+use crate::api::resp::frame::Frame;
+use crate::api::resp::parse::{parse_int, Parse};
+use crate::consensus::{wall_ms, ProposeError};
+use crate::fsm::{ClusterState, Command, FailoverReason, MasterSpec, Rejection};
+use crate::model::{glob_match, Addr};
+
+/// `down-after-milliseconds` of a master added by MONITOR (the config file's default).
+pub const MONITOR_DOWN_AFTER_MS: u64 = 5_000;
+/// `failover-timeout` of a master added by MONITOR (the config file's default).
+pub const MONITOR_FAILOVER_TIMEOUT_MS: u64 = 60_000;
+/// `parallel-syncs` of a master added by MONITOR (Sentinel's default).
+pub const MONITOR_PARALLEL_SYNCS: u32 = 1;
+/// How long SENTINEL FAILOVER waits for the leader to take or refuse the request.
+pub const FAILOVER_PICKUP: Duration = Duration::from_secs(10);
+
+/// Node-local settings of `SENTINEL CONFIG GET/SET`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// MONITOR accepts hostnames (resolved once, to check them).
+    pub resolve_hostnames: bool,
+    /// Reported only.
+    pub announce_hostnames: bool,
+    /// Reported only.
+    pub announce_ip: String,
+    /// Reported only.
+    pub announce_port: u16,
+    /// Reported only.
+    pub sentinel_user: String,
+    /// Reported only.
+    pub sentinel_pass: String,
+    /// Reported only.
+    pub loglevel: String,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig {
+            resolve_hostnames: false,
+            announce_hostnames: false,
+            announce_ip: String::new(),
+            announce_port: 0,
+            sentinel_user: String::new(),
+            sentinel_pass: String::new(),
+            loglevel: "notice".into(),
+        }
+    }
+}
+
+fn no_such_master() -> Frame {
+    Frame::error("No such master with that name")
+}
+
+/// Error codes Sentinel sends without `ERR` in front.
+const CODES: [&str; 4] = ["INPROG", "NOGOODSLAVE", "NOQUORUM", "NOTREADY"];
+
+/// A state-machine refusal as Sentinel words it.
+pub fn rejection_frame(r: &Rejection) -> Frame {
+    let code = r.message.split(' ').next().unwrap_or("");
+    if CODES.contains(&code) {
+        Frame::Error(r.message.clone())
+    } else {
+        Frame::error(&r.message)
+    }
+}
+
+fn propose_error(e: ProposeError) -> Frame {
+    match e {
+        ProposeError::Rejected(r) => rejection_frame(&r),
+        other => Frame::error(other.to_string()),
+    }
+}
+
+fn name_of(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Whether this node may hand out master addresses now (see the module docs).
+fn fresh(sh: &Shared) -> bool {
+    let ok = sh.ctx.raft.has_leader_contact();
+    if !ok {
+        debug!(
+            since_leader_contact = ?sh.ctx.raft.since_leader_contact(),
+            "refusing a master lookup: no recent contact with a Raft leader"
+        );
+    }
+    ok
+}
+
+/// Runs a SENTINEL subcommand.
+pub async fn run(id: CmdId, p: &mut Parse, _s: &mut Session, sh: &Shared) -> Reply {
+    match id {
+        CmdId::SentinelGetMasterAddr => {
+            if !fresh(sh) {
+                return Reply::Drop;
+            }
+            let name = p.next_bytes().expect("arity checked");
+            get_master_addr(&sh.ctx.raft.state(), &name).into()
+        }
+        CmdId::SentinelMasters => {
+            if !fresh(sh) {
+                return Reply::Drop;
+            }
+            let st = sh.ctx.raft.state();
+            let view = sh.ctx.monitor.borrow().clone();
+            let now = Instant::now();
+            Frame::Array(
+                st.masters
+                    .values()
+                    .map(|m| master_map(sh, &st, &view, m, now))
+                    .collect(),
+            )
+            .into()
+        }
+        CmdId::SentinelMaster => {
+            if !fresh(sh) {
+                return Reply::Drop;
+            }
+            let name = name_of(&p.next_bytes().expect("arity checked"));
+            let st = sh.ctx.raft.state();
+            let view = sh.ctx.monitor.borrow().clone();
+            match st.masters.get(&name) {
+                Some(m) => master_map(sh, &st, &view, m, Instant::now()).into(),
+                None => no_such_master().into(),
+            }
+        }
+        CmdId::SentinelReplicas => {
+            let name = name_of(&p.next_bytes().expect("arity checked"));
+            let st = sh.ctx.raft.state();
+            let view = sh.ctx.monitor.borrow().clone();
+            match st.masters.get(&name) {
+                Some(m) => Frame::Array(replica_maps(&view, m, Instant::now())).into(),
+                None => no_such_master().into(),
+            }
+        }
+        CmdId::SentinelSentinels => {
+            let name = name_of(&p.next_bytes().expect("arity checked"));
+            let st = sh.ctx.raft.state();
+            match st.masters.get(&name) {
+                Some(m) => Frame::Array(sentinel_maps(&other_sentinels(sh, &st), m)).into(),
+                None => no_such_master().into(),
+            }
+        }
+        CmdId::SentinelCkquorum => {
+            let name = name_of(&p.next_bytes().expect("arity checked"));
+            ckquorum(sh, &name).into()
+        }
+        CmdId::SentinelMyid => Frame::bulk(sh.ctx.run_id.clone()).into(),
+        CmdId::SentinelFlushconfig => {
+            // The replicated state is the configuration and is always durable.
+            Frame::ok().into()
+        }
+        CmdId::SentinelPendingScripts => Frame::Array(Vec::new()).into(),
+        CmdId::SentinelInfoCache => info_cache(p, sh).into(),
+        CmdId::SentinelConfig => config(p, sh).into(),
+        CmdId::SentinelMonitor => monitor(p, sh).await.into(),
+        CmdId::SentinelRemove => {
+            let name = name_of(&p.next_bytes().expect("arity checked"));
+            write(sh, Command::Remove { name }).await.into()
+        }
+        CmdId::SentinelSet => set(p, sh).await.into(),
+        CmdId::SentinelReset => {
+            let pattern = name_of(&p.next_bytes().expect("arity checked"));
+            match sh.ctx.raft.propose(Command::Reset { pattern }).await {
+                Ok(o) => Frame::Integer(o.count as i64).into(),
+                Err(e) => propose_error(e).into(),
+            }
+        }
+        CmdId::SentinelFailover => {
+            let name = name_of(&p.next_bytes().expect("arity checked"));
+            failover(sh, name).await.into()
+        }
+        _ => help(),
+    }
+}
+
+/// `[host, port]` of the current master, or a null array for an unknown name.
+pub fn get_master_addr(st: &ClusterState, name: &[u8]) -> Frame {
+    let m = std::str::from_utf8(name)
+        .ok()
+        .and_then(|n| st.masters.get(n));
+    match m {
+        Some(m) => Frame::Array(vec![
+            Frame::bulk(m.addr.host.clone()),
+            Frame::bulk_int(m.addr.port),
+        ]),
+        None => Frame::NullArray,
+    }
+}
+
+async fn write(sh: &Shared, cmd: Command) -> Frame {
+    let kind = cmd.kind();
+    match sh.ctx.raft.propose(cmd).await {
+        Ok(_) => {
+            info!(command = kind, "applied a SENTINEL write");
+            Frame::ok()
+        }
+        Err(e) => propose_error(e),
+    }
+}
+
+/// Raft's version of Sentinel's quorum check: usable voters must reach both the master's
+/// quorum (ODOWN needs that many observations) and a Raft majority (to commit a failover).
+fn ckquorum(sh: &Shared, name: &str) -> Frame {
+    let st = sh.ctx.raft.state();
+    let Some(m) = st.masters.get(name) else {
+        return no_such_master();
+    };
+    let me = sh.ctx.raft.node_id();
+    let voters = st.members.values().filter(|m| m.voter).count().max(1);
+    let majority = voters / 2 + 1;
+    let status = sh.ctx.raft.status();
+    let usable = if status.leader_id == me {
+        1 + status
+            .progress
+            .iter()
+            .filter(|p| {
+                p.id != me && p.recent_active && st.members.get(&p.id).is_some_and(|m| m.voter)
+            })
+            .count()
+    } else if sh.ctx.raft.has_leader_contact() {
+        // A follower knows its leader holds a majority (check-quorum), not who else is up.
+        majority
+    } else {
+        1
+    };
+    let no_quorum = usable < m.quorum as usize;
+    let no_auth = usable < majority;
+    if !no_quorum && !no_auth {
+        return Frame::Simple(format!(
+            "OK {usable} usable Sentinels. Quorum and failover authorization can be reached"
+        ));
+    }
+    let mut e = format!("NOQUORUM {usable} usable Sentinels. ");
+    if no_quorum {
+        e.push_str("Not enough available Sentinels to reach the specified quorum for this master");
+    }
+    if no_auth {
+        if no_quorum {
+            e.push_str(". ");
+        }
+        e.push_str("Not enough available Sentinels to reach the majority and authorize a failover");
+    }
+    Frame::Error(e)
+}
+
+async fn monitor(p: &mut Parse, sh: &Shared) -> Frame {
+    let name = name_of(&p.next_bytes().expect("arity checked"));
+    let host = name_of(&p.next_bytes().expect("arity checked"));
+    let port = p.next_bytes().expect("arity checked");
+    let quorum = p.next_bytes().expect("arity checked");
+    // Sentinel's order of checks: quorum parses, port parses, quorum > 0, host, port range.
+    let Some(quorum) = parse_int(&quorum) else {
+        return Frame::error("Invalid quorum");
+    };
+    let Some(port) = parse_int(&port) else {
+        return Frame::error("Invalid port");
+    };
+    if quorum <= 0 {
+        return Frame::error("Quorum must be 1 or greater.");
+    }
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    if !is_ip {
+        let resolve = sh.config.lock().resolve_hostnames;
+        let resolves = resolve
+            && tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host((host.as_str(), 1)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok_and(|mut a| a.next().is_some()));
+        if !resolves {
+            return Frame::error("Invalid IP address or hostname specified");
+        }
+    }
+    let Some(addr) = u16::try_from(port)
+        .ok()
+        .and_then(|p| Addr::new(host, p).ok())
+    else {
+        return Frame::error("Invalid port number.");
+    };
+    let Ok(quorum) = u32::try_from(quorum) else {
+        return Frame::error("Invalid quorum");
+    };
+    let spec = MasterSpec {
+        name,
+        addr,
+        quorum,
+        down_after_ms: MONITOR_DOWN_AFTER_MS,
+        failover_timeout_ms: MONITOR_FAILOVER_TIMEOUT_MS,
+        parallel_syncs: MONITOR_PARALLEL_SYNCS,
+        auth_user: None,
+        auth_pass: None,
+        tls: false,
+    };
+    write(sh, Command::Monitor { spec }).await
+}
+
+async fn set(p: &mut Parse, sh: &Shared) -> Frame {
+    let name = name_of(&p.next_bytes().expect("arity checked"));
+    let mut options = Vec::new();
+    while let Ok(opt) = p.next_string() {
+        if opt.eq_ignore_ascii_case("rename-command") {
+            // Commands are never renamed on the Redis side this node talks to.
+            return Frame::error(format!(
+                "Unknown option or number of arguments for SENTINEL SET '{opt}'"
+            ));
+        }
+        match p.next_string() {
+            Ok(val) => options.push((opt, val)),
+            Err(_) => {
+                return Frame::error(format!(
+                    "Unknown option or number of arguments for SENTINEL SET '{opt}'"
+                ))
+            }
+        }
+    }
+    write(sh, Command::Set { name, options }).await
+}
+
+/// `SENTINEL FAILOVER <name>`: asks the leader for a forced failover and answers once the
+/// leader started it (`+OK`) or found no replica to promote (`-NOGOODSLAVE`), as Sentinel
+/// answers after starting its own.
+async fn failover(sh: &Shared, name: String) -> Frame {
+    let raft = &sh.ctx.raft;
+    let epoch_before = {
+        let st = raft.state();
+        let Some(m) = st.masters.get(&name) else {
+            return no_such_master();
+        };
+        if m.failover.is_some() || m.failover_request.is_some() {
+            return Frame::error("-INPROG Failover already in progress");
+        }
+        st.current_epoch
+    };
+    let mut watch = raft.watch_state();
+    let cmd = Command::FailoverRequest {
+        master: name.clone(),
+        reason: FailoverReason::Forced,
+        target: None,
+        at_ms: wall_ms(),
+    };
+    let index = match raft.propose(cmd).await {
+        Ok(o) => o.count,
+        Err(e) => return propose_error(e),
+    };
+    let picked = tokio::time::timeout(
+        FAILOVER_PICKUP,
+        watch.wait_for(|st| {
+            st.masters
+                .get(&name)
+                .is_none_or(|m| m.failover_request.as_ref().is_none_or(|r| r.index != index))
+        }),
+    )
+    .await;
+    match picked {
+        Err(_) => Frame::error(format!(
+            "failover of '{name}' requested but not started by the leader within {FAILOVER_PICKUP:?}"
+        )),
+        Ok(Err(_)) => Frame::error("the node is shutting down"),
+        Ok(Ok(st)) => {
+            let Some(m) = st.masters.get(&name) else {
+                return no_such_master();
+            };
+            let started = m.failover.as_ref().is_some_and(|f| f.epoch > epoch_before)
+                || m.config_epoch > epoch_before;
+            if started {
+                return Frame::ok();
+            }
+            let why = st
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.master == name)
+                .and_then(|r| r.outcome.strip_prefix("aborted: "))
+                .unwrap_or("")
+                .to_string();
+            if why.is_empty() || why.starts_with("no-good-slave") {
+                Frame::error("-NOGOODSLAVE No suitable replica to promote")
+            } else {
+                Frame::error(format!("failover not started: {why}"))
+            }
+        }
+    }
+}
+
+/// `SENTINEL INFO-CACHE [name ...]`: per master, `[age-ms, INFO]` of the master and each
+/// replica. This node keeps parsed fields, not raw INFO text, so the text is null; the age
+/// is that of the last INFO it read.
+fn info_cache(p: &mut Parse, sh: &Shared) -> Frame {
+    let st = sh.ctx.raft.state();
+    let view = sh.ctx.monitor.borrow().clone();
+    let now = Instant::now();
+    let mut names: Vec<String> = Vec::new();
+    while let Ok(n) = p.next_string() {
+        if st.masters.contains_key(&n) && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let entry = |a: &Addr| {
+        let age = view
+            .get(a)
+            .and_then(|i| i.info_refresh)
+            .map_or(0, |t| now.saturating_duration_since(t).as_millis() as i64);
+        Frame::Array(vec![Frame::Integer(age), Frame::Null])
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let m = &st.masters[&n];
+        let mut list = vec![entry(&m.addr)];
+        list.extend(m.replicas.iter().map(entry));
+        out.push(Frame::bulk(n));
+        out.push(Frame::Array(list));
+    }
+    Frame::Array(out)
+}
+
+const CONFIG_PARAMS: [&str; 7] = [
+    "resolve-hostnames",
+    "announce-hostnames",
+    "announce-ip",
+    "announce-port",
+    "sentinel-user",
+    "sentinel-pass",
+    "loglevel",
+];
+
+fn config(p: &mut Parse, sh: &Shared) -> Frame {
+    let verb = p.next_string().expect("arity checked").to_ascii_lowercase();
+    match verb.as_str() {
+        "get" if p.remaining() >= 1 => {
+            let mut pats = Vec::new();
+            while let Ok(pat) = p.next_bytes() {
+                pats.push(pat);
+            }
+            let c = sh.config.lock().clone();
+            let yn = |b: bool| if b { "yes" } else { "no" };
+            let mut out = Vec::new();
+            for param in CONFIG_PARAMS {
+                if !pats
+                    .iter()
+                    .any(|pat| glob_match(&pat.to_ascii_lowercase(), param.as_bytes()))
+                {
+                    continue;
+                }
+                let v = match param {
+                    "resolve-hostnames" => yn(c.resolve_hostnames).to_string(),
+                    "announce-hostnames" => yn(c.announce_hostnames).to_string(),
+                    "announce-ip" => c.announce_ip.clone(),
+                    "announce-port" => c.announce_port.to_string(),
+                    "sentinel-user" => c.sentinel_user.clone(),
+                    "sentinel-pass" => c.sentinel_pass.clone(),
+                    _ => c.loglevel.clone(),
+                };
+                out.push((Frame::bulk_static(param), Frame::bulk(v)));
+            }
+            Frame::Map(out)
+        }
+        "set" if p.remaining() >= 2 => {
+            let mut staged = sh.config.lock().clone();
+            let mut seen: Vec<String> = Vec::new();
+            while let Ok(param) = p.next_string() {
+                let lower = param.to_ascii_lowercase();
+                if !CONFIG_PARAMS.contains(&lower.as_str()) {
+                    return Frame::error(format!(
+                        "Invalid argument '{param}' to SENTINEL CONFIG SET"
+                    ));
+                }
+                let Ok(val) = p.next_string() else {
+                    return Frame::error(format!("Missing argument '{param}' value"));
+                };
+                if seen.contains(&lower) {
+                    return Frame::error(format!(
+                        "Duplicate argument '{param}' to SENTINEL CONFIG SET"
+                    ));
+                }
+                seen.push(lower.clone());
+                let bad = || {
+                    Frame::error(format!(
+                        "Invalid value '{val}' to SENTINEL CONFIG SET '{param}'"
+                    ))
+                };
+                let yesno = |v: &str| match v.to_ascii_lowercase().as_str() {
+                    "yes" => Some(true),
+                    "no" => Some(false),
+                    _ => None,
+                };
+                match lower.as_str() {
+                    "resolve-hostnames" => match yesno(&val) {
+                        Some(b) => staged.resolve_hostnames = b,
+                        None => return bad(),
+                    },
+                    "announce-hostnames" => match yesno(&val) {
+                        Some(b) => staged.announce_hostnames = b,
+                        None => return bad(),
+                    },
+                    "announce-ip" => staged.announce_ip = val.clone(),
+                    "announce-port" => match val.parse::<u16>() {
+                        Ok(v) => staged.announce_port = v,
+                        Err(_) => return bad(),
+                    },
+                    "sentinel-user" => staged.sentinel_user = val.clone(),
+                    "sentinel-pass" => staged.sentinel_pass = val.clone(),
+                    _ => match val.to_ascii_lowercase().as_str() {
+                        l @ ("debug" | "verbose" | "notice" | "warning" | "nothing") => {
+                            staged.loglevel = l.to_string()
+                        }
+                        _ => return bad(),
+                    },
+                }
+            }
+            // All pairs validated: apply them together, as Sentinel 7.2 does.
+            *sh.config.lock() = staged;
+            Frame::ok()
+        }
+        _ => Frame::error("Only SENTINEL CONFIG GET <param> [<param> <param> ...] / SET <param> <value> [<param> <value> ...] are supported."),
+    }
+}
+
+fn help() -> Reply {
+    let lines = [
+        "SENTINEL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CKQUORUM <master-name>",
+        "    Check if the current Sentinel configuration is able to reach the quorum",
+        "    needed to failover a master and the majority needed to authorize the",
+        "    failover.",
+        "CONFIG SET <param> <value> [<param> <value>] ...",
+        "    Set a global Sentinel configuration parameter.",
+        "CONFIG GET <param> [param param param ...]",
+        "    Get global Sentinel configuration parameter.",
+        "GET-MASTER-ADDR-BY-NAME <master-name>",
+        "    Return the ip and port number of the master with that name.",
+        "FAILOVER <master-name>",
+        "    Manually failover a master node without asking for agreement from other",
+        "    Sentinels",
+        "FLUSHCONFIG",
+        "    Force Sentinel to rewrite its configuration on disk, including the current",
+        "    Sentinel state.",
+        "INFO-CACHE <master-name>",
+        "    Return last cached INFO output from masters and all its replicas.",
+        "MASTER <master-name>",
+        "    Show the state and info of the specified master.",
+        "MASTERS",
+        "    Show a list of monitored masters and their state.",
+        "MONITOR <name> <ip> <port> <quorum>",
+        "    Start monitoring a new master with the specified name, ip, port and quorum.",
+        "MYID",
+        "    Return the ID of the Sentinel instance.",
+        "PENDING-SCRIPTS",
+        "    Get pending scripts information.",
+        "REMOVE <master-name>",
+        "    Remove master from Sentinel's monitor list.",
+        "REPLICAS <master-name>",
+        "    Show a list of replicas for this master and their state.",
+        "RESET <pattern>",
+        "    Reset masters for specific master name matching this pattern.",
+        "SENTINELS <master-name>",
+        "    Show a list of Sentinel instances for this master and their state.",
+        "SET <master-name> <option> <value> [<option> <value> ...]",
+        "    Set configuration parameters for certain masters.",
+        "HELP",
+        "    Prints this help.",
+    ];
+    Frame::Array(lines.iter().map(|l| Frame::Simple((*l).into())).collect()).into()
+}

@@ -1,0 +1,142 @@
+//! Buffered request/reply I/O over one TCP stream.
+//!
+//! Reads go into one buffer that holds at most one request beyond what has been decoded
+//! (bounded by [`Limits::max_request_len`]); replies are encoded into one output buffer that
+//! is written out when the input runs dry or the buffer passes [`FLUSH_AT`], so a pipeline of
+//! thousands of commands costs few syscalls, and a client that stops reading makes the server
+//! stop reading too (backpressure) instead of growing memory.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::frame::{self, Check, Frame, Limits, Protocol, ProtocolError};
+
+/// Output is written out once this much is pending, even mid-pipeline.
+pub const FLUSH_AT: usize = 64 * 1024;
+/// Initial read buffer; grows only for large requests.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One request taken from the input.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Arguments of a complete request (at least one).
+    Request(Vec<Bytes>),
+    /// Nothing complete is buffered.
+    Pending,
+}
+
+/// A client connection: the stream and its two buffers.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    limits: Limits,
+    write_timeout: Duration,
+    /// Bytes read and written since the last [`Connection::take_traffic`], for INFO stats.
+    read_bytes: u64,
+    written_bytes: u64,
+}
+
+impl Connection {
+    /// Wraps an accepted stream.
+    pub fn new(stream: TcpStream, limits: Limits, write_timeout: Duration) -> Connection {
+        Connection {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            limits,
+            write_timeout,
+            read_bytes: 0,
+            written_bytes: 0,
+        }
+    }
+
+    /// The underlying stream (addresses, fd).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Reads whatever the socket has. Cancel-safe: may sit in `select!`. `Ok(0)` is EOF.
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        self.read_bytes += n as u64;
+        Ok(n)
+    }
+
+    /// Whether unparsed input is buffered (EOF then means a half-sent request).
+    pub fn has_partial_input(&self) -> bool {
+        !self.rbuf.is_empty()
+    }
+
+    /// Bytes buffered on input and output (`qbuf`, `omem` in CLIENT LIST).
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.rbuf.len(), self.wbuf.len())
+    }
+
+    /// Takes the next complete request from the input buffer, skipping empty ones.
+    pub fn next_request(&mut self, authed: bool) -> Result<Incoming, ProtocolError> {
+        loop {
+            match frame::check(&self.rbuf, &self.limits, authed)? {
+                Check::Incomplete => return Ok(Incoming::Pending),
+                Check::Empty(n) => {
+                    let _ = self.rbuf.split_to(n);
+                }
+                Check::Request { len, multibulk } => {
+                    let bytes = self.rbuf.split_to(len).freeze();
+                    return Ok(Incoming::Request(frame::parse(bytes, multibulk)));
+                }
+            }
+        }
+    }
+
+    /// Encodes a reply into the output buffer.
+    pub fn push(&mut self, frame: &Frame, proto: Protocol) {
+        frame.encode(proto, &mut self.wbuf);
+    }
+
+    /// Bytes of encoded replies not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Writes out every pending reply. A client that does not take them within the write
+    /// timeout is considered stuck: the caller drops the connection.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let n = self.wbuf.len();
+        match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.wbuf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("client took no output for {:?}", self.write_timeout),
+                ))
+            }
+        }
+        self.written_bytes += n as u64;
+        self.wbuf.clear();
+        // Give back memory a large reply (INFO-CACHE, CLIENT LIST) made us hold.
+        if self.wbuf.capacity() > 4 * FLUSH_AT {
+            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Returns and resets the byte counters.
+    pub fn take_traffic(&mut self) -> (u64, u64) {
+        let t = (self.read_bytes, self.written_bytes);
+        self.read_bytes = 0;
+        self.written_bytes = 0;
+        t
+    }
+}

@@ -1,0 +1,119 @@
+//! The Sentinel-compatible RESP port: existing Redis Sentinel clients (redis-py, ioredis,
+//! node-redis, go-redis, Jedis, Lettuce, redis-rs, StackExchange.Redis, redis-cli) use it
+//! unchanged.
+//!
+//! Layout (mini-redis shape):
+//! - [`frame`]: reply frames encoded as RESP2 or RESP3; two-pass request decoding with limits.
+//! - [`parse`]: cursor over one request's arguments.
+//! - [`connection`]: buffered I/O of one client, with backpressure and a write timeout.
+//! - [`server`]: accept loop, connection cap, per-client handler, Pub/Sub delivery, drain.
+//! - [`clients`]: registry of connected clients (CLIENT LIST/KILL) and INFO counters.
+//! - [`cmd`]: one module per command family; `cmd/mod.rs` looks commands up, checks arity,
+//!   authentication and the Pub/Sub context the way Redis does, then dispatches.
+//!
+//! Data flow: every reply is computed from this node's applied Raft state
+//! ([`RaftHandle::state`]) and its local monitor view; writes (`SENTINEL MONITOR`, `SET`,
+//! `REMOVE`, `RESET`, `FAILOVER`) are proposed through the log and answered once applied;
+//! Pub/Sub messages come from the events of applied entries, so every node publishes the
+//! same events and switches its answers at the same committed `FailoverDone`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::consensus::RaftHandle;
+use crate::monitor::MonitorView;
+use crate::shutdown::Shutdown;
+
+pub mod clients;
+pub mod cmd;
+pub mod connection;
+pub mod frame;
+pub mod parse;
+pub mod server;
+
+pub use frame::{Frame, Limits, Protocol, ProtocolError};
+
+/// Version reported in `HELLO` and `INFO`: clients pick features by it (StackExchange.Redis
+/// uses `REPLICAS` from 5.0 on, `CLIENT SETINFO` exists from 7.2 on).
+pub const REDIS_VERSION: &str = "7.2.4";
+
+/// Connection and buffer limits of the port.
+#[derive(Clone, Debug)]
+pub struct RespOptions {
+    /// Request size limits.
+    pub limits: Limits,
+    /// Connections served at once; more are closed right after accept (Redis `maxclients`).
+    pub max_connections: usize,
+    /// A client that does not take pending output for this long is disconnected: the
+    /// equivalent of Redis's output-buffer hard limit, which bounds memory per client.
+    pub write_timeout: Duration,
+    /// Close connections idle for this long (Redis `timeout`, off by default as in Sentinel,
+    /// because client libraries keep idle sentinel connections). Never applies to Pub/Sub.
+    pub idle_timeout: Option<Duration>,
+    /// After shutdown is triggered, connections get this long to finish their command.
+    pub drain_grace: Duration,
+}
+
+impl Default for RespOptions {
+    fn default() -> Self {
+        RespOptions {
+            limits: Limits::default(),
+            max_connections: 10_000,
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            drain_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Everything the port needs from the rest of the node. Cheap to clone.
+#[derive(Clone)]
+pub struct RespContext {
+    /// Raft: applied state, proposals, events, leader contact.
+    pub raft: RaftHandle,
+    /// This node's local view of each Redis instance (instance-map fields).
+    pub monitor: watch::Receiver<Arc<MonitorView>>,
+    /// Password of the default user (`requirepass`); None: no authentication.
+    pub requirepass: Option<String>,
+    /// This node's 40-hex run id (`SENTINEL MYID`).
+    pub run_id: String,
+    /// This node's advertised sentinel address (`host:port`).
+    pub announce: String,
+    /// Limits and timeouts.
+    pub options: RespOptions,
+}
+
+impl RespContext {
+    /// A context with default [`RespOptions`].
+    pub fn new(
+        raft: RaftHandle,
+        monitor: watch::Receiver<Arc<MonitorView>>,
+        requirepass: Option<String>,
+        run_id: String,
+        announce: String,
+    ) -> RespContext {
+        RespContext {
+            raft,
+            monitor,
+            requirepass,
+            run_id,
+            announce,
+            options: RespOptions::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RespOptions) -> RespContext {
+        self.options = options;
+        self
+    }
+}
+
+/// Serves the Sentinel port on `listener` until `shutdown`, then lets connections finish
+/// their current command (bounded by [`RespOptions::drain_grace`]) and returns.
+pub async fn serve(listener: TcpListener, ctx: RespContext, shutdown: Shutdown) {
+    server::run(listener, ctx, shutdown).await
+}

@@ -1,0 +1,269 @@
+//! Accept loop and per-client handler (mini-redis `server.rs` shape).
+//!
+//! - A `Semaphore` caps connections; a client over the cap gets Redis's
+//!   `-ERR max number of clients reached` and is closed.
+//! - Each connection runs in its own task with a `resp_conn{peer}` span. It decodes every
+//!   complete request in its buffer, runs them in order, and writes the replies in one go;
+//!   between batches it waits for input, Pub/Sub events, CLIENT KILL and shutdown.
+//! - Memory per client is bounded: input by the request limits, output because replies are
+//!   written before more input is read, and a client that does not read for
+//!   [`RespOptions::write_timeout`] is dropped; a subscriber that falls behind the event
+//!   broadcast is dropped too (Redis's `client-output-buffer-limit pubsub` does the same),
+//!   so it reconnects and re-reads the state instead of silently missing a switch.
+//! - On shutdown the listener closes at once; connections finish their current command
+//!   and close, within [`RespOptions::drain_grace`], after which the rest are aborted.
+//!
+//! [`RespOptions::write_timeout`]: super::RespOptions::write_timeout
+//! [`RespOptions::drain_grace`]: super::RespOptions::drain_grace
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use super::cmd::{self, pubsub, Reply, Session, Shared};
+use super::connection::{Connection, Incoming, FLUSH_AT};
+use super::frame::Frame;
+use super::RespContext;
+use crate::consensus::AppliedEvent;
+use crate::shutdown::Shutdown;
+
+/// Longest pause after a failed accept (too many open files and the like).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// Events coalesced into one write.
+const EVENT_BATCH: usize = 64;
+
+/// Why a connection ended (logged at debug).
+#[derive(Debug)]
+enum Close {
+    Eof,
+    EofMidRequest,
+    Quit,
+    Killed,
+    Shutdown,
+    Protocol(super::ProtocolError),
+    Io(std::io::Error),
+    Lagged(u64),
+    Idle,
+    Stale,
+}
+
+/// Runs the port until `shutdown`, then drains.
+pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let sh = Arc::new(Shared::new(ctx, port));
+    let opts = sh.ctx.options.clone();
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let mut conns = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    info!(
+        port,
+        max_connections = opts.max_connections,
+        "sentinel port serving"
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    sh.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        sh.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                        // Best effort, never blocking the accept loop.
+                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        warn!(%peer, "connection refused: max number of clients reached");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let sh = sh.clone();
+                    let shutdown = shutdown.clone();
+                    conns.spawn(
+                        handle(stream, peer, sh, shutdown, permit)
+                            .instrument(info_span!("resp_conn", %peer)),
+                    );
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off so the loop does not spin, keep serving.
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                }
+            },
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    if open > 0 {
+        info!(open, "sentinel port draining connections");
+    }
+    let grace = tokio::time::sleep(opts.drain_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = &mut grace => {
+                warn!(left = conns.len(), "drain grace over: aborting connections");
+                conns.abort_all();
+                while conns.join_next().await.is_some() {}
+                break;
+            }
+            next = conns.join_next() => if next.is_none() { break },
+        }
+    }
+    info!("sentinel port stopped");
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    sh: Arc<Shared>,
+    mut shutdown: Shutdown,
+    _permit: OwnedSemaphorePermit,
+) {
+    let laddr = stream.local_addr().unwrap_or(peer);
+    #[cfg(unix)]
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
+    #[cfg(not(unix))]
+    let fd = -1;
+    let client = sh.clients.add(peer, laddr, fd);
+    sh.stats.connected.fetch_add(1, Ordering::Relaxed);
+    let opts = &sh.ctx.options;
+    let mut conn = Connection::new(stream, opts.limits, opts.write_timeout);
+    let mut session = Session::new(client.clone(), sh.ctx.requirepass.is_some());
+    let why = serve_client(&mut conn, &mut session, &sh, &mut shutdown).await;
+    match &why {
+        Close::Lagged(n) => warn!(
+            missed = n,
+            "subscriber fell behind the event stream; disconnected"
+        ),
+        Close::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            warn!(error = %e, "client stopped reading its replies; disconnected")
+        }
+        Close::Protocol(e) => debug!(error = %e, "protocol error; disconnected"),
+        other => debug!(reason = ?other, "connection closed"),
+    }
+    sh.stats.add_traffic(conn.take_traffic());
+    sh.clients.remove(client.id);
+    sh.stats.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Waits for the next event, or forever when not subscribed.
+async fn next_event(
+    rx: &mut Option<broadcast::Receiver<AppliedEvent>>,
+) -> Result<AppliedEvent, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn idle(limit: Option<Duration>) {
+    match limit {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_client(
+    conn: &mut Connection,
+    s: &mut Session,
+    sh: &Shared,
+    shutdown: &mut Shutdown,
+) -> Close {
+    let me = sh.ctx.raft.node_id();
+    let idle_limit = sh.ctx.options.idle_timeout;
+    loop {
+        let mut processed = 0u64;
+        let mut errors = 0u64;
+        let outcome = loop {
+            match conn.next_request(s.authed) {
+                Ok(Incoming::Pending) => break None,
+                Ok(Incoming::Request(args)) => {
+                    processed += 1;
+                    match cmd::execute(args, s, sh).await {
+                        Reply::One(f) => {
+                            errors += f.is_error() as u64;
+                            conn.push(&f, s.proto);
+                        }
+                        Reply::Many(fs) => {
+                            for f in &fs {
+                                errors += f.is_error() as u64;
+                                conn.push(f, s.proto);
+                            }
+                        }
+                        Reply::Drop => break Some(Close::Stale),
+                    }
+                    if s.close_after_reply {
+                        break Some(Close::Quit);
+                    }
+                    if conn.pending_output() >= FLUSH_AT {
+                        if let Err(e) = conn.flush().await {
+                            break Some(Close::Io(e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if e.has_reply() {
+                        errors += 1;
+                        conn.push(&Frame::error(e.to_string()), s.proto);
+                    }
+                    break Some(Close::Protocol(e));
+                }
+            }
+        };
+        sh.stats
+            .commands_processed
+            .fetch_add(processed, Ordering::Relaxed);
+        if errors > 0 {
+            sh.stats.error_replies.fetch_add(errors, Ordering::Relaxed);
+        }
+        if let Err(e) = conn.flush().await {
+            return Close::Io(e);
+        }
+        if let Some(close) = outcome {
+            return close;
+        }
+        sh.stats.add_traffic(conn.take_traffic());
+
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => return Close::Shutdown,
+            _ = s.handle.kill.notified() => return Close::Killed,
+            ev = next_event(&mut s.events) => match ev {
+                Ok(ev) => {
+                    for f in pubsub::deliver(&ev, s, me) {
+                        conn.push(&f, s.proto);
+                    }
+                    // Coalesce whatever else is already queued into the same write.
+                    for _ in 0..EVENT_BATCH {
+                        let Some(rx) = s.events.as_mut() else { break };
+                        match rx.try_recv() {
+                            Ok(ev) => {
+                                for f in pubsub::deliver(&ev, s, me) {
+                                    conn.push(&f, s.proto);
+                                }
+                            }
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => return Close::Lagged(n),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => return Close::Lagged(n),
+                Err(broadcast::error::RecvError::Closed) => return Close::Shutdown,
+            },
+            read = conn.read_more() => match read {
+                Ok(0) if conn.has_partial_input() => return Close::EofMidRequest,
+                Ok(0) => return Close::Eof,
+                Ok(_) => {}
+                Err(e) => return Close::Io(e),
+            },
+            _ = idle(idle_limit), if !s.subscribed() => return Close::Idle,
+        }
+    }
+}
