@@ -45,6 +45,8 @@ pub enum AppError {
 pub struct Node {
     /// Handle to its Raft task.
     pub raft: RaftHandle,
+    /// This node's local view of every Redis instance (written by the monitor).
+    pub monitor_view: tokio::sync::watch::Receiver<Arc<crate::monitor::MonitorView>>,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -122,12 +124,22 @@ impl Node {
             b.add_service(api)
         }));
 
+        // Monitoring runs on every node; the failover executor acts only on the leader.
+        let (monitor_view, monitor_task) = crate::monitor::spawn(raft.clone(), shutdown.clone());
+        tasks.push(monitor_task);
+        tasks.push(crate::failover::spawn(
+            raft.clone(),
+            monitor_view.clone(),
+            shutdown.clone(),
+        ));
+
         // The Sentinel port is served once the RESP server lands; until then the listener
         // is held so the port is reserved and reported.
         let _sentinel_l = sentinel_l;
 
         Ok(Node {
             raft,
+            monitor_view,
             trigger,
             tasks,
         })
