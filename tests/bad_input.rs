@@ -85,6 +85,13 @@ fn corrupt_and_foreign_data_dirs_are_refused_clearly() {
     assert_ne!(code, 64, "a data problem is not a config problem");
     assert!(err.contains("corrupt data dir"), "{err}");
 
+    // A data dir path that cannot be used as a directory.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, err) = run_with(&one_node_config(&file.display().to_string()));
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot create data dir"), "{err}");
+
     // A data dir that belongs to another node id.
     let dir2 = tempfile::tempdir().unwrap();
     let data2 = dir2.path().join("data");

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use super::codec;
 use super::handle::{AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role};
-use super::storage::{DiskStore, Recovered, StoreError};
+use super::storage::{AppliedState, DiskStore, Recovered, StoreError};
 use super::transport::{Mailbox, Transport};
 use crate::fsm::{ClusterState, Command, MasterSpec, MemberInfo, Outcome};
 use crate::model::NodeId;
@@ -477,11 +477,14 @@ impl RaftNode {
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot().clone())?;
         }
-        // 3. Committed entries (0.7 only hands out persisted ones).
+        // 3. Committed entries (0.7 only hands out persisted ones), in memory for now.
         let committed = rd.take_committed_entries();
-        self.apply(committed)?;
-        // 4. Entries and hard state, durable before anything that acknowledges them.
-        self.store.append(rd.entries(), rd.hs())?;
+        let batch = self.apply_entries(committed);
+        // 4. Entries, hard state and the applied state in one fsync'd transaction, durable
+        //    before anything acknowledges them: a proposal reported applied survives a crash.
+        self.store
+            .save(rd.entries(), rd.hs(), self.applied_state(&batch))?;
+        self.finish(batch)?;
         // 5. Reads whose index is now known.
         let read_states = rd.take_read_states();
         self.on_read_states(read_states);
@@ -491,7 +494,9 @@ impl RaftNode {
         let mut light = self.raw.advance(rd);
         self.send(light.take_messages());
         let committed = light.take_committed_entries();
-        self.apply(committed)?;
+        let batch = self.apply_entries(committed);
+        self.store.save(&[], None, self.applied_state(&batch))?;
+        self.finish(batch)?;
         self.raw.advance_apply();
         self.after_ready();
         Ok(())
@@ -522,14 +527,16 @@ impl RaftNode {
         Ok(())
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut resolved: Vec<(u64, Result<Outcome, ProposeError>)> = Vec::new();
-        let mut events = Vec::new();
-        let mut membership_changed = false;
-        let mut last = self.state.applied_index;
+    /// Applies committed entries to the in-memory state machine. Nothing is published or
+    /// answered until the batch is durable ([`Self::finish`]).
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> ApplyBatch {
+        let mut batch = ApplyBatch::default();
+        let ApplyBatch {
+            resolved,
+            events,
+            membership_changed,
+            ..
+        } = &mut batch;
         for e in entries {
             if e.index <= self.state.applied_index {
                 continue; // re-delivered after a restart: already in the applied state
@@ -540,7 +547,6 @@ impl RaftNode {
                     e.index, self.state.applied_index
                 );
             }
-            last = e.index;
             let own = self.own_id(&e.context);
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => self.state.skip(e.index),
@@ -565,7 +571,7 @@ impl RaftNode {
                 },
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let res = self.apply_conf_change(&e);
-                    membership_changed = true;
+                    *membership_changed = true;
                     match res {
                         Ok(evs) => {
                             events.extend(evs.into_iter().map(|ev| (e.index, ev)));
@@ -584,23 +590,32 @@ impl RaftNode {
                 }
             }
         }
-        if last == self.store.applied() {
+        batch.changed = self.state.applied_index != self.store.applied();
+        batch
+    }
+
+    /// The applied state to save with a Ready, if the batch changed it.
+    fn applied_state(&self, batch: &ApplyBatch) -> Option<AppliedState<'_>> {
+        batch.changed.then(|| AppliedState {
+            index: self.state.applied_index,
+            commit: self.raw.raft.raft_log.committed,
+            cs: &self.cs,
+            state: &self.state,
+        })
+    }
+
+    /// After the batch is durable: publish events and state, answer proposers, release reads.
+    fn finish(&mut self, batch: ApplyBatch) -> Result<(), StoreError> {
+        if !batch.changed {
             return Ok(());
         }
-        // Durable before anyone is told: a proposal reported applied survives a crash.
-        self.store.persist_applied(
-            last,
-            self.raw.raft.raft_log.committed,
-            &self.cs,
-            &self.state,
-        )?;
         // Events before state: whoever sees the state at index X was sent every event up to X.
-        for (index, ev) in events {
+        for (index, ev) in batch.events {
             info!(index, event = %ev.kind, master = ev.master.as_deref().unwrap_or(""), node = ?ev.node, "{} {}", ev.kind, ev.payload);
             let _ = self.events_tx.send(AppliedEvent { index, event: ev });
         }
         self.state_tx.send_replace(Arc::new(self.state.clone()));
-        for (id, res) in resolved {
+        for (id, res) in batch.resolved {
             match self.waiters.remove(&id) {
                 Some(Waiter::Propose(tx)) => {
                     let _ = tx.send(res);
@@ -611,7 +626,7 @@ impl RaftNode {
                 None => {}
             }
         }
-        if membership_changed {
+        if batch.membership_changed {
             self.update_peers();
         }
         self.release_reads();
@@ -792,6 +807,19 @@ impl RaftNode {
             }
         });
     }
+}
+
+/// What applying a list of committed entries produced, held until it is durable.
+#[derive(Default)]
+struct ApplyBatch {
+    /// Proposal ids of this node and their outcomes.
+    resolved: Vec<(u64, Result<Outcome, ProposeError>)>,
+    /// Events with the index of the entry that caused them.
+    events: Vec<(u64, crate::fsm::Event)>,
+    /// A conf change was applied (peers may have changed).
+    membership_changed: bool,
+    /// The applied index moved.
+    changed: bool,
 }
 
 /// The receiving half of a node's mailbox, handed to [`RaftNode::start`].

@@ -107,6 +107,18 @@ impl Mem {
     }
 }
 
+/// The state machine as of an applied index, saved with the conf state at that index.
+pub struct AppliedState<'a> {
+    /// Last applied index.
+    pub index: u64,
+    /// Raft's commit index (at least `index`).
+    pub commit: u64,
+    /// Conf state as of `index`.
+    pub cs: &'a ConfState,
+    /// The state machine as of `index`.
+    pub state: &'a ClusterState,
+}
+
 /// What the node found in its data dir at start.
 pub struct Recovered {
     /// The state machine as of `applied`.
@@ -362,12 +374,31 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Appends entries (truncating any conflicting suffix) and saves the hard state, in one
-    /// transaction. Must complete before persisted messages are sent.
+    /// Appends entries (truncating any conflicting suffix) and saves the hard state.
     pub fn append(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), StoreError> {
-        if entries.is_empty() && hs.is_none() {
+        self.save(entries, hs, None)
+    }
+
+    /// Saves the state machine as of an applied index (see [`AppliedState`]).
+    pub fn persist_applied(&self, applied: AppliedState<'_>) -> Result<(), StoreError> {
+        self.save(&[], None, Some(applied))
+    }
+
+    /// Everything one Ready changes, in one fsync'd transaction: new entries (truncating any
+    /// conflicting suffix), the hard state, and the state machine as of its applied index with
+    /// the conf state. The stored commit index is raised to at least the applied index, so
+    /// `applied <= commit` holds on disk too. Must complete before persisted messages are sent
+    /// and before anyone is told a proposal was applied.
+    pub fn save(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        applied: Option<AppliedState<'_>>,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && hs.is_none() && applied.is_none() {
             return Ok(());
         }
+        let mut new_hs = hs.cloned();
         if let Some(first) = entries.first() {
             let m = self.mem.read();
             if first.index <= m.trunc_index || first.index > m.last_index() + 1 {
@@ -382,6 +413,12 @@ impl DiskStore {
                 });
             }
         }
+        if let Some(a) = &applied {
+            let mut h = new_hs.unwrap_or_else(|| self.mem.read().hs.clone());
+            h.commit = h.commit.max(a.commit).max(a.index);
+            new_hs = Some(h);
+        }
+        let state_bytes = applied.as_ref().map(|a| a.state.to_bytes());
         self.write(|tx| {
             let mut log = tx.open_table(LOG)?;
             if let Some(first) = entries.first() {
@@ -390,9 +427,14 @@ impl DiskStore {
                     log.insert(e.index, codec::encode(e).as_slice())?;
                 }
             }
-            if let Some(hs) = hs {
-                let mut meta = tx.open_table(META)?;
-                meta.insert("hs", codec::encode(hs).as_slice())?;
+            let mut meta = tx.open_table(META)?;
+            if let Some(h) = &new_hs {
+                meta.insert("hs", codec::encode(h).as_slice())?;
+            }
+            if let (Some(a), Some(bytes)) = (&applied, &state_bytes) {
+                meta.insert("applied", a.index.to_be_bytes().as_slice())?;
+                meta.insert("state", bytes.as_slice())?;
+                meta.insert("cs", codec::encode(a.cs).as_slice())?;
             }
             Ok(())
         })?;
@@ -402,39 +444,15 @@ impl DiskStore {
             m.entries.truncate(keep);
             m.entries.extend_from_slice(entries);
         }
-        if let Some(hs) = hs {
-            m.hs = hs.clone();
+        if let Some(h) = new_hs {
+            m.hs = h;
         }
-        Ok(())
-    }
-
-    /// Saves the state machine as of `applied` together with the conf state, and raises the
-    /// stored commit index to at least `commit`, in one transaction (so `applied <= commit`
-    /// holds on disk too).
-    pub fn persist_applied(
-        &self,
-        applied: u64,
-        commit: u64,
-        cs: &ConfState,
-        state: &ClusterState,
-    ) -> Result<(), StoreError> {
-        let mut hs = self.mem.read().hs.clone();
-        hs.commit = hs.commit.max(commit).max(applied);
-        let bytes = state.to_bytes();
-        self.write(|tx| {
-            let mut meta = tx.open_table(META)?;
-            meta.insert("applied", applied.to_be_bytes().as_slice())?;
-            meta.insert("state", bytes.as_slice())?;
-            meta.insert("cs", codec::encode(cs).as_slice())?;
-            meta.insert("hs", codec::encode(&hs).as_slice())?;
-            Ok(())
-        })?;
-        let mut m = self.mem.write();
-        m.applied = applied;
-        m.cs = cs.clone();
-        m.hs = hs;
-        let term = m.term(applied).unwrap_or(m.trunc_term);
-        m.snapshot = build_snapshot(applied, term, cs, state);
+        if let Some(a) = applied {
+            m.applied = a.index;
+            m.cs = a.cs.clone();
+            let term = m.term(a.index).unwrap_or(m.trunc_term);
+            m.snapshot = build_snapshot(a.index, term, a.cs, a.state);
+        }
         Ok(())
     }
 
@@ -664,7 +682,14 @@ mod tests {
             applied_index: 7,
             ..Default::default()
         };
-        s.persist_applied(7, 8, &s.conf_state(), &st).unwrap();
+        let cs = s.conf_state();
+        s.persist_applied(AppliedState {
+            index: 7,
+            commit: 8,
+            cs: &cs,
+            state: &st,
+        })
+        .unwrap();
         s.compact(7).unwrap();
         assert_eq!(s.first_index().unwrap(), 8);
         assert_eq!(s.term(7).unwrap(), 6);
