@@ -117,13 +117,6 @@ impl Node {
             b.add_service(peer_svc)
         }));
 
-        let api = pb::api::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
-            raft.clone(),
-        ));
-        tasks.push(serve_grpc("grpc", grpc_l, shutdown.clone(), move |b| {
-            b.add_service(api)
-        }));
-
         // Monitoring runs on every node; the failover executor acts only on the leader.
         let (monitor_view, monitor_task) = crate::monitor::spawn(raft.clone(), shutdown.clone());
         tasks.push(monitor_task);
@@ -133,9 +126,39 @@ impl Node {
             shutdown.clone(),
         ));
 
-        // The Sentinel port is served once the RESP server lands; until then the listener
-        // is held so the port is reserved and reported.
-        let _sentinel_l = sentinel_l;
+        // Public API with grpc.health.v1 and server reflection beside it.
+        let api = pb::api::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
+            raft.clone(),
+            monitor_view.clone(),
+        ));
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        tasks.push(tokio::spawn(
+            report_health(health, raft.clone(), shutdown.clone())
+                .instrument(info_span!("grpc_health")),
+        ));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("embedded descriptors are valid");
+        tasks.push(serve_grpc("grpc", grpc_l, shutdown.clone(), move |b| {
+            b.add_service(api)
+                .add_service(health_svc)
+                .add_service(reflection)
+        }));
+
+        // The Sentinel-compatible port answers from this node's applied state and monitor view.
+        let resp_ctx = crate::api::resp::RespContext::new(
+            raft.clone(),
+            monitor_view.clone(),
+            cfg.requirepass.clone(),
+            run_id.clone(),
+            advertise(&sentinel_l, cfg.listen.sentinel),
+        );
+        tasks.push(tokio::spawn(
+            crate::api::resp::serve(sentinel_l, resp_ctx, shutdown.clone())
+                .instrument(info_span!("sentinel_port")),
+        ));
 
         Ok(Node {
             raft,
@@ -185,6 +208,37 @@ fn serve_grpc(
         }
         .instrument(info_span!("grpc", port = what)),
     )
+}
+
+/// Keeps `grpc.health.v1` current: the process is always SERVING (liveness), while the
+/// Coordinator service is SERVING only when this node is in contact with a Raft leader and
+/// may vouch for its answers (readiness).
+async fn report_health(
+    health: tonic_health::server::HealthReporter,
+    raft: RaftHandle,
+    mut shutdown: Shutdown,
+) {
+    type Api = pb::api::coordinator_server::CoordinatorServer<CoordinatorService>;
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.recv() => {
+                health.set_not_serving::<Api>().await;
+                return;
+            }
+        }
+        let ok = raft.has_leader_contact();
+        if last != Some(ok) {
+            if ok {
+                health.set_serving::<Api>().await;
+            } else {
+                health.set_not_serving::<Api>().await;
+            }
+            last = Some(ok);
+        }
+    }
 }
 
 /// Runs a node until SIGINT/SIGTERM.

@@ -94,6 +94,59 @@ enum CtlCmd {
         #[arg(long)]
         to: u64,
     },
+    /// Everything about one master: replicas, observations, failover state, history.
+    Master {
+        /// Master name.
+        name: String,
+    },
+    /// Stream master switches; reconnects to the next endpoint and resumes without a gap.
+    Watch {
+        /// Masters to watch (default: all).
+        names: Vec<String>,
+        /// Resume after this epoch instead of starting with the current addresses.
+        #[arg(long, default_value_t = 0)]
+        from_epoch: u64,
+        /// Exit after this many switches (0: run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: usize,
+    },
+    /// Force a failover (Sentinel's SENTINEL FAILOVER).
+    Failover {
+        /// Master name.
+        name: String,
+    },
+    /// Zero-loss switchover of a healthy master (Redis FAILOVER TO).
+    Switchover {
+        /// Master name.
+        name: String,
+        /// Replica to promote (host:port); default: the leader chooses.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Change options of a master: KEY VALUE pairs with Sentinel's names
+    /// (down-after-milliseconds, failover-timeout, parallel-syncs, quorum, auth-pass, ...).
+    Set {
+        /// Master name.
+        name: String,
+        /// KEY VALUE [KEY VALUE ...]
+        #[arg(num_args = 2.., required = true)]
+        pairs: Vec<String>,
+    },
+    /// Forget replicas, observations and failover state of masters matching a glob.
+    Reset {
+        /// Glob pattern.
+        pattern: String,
+    },
+    /// No automatic failover for this master until resume.
+    Pause {
+        /// Master name.
+        name: String,
+    },
+    /// Allow automatic failover again.
+    Resume {
+        /// Master name.
+        name: String,
+    },
     /// Measure proposal commit latency: sequential MONITOR/REMOVE proposals on one connection
     /// to the first endpoint; prints count, p50, p99 and max in milliseconds.
     Bench {
@@ -359,6 +412,92 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             ok(args, json!({"ok": true, "leader_id": r.leader_id}));
         }
         CtlCmd::Bench { count } => bench(args, *count).await?,
+        CtlCmd::Master { name } => {
+            let d = call(args, |mut c| {
+                let req = pb::GetMasterDetailRequest { name: name.clone() };
+                async move { c.get_master_detail(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            print_detail(args, &d);
+        }
+        CtlCmd::Watch {
+            names,
+            from_epoch,
+            count,
+        } => watch(args, names, *from_epoch, *count).await?,
+        CtlCmd::Failover { name } => {
+            let r = call(args, |mut c| {
+                let req = pb::FailoverRequest { name: name.clone() };
+                async move { c.failover(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "epoch": r.epoch}));
+        }
+        CtlCmd::Switchover { name, target } => {
+            let r = call(args, |mut c| {
+                let req = pb::SwitchoverRequest {
+                    name: name.clone(),
+                    target: target.clone().unwrap_or_default(),
+                };
+                async move { c.switchover(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "epoch": r.epoch}));
+        }
+        CtlCmd::Set { name, pairs } => {
+            if pairs.len() % 2 != 0 {
+                anyhow::bail!(
+                    "set takes KEY VALUE pairs; '{}' has no value",
+                    pairs[pairs.len() - 1]
+                );
+            }
+            let options: Vec<pb::SetOption> = pairs
+                .chunks(2)
+                .map(|kv| pb::SetOption {
+                    key: kv[0].clone(),
+                    value: kv[1].clone(),
+                })
+                .collect();
+            call(args, |mut c| {
+                let req = pb::SetRequest {
+                    name: name.clone(),
+                    options: options.clone(),
+                };
+                async move { c.set(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true}));
+        }
+        CtlCmd::Reset { pattern } => {
+            let r = call(args, |mut c| {
+                let req = pb::ResetRequest {
+                    pattern: pattern.clone(),
+                };
+                async move { c.reset(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            if args.json {
+                println!("{}", json!({"ok": true, "count": r.count}));
+            } else {
+                println!("reset {} master(s)", r.count);
+            }
+        }
+        CtlCmd::Pause { name } => {
+            call(args, |mut c| {
+                let req = pb::PauseRequest { name: name.clone() };
+                async move { c.pause(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "paused": name}));
+        }
+        CtlCmd::Resume { name } => {
+            call(args, |mut c| {
+                let req = pb::ResumeRequest { name: name.clone() };
+                async move { c.resume(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "resumed": name}));
+        }
     }
     Ok(())
 }
@@ -411,6 +550,172 @@ async fn bench(args: &CtlArgs, count: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Streams switches, reconnecting through the endpoint list and resuming from the last
+/// epoch received, so no switch is missed or repeated across a node failure.
+async fn watch(
+    args: &CtlArgs,
+    names: &[String],
+    from_epoch: u64,
+    count: usize,
+) -> anyhow::Result<()> {
+    let mut last_epoch = from_epoch;
+    let mut seen = 0usize;
+    let mut failures = 0u32;
+    loop {
+        let mut stream = None;
+        for addr in &args.endpoint {
+            let Ok(mut c) = connect(addr, Duration::from_secs(24 * 3600)).await else {
+                continue;
+            };
+            let req = pb::WatchMastersRequest {
+                names: names.to_vec(),
+                from_epoch: last_epoch,
+            };
+            match c.watch_masters(req).await {
+                Ok(s) => {
+                    stream = Some(s.into_inner());
+                    break;
+                }
+                Err(st)
+                    if matches!(
+                        st.code(),
+                        Code::NotFound | Code::InvalidArgument | Code::OutOfRange
+                    ) =>
+                {
+                    return Err(anyhow::Error::new(st));
+                }
+                Err(_) => continue,
+            }
+        }
+        let Some(mut stream) = stream else {
+            failures += 1;
+            if failures > 20 {
+                anyhow::bail!("no node reachable to watch");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        failures = 0;
+        loop {
+            match stream.message().await {
+                Ok(Some(ch)) => {
+                    let switch = ch.kind() == pb::master_change::Kind::Switch;
+                    last_epoch = last_epoch.max(ch.epoch);
+                    if args.json {
+                        println!(
+                            "{}",
+                            json!({"kind": if switch { "switch" } else { "current" }, "name": ch.name,
+                                   "old_host": ch.old_host, "old_port": ch.old_port, "host": ch.host,
+                                   "port": ch.port, "epoch": ch.epoch, "index": ch.index,
+                                   "switched_at_ms": ch.switched_at_ms})
+                        );
+                    } else if switch {
+                        println!(
+                            "+switch-master {} {} {} {} {}  epoch {}",
+                            ch.name, ch.old_host, ch.old_port, ch.host, ch.port, ch.epoch
+                        );
+                    } else {
+                        println!("{} {}:{}  epoch {}", ch.name, ch.host, ch.port, ch.epoch);
+                    }
+                    if switch {
+                        seen += 1;
+                        if count > 0 && seen >= count {
+                            return Ok(());
+                        }
+                    }
+                }
+                // The node went away: reconnect (possibly elsewhere) and resume.
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+fn print_detail(args: &CtlArgs, d: &pb::MasterDetail) {
+    let m = d.master.clone().unwrap_or_default();
+    if args.json {
+        let inst = |r: &pb::ReplicaDetail| {
+            json!({"addr": r.addr, "flags": r.flags, "repl_offset": r.repl_offset, "priority": r.priority,
+                   "master_link_up": r.master_link_up, "info_age_ms": r.info_age_ms, "run_id": r.run_id,
+                   "last_error": r.last_error, "following": r.following})
+        };
+        let failover = d.failover.as_ref().map(|f| {
+            json!({"phase": f.phase, "epoch": f.epoch, "candidate": f.candidate, "reason": f.reason,
+                   "leader_id": f.leader_id, "started_at_ms": f.started_at_ms,
+                   "reconf": f.reconf.iter().map(|r| json!({"addr": r.addr, "stage": r.stage})).collect::<Vec<_>>()})
+        });
+        println!(
+            "{}",
+            json!({
+                "master": master_json(&m),
+                "down_after_ms": d.down_after_ms, "failover_timeout_ms": d.failover_timeout_ms,
+                "parallel_syncs": d.parallel_syncs, "failover_budget": d.failover_budget,
+                "failover_budget_window_ms": d.failover_budget_window_ms, "auth_user": d.auth_user, "tls": d.tls,
+                "master_instance": d.master_instance.as_ref().map(inst),
+                "replicas": d.replicas.iter().map(inst).collect::<Vec<_>>(),
+                "observations": d.observations.iter().map(|o| json!({"node_id": o.node_id, "down": o.down, "reason": o.reason, "at_ms": o.at_ms})).collect::<Vec<_>>(),
+                "failover": failover,
+                "history": d.history.iter().map(|h| json!({"epoch": h.epoch, "reason": h.reason, "from": h.from, "to": h.to,
+                    "leader_id": h.leader_id, "started_at_ms": h.started_at_ms, "promoted_at_ms": h.promoted_at_ms,
+                    "ended_at_ms": h.ended_at_ms, "outcome": h.outcome, "promotion_ms": h.promotion_ms})).collect::<Vec<_>>(),
+                "applied_index": d.applied_index, "current_epoch": d.current_epoch,
+            })
+        );
+        return;
+    }
+    println!(
+        "{} at {}:{}  epoch {}  quorum {}  {}",
+        m.name,
+        m.host,
+        m.port,
+        m.config_epoch,
+        m.quorum,
+        flags(&m)
+    );
+    println!(
+        "down-after {} ms  failover-timeout {} ms  parallel-syncs {}  budget {} per {} ms",
+        d.down_after_ms,
+        d.failover_timeout_ms,
+        d.parallel_syncs,
+        d.failover_budget,
+        d.failover_budget_window_ms
+    );
+    println!(
+        "{:<22} {:<26} {:>12} {:>4} {:<22}",
+        "INSTANCE", "FLAGS", "OFFSET", "PRIO", "FOLLOWING"
+    );
+    for r in d.master_instance.iter().chain(d.replicas.iter()) {
+        println!(
+            "{:<22} {:<26} {:>12} {:>4} {:<22}",
+            r.addr,
+            r.flags.join(","),
+            r.repl_offset,
+            r.priority,
+            r.following
+        );
+    }
+    for o in &d.observations {
+        println!(
+            "node {} sees it {} ({})",
+            o.node_id,
+            if o.down { "down" } else { "up" },
+            o.reason
+        );
+    }
+    if let Some(f) = &d.failover {
+        println!(
+            "failover {}: epoch {} candidate {} ({})",
+            f.phase, f.epoch, f.candidate, f.reason
+        );
+    }
+    for h in &d.history {
+        println!(
+            "epoch {:<4} {:<10} {} -> {}  {}  promoted after {} ms",
+            h.epoch, h.reason, h.from, h.to, h.outcome, h.promotion_ms
+        );
+    }
 }
 
 fn ok(args: &CtlArgs, v: serde_json::Value) {

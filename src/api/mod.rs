@@ -3,3 +3,5 @@
 //! the failover executor internals or the peer transport.
 
 pub mod grpc;
+pub mod resp;
+pub mod watch;

@@ -222,6 +222,10 @@ pub struct FailoverRecord {
     pub started_at_ms: u64,
     /// When the promotion was committed.
     pub promoted_at_ms: Option<u64>,
+    /// Log index of the `FailoverDone` that switched the address (orders switches by commit,
+    /// which epochs alone do not when failovers of different masters overlap).
+    #[serde(default)]
+    pub promoted_index: Option<u64>,
     /// When it ended (promotion plus reconfiguration, or abort).
     pub ended_at_ms: Option<u64>,
     /// `running`, `promoted`, `ended`, `timed_out` or `aborted: <why>`.
@@ -625,6 +629,7 @@ impl ClusterState {
                     leader: *leader,
                     started_at_ms: *at_ms,
                     promoted_at_ms: None,
+                    promoted_index: None,
                     ended_at_ms: None,
                     outcome: "running".into(),
                 });
@@ -684,8 +689,10 @@ impl ClusterState {
                         Some(master),
                     ));
                 }
+                let index = self.applied_index;
                 if let Some(rec) = self.history_mut(master, *epoch) {
                     rec.promoted_at_ms = Some(*at_ms);
+                    rec.promoted_index = Some(index);
                     rec.outcome = "promoted".into();
                 }
                 Ok(Outcome::default())
@@ -733,6 +740,7 @@ impl ClusterState {
                             leader: 0,
                             started_at_ms: *at_ms,
                             promoted_at_ms: None,
+                            promoted_index: None,
                             ended_at_ms: Some(*at_ms),
                             outcome: format!("aborted: {why}"),
                         });
