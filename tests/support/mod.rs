@@ -3,6 +3,8 @@
 //! on drop (and their logs printed when a test panics).
 #![allow(dead_code)]
 
+pub mod resp;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

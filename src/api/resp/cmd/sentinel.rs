@@ -29,7 +29,7 @@ use super::table::CmdId;
 use super::{Reply, Session, Shared};
 use crate::api::resp::frame::Frame;
 use crate::api::resp::parse::{parse_int, Parse};
-use crate::consensus::{wall_ms, ProposeError};
+use crate::consensus::ProposeError;
 use crate::fsm::{ClusterState, Command, FailoverReason, MasterSpec, Rejection};
 use crate::model::{glob_match, Addr};
 
@@ -40,7 +40,7 @@ pub const MONITOR_FAILOVER_TIMEOUT_MS: u64 = 60_000;
 /// `parallel-syncs` of a master added by MONITOR (Sentinel's default).
 pub const MONITOR_PARALLEL_SYNCS: u32 = 1;
 /// How long SENTINEL FAILOVER waits for the leader to take or refuse the request.
-pub const FAILOVER_PICKUP: Duration = Duration::from_secs(10);
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Node-local settings of `SENTINEL CONFIG GET/SET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -347,68 +347,23 @@ async fn set(p: &mut Parse, sh: &Shared) -> Frame {
 }
 
 /// `SENTINEL FAILOVER <name>`: asks the leader for a forced failover and answers once the
-/// leader started it (`+OK`) or found no replica to promote (`-NOGOODSLAVE`), as Sentinel
-/// answers after starting its own.
+/// leader started it (`+OK`) or refused (`-NOGOODSLAVE`, `-INPROG`), as Sentinel answers
+/// after starting its own.
 async fn failover(sh: &Shared, name: String) -> Frame {
-    let raft = &sh.ctx.raft;
-    let epoch_before = {
-        let st = raft.state();
-        let Some(m) = st.masters.get(&name) else {
-            return no_such_master();
-        };
-        if m.failover.is_some() || m.failover_request.is_some() {
-            return Frame::error("-INPROG Failover already in progress");
-        }
-        st.current_epoch
-    };
-    let mut watch = raft.watch_state();
-    let cmd = Command::FailoverRequest {
-        master: name.clone(),
-        reason: FailoverReason::Forced,
-        target: None,
-        at_ms: wall_ms(),
-    };
-    let index = match raft.propose(cmd).await {
-        Ok(o) => o.count,
-        Err(e) => return propose_error(e),
-    };
-    let picked = tokio::time::timeout(
-        FAILOVER_PICKUP,
-        watch.wait_for(|st| {
-            st.masters
-                .get(&name)
-                .is_none_or(|m| m.failover_request.as_ref().is_none_or(|r| r.index != index))
-        }),
+    match crate::failover::request(
+        &sh.ctx.raft,
+        &name,
+        FailoverReason::Forced,
+        None,
+        FAILOVER_WAIT,
     )
-    .await;
-    match picked {
-        Err(_) => Frame::error(format!(
-            "failover of '{name}' requested but not started by the leader within {FAILOVER_PICKUP:?}"
-        )),
-        Ok(Err(_)) => Frame::error("the node is shutting down"),
-        Ok(Ok(st)) => {
-            let Some(m) = st.masters.get(&name) else {
-                return no_such_master();
-            };
-            let started = m.failover.as_ref().is_some_and(|f| f.epoch > epoch_before)
-                || m.config_epoch > epoch_before;
-            if started {
-                return Frame::ok();
-            }
-            let why = st
-                .history
-                .iter()
-                .rev()
-                .find(|r| r.master == name)
-                .and_then(|r| r.outcome.strip_prefix("aborted: "))
-                .unwrap_or("")
-                .to_string();
-            if why.is_empty() || why.starts_with("no-good-slave") {
-                Frame::error("-NOGOODSLAVE No suitable replica to promote")
-            } else {
-                Frame::error(format!("failover not started: {why}"))
-            }
+    .await
+    {
+        Ok(epoch) => {
+            info!(master = %name, epoch, "forced failover started by SENTINEL FAILOVER");
+            Frame::ok()
         }
+        Err(e) => Frame::Error(e.resp_error()),
     }
 }
 

@@ -1,0 +1,1068 @@
+//! The Sentinel port served in-process over real Raft nodes (in-memory network, so a node can
+//! be isolated): byte-exact replies and errors, writes through the log from any node, Pub/Sub
+//! in RESP2 and RESP3, AUTH, the stale guard, malformed input, slow readers, the connection
+//! cap, CLIENT KILL and graceful shutdown.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_sentinel::api::resp::{self, RespContext, RespOptions};
+use raft_sentinel::consensus::{DiskStore, MemNetwork, NodeConfig, RaftHandle, RaftNode, Role};
+use raft_sentinel::fsm::{MasterSpec, MemberInfo};
+use raft_sentinel::monitor::{InstanceInfo, MonitorView, ReportedRole};
+use raft_sentinel::shutdown::{self, ShutdownTrigger};
+use support::resp::{encode, RespClient, Value};
+use tempfile::TempDir;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+const TICK: Duration = Duration::from_millis(20);
+const ELECTION_TICKS: usize = 10;
+
+struct Node {
+    raft: RaftHandle,
+    raft_stop: ShutdownTrigger,
+    raft_task: tokio::task::JoinHandle<()>,
+    resp_stop: ShutdownTrigger,
+    resp_task: tokio::task::JoinHandle<()>,
+    addr: String,
+    run_id: String,
+    _view: watch::Sender<Arc<MonitorView>>,
+    _dir: TempDir,
+}
+
+struct Harness {
+    net: MemNetwork,
+    nodes: BTreeMap<u64, Node>,
+}
+
+fn master_spec() -> MasterSpec {
+    MasterSpec {
+        name: "mymaster".into(),
+        addr: "127.0.0.1:6379".parse().unwrap(),
+        quorum: 2,
+        down_after_ms: 1000,
+        failover_timeout_ms: 10_000,
+        parallel_syncs: 1,
+        auth_user: None,
+        auth_pass: None,
+        tls: false,
+    }
+}
+
+/// A monitor view in which the master is up and known, so instance maps carry real values.
+fn view() -> MonitorView {
+    let mut v = MonitorView::default();
+    let addr = master_spec().addr;
+    let mut i = InstanceInfo::new(addr.clone(), "mymaster");
+    i.run_id = Some("a".repeat(40));
+    i.role = Some(ReportedRole::Master);
+    i.connected = true;
+    let now = Instant::now();
+    i.last_ok_ping_reply = Some(now);
+    i.last_ping_reply = Some(now);
+    i.info_refresh = Some(now);
+    i.role_reported_at = Some(now);
+    v.instances.insert(addr, i);
+    v
+}
+
+impl Harness {
+    async fn start(n: u64, requirepass: Option<&str>, opts: RespOptions) -> Harness {
+        let net = MemNetwork::new();
+        let voters: Vec<u64> = (1..=n).collect();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let run_id = format!("{:040x}", id * 0x1111);
+            let dir = tempfile::tempdir().unwrap();
+            let (store, rec) = DiskStore::open(dir.path(), id, "test").unwrap();
+            let mailbox = RaftNode::mailbox();
+            let transport = net.register(id, mailbox.0.clone());
+            let (raft_stop, raft_shutdown) = shutdown::channel();
+            let cfg = NodeConfig {
+                id,
+                tick: TICK,
+                election_ticks: ELECTION_TICKS,
+                heartbeat_ticks: 2,
+                compact_threshold: 1000,
+                bootstrap_masters: vec![master_spec()],
+                self_info: MemberInfo {
+                    sentinel_addr: Some(addr.clone()),
+                    run_id: Some(run_id.clone()),
+                    ..MemberInfo::default()
+                },
+                configured_peers: voters.iter().map(|v| (*v, format!("n{v}:1"))).collect(),
+            };
+            let (raft, raft_task) = RaftNode::start(
+                cfg,
+                store,
+                rec,
+                &voters,
+                mailbox,
+                Box::new(transport),
+                raft_shutdown,
+            )
+            .unwrap();
+            let (view_tx, view_rx) = watch::channel(Arc::new(view()));
+            let ctx = RespContext::new(
+                raft.clone(),
+                view_rx,
+                requirepass.map(str::to_string),
+                run_id.clone(),
+                addr.clone(),
+            )
+            .with_options(opts.clone());
+            let (resp_stop, resp_shutdown) = shutdown::channel();
+            let resp_task = tokio::spawn(resp::serve(listener, ctx, resp_shutdown));
+            nodes.insert(
+                id,
+                Node {
+                    raft,
+                    raft_stop,
+                    raft_task,
+                    resp_stop,
+                    resp_task,
+                    addr,
+                    run_id,
+                    _view: view_tx,
+                    _dir: dir,
+                },
+            );
+        }
+        let h = Harness { net, nodes };
+        h.wait_ready().await;
+        h
+    }
+
+    /// Every node applied the bootstrap and every member announced its sentinel address.
+    async fn wait_ready(&self) {
+        let n = self.nodes.len();
+        for node in self.nodes.values() {
+            let mut rx = node.raft.watch_state();
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                rx.wait_for(|s| {
+                    s.bootstrapped
+                        && s.members.len() == n
+                        && s.members.values().all(|m| m.info.sentinel_addr.is_some())
+                }),
+            )
+            .await
+            .expect("cluster ready")
+            .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.nodes.values().all(|n| n.raft.has_leader_contact()) {
+            assert!(Instant::now() < deadline, "leader contact everywhere");
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    fn addr(&self, id: u64) -> &str {
+        &self.nodes[&id].addr
+    }
+
+    async fn client(&self, id: u64) -> RespClient {
+        RespClient::connect(self.addr(id)).await
+    }
+
+    fn leader(&self) -> u64 {
+        *self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.raft.status().role == Role::Leader)
+            .expect("a leader")
+            .0
+    }
+
+    async fn stop(self) {
+        for (_, n) in self.nodes {
+            n.resp_stop.trigger();
+            let _ = n.resp_task.await;
+            n.raft_stop.trigger();
+            let _ = n.raft_task.await;
+        }
+    }
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_and_errors_are_byte_exact() {
+    let h = Harness::start(1, None, RespOptions::default()).await;
+    let mut c = h.client(1).await;
+    assert_eq!(s(&c.raw(&["PING"]).await), "+PONG\r\n");
+    assert_eq!(s(&c.raw(&["ping", "hi"]).await), "$2\r\nhi\r\n");
+    assert_eq!(
+        s(&c.raw(&["PING", "a", "b"]).await),
+        "-ERR wrong number of arguments for 'ping' command\r\n"
+    );
+    let id = match c.cmd(&["CLIENT", "ID"]).await {
+        Value::Int(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        s(&c.raw(&["HELLO", "3"]).await),
+        format!("%6\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.4\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:{id}\r\n$4\r\nmode\r\n$8\r\nsentinel\r\n$7\r\nmodules\r\n*0\r\n")
+    );
+    // RESP3 now: null array becomes `_`.
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "nope"])
+            .await),
+        "_\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "2"]).await),
+        format!("*12\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.4\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:{id}\r\n$4\r\nmode\r\n$8\r\nsentinel\r\n$7\r\nmodules\r\n*0\r\n")
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "nope"])
+            .await),
+        "*-1\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "4"]).await),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "x"]).await),
+        "-ERR Protocol version is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "3", "SETNAME", "a b"]).await),
+        "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "3", "FOO"]).await),
+        "-ERR Syntax error in HELLO option 'FOO'\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["FOO"]).await),
+        "-ERR unknown command 'FOO', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["GET", "a", "b"]).await),
+        "-ERR unknown command 'GET', with args beginning with: 'a' 'b' \r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL"]).await),
+        "-ERR wrong number of arguments for 'sentinel' command\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "BAR"]).await),
+        "-ERR unknown subcommand 'BAR'. Try SENTINEL HELP.\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "MASTER"]).await),
+        "-ERR wrong number of arguments for 'sentinel|master' command\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "MASTER", "nope"]).await),
+        "-ERR No such master with that name\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["AUTH", "x"]).await),
+        "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["AUTH", "u", "x"]).await),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(s(&c.raw(&["AUTH", "default", "x"]).await), "+OK\r\n");
+    assert_eq!(
+        s(&c.raw(&["ROLE"]).await),
+        "*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n"
+    );
+    assert_eq!(s(&c.raw(&["CLIENT", "GETNAME"]).await), "$-1\r\n");
+    assert_eq!(s(&c.raw(&["CLIENT", "SETNAME", "app1"]).await), "+OK\r\n");
+    assert_eq!(s(&c.raw(&["CLIENT", "GETNAME"]).await), "$4\r\napp1\r\n");
+    assert_eq!(
+        s(&c.raw(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]).await),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["CLIENT", "SETINFO", "LIB-FOO", "x"]).await),
+        "-ERR Unrecognized option 'LIB-FOO'\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["CLIENT", "MAINT_NOTIFICATIONS", "ON"]).await),
+        "-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"
+    );
+    let info = c.cmd(&["CLIENT", "INFO"]).await.text().unwrap();
+    assert!(info.starts_with(&format!("id={id} addr=")), "{info}");
+    assert!(
+        info.contains(" name=app1 ") && info.contains("lib-name=redis-py"),
+        "{info}"
+    );
+    assert!(info.ends_with('\n'));
+    assert_eq!(s(&c.raw(&["COMMAND", "COUNT"]).await), ":13\r\n");
+    assert_eq!(
+        s(&c.raw(&["COMMAND", "FOO"]).await),
+        "-ERR unknown subcommand 'FOO'. Try COMMAND HELP.\r\n"
+    );
+    let myid = c.cmd(&["SENTINEL", "MYID"]).await.text().unwrap();
+    assert_eq!(myid, h.nodes[&1].run_id);
+    // Inline commands, as typed into telnet.
+    c.send_raw(b"PING \"a b\"\r\n").await;
+    assert_eq!(s(&c.read().await.0), "$3\r\na b\r\n");
+    assert_eq!(s(&c.raw(&["QUIT"]).await), "+OK\r\n");
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    h.stop().await;
+}
+
+/// Sentinel's field order for masters (see SENTINEL-SURFACE.md 1.1).
+const MASTER_KEYS: [&str; 20] = [
+    "name",
+    "ip",
+    "port",
+    "runid",
+    "flags",
+    "link-pending-commands",
+    "link-refcount",
+    "last-ping-sent",
+    "last-ok-ping-reply",
+    "last-ping-reply",
+    "down-after-milliseconds",
+    "info-refresh",
+    "role-reported",
+    "role-reported-time",
+    "config-epoch",
+    "num-slaves",
+    "num-other-sentinels",
+    "quorum",
+    "failover-timeout",
+    "parallel-syncs",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_and_instance_maps() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    let follower = (1..=3).find(|id| *id != h.leader()).unwrap();
+    let mut c = h.client(follower).await;
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+            .await),
+        "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"
+    );
+    assert_eq!(
+        s(
+            &c.raw(&["SENTINEL", "GET-PRIMARY-ADDR-BY-NAME", "mymaster"])
+                .await
+        ),
+        "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"
+    );
+    let m = c.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert!(matches!(m, Value::Array(_)), "RESP2 maps are flat arrays");
+    let keys: Vec<String> = m.pairs().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, MASTER_KEYS);
+    assert_eq!(m.field("ip").unwrap(), "127.0.0.1");
+    assert_eq!(m.field("port").unwrap(), "6379");
+    assert_eq!(m.field("runid").unwrap(), "a".repeat(40));
+    assert_eq!(m.field("flags").unwrap(), "master");
+    assert_eq!(m.field("num-other-sentinels").unwrap(), "2");
+    assert_eq!(m.field("quorum").unwrap(), "2");
+    // Every value is a bulk string, numbers included.
+    assert!(m
+        .pairs()
+        .iter()
+        .all(|(_, v)| matches!(v, Value::Bulk(Some(_)))));
+
+    let masters = c.cmd(&["SENTINEL", "MASTERS"]).await.items();
+    assert_eq!(masters.len(), 1);
+    assert_eq!(masters[0].field("name").unwrap(), "mymaster");
+    assert_eq!(c.cmd(&["SENTINEL", "PRIMARIES"]).await.items().len(), 1);
+    assert_eq!(
+        c.cmd(&["SENTINEL", "PRIMARY", "mymaster"])
+            .await
+            .field("name")
+            .unwrap(),
+        "mymaster"
+    );
+
+    let sentinels = c.cmd(&["SENTINEL", "SENTINELS", "mymaster"]).await.items();
+    assert_eq!(sentinels.len(), 2, "the other two members");
+    let mut ports: Vec<String> = sentinels.iter().map(|e| e.field("port").unwrap()).collect();
+    ports.sort();
+    let mut want: Vec<String> = (1..=3)
+        .filter(|id| *id != follower)
+        .map(|id| h.addr(id).rsplit(':').next().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(ports, want);
+    let keys: Vec<String> = sentinels[0].pairs().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "name",
+            "ip",
+            "port",
+            "runid",
+            "flags",
+            "link-pending-commands",
+            "link-refcount",
+            "last-ping-sent",
+            "last-ok-ping-reply",
+            "last-ping-reply",
+            "down-after-milliseconds",
+            "last-hello-message",
+            "voted-leader",
+            "voted-leader-epoch"
+        ]
+    );
+    assert!(sentinels[0].field("flags").unwrap().contains("sentinel"));
+    assert_eq!(sentinels[0].field("name"), sentinels[0].field("runid"));
+
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "REPLICAS", "mymaster"]).await),
+        "*0\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "SLAVES", "mymaster"]).await),
+        "*0\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "CKQUORUM", "mymaster"]).await),
+        "+OK 2 usable Sentinels. Quorum and failover authorization can be reached\r\n",
+        "a follower in contact with its leader proves a majority"
+    );
+    let mut l = h.client(h.leader()).await;
+    assert_eq!(
+        s(&l.raw(&["SENTINEL", "CKQUORUM", "mymaster"]).await),
+        "+OK 3 usable Sentinels. Quorum and failover authorization can be reached\r\n"
+    );
+
+    // RESP3: maps, and the arrays of maps redis-py and node-redis need.
+    c.cmd(&["HELLO", "3"]).await;
+    let m = c.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert!(matches!(m, Value::Map(_)));
+    let masters = c.cmd(&["SENTINEL", "MASTERS"]).await;
+    assert!(matches!(&masters.items()[0], Value::Map(_)));
+    let sentinels = c.cmd(&["SENTINEL", "SENTINELS", "mymaster"]).await;
+    assert!(matches!(&sentinels.items()[0], Value::Map(_)));
+
+    let info = c.cmd(&["INFO"]).await.text().unwrap();
+    for needle in [
+        "# Server\r\nredis_version:7.2.4\r\n",
+        "redis_mode:sentinel\r\n",
+        "\r\n\r\n# Clients\r\nconnected_clients:",
+        "# CPU\r\n",
+        "# Stats\r\ntotal_connections_received:",
+        "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:0\r\n",
+        "master0:name=mymaster,status=ok,address=127.0.0.1:6379,slaves=0,sentinels=3\r\n",
+    ] {
+        assert!(info.contains(needle), "INFO lacks {needle:?}:\n{info}");
+    }
+    let only = c.cmd(&["INFO", "sentinel"]).await.text().unwrap();
+    assert!(only.starts_with("# Sentinel\r\n") && !only.contains("# Server"));
+    assert_eq!(c.cmd(&["INFO", "nosuch"]).await.text().unwrap(), "");
+    let cfg = c.cmd(&["SENTINEL", "CONFIG", "GET", "*"]).await;
+    let keys: Vec<String> = cfg.pairs().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "resolve-hostnames",
+            "announce-hostnames",
+            "announce-ip",
+            "announce-port",
+            "sentinel-user",
+            "sentinel-pass",
+            "loglevel"
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_through_the_log_from_any_node() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    let follower = (1..=3).find(|id| *id != h.leader()).unwrap();
+    let other = (1..=3).find(|id| *id != follower).unwrap();
+    let mut c = h.client(follower).await;
+    let mut o = h.client(other).await;
+    assert_eq!(
+        s(
+            &c.raw(&["SENTINEL", "MONITOR", "m2", "127.0.0.1", "7000", "2"])
+                .await
+        ),
+        "+OK\r\n"
+    );
+    // Applied on the node that answered; the other node has it once it applied the entry.
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "m2"]).await),
+        "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n7000\r\n"
+    );
+    support::eventually(Duration::from_secs(5), "m2 on the other node", || {
+        let addr = h.addr(other).to_string();
+        async move {
+            let mut o = RespClient::connect(&addr).await;
+            let v = o.cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "m2"]).await;
+            (v.items().len() == 2).then_some(())
+        }
+    })
+    .await;
+    // The same setup script sent to every node: identical MONITOR is accepted.
+    assert_eq!(
+        s(
+            &o.raw(&["SENTINEL", "MONITOR", "m2", "127.0.0.1", "7000", "2"])
+                .await
+        ),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        s(
+            &o.raw(&["SENTINEL", "MONITOR", "m2", "127.0.0.1", "7000", "3"])
+                .await
+        ),
+        "-ERR Duplicate master name.\r\n"
+    );
+    for (args, want) in [
+        (["x", "127.0.0.1", "7000", "q"], "-ERR Invalid quorum\r\n"),
+        (["x", "127.0.0.1", "p", "2"], "-ERR Invalid port\r\n"),
+        (
+            ["x", "127.0.0.1", "7000", "0"],
+            "-ERR Quorum must be 1 or greater.\r\n",
+        ),
+        (
+            ["x", "not-an-ip", "7000", "2"],
+            "-ERR Invalid IP address or hostname specified\r\n",
+        ),
+        (
+            ["x", "127.0.0.1", "70000", "2"],
+            "-ERR Invalid port number.\r\n",
+        ),
+    ] {
+        let mut a = vec!["SENTINEL", "MONITOR"];
+        a.extend(args);
+        assert_eq!(s(&c.raw(&a).await), want, "{a:?}");
+    }
+    assert_eq!(
+        s(&c.raw(&[
+            "SENTINEL",
+            "SET",
+            "m2",
+            "down-after-milliseconds",
+            "1234",
+            "quorum",
+            "1"
+        ])
+        .await),
+        "+OK\r\n"
+    );
+    let m = c.cmd(&["SENTINEL", "MASTER", "m2"]).await;
+    assert_eq!(m.field("down-after-milliseconds").unwrap(), "1234");
+    assert_eq!(m.field("quorum").unwrap(), "1");
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "SET", "m2", "quorum", "zero"]).await),
+        "-ERR Invalid argument 'zero' for SENTINEL SET 'quorum'\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "SET", "m2", "bogus", "1"]).await),
+        "-ERR Unknown option or number of arguments for SENTINEL SET 'bogus'\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "SET", "nope", "quorum", "1"]).await),
+        "-ERR No such master with that name\r\n"
+    );
+    assert_eq!(s(&c.raw(&["SENTINEL", "RESET", "m?"]).await), ":1\r\n");
+    assert_eq!(s(&c.raw(&["SENTINEL", "RESET", "m*"]).await), ":2\r\n");
+    assert_eq!(s(&c.raw(&["SENTINEL", "RESET", "zzz*"]).await), ":0\r\n");
+    assert_eq!(s(&c.raw(&["SENTINEL", "REMOVE", "m2"]).await), "+OK\r\n");
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "REMOVE", "m2"]).await),
+        "-ERR No such master with that name\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "m2"]).await),
+        "*-1\r\n"
+    );
+    assert_eq!(
+        s(
+            &c.raw(&["SENTINEL", "CONFIG", "SET", "resolve-hostnames", "maybe"])
+                .await
+        ),
+        "-ERR Invalid value 'maybe' to SENTINEL CONFIG SET 'resolve-hostnames'\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "CONFIG", "SET", "nope", "1"]).await),
+        "-ERR Invalid argument 'nope' to SENTINEL CONFIG SET\r\n"
+    );
+    assert_eq!(
+        s(
+            &c.raw(&["SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"])
+                .await
+        ),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        s(
+            &c.raw(&["SENTINEL", "MONITOR", "m3", "localhost", "7001", "1"])
+                .await
+        ),
+        "+OK\r\n",
+        "hostnames are accepted once resolve-hostnames is yes"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_in_resp2_and_resp3() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    let mut sub2 = h.client(1).await;
+    assert_eq!(
+        s(&sub2.raw(&["SUBSCRIBE", "+monitor", "-monitor"]).await),
+        "*3\r\n$9\r\nsubscribe\r\n$8\r\n+monitor\r\n:1\r\n"
+    );
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*3\r\n$9\r\nsubscribe\r\n$8\r\n-monitor\r\n:2\r\n"
+    );
+    assert_eq!(
+        s(&sub2.raw(&["PSUBSCRIBE", "*"]).await),
+        "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:3\r\n"
+    );
+    assert_eq!(
+        s(&sub2.raw(&["PING"]).await),
+        "*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+    );
+    assert_eq!(
+        s(&sub2.raw(&["SENTINEL", "MASTERS"]).await),
+        "-ERR Can't execute 'sentinel|masters': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+    );
+    let mut sub3 = h.client(2).await;
+    sub3.cmd(&["HELLO", "3"]).await;
+    assert_eq!(
+        s(&sub3.raw(&["SUBSCRIBE", "+monitor"]).await),
+        ">3\r\n$9\r\nsubscribe\r\n$8\r\n+monitor\r\n:1\r\n"
+    );
+    assert_eq!(s(&sub3.raw(&["PING"]).await), "+PONG\r\n");
+    // RESP3 clients may run any command while subscribed.
+    assert_eq!(sub3.cmd(&["SENTINEL", "MASTERS"]).await.items().len(), 1);
+
+    let mut w = h.client(3).await;
+    assert_eq!(
+        s(
+            &w.raw(&["SENTINEL", "MONITOR", "m2", "127.0.0.1", "7000", "2"])
+                .await
+        ),
+        "+OK\r\n"
+    );
+    // Every node publishes what it applies, not only the one that took the command.
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*3\r\n$7\r\nmessage\r\n$8\r\n+monitor\r\n$33\r\nmaster m2 127.0.0.1 7000 quorum 2\r\n"
+    );
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$8\r\n+monitor\r\n$33\r\nmaster m2 127.0.0.1 7000 quorum 2\r\n"
+    );
+    assert_eq!(
+        s(&sub3.read().await.0),
+        ">3\r\n$7\r\nmessage\r\n$8\r\n+monitor\r\n$33\r\nmaster m2 127.0.0.1 7000 quorum 2\r\n"
+    );
+    assert_eq!(s(&w.raw(&["SENTINEL", "REMOVE", "m2"]).await), "+OK\r\n");
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*3\r\n$7\r\nmessage\r\n$8\r\n-monitor\r\n$24\r\nmaster m2 127.0.0.1 7000\r\n"
+    );
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$8\r\n-monitor\r\n$24\r\nmaster m2 127.0.0.1 7000\r\n"
+    );
+    // UNSUBSCRIBE without names leaves every channel, in subscription order.
+    sub2.send(&["UNSUBSCRIBE"]).await;
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*3\r\n$11\r\nunsubscribe\r\n$8\r\n+monitor\r\n:2\r\n"
+    );
+    assert_eq!(
+        s(&sub2.read().await.0),
+        "*3\r\n$11\r\nunsubscribe\r\n$8\r\n-monitor\r\n:1\r\n"
+    );
+    assert_eq!(
+        s(&sub2.raw(&["PUNSUBSCRIBE"]).await),
+        "*3\r\n$12\r\npunsubscribe\r\n$1\r\n*\r\n:0\r\n"
+    );
+    assert_eq!(
+        s(&sub2.raw(&["UNSUBSCRIBE"]).await),
+        "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"
+    );
+    assert_eq!(
+        s(&sub3.raw(&["UNSUBSCRIBE", "+monitor"]).await),
+        ">3\r\n$11\r\nunsubscribe\r\n$8\r\n+monitor\r\n:0\r\n"
+    );
+    assert_eq!(
+        s(&sub3.raw(&["UNSUBSCRIBE"]).await),
+        ">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n"
+    );
+    // Out of subscribed mode, RESP2 commands work again.
+    assert_eq!(sub2.cmd(&["SENTINEL", "MASTERS"]).await.items().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requirepass_gives_redis_errors() {
+    let h = Harness::start(1, Some("s3cret"), RespOptions::default()).await;
+    let mut c = h.client(1).await;
+    assert_eq!(
+        s(&c.raw(&["PING"]).await),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "MASTERS"]).await),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    // Unknown commands and arity are checked before authentication, as in Redis.
+    assert_eq!(
+        s(&c.raw(&["FOO"]).await),
+        "-ERR unknown command 'FOO', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "3"]).await),
+        "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["AUTH", "bad"]).await),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["HELLO", "3", "AUTH", "default", "bad"]).await),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(s(&c.raw(&["AUTH", "s3cret"]).await), "+OK\r\n");
+    assert_eq!(s(&c.raw(&["PING"]).await), "+PONG\r\n");
+
+    let mut d = h.client(1).await;
+    let hello = d
+        .cmd(&["HELLO", "3", "AUTH", "default", "s3cret", "SETNAME", "me"])
+        .await;
+    assert_eq!(hello.field("mode").unwrap(), "sentinel");
+    assert_eq!(s(&d.raw(&["CLIENT", "GETNAME"]).await), "$2\r\nme\r\n");
+
+    // Before AUTH, big requests are refused like Redis does.
+    let mut e = h.client(1).await;
+    e.send_raw(b"*1\r\n$20000\r\n").await;
+    assert_eq!(
+        s(&e.read().await.0),
+        "-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
+    assert!(e.closed_within(Duration::from_secs(2)).await);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_node_never_hands_out_a_master() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    let leader = h.leader();
+    let cut = (1..=3).find(|id| *id != leader).unwrap();
+    h.net.isolate(cut);
+    let election = TICK * ELECTION_TICKS as u32;
+    tokio::time::sleep(election * 2).await;
+    assert!(!h.nodes[&cut].raft.has_leader_contact());
+    for cmd in [
+        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"][..],
+        &["SENTINEL", "MASTERS"][..],
+        &["SENTINEL", "MASTER", "mymaster"][..],
+        &["SENTINEL", "get-primary-addr-by-name", "mymaster"][..],
+    ] {
+        let mut c = h.client(cut).await;
+        assert_eq!(
+            s(&c.raw(&["PING"]).await),
+            "+PONG\r\n",
+            "the port itself is up"
+        );
+        c.send(cmd).await;
+        assert!(
+            c.try_read().await.is_none(),
+            "{cmd:?}: the isolated node must close without an answer"
+        );
+    }
+    // The majority side keeps answering.
+    for id in (1..=3).filter(|id| *id != cut) {
+        let mut c = h.client(id).await;
+        assert_eq!(
+            s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+                .await),
+            "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"
+        );
+    }
+    h.net.heal();
+    support::eventually(
+        Duration::from_secs(10),
+        "isolated node answers again",
+        || {
+            let addr = h.addr(cut).to_string();
+            async move {
+                let mut c = RespClient::connect(&addr).await;
+                c.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+                    .await;
+                c.try_read().await.map(|_| ())
+            }
+        },
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_is_answered_and_closed() {
+    let h = Harness::start(1, None, RespOptions::default()).await;
+    // A 2 GB declared bulk: refused from the header, nothing allocated for it.
+    let mut c = h.client(1).await;
+    c.send_raw(b"*1\r\n$2147483648\r\n").await;
+    assert_eq!(
+        s(&c.read().await.0),
+        "-ERR Protocol error: invalid bulk length\r\n"
+    );
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+
+    for (input, want) in [
+        (
+            &b"*1\r\n+PING\r\n"[..],
+            "-ERR Protocol error: expected '$', got '+'\r\n",
+        ),
+        (
+            b"*1\r\n*1\r\n$4\r\nPING\r\n",
+            "-ERR Protocol error: expected '$', got '*'\r\n",
+        ),
+        (
+            b"*abc\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*3000000000\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"PING \"a\r\n",
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+    ] {
+        let mut c = h.client(1).await;
+        c.send_raw(input).await;
+        assert_eq!(s(&c.read().await.0), want, "{:?}", s(input));
+        assert!(c.closed_within(Duration::from_secs(2)).await);
+    }
+
+    // Commands before the bad one in the same packet are still answered.
+    let mut c = h.client(1).await;
+    c.send_raw(b"PING\r\n*1\r\n$-5\r\n").await;
+    assert_eq!(s(&c.read().await.0), "+PONG\r\n");
+    assert_eq!(
+        s(&c.read().await.0),
+        "-ERR Protocol error: invalid bulk length\r\n"
+    );
+
+    // Half frames: one byte at a time.
+    let mut c = h.client(1).await;
+    for b in encode(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]) {
+        c.send_raw(&[b]).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        s(&c.read().await.0),
+        "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"
+    );
+
+    // 10 000 pipelined commands in one write: 10 000 replies, in order.
+    let one = encode(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
+    let mut all = Vec::new();
+    for i in 0..10_000 {
+        if i % 1000 == 999 {
+            all.extend(encode(&["PING", &i.to_string()]));
+        } else {
+            all.extend(&one);
+        }
+    }
+    let mut c = h.client(1).await;
+    let (mut r, mut wr) = c.stream.split();
+    let writer = async {
+        tokio::io::AsyncWriteExt::write_all(&mut wr, &all)
+            .await
+            .unwrap();
+    };
+    let reader = async {
+        let mut buf = Vec::new();
+        let mut n = 0;
+        let mut chunk = vec![0u8; 65536];
+        while n < 10_000 {
+            let got = tokio::io::AsyncReadExt::read(&mut r, &mut chunk)
+                .await
+                .unwrap();
+            assert!(got > 0, "closed after {n} replies");
+            buf.extend_from_slice(&chunk[..got]);
+            while let Some((v, used)) = support::resp::parse_reply(&buf) {
+                if n % 1000 == 999 {
+                    assert_eq!(v.text().unwrap(), n.to_string());
+                } else {
+                    assert_eq!(v.items().len(), 2);
+                }
+                buf.drain(..used);
+                n += 1;
+            }
+        }
+        assert!(buf.is_empty());
+    };
+    tokio::join!(writer, reader);
+
+    // Random garbage on many connections: the server stays up and keeps serving.
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..50 {
+        let mut c = h.client(1).await;
+        let bytes: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        c.send_raw(&bytes).await;
+        let _ = c.closed_within(Duration::from_millis(50)).await;
+    }
+    let mut c = h.client(1).await;
+    assert_eq!(s(&c.raw(&["PING"]).await), "+PONG\r\n");
+    h.stop().await;
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads_is_bounded_and_dropped() {
+    let opts = RespOptions {
+        write_timeout: Duration::from_millis(500),
+        ..RespOptions::default()
+    };
+    let h = Harness::start(1, None, opts).await;
+    let before = rss_kib();
+    let mut c = h.client(1).await;
+    // 40 000 INFO requests (~100 MB of replies if they were all buffered), never read.
+    let req = encode(&["INFO"]);
+    let batch: Vec<u8> = req.iter().copied().cycle().take(req.len() * 1000).collect();
+    let mut sent = 0;
+    let write_all = async {
+        for _ in 0..40 {
+            if tokio::io::AsyncWriteExt::write_all(&mut c.stream, &batch)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += 1000;
+        }
+    };
+    // Once both socket buffers are full the writer blocks too: stop after a while.
+    let _ = tokio::time::timeout(Duration::from_secs(5), write_all).await;
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "memory grew by {grown} KiB after {sent} requests"
+    );
+    // The server gives up on the client after the write timeout...
+    let mut closed = false;
+    for _ in 0..20 {
+        let mut chunk = vec![0u8; 1 << 20];
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::io::AsyncReadExt::read(&mut c.stream, &mut chunk),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    assert!(closed, "a client that does not read must be disconnected");
+    // ...and everyone else is served meanwhile.
+    let mut d = h.client(1).await;
+    assert_eq!(s(&d.raw(&["PING"]).await), "+PONG\r\n");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_client_kill_and_shutdown() {
+    let opts = RespOptions {
+        max_connections: 2,
+        ..RespOptions::default()
+    };
+    let h = Harness::start(1, None, opts).await;
+    let mut a = h.client(1).await;
+    let mut b = h.client(1).await;
+    assert_eq!(s(&a.raw(&["PING"]).await), "+PONG\r\n");
+    assert_eq!(s(&b.raw(&["CLIENT", "SETNAME", "victim"]).await), "+OK\r\n");
+    let mut over = h.client(1).await;
+    assert_eq!(
+        s(&over.read().await.0),
+        "-ERR max number of clients reached\r\n"
+    );
+    assert!(over.closed_within(Duration::from_secs(2)).await);
+
+    let list = a.cmd(&["CLIENT", "LIST"]).await.text().unwrap();
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let victim = list
+        .lines()
+        .find(|l| l.contains("name=victim"))
+        .expect("victim listed");
+    let id: String = victim
+        .strip_prefix("id=")
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    assert_eq!(s(&a.raw(&["CLIENT", "KILL", "ID", &id]).await), ":1\r\n");
+    assert!(b.closed_within(Duration::from_secs(2)).await);
+    assert_eq!(
+        s(&a.raw(&["CLIENT", "KILL", "ID", "99999"]).await),
+        ":0\r\n"
+    );
+    assert_eq!(
+        s(&a.raw(&["CLIENT", "KILL", "1.2.3.4:5"]).await),
+        "-ERR No such client\r\n"
+    );
+    // The killed client's slot is free again.
+    let mut c = support::eventually(Duration::from_secs(2), "a free slot", || {
+        let addr = h.addr(1).to_string();
+        async move {
+            let mut c = RespClient::connect(&addr).await;
+            c.send(&["PING"]).await;
+            match c.try_read().await {
+                Some((raw, _)) if raw == b"+PONG\r\n" => Some(c),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    // Graceful shutdown: idle connections are closed and serve() returns.
+    let node = &h.nodes[&1];
+    node.resp_stop.trigger();
+    assert!(a.closed_within(Duration::from_secs(5)).await);
+    assert!(c.closed_within(Duration::from_secs(5)).await);
+    let Harness { nodes, .. } = h;
+    for (_, n) in nodes {
+        tokio::time::timeout(Duration::from_secs(5), n.resp_task)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap();
+        n.raft_stop.trigger();
+        let _ = n.raft_task.await;
+    }
+}
