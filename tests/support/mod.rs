@@ -3,6 +3,7 @@
 //! on drop (and their logs printed when a test panics).
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod resp;
 
 use std::future::Future;

@@ -1,0 +1,178 @@
+//! A small network lab of Linux network namespaces for partition tests (needs root).
+//!
+//! Every host is a namespace with its own loopback and one interface on a private bridge that
+//! lives in a namespace of its own, so nothing is reachable from (or routed to) the root
+//! namespace. Host `i` has address `10.77.0.<i + 1>` (each lab has its own bridge). Isolating a host takes its link
+//! down; healing brings it up again. Dropping the lab kills the processes started in it (by
+//! pid) and deletes the namespaces.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// One namespace host.
+pub struct Host {
+    /// Namespace name.
+    pub ns: String,
+    /// Its address on the lab bridge.
+    pub ip: String,
+    /// Bridge-side interface name (in the switch namespace).
+    sw_if: String,
+}
+
+/// A set of hosts on one bridge.
+pub struct NetLab {
+    /// Switch namespace holding the bridge.
+    sw: String,
+    /// The hosts.
+    pub hosts: Vec<Host>,
+    children: Vec<Child>,
+}
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip").args(args).output().expect("run ip")
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetLab {
+    /// Whether namespaces can be created here (root with iproute2).
+    pub fn available() -> bool {
+        let name = format!("rsprobe{}", std::process::id());
+        let ok = ip(&["netns", "add", &name]).status.success();
+        if ok {
+            let _ = ip(&["netns", "del", &name]);
+        }
+        ok
+    }
+
+    /// Creates `n` hosts.
+    pub fn new(n: usize) -> NetLab {
+        // Labs never share a bridge, so they can all use the same subnet.
+        let tag = format!(
+            "rs{}x{}",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::Relaxed)
+        );
+        let sw = format!("{tag}sw");
+        ip_ok(&["netns", "add", &sw]);
+        ip_ok(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        ip_ok(&["-n", &sw, "link", "set", "br0", "up"]);
+        ip_ok(&["-n", &sw, "link", "set", "lo", "up"]);
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let ns = format!("{tag}h{i}");
+            let (a, b) = (format!("{tag}a{i}"), format!("{tag}b{i}"));
+            // Interface names are limited to 15 bytes.
+            let (a, b) = (shorten(&a), shorten(&b));
+            ip_ok(&["netns", "add", &ns]);
+            ip_ok(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+            ip_ok(&["link", "set", &a, "netns", &ns]);
+            ip_ok(&["link", "set", &b, "netns", &sw]);
+            ip_ok(&["-n", &ns, "link", "set", &a, "name", "eth0"]);
+            let addr = format!("10.77.0.{}", i + 1);
+            ip_ok(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip_ok(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip_ok(&["-n", &sw, "link", "set", &b, "master", "br0"]);
+            ip_ok(&["-n", &sw, "link", "set", &b, "up"]);
+            hosts.push(Host {
+                ns,
+                ip: addr,
+                sw_if: b,
+            });
+        }
+        NetLab {
+            sw,
+            hosts,
+            children: Vec::new(),
+        }
+    }
+
+    /// A command that runs inside host `i`.
+    pub fn command(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hosts[i].ns, program]);
+        c
+    }
+
+    /// Starts a long-running process in host `i`; it is killed when the lab is dropped.
+    /// Returns its index for [`NetLab::kill`].
+    pub fn spawn(
+        &mut self,
+        i: usize,
+        program: &str,
+        args: &[String],
+        log: &std::path::Path,
+    ) -> usize {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = self
+            .command(i, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("spawn in namespace");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// kill -9 a process started with [`NetLab::spawn`].
+    pub fn kill(&mut self, idx: usize) {
+        let _ = self.children[idx].kill();
+        let _ = self.children[idx].wait();
+    }
+
+    /// Cuts host `i` off the bridge (both directions).
+    pub fn isolate(&self, i: usize) {
+        ip_ok(&["-n", &self.sw, "link", "set", &self.hosts[i].sw_if, "down"]);
+    }
+
+    /// Reconnects host `i`.
+    pub fn heal(&self, i: usize) {
+        ip_ok(&["-n", &self.sw, "link", "set", &self.hosts[i].sw_if, "up"]);
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= 15 {
+        return s.to_string();
+    }
+    s[s.len() - 15..].to_string()
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for h in &self.hosts {
+            let _ = ip(&["netns", "del", &h.ns]);
+        }
+        let _ = ip(&["netns", "del", &self.sw]);
+    }
+}
