@@ -1,0 +1,366 @@
+//! Real Sentinel clients against the real binary: three `raft-sentinel` nodes watching a real
+//! `redis-server` master and replica. Each client discovers the master through the Sentinel
+//! port, writes, survives a `kill -9` of the master and writes again on the promoted replica.
+//!
+//! The Python and Node clients are installed by the test command into `tests/compat`
+//! (`.venv` from `requirements.txt`, `node_modules` from `package.json`); a test whose client
+//! is not installed fails with the install command rather than passing silently.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::resp::RespClient;
+use support::{eventually, Cluster, ClusterOpts, RedisProcess};
+
+const DOWN_AFTER_MS: u64 = 1000;
+
+struct Topo {
+    master: RedisProcess,
+    replica: RedisProcess,
+    cluster: Cluster,
+}
+
+impl Topo {
+    async fn start() -> Topo {
+        let master = RedisProcess::start(&[]);
+        let replica = RedisProcess::start_replica(&master, &[]);
+        let opts = ClusterOpts {
+            extra_toml: format!(
+                "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = {DOWN_AFTER_MS}\nfailover_timeout_ms = 10000\nparallel_syncs = 1\n",
+                master.addr()
+            ),
+            ..ClusterOpts::default()
+        };
+        let cluster = Cluster::start(opts);
+        cluster.wait_leader(Duration::from_secs(30)).await;
+        let t = Topo {
+            master,
+            replica,
+            cluster,
+        };
+        for addr in t.sentinels() {
+            let want_master = t.master.addr();
+            let want_replica = t.replica.addr();
+            eventually(
+                Duration::from_secs(30),
+                "every node serves the master and knows the replica",
+                || {
+                    let addr = addr.clone();
+                    let (want_master, want_replica) = (want_master.clone(), want_replica.clone());
+                    async move {
+                        let mut c = RespClient::connect(&addr).await;
+                        c.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+                            .await;
+                        let (_, v) = c.try_read().await?;
+                        let got = v
+                            .items()
+                            .iter()
+                            .filter_map(|x| x.text())
+                            .collect::<Vec<_>>();
+                        if got.join(":") != want_master {
+                            return None;
+                        }
+                        let reps = c.cmd(&["SENTINEL", "REPLICAS", "mymaster"]).await.items();
+                        reps.iter()
+                            .any(|r| {
+                                r.field("name").as_deref() == Some(want_replica.as_str())
+                                    && r.field("master-link-status").as_deref() == Some("ok")
+                            })
+                            .then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+        t
+    }
+
+    fn sentinels(&self) -> Vec<String> {
+        self.cluster
+            .nodes
+            .iter()
+            .map(|n| n.sentinel_addr())
+            .collect()
+    }
+
+    fn sentinel_list(&self) -> String {
+        self.sentinels().join(",")
+    }
+
+    /// Waits until every node answers `addr` for mymaster.
+    async fn wait_master(&self, addr: &str) {
+        for s in self.sentinels() {
+            eventually(
+                Duration::from_secs(30),
+                "every node answers the new master",
+                || {
+                    let s = s.clone();
+                    let addr = addr.to_string();
+                    async move {
+                        let mut c = RespClient::connect(&s).await;
+                        c.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+                            .await;
+                        let (_, v) = c.try_read().await?;
+                        let got = v
+                            .items()
+                            .iter()
+                            .filter_map(|x| x.text())
+                            .collect::<Vec<_>>();
+                        (got.join(":") == addr).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_nodes_serve_sentinel_replies_and_switch_together() {
+    let mut t = Topo::start().await;
+    let mut c = RespClient::connect(&t.sentinels()[0]).await;
+    let m = c.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    let runid = m.field("runid").unwrap();
+    assert_eq!(runid.len(), 40, "the master's run id from INFO: {m:?}");
+    assert_eq!(m.field("flags").unwrap(), "master");
+    assert_eq!(m.field("num-slaves").unwrap(), "1");
+    assert_eq!(m.field("num-other-sentinels").unwrap(), "2");
+    let sentinels = c.cmd(&["SENTINEL", "SENTINELS", "mymaster"]).await.items();
+    let mut ports: Vec<String> = sentinels.iter().map(|s| s.field("port").unwrap()).collect();
+    ports.sort();
+    let mut want: Vec<String> = t.cluster.nodes[1..]
+        .iter()
+        .map(|n| n.sentinel_port.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(ports, want);
+    let info = c.cmd(&["INFO", "server"]).await.text().unwrap();
+    assert!(info.contains("redis_mode:sentinel\r\n"));
+
+    // One subscriber per node, RESP2 and RESP3, then kill the master.
+    let mut subs = Vec::new();
+    for (i, addr) in t.sentinels().iter().enumerate() {
+        let mut s = RespClient::connect(addr).await;
+        if i == 1 {
+            s.cmd(&["HELLO", "3"]).await;
+        }
+        s.cmd(&["SUBSCRIBE", "+switch-master"]).await;
+        s.timeout = Duration::from_secs(40);
+        subs.push(s);
+    }
+    let old = t.master.addr();
+    let new = t.replica.addr();
+    t.master.kill9();
+    let payload = format!(
+        "mymaster 127.0.0.1 {} 127.0.0.1 {}",
+        t.master.port, t.replica.port
+    );
+    for (i, s) in subs.iter_mut().enumerate() {
+        let (raw, v) = s.read().await;
+        let items = v.items();
+        assert_eq!(items[0].text().unwrap(), "message", "node {i}: {v:?}");
+        assert_eq!(items[1].text().unwrap(), "+switch-master");
+        assert_eq!(items[2].text().unwrap(), payload);
+        assert_eq!(raw[0], if i == 1 { b'>' } else { b'*' });
+    }
+    t.wait_master(&new).await;
+    assert_ne!(old, new);
+    let m = c.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert_eq!(m.field("port").unwrap(), t.replica.port.to_string());
+    assert_eq!(m.field("config-epoch").unwrap(), "1");
+}
+
+fn compat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
+}
+
+/// Runs a client script; once it printed its first `MASTER` line, kills the master; then
+/// waits for it to finish and checks it wrote to the promoted replica.
+async fn run_client(t: &mut Topo, program: &str, args: &[String]) {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(compat_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let out = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            eprintln!("[client] {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = rx.recv().await {
+            if l.starts_with("MASTER ") {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await
+    .expect("client found no master in 30 s")
+    .expect("client exited early");
+    assert_eq!(first, format!("MASTER {}", t.master.addr()));
+    t.master.kill9();
+    let mut lines = Vec::new();
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(90), rx.recv()).await {
+        lines.push(l);
+    }
+    let status = child.wait().unwrap();
+    let masters: Vec<&String> = lines.iter().filter(|l| l.starts_with("MASTER ")).collect();
+    assert!(status.success(), "client failed: {lines:?}");
+    assert_eq!(
+        masters.last().map(|s| s.as_str()),
+        Some(format!("MASTER {}", t.replica.addr()).as_str()),
+        "{lines:?}"
+    );
+    // The promoted replica really is a master now and holds the client's writes.
+    assert_eq!(t.replica.role().as_deref(), Some("master"));
+}
+
+fn python() -> String {
+    let venv = compat_dir().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "redis-py is not installed: python3 -m venv tests/compat/.venv && tests/compat/.venv/bin/pip install -r tests/compat/requirements.txt"
+    );
+    venv.display().to_string()
+}
+
+fn node() -> String {
+    assert!(
+        compat_dir().join("node_modules/ioredis").exists()
+            && compat_dir().join("node_modules/redis").exists(),
+        "Node clients are not installed: (cd tests/compat && npm install)"
+    );
+    "node".into()
+}
+
+async fn redis_py(mode: &str, proto: &str) {
+    let mut t = Topo::start().await;
+    let args = vec![
+        "redis_py.py".to_string(),
+        t.sentinel_list(),
+        "mymaster".into(),
+        mode.into(),
+        proto.into(),
+        "60".into(),
+    ];
+    run_client(&mut t, &python(), &args).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_sync_resp3() {
+    redis_py("sync", "3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_async_resp3() {
+    redis_py("async", "3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_sync_resp2() {
+    redis_py("sync", "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_async_resp2() {
+    redis_py("async", "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioredis_follows_a_master_kill() {
+    let mut t = Topo::start().await;
+    let args = vec![
+        "ioredis.js".to_string(),
+        t.sentinel_list(),
+        "mymaster".into(),
+        "60".into(),
+    ];
+    run_client(&mut t, &node(), &args).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioredis_with_failover_detector() {
+    let mut t = Topo::start().await;
+    let args = vec![
+        "ioredis.js".to_string(),
+        t.sentinel_list(),
+        "mymaster".into(),
+        "60".into(),
+        "detector".into(),
+    ];
+    run_client(&mut t, &node(), &args).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redis_follows_a_master_kill() {
+    let mut t = Topo::start().await;
+    let args = vec![
+        "node_redis.js".to_string(),
+        t.sentinel_list(),
+        "mymaster".into(),
+        "60".into(),
+    ];
+    run_client(&mut t, &node(), &args).await;
+}
+
+/// redis-cli the way shell scripts use it: ask a sentinel, write to the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_discovers_and_writes() {
+    let mut t = Topo::start().await;
+    let ask = |sentinel: &str| -> Option<String> {
+        let (host, port) = sentinel.rsplit_once(':')?;
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                host,
+                "-p",
+                port,
+                "SENTINEL",
+                "get-master-addr-by-name",
+                "mymaster",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut l = text.lines();
+        Some(format!("{}:{}", l.next()?, l.next()?))
+    };
+    let write = |addr: &str, v: &str| -> bool {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        Command::new("redis-cli")
+            .args(["-h", host, "-p", port, "SET", "compat:cli", v])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "OK")
+    };
+    let s0 = t.sentinels()[0].clone();
+    let before = ask(&s0).expect("redis-cli reply");
+    assert_eq!(before, t.master.addr());
+    assert!(write(&before, "1"));
+    t.master.kill9();
+    let new = t.replica.addr();
+    let sentinels = t.sentinels();
+    eventually(
+        Duration::from_secs(30),
+        "redis-cli sees the new master",
+        || {
+            let ok = sentinels
+                .iter()
+                .all(|s| ask(s).as_deref() == Some(new.as_str()));
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    assert!(write(&new, "2"));
+}
