@@ -598,36 +598,37 @@ async fn watch(
             continue;
         };
         failures = 0;
-        loop {
-            match stream.message().await {
-                Ok(Some(ch)) => {
-                    let switch = ch.kind() == pb::master_change::Kind::Switch;
-                    last_epoch = last_epoch.max(ch.epoch);
-                    if args.json {
-                        println!(
-                            "{}",
-                            json!({"kind": if switch { "switch" } else { "current" }, "name": ch.name,
-                                   "old_host": ch.old_host, "old_port": ch.old_port, "host": ch.host,
-                                   "port": ch.port, "epoch": ch.epoch, "index": ch.index,
-                                   "switched_at_ms": ch.switched_at_ms})
-                        );
-                    } else if switch {
-                        println!(
-                            "+switch-master {} {} {} {} {}  epoch {}",
-                            ch.name, ch.old_host, ch.old_port, ch.host, ch.port, ch.epoch
-                        );
-                    } else {
-                        println!("{} {}:{}  epoch {}", ch.name, ch.host, ch.port, ch.epoch);
-                    }
-                    if switch {
-                        seen += 1;
-                        if count > 0 && seen >= count {
-                            return Ok(());
-                        }
-                    }
+        // A closed or failed stream means the node went away: reconnect and resume.
+        while let Ok(Some(ch)) = stream.message().await {
+            let switch = ch.kind() == pb::master_change::Kind::Switch;
+            // The stream is in commit order; switches of different masters can commit out of
+            // epoch order, so resume from the last switch received, not the highest epoch.
+            last_epoch = if switch {
+                ch.epoch
+            } else {
+                last_epoch.max(ch.epoch)
+            };
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"kind": if switch { "switch" } else { "current" }, "name": ch.name,
+                           "old_host": ch.old_host, "old_port": ch.old_port, "host": ch.host,
+                           "port": ch.port, "epoch": ch.epoch, "index": ch.index,
+                           "switched_at_ms": ch.switched_at_ms})
+                );
+            } else if switch {
+                println!(
+                    "+switch-master {} {} {} {} {}  epoch {}",
+                    ch.name, ch.old_host, ch.old_port, ch.host, ch.port, ch.epoch
+                );
+            } else {
+                println!("{} {}:{}  epoch {}", ch.name, ch.host, ch.port, ch.epoch);
+            }
+            if switch {
+                seen += 1;
+                if count > 0 && seen >= count {
+                    return Ok(());
                 }
-                // The node went away: reconnect (possibly elsewhere) and resume.
-                Ok(None) | Err(_) => break,
             }
         }
     }
