@@ -364,3 +364,227 @@ async fn redis_cli_discovers_and_writes() {
     .await;
     assert!(write(&new, "2"));
 }
+
+// === Side-by-side shape check against a real redis-sentinel ===
+
+/// A real `redis-sentinel` watching `master`, on a free port, killed on drop.
+struct RealSentinel {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RealSentinel {
+    fn start(master: &RedisProcess) -> RealSentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\n",
+                dir.path().display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .args(["--logfile", &dir.path().join("log").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
+        let mut tries = 0;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tries += 1;
+            assert!(tries < 500, "redis-sentinel on {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RealSentinel {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RealSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+use support::resp::Value;
+
+/// The shape of a reply: types all the way down, and the keys of every map (RESP3 maps, and
+/// RESP2 flat arrays whose even elements are the instance-map keys passed in `maps`).
+fn shape(v: &Value, flat_maps: bool) -> String {
+    match v {
+        Value::Simple(_) => "simple".into(),
+        Value::Error(e) => format!("error({})", e.split(' ').next().unwrap_or("")),
+        Value::Int(_) => "int".into(),
+        Value::Bulk(None) | Value::Array(None) | Value::Null => "null".into(),
+        Value::Bulk(Some(_)) => "bulk".into(),
+        Value::Map(m) => format!(
+            "map{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}:{}", k.text().unwrap_or_default(), shape(v, flat_maps)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Value::Array(Some(items))
+            if flat_maps
+                && items.len() % 2 == 0
+                && !items.is_empty()
+                && items.iter().all(|i| matches!(i, Value::Bulk(Some(_)))) =>
+        {
+            format!(
+                "flat{{{}}}",
+                items
+                    .chunks(2)
+                    .map(|c| c[0].text().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }
+        Value::Array(Some(items)) | Value::Set(items) | Value::Push(items) => {
+            let mut shapes: Vec<String> = items.iter().map(|i| shape(i, flat_maps)).collect();
+            // Lists of instances differ in length (three coordinators vs two sentinels):
+            // compare the distinct element shapes.
+            shapes.dedup();
+            format!("[{}]", shapes.join(","))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_reply_shapes_as_real_redis_sentinel() {
+    let t = Topo::start().await;
+    // Two real sentinels, so SENTINEL SENTINELS has an entry on the real side too.
+    let real = [
+        RealSentinel::start(&t.master),
+        RealSentinel::start(&t.master),
+    ];
+    for r in &real {
+        let addr = r.addr();
+        eventually(
+            Duration::from_secs(30),
+            "real sentinel sees its peer and the replica",
+            || {
+                let addr = addr.clone();
+                async move {
+                    let mut c = RespClient::connect(&addr).await;
+                    let peers = c
+                        .cmd(&["SENTINEL", "SENTINELS", "mymaster"])
+                        .await
+                        .items()
+                        .len();
+                    let reps = c.cmd(&["SENTINEL", "REPLICAS", "mymaster"]).await.items();
+                    let linked = reps
+                        .iter()
+                        .any(|r| r.field("master-link-status").as_deref() == Some("ok"));
+                    (peers == 1 && linked).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let ours = t.sentinels()[0].clone();
+    let theirs = real[0].addr();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["PING"],
+        vec!["PING", "x"],
+        vec!["ROLE"],
+        vec!["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
+        vec!["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "nope"],
+        vec!["SENTINEL", "MASTER", "mymaster"],
+        vec!["SENTINEL", "MASTER", "nope"],
+        vec!["SENTINEL", "MASTERS"],
+        vec!["SENTINEL", "REPLICAS", "mymaster"],
+        vec!["SENTINEL", "SLAVES", "mymaster"],
+        vec!["SENTINEL", "SENTINELS", "mymaster"],
+        vec!["SENTINEL", "CKQUORUM", "mymaster"],
+        vec!["SENTINEL", "MYID"],
+        vec!["SENTINEL", "FOO"],
+        vec!["SENTINEL", "MASTER"],
+        vec!["SENTINEL", "RESET", "nothing-matches"],
+        vec!["FOO", "bar"],
+        vec!["CLIENT", "ID"],
+        vec!["CLIENT", "GETNAME"],
+        vec!["CLIENT", "SETNAME", "x"],
+        vec!["COMMAND", "COUNT"],
+        vec!["AUTH", "x"],
+    ];
+    for proto in ["2", "3"] {
+        let mut a = RespClient::connect(&ours).await;
+        let mut b = RespClient::connect(&theirs).await;
+        let (ha, hb) = (
+            a.cmd(&["HELLO", proto]).await,
+            b.cmd(&["HELLO", proto]).await,
+        );
+        assert_eq!(shape(&ha, true), shape(&hb, true), "HELLO {proto}");
+        for cmd in &commands {
+            let (va, vb) = (a.cmd(cmd).await, b.cmd(cmd).await);
+            assert_eq!(
+                shape(&va, true),
+                shape(&vb, true),
+                "RESP{proto} {cmd:?}\n ours:   {va:?}\n theirs: {vb:?}"
+            );
+        }
+        // INFO: same sections in the same order, and the same keys in the Sentinel section.
+        let ia = a.cmd(&["INFO"]).await.text().unwrap();
+        let ib = b.cmd(&["INFO"]).await.text().unwrap();
+        let headers = |s: &str| {
+            s.lines()
+                .filter(|l| l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(headers(&ia), headers(&ib));
+        let sentinel_keys = |s: &str| {
+            s.split("# Sentinel")
+                .nth(1)
+                .unwrap_or("")
+                .lines()
+                .filter_map(|l| {
+                    l.split(':')
+                        .next()
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sentinel_keys(&ia), sentinel_keys(&ib));
+        // CONFIG GET: Redis 7.0 lacks 7.2's loglevel; every key it has comes in the same order.
+        let ca = a.cmd(&["SENTINEL", "CONFIG", "GET", "*"]).await.pairs();
+        let cb = b.cmd(&["SENTINEL", "CONFIG", "GET", "*"]).await.pairs();
+        let ka: Vec<String> = ca
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "loglevel")
+            .collect();
+        let kb: Vec<String> = cb.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(ka, kb);
+        // Pub/Sub confirmations and PING while subscribed: byte for byte.
+        for cmd in [
+            vec!["SUBSCRIBE", "+switch-master"],
+            vec!["PING"],
+            vec!["PSUBSCRIBE", "*"],
+            vec!["PUNSUBSCRIBE"],
+            vec!["UNSUBSCRIBE"],
+        ] {
+            let (ra, rb) = (a.raw(&cmd).await, b.raw(&cmd).await);
+            assert_eq!(
+                String::from_utf8_lossy(&ra),
+                String::from_utf8_lossy(&rb),
+                "RESP{proto} {cmd:?}"
+            );
+        }
+    }
+}

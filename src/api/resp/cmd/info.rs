@@ -16,7 +16,8 @@ pub fn role(sh: &Shared) -> Reply {
     Frame::Array(vec![Frame::bulk_static("sentinel"), Frame::Array(names)]).into()
 }
 
-const SECTIONS: [&str; 5] = ["server", "clients", "cpu", "stats", "sentinel"];
+/// In the order a real Sentinel prints them.
+const SECTIONS: [&str; 5] = ["server", "clients", "stats", "cpu", "sentinel"];
 
 /// `INFO [section ...]`: always a plain bulk string, in RESP3 too.
 pub fn info(p: &mut Parse, sh: &Shared) -> Reply {

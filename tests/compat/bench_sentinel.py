@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""redis-benchmark against the Sentinel port of raft-sentinel and of a real redis-sentinel,
+in the same run, over the same Redis master:
+
+    redis-benchmark -c 50 -n 200000 SENTINEL get-master-addr-by-name mymaster   (P1, P16)
+
+Starts one redis-server, one redis-sentinel and a three-node raft-sentinel cluster on free
+loopback ports, measures each target in turn (alternating, best of --rounds), prints the
+requests/s and the ratio raft-sentinel / redis-sentinel per mode, and stops everything.
+
+Usage: tests/compat/bench_sentinel.py [--bin target/release/raft-sentinel] [--rounds 3]
+Needs redis-server, redis-sentinel and redis-benchmark (Debian: redis-server redis-sentinel
+redis-tools). Builds nothing: run `cargo build --release` first.
+"""
+import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} on port {port} did not start")
+
+
+def ask(port, *args):
+    out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def bench(port, pipeline, n, clients):
+    cmd = ["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-q"]
+    if pipeline > 1:
+        cmd += ["-P", str(pipeline)]
+    cmd += ["SENTINEL", "get-master-addr-by-name", "mymaster"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    # "-q" prints e.g. "SENTINEL get-master-addr-by-name mymaster: 41841.00 requests per second, p50=..."
+    m = re.findall(r"([0-9.]+) requests per second", out.replace("\r", "\n"))
+    if not m:
+        sys.exit(f"no rate in redis-benchmark output: {out!r}")
+    return float(m[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/raft-sentinel")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("-n", type=int, default=200000)
+    ap.add_argument("-c", type=int, default=50)
+    args = ap.parse_args()
+    for tool in ("redis-server", "redis-sentinel", "redis-benchmark", "redis-cli"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found (apt-get install -y redis-server redis-sentinel redis-tools)")
+    if not os.path.exists(args.bin):
+        sys.exit(f"{args.bin} not found: run cargo build --release first")
+    tmp = tempfile.mkdtemp(prefix="bench-sentinel-")
+    procs = []
+    try:
+        mport = free_port()
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(mport), "--bind", "127.0.0.1", "--save", "",
+             "--dir", tmp, "--logfile", os.path.join(tmp, "redis.log")]))
+        wait_port(mport, "redis-server")
+
+        sport = free_port()
+        conf = os.path.join(tmp, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {sport}\nbind 127.0.0.1\ndir {tmp}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {mport} 1\n")
+        procs.append(subprocess.Popen(
+            ["redis-sentinel", conf, "--logfile", os.path.join(tmp, "sentinel.log")]))
+        wait_port(sport, "redis-sentinel")
+
+        ids = [1, 2, 3]
+        ports = {i: {k: free_port() for k in ("sentinel", "grpc", "peer", "metrics")} for i in ids}
+        for i in ids:
+            d = os.path.join(tmp, f"node{i}")
+            os.makedirs(d)
+            lines = [f"node_id = {i}", f'data_dir = "{d}/data"', "[listen]"]
+            lines += [f'{k} = "127.0.0.1:{p}"' for k, p in ports[i].items()]
+            for j in ids:
+                lines += ["[[peers]]", f"id = {j}", f'addr = "127.0.0.1:{ports[j]["peer"]}"']
+            lines += ["[[masters]]", 'name = "mymaster"', f'addr = "127.0.0.1:{mport}"',
+                      "quorum = 2"]
+            with open(os.path.join(d, "config.toml"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+            log = open(os.path.join(d, "node.log"), "w")
+            procs.append(subprocess.Popen(
+                [args.bin, "run", "--config", os.path.join(d, "config.toml")],
+                stdout=log, stderr=log))
+        rport = ports[1]["sentinel"]
+        wait_port(rport, "raft-sentinel")
+        end = time.time() + 30
+        want = f"127.0.0.1\n{mport}"
+        while time.time() < end and (ask(rport, "SENTINEL", "get-master-addr-by-name", "mymaster") != want
+                                     or ask(sport, "SENTINEL", "get-master-addr-by-name", "mymaster") != want):
+            time.sleep(0.2)
+        for name, port in (("raft-sentinel", rport), ("redis-sentinel", sport)):
+            got = ask(port, "SENTINEL", "get-master-addr-by-name", "mymaster")
+            if got != want:
+                sys.exit(f"{name} does not answer the master: {got!r}")
+
+        print(f"redis-benchmark -c {args.c} -n {args.n} SENTINEL get-master-addr-by-name mymaster")
+        print(f"{'mode':<6}{'redis-sentinel':>18}{'raft-sentinel':>18}{'ratio':>8}")
+        for pipeline in (1, 16):
+            best = {"redis": 0.0, "raft": 0.0}
+            for _ in range(args.rounds):
+                best["redis"] = max(best["redis"], bench(sport, pipeline, args.n, args.c))
+                best["raft"] = max(best["raft"], bench(rport, pipeline, args.n, args.c))
+            ratio = best["raft"] / best["redis"]
+            print(f"P{pipeline:<5}{best['redis']:>18.0f}{best['raft']:>18.0f}{ratio:>8.2f}")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
