@@ -3,7 +3,8 @@
 
 1. proposal commit latency p50/p99 as seen by a gRPC client (`ctl bench`), once against the
    leader and once through a follower (forwarded);
-2. time from kill -9 of the leader until a new leader commits a proposal, median of N runs.
+2. GetMaster latency and rate, LOCAL and LINEARIZABLE, through the leader and a follower;
+3. time from kill -9 of the leader until a new leader commits a proposal, median of N runs.
 
 Usage: bench/raft.py [--runs 10] [--proposals 500] [--tick-ms 100] [--election-ticks 10]
 Builds nothing: run `cargo build --release` (or pass --bin) first.
@@ -77,6 +78,8 @@ def main():
     ap.add_argument("--proposals", type=int, default=500)
     ap.add_argument("--tick-ms", type=int, default=100)
     ap.add_argument("--election-ticks", type=int, default=10)
+    ap.add_argument("--reads", type=int, default=5000)
+    ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
     if not os.path.exists(args.bin):
         sys.exit(f"{args.bin} not found: run cargo build --release first")
@@ -84,7 +87,13 @@ def main():
     ports = [{k: free_port() for k in ("sentinel", "grpc", "peer", "metrics")} for _ in range(3)]
     peers = [(i + 1, f"127.0.0.1:{p['peer']}") for i, p in enumerate(ports)]
     nodes = [Node(args.bin, d, i + 1, ports[i], peers, args) for i in range(3)]
+    redis = None
     try:
+        # A real master behind "mymaster", so the cluster is in its normal state while reading.
+        redis_port = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for n in nodes:
             n.start()
         l = wait_leader(args.bin, nodes)
@@ -96,6 +105,18 @@ def main():
                 sys.exit(f"bench failed: {err}")
             r = json.loads(out)
             print(f"commit latency via {label:8}: n={r['count']} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.2f} ms")
+        code, _, err = ctl(args.bin, [nodes[0].grpc()], "monitor", "mymaster", "127.0.0.1", str(redis_port), "2")
+        if code != 0:
+            sys.exit(f"monitor failed: {err}")
+        for op in ("get-local", "get-linearizable"):
+            for label, node in (("leader", nodes[l - 1]), ("follower", follower)):
+                code, out, err = ctl(args.bin, [node.grpc()], "bench", "--op", op, "--count", str(args.reads),
+                                     "--concurrency", str(args.concurrency), "--json", timeout=300)
+                if code != 0:
+                    sys.exit(f"bench {op} failed: {err}")
+                r = json.loads(out)
+                print(f"GetMaster {op[4:]:13} via {label:8}: n={r['count']} c={r['concurrency']} "
+                      f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  {r['per_second']:.0f} req/s")
         times = []
         for run in range(args.runs):
             l = wait_leader(args.bin, nodes)
@@ -123,6 +144,9 @@ def main():
     finally:
         for n in nodes:
             n.kill9()
+        if redis:
+            redis.kill()
+            redis.wait()
         shutil.rmtree(d, ignore_errors=True)
 
 if __name__ == "__main__":

@@ -147,12 +147,21 @@ enum CtlCmd {
         /// Master name.
         name: String,
     },
-    /// Measure proposal commit latency: sequential MONITOR/REMOVE proposals on one connection
-    /// to the first endpoint; prints count, p50, p99 and max in milliseconds.
+    /// Measure latency and rate against the first endpoint: proposals (MONITOR/REMOVE of a
+    /// scratch master) or GetMaster reads; prints count, p50, p99, max (ms) and requests/s.
     Bench {
-        /// Number of proposals.
+        /// Number of requests in all.
         #[arg(long, default_value_t = 500)]
         count: usize,
+        /// What to measure.
+        #[arg(long, value_enum, default_value_t = BenchOp::Propose)]
+        op: BenchOp,
+        /// Requests in flight at once (each from its own task, sharing one connection).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Master to read for the GetMaster operations.
+        #[arg(long, default_value = "mymaster")]
+        master: String,
     },
 }
 
@@ -411,7 +420,12 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             .await?;
             ok(args, json!({"ok": true, "leader_id": r.leader_id}));
         }
-        CtlCmd::Bench { count } => bench(args, *count).await?,
+        CtlCmd::Bench {
+            count,
+            op,
+            concurrency,
+            master,
+        } => bench(args, *count, *op, *concurrency, master).await?,
         CtlCmd::Master { name } => {
             let d = call(args, |mut c| {
                 let req = pb::GetMasterDetailRequest { name: name.clone() };
@@ -502,48 +516,100 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(args: &CtlArgs, count: usize) -> anyhow::Result<()> {
-    if count == 0 {
-        anyhow::bail!("--count must be at least 1");
+/// What `ctl bench` measures.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchOp {
+    /// Proposals that change the state (alternating MONITOR and REMOVE of a scratch master).
+    Propose,
+    /// GetMaster answered from the node's applied state.
+    GetLocal,
+    /// GetMaster confirmed through ReadIndex.
+    GetLinearizable,
+}
+
+async fn bench(
+    args: &CtlArgs,
+    count: usize,
+    op: BenchOp,
+    concurrency: usize,
+    master: &str,
+) -> anyhow::Result<()> {
+    if count == 0 || concurrency == 0 {
+        anyhow::bail!("--count and --concurrency must be at least 1");
+    }
+    if matches!(op, BenchOp::Propose) && concurrency > 1 {
+        // Concurrent MONITOR/REMOVE of one name would race into refusals.
+        anyhow::bail!("proposals are measured one at a time (--concurrency 1)");
     }
     let addr = args
         .endpoint
         .first()
         .ok_or_else(|| anyhow!("no endpoint"))?;
-    let mut c = connect(addr, Duration::from_millis(args.timeout_ms)).await?;
-    let mut lat = Vec::with_capacity(count);
-    for i in 0..count {
-        let name = format!("__bench_{i}");
-        let t = tokio::time::Instant::now();
-        if i % 2 == 0 {
-            c.monitor(pb::MonitorRequest {
-                name: "__bench".into(),
-                host: "127.0.0.1".into(),
-                port: 1,
-                quorum: 1,
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("proposal {name}"))?;
-        } else {
-            c.remove(pb::RemoveRequest {
-                name: "__bench".into(),
-            })
-            .await
-            .with_context(|| format!("proposal {name}"))?;
-        }
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    let client = connect(addr, Duration::from_millis(args.timeout_ms)).await?;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let mut c = client.clone();
+        let n = count / concurrency + usize::from(w < count % concurrency);
+        let master = master.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n);
+            for i in 0..n {
+                let t = tokio::time::Instant::now();
+                let res = match op {
+                    BenchOp::Propose if i % 2 == 0 => c
+                        .monitor(pb::MonitorRequest {
+                            name: "__bench".into(),
+                            host: "127.0.0.1".into(),
+                            port: 1,
+                            quorum: 1,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    BenchOp::Propose => c
+                        .remove(pb::RemoveRequest {
+                            name: "__bench".into(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    BenchOp::GetLocal | BenchOp::GetLinearizable => {
+                        let consistency = if matches!(op, BenchOp::GetLinearizable) {
+                            pb::Consistency::Linearizable
+                        } else {
+                            pb::Consistency::Local
+                        };
+                        c.get_master(pb::GetMasterRequest {
+                            name: master.clone(),
+                            consistency: consistency.into(),
+                        })
+                        .await
+                        .map(|_| ())
+                    }
+                };
+                res.map_err(|e| anyhow!("request {i}: {e}"))?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
     }
+    let mut lat = Vec::with_capacity(count);
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
+    let rate = lat.len() as f64 / secs;
     if args.json {
         println!(
             "{}",
-            json!({"count": count, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": lat[lat.len() - 1]})
+            json!({"op": format!("{op:?}"), "count": count, "concurrency": concurrency, "p50_ms": pct(0.50),
+                   "p99_ms": pct(0.99), "max_ms": lat[lat.len() - 1], "per_second": rate})
         );
     } else {
         println!(
-            "proposals {count}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            "{op:?}: {count} requests, concurrency {concurrency}: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  {rate:.0} req/s",
             pct(0.50),
             pct(0.99),
             lat[lat.len() - 1]
