@@ -1066,3 +1066,154 @@ async fn connection_cap_client_kill_and_shutdown() {
         let _ = n.raft_task.await;
     }
 }
+
+/// Commits a promotion of `new` through the log, as the failover executor does.
+async fn commit_switch(raft: &RaftHandle, new: &str) {
+    use raft_sentinel::fsm::{Command, FailoverReason};
+    let new: raft_sentinel::model::Addr = new.parse().unwrap();
+    raft.propose(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: vec![new.clone()],
+    })
+    .await
+    .unwrap();
+    let epoch = raft.state().current_epoch + 1;
+    raft.propose(Command::FailoverStart {
+        master: "mymaster".into(),
+        epoch,
+        candidate: new.clone(),
+        reason: FailoverReason::Forced,
+        leader: raft.node_id(),
+        at_ms: 1,
+    })
+    .await
+    .unwrap();
+    raft.propose(Command::FailoverDone {
+        master: "mymaster".into(),
+        epoch,
+        new_addr: new,
+        at_ms: 2,
+    })
+    .await
+    .unwrap();
+}
+
+/// Wire replays of the sequences the Java and .NET clients send (CLIENTS.md section 1), which
+/// cannot be installed here, and what each of them parses out of the replies and events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jedis_lettuce_and_stackexchange_sequences() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    // Jedis: GET-MASTER-ADDR-BY-NAME as an active refresh, then SUBSCRIBE +switch-master.
+    let mut jedis = h.client(1).await;
+    assert_eq!(
+        s(&jedis
+            .raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+            .await),
+        "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"
+    );
+    jedis.cmd(&["SUBSCRIBE", "+switch-master"]).await;
+
+    // Lettuce master/replica: HELLO 3 (proto checked), PSUBSCRIBE *, SENTINEL MASTER and
+    // REPLICAS as maps.
+    let mut lettuce = h.client(2).await;
+    let hello = lettuce.cmd(&["HELLO", "3"]).await;
+    assert!(matches!(hello, Value::Map(_)));
+    assert!(hello
+        .pairs()
+        .iter()
+        .any(|(k, v)| k == "proto" && *v == Value::Int(3)));
+    let psub = lettuce.cmd(&["PSUBSCRIBE", "*"]).await;
+    assert!(matches!(psub, Value::Push(_)));
+    let m = lettuce.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert_eq!(m.field("ip").unwrap(), "127.0.0.1");
+    assert!(matches!(
+        lettuce.cmd(&["SENTINEL", "REPLICAS", "mymaster"]).await,
+        Value::Array(Some(_))
+    ));
+
+    // StackExchange.Redis: INFO server (redis_mode:sentinel, version >= 5 => REPLICAS),
+    // SENTINEL MASTERS, then SUBSCRIBE +switch-master and +sentinel.
+    let mut se = h.client(3).await;
+    let info = se.cmd(&["INFO", "server"]).await.text().unwrap();
+    assert!(info.contains("redis_mode:sentinel\r\n"));
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap();
+    assert!(version.split('.').next().unwrap().parse::<u32>().unwrap() >= 7);
+    assert_eq!(se.cmd(&["SENTINEL", "MASTERS"]).await.items().len(), 1);
+    assert_eq!(
+        se.cmd(&["SENTINEL", "SENTINELS", "mymaster"])
+            .await
+            .items()
+            .len(),
+        2
+    );
+    let mut se_sub = h.client(3).await;
+    se_sub
+        .send(&["SUBSCRIBE", "+switch-master", "+sentinel"])
+        .await;
+    se_sub.read().await;
+    se_sub.read().await;
+
+    let leader = h.leader();
+    commit_switch(&h.nodes[&leader].raft, "127.0.0.1:6380").await;
+
+    // Jedis splits on spaces: [0] name, [3]:[4] the new master.
+    let (_, v) = jedis.read().await;
+    let items = v.items();
+    assert_eq!(items[1].text().unwrap(), "+switch-master");
+    let f: Vec<String> = items[2]
+        .text()
+        .unwrap()
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(f, ["mymaster", "127.0.0.1", "6379", "127.0.0.1", "6380"]);
+
+    // Lettuce refreshes on `+switch-master` starting "<name> " and on `+slave` containing
+    // "@ <name> ": both arrive as pmessage push frames.
+    let old_as_replica = (
+        "+slave".to_string(),
+        "slave 127.0.0.1:6379 127.0.0.1 6379 @ mymaster 127.0.0.1 6380".to_string(),
+    );
+    let mut seen: Vec<(String, String)> = Vec::new();
+    while !seen.contains(&old_as_replica) {
+        let (raw, v) = lettuce.read().await;
+        assert_eq!(raw[0], b'>', "RESP3 push frame");
+        let it = v.items();
+        assert_eq!(it[0].text().unwrap(), "pmessage");
+        seen.push((it[2].text().unwrap(), it[3].text().unwrap()));
+    }
+    assert!(seen
+        .iter()
+        .any(|(c, p)| c == "+switch-master" && p.starts_with("mymaster ")));
+    assert!(seen
+        .iter()
+        .all(|(c, p)| c != "+slave" || p.contains("@ mymaster ")));
+
+    // SE.Redis re-queries the address on +switch-master: every node answers the new one.
+    let (_, v) = se_sub.read().await;
+    assert_eq!(v.items()[1].text().unwrap(), "+switch-master");
+    for id in 1..=3 {
+        let mut c = h.client(id).await;
+        support::eventually(Duration::from_secs(5), "new master everywhere", || {
+            let addr = h.addr(id).to_string();
+            async move {
+                let mut c = RespClient::connect(&addr).await;
+                let raw = c
+                    .raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+                    .await;
+                (raw == b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n").then_some(())
+            }
+        })
+        .await;
+        let m = c.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+        assert_eq!(m.field("port").unwrap(), "6380");
+        assert_eq!(m.field("config-epoch").unwrap(), "1");
+        let reps = c.cmd(&["SENTINEL", "REPLICAS", "mymaster"]).await.items();
+        assert_eq!(reps.len(), 1);
+        assert_eq!(reps[0].field("name").unwrap(), "127.0.0.1:6379");
+    }
+    h.stop().await;
+}
