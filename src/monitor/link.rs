@@ -238,14 +238,15 @@ impl Link {
     }
 }
 
-/// A redis-rs error as one readable line.
+/// A redis-rs error as one readable line (its parse errors span several).
 fn describe(e: &redis::RedisError) -> String {
     let s = e.to_string();
-    if s.is_empty() {
-        format!("{e:?}")
-    } else {
-        s
-    }
+    let s = if s.is_empty() { format!("{e:?}") } else { s };
+    s.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A short rendering of a value for error messages.

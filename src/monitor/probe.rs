@@ -194,7 +194,8 @@ impl Probe {
         // A connection attempt counts as a PING: an instance that cannot be reached goes
         // down `down_after` after its last good reply, as in Sentinel.
         self.info.ping_pending_since.get_or_insert(now);
-        match Link::connect(&self.addr, auth, t.connect_timeout).await {
+        let limit = self.io_budget(t, t.connect_timeout);
+        match Link::connect(&self.addr, auth, limit).await {
             Ok(link) => {
                 debug!("connected");
                 self.link = Some(link);
@@ -213,13 +214,17 @@ impl Probe {
     }
 
     async fn ping(&mut self, t: &Timings) {
-        let Some(link) = self.link.as_mut() else {
+        if self.link.is_none() {
             return;
-        };
+        }
         let sent = Instant::now();
         self.next_ping = sent + t.ping_period;
         self.info.ping_pending_since.get_or_insert(sent);
-        let res = link.raw(&redis::cmd("PING"), "PING", t.ping_timeout).await;
+        let limit = self.io_budget(t, t.ping_timeout);
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let res = link.raw(&redis::cmd("PING"), "PING", limit).await;
         let now = Instant::now();
         match res {
             Ok(v) => {
@@ -258,6 +263,20 @@ impl Probe {
         }
     }
 
+    /// Timeout for one blocking call: never past the moment the instance would turn
+    /// subjectively down, so a hung connection cannot delay detection.
+    fn io_budget(&self, t: &Timings, base: Duration) -> Duration {
+        if self.info.sdown_since.is_some() {
+            return base;
+        }
+        let Some(since) = health::no_reply_since(&self.info, self.started) else {
+            return base;
+        };
+        let until = (since + t.down_after + Duration::from_millis(1))
+            .saturating_duration_since(Instant::now());
+        base.min(until).max(Duration::from_millis(5))
+    }
+
     fn drop_link(&mut self, t: &Timings) {
         self.link = None;
         self.info.connected = false;
@@ -270,10 +289,14 @@ impl Probe {
     }
 
     async fn refresh_info(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
+        if self.link.is_none() {
+            return;
+        }
+        self.next_info = Instant::now() + t.info_period;
+        let limit = self.io_budget(t, t.info_timeout);
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        self.next_info = Instant::now() + t.info_period;
         let mut p = redis::pipe();
         p.cmd("INFO")
             .arg("replication")
@@ -281,7 +304,7 @@ impl Probe {
             .arg("server")
             .cmd("ROLE")
             .cmd("DBSIZE");
-        let replies = match link.pipeline(&p, 4, "INFO", t.info_timeout).await {
+        let replies = match link.pipeline(&p, 4, "INFO", limit).await {
             Ok(r) => r,
             Err(e) => {
                 self.record_error(&e);

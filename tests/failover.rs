@@ -1,0 +1,573 @@
+//! Failover with real `redis-server` processes and three real `raft-sentinel` nodes:
+//! kill -9 and SIGSTOP of the master, quorum, replica priority 0, no eligible replica,
+//! leader death in the middle of a failover, and a coordinator minority.
+
+mod support;
+
+use std::time::Duration;
+
+use raft_sentinel::pb::api as pb;
+use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use tokio::time::Instant;
+
+/// `down_after_ms` used by these tests.
+const DOWN_AFTER: u64 = 500;
+
+/// The tests start several processes each and measure timings: one at a time even under
+/// `cargo test` (nextest runs them one at a time anyway).
+static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+fn serial() -> parking_lot::MutexGuard<'static, ()> {
+    SERIAL.lock()
+}
+
+fn master_toml(name: &str, addr: &str, quorum: u32, extra: &str) -> String {
+    format!(
+        "[[masters]]\nname = \"{name}\"\naddr = \"{addr}\"\nquorum = {quorum}\ndown_after_ms = {DOWN_AFTER}\nfailover_timeout_ms = 5000\nparallel_syncs = 1\n{extra}\n"
+    )
+}
+
+fn cluster(masters_toml: String) -> Cluster {
+    Cluster::start(ClusterOpts {
+        tick_ms: 20,
+        election_ticks: 10,
+        extra_toml: masters_toml,
+        ..ClusterOpts::default()
+    })
+}
+
+/// One field of `INFO <section>`.
+fn info_field(r: &RedisProcess, section: &str, field: &str) -> Option<String> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", r.port))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+    let text: String = redis::cmd("INFO").arg(section).query(&mut c).ok()?;
+    text.lines()
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .find(|(k, _)| *k == field)
+        .map(|(_, v)| v.to_string())
+}
+
+fn offset(r: &RedisProcess) -> Option<i64> {
+    let field = match r.role()?.as_str() {
+        "master" => "master_repl_offset",
+        _ => "slave_repl_offset",
+    };
+    info_field(r, "replication", field)?.parse().ok()
+}
+
+/// Whether `r` replicates from `master` with the link up.
+fn follows(r: &RedisProcess, master: &RedisProcess) -> bool {
+    r.role().as_deref() == Some("slave")
+        && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
+        && info_field(r, "replication", "master_link_status").as_deref() == Some("up")
+}
+
+/// Points a replica at a port nobody listens on: it stays a replica, with its offset frozen.
+fn detach(r: &RedisProcess) {
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(support::free_port())
+        .query(&mut r.client())
+        .expect("REPLICAOF");
+}
+
+/// Whether `r` is a replica configured to follow `master` (link possibly still syncing).
+fn points_to(r: &RedisProcess, master: &RedisProcess) -> bool {
+    r.role().as_deref() == Some("slave")
+        && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
+}
+
+fn dbsize(r: &RedisProcess) -> i64 {
+    redis::cmd("DBSIZE").query(&mut r.client()).expect("DBSIZE")
+}
+
+fn write_keys(r: &RedisProcess, prefix: &str, n: usize) {
+    let mut c = r.client();
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .expect("SET on the master");
+    }
+}
+
+/// Times `r` received a command, from `INFO commandstats` (0 if never).
+fn calls(r: &RedisProcess, cmd: &str) -> u64 {
+    let Some(v) = info_field(r, "commandstats", &format!("cmdstat_{cmd}")) else {
+        return 0;
+    };
+    v.split(',')
+        .find_map(|kv| kv.strip_prefix("calls="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_synced(master: &RedisProcess, replicas: &[&RedisProcess]) {
+    eventually(
+        Duration::from_secs(15),
+        "replicas in sync with the master",
+        || async {
+            let m = offset(master)?;
+            replicas
+                .iter()
+                .all(|r| follows(r, master) && offset(r) == Some(m))
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// `GetMaster` on one node.
+async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterReply> {
+    let mut c = node.client().await.ok()?;
+    c.get_master(pb::GetMasterRequest {
+        name: name.into(),
+        consistency: pb::Consistency::Local as i32,
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+fn addr_of(reply: &pb::GetMasterReply) -> Option<(String, u16, u64)> {
+    let m = reply.master.as_ref()?;
+    Some((
+        format!("{}:{}", m.host, m.port),
+        m.port as u16,
+        m.config_epoch,
+    ))
+}
+
+/// Waits until every running node answers `addr` for `name`; returns the config epoch.
+async fn wait_all_agree(c: &Cluster, name: &str, addr: &str, limit: Duration) -> u64 {
+    let what = format!("every node reports {addr} as master of {name}");
+    eventually(limit, &what, || async {
+        let mut epoch = None;
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            let r = get_master(n, name).await?;
+            let (a, _, e) = addr_of(&r)?;
+            if a != addr || epoch.is_some_and(|x| x != e) {
+                return None;
+            }
+            epoch = Some(e);
+        }
+        epoch
+    })
+    .await
+}
+
+/// Waits until the committed state knows `n` replicas of `name` on every node, so
+/// monitoring is up everywhere before a test breaks something.
+async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
+    eventually(
+        Duration::from_secs(20),
+        "every node knows the replicas",
+        || async {
+            for node in c.nodes.iter().filter(|n| n.is_running()) {
+                let r = get_master(node, name).await?;
+                if r.master?.num_replicas != n {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    // Let every probe take a few INFO rounds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+/// Prints the failover milestones of every node's log (for timing analysis with --nocapture).
+fn print_timeline(c: &Cluster) {
+    for n in &c.nodes {
+        let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        for l in text.lines().filter(|l| {
+            ["sdown (local)", "+odown", "+try-failover", "+switch-master", "convert-to-slave"]
+                .iter()
+                .any(|k| l.contains(k))
+        }) {
+            eprintln!("node {}: {}", n.id, strip_ansi(l));
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for ch in s.chars() {
+        match (esc, ch) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+fn grep_logs(c: &Cluster, needle: &str) -> bool {
+    c.nodes
+        .iter()
+        .any(|n| std::fs::read_to_string(&n.log).is_ok_and(|s| s.contains(needle)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_master_promotes_most_up_to_date_replica_and_old_master_rejoins() {
+    let _g = serial();
+    let mut m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
+    let r2 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
+    wait_synced(&m, &[&r1, &r2]).await;
+    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 2).await;
+
+    write_keys(&m, "a", 100);
+    wait_synced(&m, &[&r1, &r2]).await;
+    // r2 misses the next writes: r1 is then strictly more up to date. (SIGSTOP would not
+    // do: the writes wait in r2's socket buffer and it reads them after SIGCONT.)
+    detach(&r2);
+    write_keys(&m, "b", 100);
+    eventually(Duration::from_secs(5), "r1 has every write", || async {
+        (offset(&r1)? == offset(&m)?).then_some(())
+    })
+    .await;
+    let t0 = Instant::now();
+    m.kill9();
+
+    let epoch = wait_all_agree(&c, "mymaster", &r1.addr(), Duration::from_secs(10)).await;
+    let took = t0.elapsed();
+    eprintln!("kill -9 to every node switched: {took:?} (down_after {DOWN_AFTER} ms)");
+    assert_eq!(
+        epoch, 1,
+        "exactly one promotion: the first failover takes epoch 1"
+    );
+    for n in &c.nodes {
+        let r = get_master(n, "mymaster").await.expect("GetMaster");
+        assert_eq!(r.current_epoch, 1, "node {} saw more than one epoch", n.id);
+    }
+    assert_eq!(r1.role().as_deref(), Some("master"));
+    assert_eq!(dbsize(&r1), 200, "the promoted replica has every write");
+
+    eventually(
+        Duration::from_secs(10),
+        "the other replica follows the new master",
+        || async { follows(&r2, &r1).then_some(()) },
+    )
+    .await;
+    assert_eq!(r2.role().as_deref(), Some("slave"));
+
+    // The old master comes back empty (no persistence): it must become a replica of the new
+    // master, and must not wipe anyone.
+    m.restart();
+    let t1 = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "the restarted old master is a replica of the new one",
+        || async { points_to(&m, &r1).then_some(()) },
+    )
+    .await;
+    eprintln!("restarted old master repointed after {:?}", t1.elapsed());
+    assert_eq!(dbsize(&r1), 200, "the new master kept its data");
+    eventually(
+        Duration::from_secs(15),
+        "the old master resynced",
+        || async { (follows(&m, &r1) && dbsize(&m) == 200).then_some(()) },
+    )
+    .await;
+    let again = wait_all_agree(&c, "mymaster", &r1.addr(), Duration::from_secs(2)).await;
+    assert_eq!(again, 1, "no second failover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_master_fails_over_and_is_demoted_after_sigcont() {
+    let _g = serial();
+    let m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    let r2 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1, &r2]).await;
+    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 2).await;
+
+    m.pause();
+    let t0 = Instant::now();
+    let new = eventually(Duration::from_secs(10), "a replica is promoted", || async {
+        let r = get_master(&c.nodes[0], "mymaster").await?;
+        let (a, _, _) = addr_of(&r)?;
+        (a != m.addr()).then_some(a)
+    })
+    .await;
+    let epoch = wait_all_agree(&c, "mymaster", &new, Duration::from_secs(5)).await;
+    eprintln!("SIGSTOP to switch: {:?}", t0.elapsed());
+    print_timeline(&c);
+    assert_eq!(epoch, 1);
+    let (promoted, other) = if new == r1.addr() {
+        (&r1, &r2)
+    } else {
+        (&r2, &r1)
+    };
+    assert_eq!(promoted.role().as_deref(), Some("master"));
+
+    // Held stopped well past the failover, like a long GC pause or a frozen VM.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    m.resume();
+    let t1 = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "the resumed old master is demoted",
+        || async { (m.role().as_deref() == Some("slave")).then_some(()) },
+    )
+    .await;
+    let demoted = t1.elapsed();
+    eprintln!("SIGCONT to demoted: {demoted:?}");
+    assert!(
+        demoted < Duration::from_secs(1),
+        "demotion took {demoted:?}"
+    );
+
+    // From then on exactly one writable master.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let masters = [&m, &r1, &r2]
+            .iter()
+            .filter(|r| r.role().as_deref() == Some("master"))
+            .count();
+        assert_eq!(masters, 1, "more than one master after the demotion");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "everyone follows the new master",
+        || async { (follows(&m, promoted) && follows(other, promoted)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_than_quorum_nodes_seeing_it_down_means_no_failover() {
+    let _g = serial();
+    let mut m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1]).await;
+    // Quorum 3 of 3 nodes, with one node stopped: at most two can say down.
+    let mut c = cluster(master_toml("mymaster", &m.addr(), 3, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    c.node_mut(3).kill9();
+    c.wait_leader(Duration::from_secs(10)).await;
+
+    m.kill9();
+    tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 6)).await;
+    for n in c.nodes.iter().filter(|n| n.is_running()) {
+        let r = get_master(n, "mymaster").await.expect("GetMaster");
+        let (a, _, e) = addr_of(&r).expect("master");
+        assert_eq!(a, m.addr(), "node {} moved the master without quorum", n.id);
+        assert_eq!(e, 0);
+        assert!(!r.master.as_ref().unwrap().odown, "ODOWN with 2 of 3 votes");
+    }
+    assert_eq!(r1.role().as_deref(), Some("slave"));
+    assert_eq!(calls(&r1, "replicaof"), 0, "nothing may be sent to Redis");
+
+    // The third node's vote completes the quorum: the failover happens. This shows the test
+    // above was waiting for the right thing.
+    c.node_mut(3).spawn();
+    let epoch = wait_all_agree(&c, "mymaster", &r1.addr(), Duration::from_secs(15)).await;
+    assert_eq!(epoch, 1);
+    m.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_zero_is_never_promoted_and_no_eligible_replica_aborts() {
+    let _g = serial();
+    // m1 has a priority-0 replica with more data, and a normal one.
+    let m1 = RedisProcess::start(&[]);
+    let r1_zero = RedisProcess::start_replica(&m1, &["--replica-priority", "0"]);
+    let r1_ok = RedisProcess::start_replica(&m1, &["--replica-priority", "100"]);
+    // m2 has only a priority-0 replica.
+    let m2 = RedisProcess::start(&[]);
+    let r2_zero = RedisProcess::start_replica(&m2, &["--replica-priority", "0"]);
+    wait_synced(&m1, &[&r1_zero, &r1_ok]).await;
+    wait_synced(&m2, &[&r2_zero]).await;
+    let toml = master_toml("m1", &m1.addr(), 2, "") + &master_toml("m2", &m2.addr(), 2, "");
+    let c = cluster(toml);
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "m1", 2).await;
+    wait_monitored(&c, "m2", 1).await;
+
+    write_keys(&m1, "k", 50);
+    wait_synced(&m1, &[&r1_zero]).await;
+    // The priority-0 replica is the most up to date; it must still not be chosen.
+    detach(&r1_ok);
+    write_keys(&m1, "late", 50);
+    wait_synced(&m1, &[&r1_zero]).await;
+    let mut m1 = m1;
+    let mut m2 = m2;
+    m1.kill9();
+    m2.kill9();
+
+    let e1 = wait_all_agree(&c, "m1", &r1_ok.addr(), Duration::from_secs(10)).await;
+    assert_eq!(e1, 1);
+    assert_eq!(
+        r1_zero.role().as_deref(),
+        Some("slave"),
+        "priority 0 was promoted"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the priority-0 replica follows the new master",
+        || async { follows(&r1_zero, &r1_ok).then_some(()) },
+    )
+    .await;
+
+    // m2: aborted with the reason, nothing changed.
+    eventually(
+        Duration::from_secs(10),
+        "the abort is logged with its reason",
+        || async { grep_logs(&c, "no-good-slave").then_some(()) },
+    )
+    .await;
+    assert!(
+        grep_logs(&c, "replica-priority 0"),
+        "the reason names the exclusion"
+    );
+    tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 2)).await;
+    for n in &c.nodes {
+        let r = get_master(n, "m2").await.expect("GetMaster");
+        let (a, _, e) = addr_of(&r).expect("master");
+        assert_eq!(
+            (a.as_str(), e),
+            (m2.addr().as_str(), 0),
+            "m2 changed on node {}",
+            n.id
+        );
+    }
+    assert_eq!(r2_zero.role().as_deref(), Some("slave"));
+    assert_eq!(
+        calls(&r2_zero, "replicaof"),
+        0,
+        "nothing was sent to the only replica"
+    );
+    m1.restart();
+    m2.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
+    let _g = serial();
+    // The coordinator's ACL user may not run REPLICAOF on the best replica, so the first
+    // leader commits FailoverStart but cannot promote; it is then killed.
+    let acl = ["--user", "coord", "on", ">pw", "~*", "&*", "+@all"];
+    let mut m = RedisProcess::start(&acl);
+    let mut best_args = acl.to_vec();
+    best_args.extend([
+        "--replica-priority",
+        "10",
+        "--masteruser",
+        "coord",
+        "--masterauth",
+        "pw",
+    ]);
+    let best = RedisProcess::start_replica(&m, &best_args);
+    let mut other_args = acl.to_vec();
+    other_args.extend([
+        "--replica-priority",
+        "100",
+        "--masteruser",
+        "coord",
+        "--masterauth",
+        "pw",
+    ]);
+    let other = RedisProcess::start_replica(&m, &other_args);
+    wait_synced(&m, &[&best, &other]).await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("coord")
+        .arg("-replicaof")
+        .arg("-slaveof")
+        .query(&mut best.client())
+        .expect("ACL SETUSER");
+
+    let mut c = cluster(master_toml(
+        "mymaster",
+        &m.addr(),
+        2,
+        "auth_user = \"coord\"\nauth_pass = \"pw\"\n",
+    ));
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 2).await;
+
+    m.kill9();
+    eventually(Duration::from_secs(10), "the failover started", || async {
+        let r = get_master(c.node(leader), "mymaster").await?;
+        r.master?.failover_in_progress.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        best.role().as_deref(),
+        Some("slave"),
+        "the ACL should block the promotion"
+    );
+    c.node_mut(leader).kill9();
+    let next = c.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(next, leader);
+    // Now the promotion is allowed: the new leader finishes the same failover.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("coord")
+        .arg("+replicaof")
+        .arg("+slaveof")
+        .query(&mut best.client())
+        .expect("ACL SETUSER");
+    let epoch = wait_all_agree(&c, "mymaster", &best.addr(), Duration::from_secs(10)).await;
+    assert_eq!(epoch, 1, "the new leader completed the failover of epoch 1");
+    for n in c.nodes.iter().filter(|n| n.is_running()) {
+        let r = get_master(n, "mymaster").await.expect("GetMaster");
+        assert_eq!(r.current_epoch, 1, "a second epoch was taken");
+    }
+    assert_eq!(other.role().as_deref(), Some("slave"), "two promotions");
+    m.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinators_without_majority_send_nothing_to_redis() {
+    let _g = serial();
+    let mut m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1]).await;
+    let mut c = cluster(master_toml("mymaster", &m.addr(), 1, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    c.node_mut(2).kill9();
+    c.node_mut(3).kill9();
+    for r in [&m, &r1] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut r.client())
+            .expect("RESETSTAT");
+    }
+    m.kill9();
+    tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 6)).await;
+    assert_eq!(r1.role().as_deref(), Some("slave"));
+    for cmd in [
+        "replicaof",
+        "slaveof",
+        "failover",
+        "client|kill",
+        "config|rewrite",
+    ] {
+        assert_eq!(
+            calls(&r1, cmd),
+            0,
+            "{cmd} was sent by a node without a majority"
+        );
+    }
+    let r = get_master(c.node(1), "mymaster").await.expect("GetMaster");
+    assert_eq!(addr_of(&r).expect("master").0, m.addr());
+    m.restart();
+}

@@ -1,0 +1,538 @@
+//! Failover tests that need a node's insides: three nodes started in this process (the same
+//! `Node::start` the binary runs) with real `redis-server` processes. Covers operator
+//! requests (`failover::request`: forced failover, zero-loss switchover under writes,
+//! Sentinel's INPROG/NOGOODSLAVE answers) and bad input seen through the monitor view.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_sentinel::app::Node;
+use raft_sentinel::config::{Config, Overrides};
+use raft_sentinel::failover::{self, FailoverError};
+use raft_sentinel::fsm::FailoverReason;
+use raft_sentinel::model::Addr;
+use support::{eventually, free_port, RedisProcess};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+const DOWN_AFTER: u64 = 500;
+
+static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+struct InProc {
+    nodes: Vec<Node>,
+    _dir: TempDir,
+}
+
+impl InProc {
+    async fn start(n: u64, masters_toml: &str) -> InProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peers: Vec<(u64, u16)> = (1..=n).map(|id| (id, free_port())).collect();
+        let mut nodes = Vec::new();
+        for &(id, peer_port) in &peers {
+            let mut s = format!(
+                "node_id = {id}\ndata_dir = \"{}\"\n\n[listen]\nsentinel = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{peer_port}\"\nmetrics = \"127.0.0.1:{}\"\n\n",
+                dir.path().join(format!("node{id}")).display(),
+                free_port(),
+                free_port(),
+                free_port()
+            );
+            for (pid, pport) in &peers {
+                s.push_str(&format!(
+                    "[[peers]]\nid = {pid}\naddr = \"127.0.0.1:{pport}\"\n\n"
+                ));
+            }
+            s.push_str("[raft]\ntick_ms = 20\nelection_ticks = 10\nheartbeat_ticks = 2\n\n");
+            s.push_str(masters_toml);
+            let cfg = Config::resolve("test", &s, &Overrides::default()).expect("config");
+            nodes.push(Node::start(cfg).await.expect("node start"));
+        }
+        let c = InProc { nodes, _dir: dir };
+        eventually(Duration::from_secs(20), "a leader", || async {
+            let l = c.nodes[0].raft.status().leader_id;
+            (l != 0 && c.nodes.iter().all(|n| n.raft.status().leader_id == l)).then_some(())
+        })
+        .await;
+        c
+    }
+
+    async fn stop(self) {
+        for n in self.nodes {
+            n.stop().await;
+        }
+    }
+
+    fn master_addr(&self, i: usize, name: &str) -> Option<Addr> {
+        self.nodes[i]
+            .raft
+            .state()
+            .masters
+            .get(name)
+            .map(|m| m.addr.clone())
+    }
+
+    /// Every node has `n` replicas of `name` committed and has probed them.
+    async fn wait_monitored(&self, name: &str, n: usize) {
+        eventually(
+            Duration::from_secs(20),
+            "replicas known and probed",
+            || async {
+                self.nodes
+                    .iter()
+                    .all(|node| {
+                        let st = node.raft.state();
+                        let Some(m) = st.masters.get(name) else {
+                            return false;
+                        };
+                        let view = node.monitor_view.borrow().clone();
+                        m.replicas.len() == n
+                            && m.replicas
+                                .iter()
+                                .all(|r| view.get(r).is_some_and(|i| i.info_refresh.is_some()))
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+
+    /// Waits until every node answers `addr` and no failover or reconfiguration runs.
+    async fn wait_settled(&self, name: &str, addr: &str) -> u64 {
+        eventually(
+            Duration::from_secs(15),
+            &format!("every node settled on {addr}"),
+            || async {
+                let mut epoch = None;
+                for n in &self.nodes {
+                    let st = n.raft.state();
+                    let m = st.masters.get(name)?;
+                    if m.addr.to_string() != addr || m.failover.is_some() || m.reconf.is_some() {
+                        return None;
+                    }
+                    if epoch.is_some_and(|e| e != m.config_epoch) {
+                        return None;
+                    }
+                    epoch = Some(m.config_epoch);
+                }
+                epoch
+            },
+        )
+        .await
+    }
+}
+
+fn master_toml(name: &str, addr: &str, extra: &str) -> String {
+    format!(
+        "[[masters]]\nname = \"{name}\"\naddr = \"{addr}\"\nquorum = 2\ndown_after_ms = {DOWN_AFTER}\nfailover_timeout_ms = 5000\nparallel_syncs = 1\n{extra}\n"
+    )
+}
+
+fn info_field(r: &RedisProcess, section: &str, field: &str) -> Option<String> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", r.port))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    let text: String = redis::cmd("INFO").arg(section).query(&mut c).ok()?;
+    text.lines()
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .find(|(k, _)| *k == field)
+        .map(|(_, v)| v.to_string())
+}
+
+fn follows(r: &RedisProcess, master: &RedisProcess) -> bool {
+    r.role().as_deref() == Some("slave")
+        && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
+        && info_field(r, "replication", "master_link_status").as_deref() == Some("up")
+}
+
+async fn wait_synced(master: &RedisProcess, replicas: &[&RedisProcess]) {
+    eventually(Duration::from_secs(15), "replicas in sync", || async {
+        let off = info_field(master, "replication", "master_repl_offset")?;
+        replicas
+            .iter()
+            .all(|r| {
+                follows(r, master)
+                    && info_field(r, "replication", "slave_repl_offset").as_deref()
+                        == Some(off.as_str())
+            })
+            .then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_under_writes_loses_no_acknowledged_write() {
+    let _g = SERIAL.lock();
+    let m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    let r2 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1, &r2]).await;
+    let c = InProc::start(3, &master_toml("mymaster", &m.addr(), "")).await;
+    c.wait_monitored("mymaster", 2).await;
+
+    // A writer that always writes to the master the coordinators name, and counts the
+    // writes Redis acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let raft = c.nodes[0].raft.clone();
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut max_gap = Duration::ZERO;
+            let mut last_ack = std::time::Instant::now();
+            let mut conn: Option<(Addr, redis::Connection)> = None;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let target = raft.state().masters["mymaster"].addr.clone();
+                if conn.as_ref().is_none_or(|(a, _)| *a != target) {
+                    conn = redis::Client::open(format!("redis://{target}/"))
+                        .and_then(|cl| cl.get_connection_with_timeout(Duration::from_secs(1)))
+                        .ok()
+                        .map(|c| (target.clone(), c));
+                    if let Some((_, c)) = &conn {
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                    }
+                }
+                let Some((_, c)) = conn.as_mut() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let r: redis::RedisResult<()> =
+                    redis::cmd("SET").arg(format!("w:{i}")).arg(i).query(c);
+                match r {
+                    Ok(()) => {
+                        acked.push(i);
+                        let now = std::time::Instant::now();
+                        max_gap = max_gap.max(now - last_ack);
+                        last_ack = now;
+                        i += 1;
+                    }
+                    Err(_) => {
+                        // READONLY from the demoted master, or a killed connection: the same
+                        // key is retried on whatever the coordinators name next.
+                        conn = None;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            (acked, max_gap)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let epoch = failover::request(
+        &c.nodes[1].raft,
+        "mymaster",
+        FailoverReason::Switchover,
+        None,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("switchover accepted");
+    assert_eq!(epoch, 1);
+    let new = eventually(
+        Duration::from_secs(10),
+        "the switch is committed",
+        || async {
+            c.master_addr(2, "mymaster")
+                .filter(|a| a.to_string() != m.addr())
+        },
+    )
+    .await;
+    eprintln!("switchover committed after {:?}", t0.elapsed());
+    c.wait_settled("mymaster", &new.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, max_gap) = writer.join().expect("writer");
+    eprintln!(
+        "{} writes acknowledged, longest write pause {max_gap:?}",
+        acked.len()
+    );
+    assert!(acked.len() > 100, "the writer made progress");
+
+    let promoted = [&r1, &r2]
+        .into_iter()
+        .find(|r| r.addr() == new.to_string())
+        .expect("a replica");
+    assert_eq!(promoted.role().as_deref(), Some("master"));
+    let mut pc = promoted.client();
+    let mut lost = Vec::new();
+    for i in &acked {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(format!("w:{i}"))
+            .query(&mut pc)
+            .expect("GET");
+        if v != Some(*i) {
+            lost.push(*i);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        max_gap < Duration::from_secs(2),
+        "writes paused for {max_gap:?}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "old master and other replica follow the new master",
+        || async {
+            let other = if std::ptr::eq(promoted, &r1) {
+                &r2
+            } else {
+                &r1
+            };
+            (follows(&m, promoted) && follows(other, promoted)).then_some(())
+        },
+    )
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_failover_request_and_sentinel_errors() {
+    let _g = SERIAL.lock();
+    let m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &["--replica-priority", "50"]);
+    let r2 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
+    let lonely = RedisProcess::start(&[]);
+    let zero = RedisProcess::start_replica(&lonely, &["--replica-priority", "0"]);
+    wait_synced(&m, &[&r1, &r2]).await;
+    wait_synced(&lonely, &[&zero]).await;
+    let toml = master_toml("mymaster", &m.addr(), "") + &master_toml("lonely", &lonely.addr(), "");
+    let c = InProc::start(3, &toml).await;
+    c.wait_monitored("mymaster", 2).await;
+    c.wait_monitored("lonely", 1).await;
+    let raft = &c.nodes[2].raft;
+
+    let e = failover::request(
+        raft,
+        "nope",
+        FailoverReason::Forced,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e, FailoverError::NoSuchMaster);
+    assert_eq!(e.resp_error(), "ERR No such master with that name");
+
+    // Only a priority-0 replica: NOGOODSLAVE, with the reason, and nothing changes.
+    let e = failover::request(
+        raft,
+        "lonely",
+        FailoverReason::Forced,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.to_string(), "NOGOODSLAVE No suitable replica to promote");
+    match &e {
+        FailoverError::NoGoodSlave { reason } => {
+            assert!(reason.contains("replica-priority 0"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(zero.role().as_deref(), Some("slave"));
+    assert_eq!(
+        c.master_addr(0, "lonely").unwrap().to_string(),
+        lonely.addr()
+    );
+
+    // The target must be a known replica.
+    let bogus: Addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let e = failover::request(
+        raft,
+        "mymaster",
+        FailoverReason::Forced,
+        Some(bogus),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, FailoverError::NoGoodSlave { ref reason } if reason.contains("not a known replica")),
+        "{e:?}"
+    );
+
+    // Forced failover of a healthy master: the best replica (priority 50) is promoted.
+    let epoch = failover::request(
+        raft,
+        "mymaster",
+        FailoverReason::Forced,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("forced failover");
+    assert_eq!(epoch, 1);
+    c.wait_settled("mymaster", &r1.addr()).await;
+    assert_eq!(r1.role().as_deref(), Some("master"));
+    eventually(
+        Duration::from_secs(10),
+        "the old master and r2 follow r1",
+        || async { (follows(&m, &r1) && follows(&r2, &r1)).then_some(()) },
+    )
+    .await;
+
+    // A second request right after the first is either answered or refused with INPROG,
+    // never run twice at once.
+    let (a, b) = tokio::join!(
+        failover::request(
+            &c.nodes[0].raft,
+            "mymaster",
+            FailoverReason::Forced,
+            Some(m.addr().parse().unwrap()),
+            Duration::from_secs(5)
+        ),
+        failover::request(
+            &c.nodes[1].raft,
+            "mymaster",
+            FailoverReason::Forced,
+            Some(r2.addr().parse().unwrap()),
+            Duration::from_secs(5)
+        ),
+    );
+    let results = [a, b];
+    let ok: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    let inprog = results
+        .iter()
+        .filter(|r| matches!(r, Err(FailoverError::InProgress)))
+        .count();
+    assert!(!ok.is_empty(), "{results:?}");
+    assert_eq!(ok.len() + inprog, 2, "{results:?}");
+    let epochs: BTreeSet<u64> = ok.iter().copied().collect();
+    assert_eq!(
+        epochs.len(),
+        ok.len(),
+        "two requests got the same epoch: {results:?}"
+    );
+    c.stop().await;
+}
+
+/// A port that does not speak Redis: it answers each command it receives (each RESP array
+/// header) with `reply`.
+fn fake_server(reply: &'static [u8]) -> (u16, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut sock, _)) => {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+                        let mut buf = [0u8; 4096];
+                        while !s.load(Ordering::Relaxed) {
+                            match sock.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => {
+                                    let commands = count_commands(&buf[..n]).max(1);
+                                    for _ in 0..commands {
+                                        if sock.write_all(reply).is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (port, stop)
+}
+
+/// RESP array headers (`*<digit>` at the start of a line) in a chunk of requests.
+fn count_commands(data: &[u8]) -> usize {
+    (0..data.len())
+        .filter(|&i| {
+            data[i] == b'*'
+                && (i == 0 || data[i - 1] == b'\n')
+                && data.get(i + 1).is_some_and(|c| c.is_ascii_digit())
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_instances_give_clear_errors_and_no_panic() {
+    let _g = SERIAL.lock();
+    let locked = RedisProcess::start(&["--requirepass", "right"]);
+    let unreachable = free_port();
+    let (http, stop_http) = fake_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    // Valid RESP, but every reply is the same junk string: PING is not PONG, INFO is junk.
+    let (junk, stop_junk) = fake_server(b"$8\r\nrole:wiz\r\n");
+    let toml = master_toml("locked", &locked.addr(), "auth_pass = \"wrong\"\n")
+        + &master_toml("gone", &format!("127.0.0.1:{unreachable}"), "")
+        + &master_toml("http", &format!("127.0.0.1:{http}"), "")
+        + &master_toml("junk", &format!("127.0.0.1:{junk}"), "");
+    let c = InProc::start(3, &toml).await;
+
+    let expect = [
+        ("locked", locked.addr(), "authentication failed"),
+        ("gone", format!("127.0.0.1:{unreachable}"), "cannot connect"),
+        ("http", format!("127.0.0.1:{http}"), "parse error"),
+        ("junk", format!("127.0.0.1:{junk}"), "wiz"),
+    ];
+    for (name, addr, needle) in &expect {
+        let addr: Addr = addr.parse().unwrap();
+        let err = eventually(
+            Duration::from_secs(10),
+            &format!("{name}: error in the view"),
+            || async {
+                let v = c.nodes[0].monitor_view.borrow().clone();
+                let i = v.get(&addr)?;
+                (i.sdown_since.is_some())
+                    .then(|| i.last_error.clone())
+                    .flatten()
+            },
+        )
+        .await;
+        eprintln!("{name}: {err}");
+        assert!(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            "{name}: '{err}' lacks '{needle}'"
+        );
+    }
+    // Each node proposed its observation: two of three make the cluster agree (ODOWN).
+    eventually(
+        Duration::from_secs(10),
+        "every bad master is objectively down",
+        || async {
+            let st = c.nodes[0].raft.state();
+            ["locked", "gone", "http", "junk"]
+                .iter()
+                .all(|n| st.masters[*n].is_odown())
+                .then_some(())
+        },
+    )
+    .await;
+    // Still alive: the Raft node answers and commits.
+    assert!(c.nodes.iter().all(|n| n.raft.status().leader_id != 0));
+    stop_http.store(true, Ordering::Relaxed);
+    stop_junk.store(true, Ordering::Relaxed);
+    c.stop().await;
+}
