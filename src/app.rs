@@ -69,6 +69,7 @@ impl Node {
         let peer_l = bind("peer", cfg.listen.peer).await?;
         let grpc_l = bind("grpc", cfg.listen.grpc).await?;
         let sentinel_l = bind("sentinel", cfg.listen.sentinel).await?;
+        let metrics_l = bind("metrics", cfg.listen.metrics).await?;
         let advertise =
             |l: &TcpListener, fallback| cfg.advertised(l.local_addr().unwrap_or(fallback));
         let self_info = MemberInfo {
@@ -124,6 +125,19 @@ impl Node {
             raft.clone(),
             monitor_view.clone(),
             shutdown.clone(),
+        ));
+
+        // Metrics, health and readiness on their own port.
+        let ports = Arc::new(crate::metrics::PortCounters::default());
+        let node_metrics =
+            crate::metrics::NodeMetrics::new(raft.clone(), monitor_view.clone(), ports.clone());
+        tasks.push(tokio::spawn(
+            crate::metrics::count_events(raft.clone(), node_metrics.events(), shutdown.clone())
+                .instrument(info_span!("metrics_events")),
+        ));
+        tasks.push(tokio::spawn(
+            crate::metrics::serve(metrics_l, node_metrics, shutdown.clone())
+                .instrument(info_span!("metrics_port")),
         ));
 
         // Public API with grpc.health.v1 and server reflection beside it.

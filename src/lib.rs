@@ -15,6 +15,7 @@
 //! - [`monitor`]: probing Redis instances; subjective down proposed as observations.
 //! - [`failover`]: leader-only failover executor, fenced by the committed epoch.
 //! - [`api`]: the public gRPC service and the Sentinel-compatible RESP port.
+//! - [`metrics`]: Prometheus metrics, `/health` and `/ready` on the metrics port.
 //! - [`app`]: composition root that builds and runs a node from its [`config::Config`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -26,6 +27,7 @@ pub mod config;
 pub mod consensus;
 pub mod failover;
 pub mod fsm;
+pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod net;

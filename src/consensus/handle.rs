@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::node::NodeMsg;
+use super::stats::ProposalStats;
 use crate::fsm::{ClusterState, Command, Event, Outcome, Rejection};
 use crate::model::NodeId;
 
@@ -137,6 +138,7 @@ pub struct RaftHandle {
     leader_contact: Arc<AtomicU64>,
     epoch_start: Instant,
     election_timeout: Duration,
+    stats: Arc<ProposalStats>,
 }
 
 impl RaftHandle {
@@ -160,7 +162,13 @@ impl RaftHandle {
             leader_contact,
             epoch_start,
             election_timeout,
+            stats: Arc::default(),
         }
+    }
+
+    /// Proposal counters and latency, for metrics.
+    pub fn proposal_stats(&self) -> &ProposalStats {
+        &self.stats
     }
 
     /// This node's id.

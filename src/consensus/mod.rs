@@ -4,6 +4,7 @@
 mod codec;
 mod handle;
 mod node;
+mod stats;
 mod storage;
 mod transport;
 
@@ -12,6 +13,7 @@ pub use handle::{
     AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role, PROPOSE_TIMEOUT,
 };
 pub use node::{wall_ms, MailboxReceiver, NodeConfig, RaftNode, StartError, MAILBOX_CAPACITY};
+pub use stats::ProposalStats;
 pub use storage::{AppliedState, DiskStore, Recovered, StoreError, DB_FILE, INIT_INDEX, INIT_TERM};
 pub use transport::{Mailbox, MailboxFull, MemNetwork, MemTransport, Transport};
 
