@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tracing::{error, info, info_span, Instrument};
 
 use crate::api::grpc::CoordinatorService;
@@ -28,6 +29,9 @@ pub enum AppError {
     /// Raft refused to start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// TLS files or settings are unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// A port could not be bound.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -94,9 +98,29 @@ impl Node {
         } else {
             cfg.peers.keys().copied().collect()
         };
+        // Mutual TLS on the peer and API ports when configured: both sides present a
+        // certificate from the cluster CA.
+        let tls = match &cfg.tls {
+            Some(t) => Some(t.load().map_err(|e| AppError::Tls(e.to_string()))?),
+            None => None,
+        };
+        let server_tls = tls.as_ref().map(|p| {
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(&p.cert, &p.key))
+                .client_ca_root(Certificate::from_pem(&p.ca))
+        });
+        let client_tls = tls.as_ref().map(|p| {
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&p.ca))
+                .identity(Identity::from_pem(&p.cert, &p.key))
+        });
         let mailbox = RaftNode::mailbox();
-        let transport =
-            PeerNetwork::new(cfg.node_id, cfg.raft.cluster_id.clone(), mailbox.0.clone());
+        let transport = PeerNetwork::new(
+            cfg.node_id,
+            cfg.raft.cluster_id.clone(),
+            mailbox.0.clone(),
+            client_tls,
+        );
         let (raft, node_task) = RaftNode::start(
             node_cfg,
             store,
@@ -114,9 +138,13 @@ impl Node {
             cfg.peers.clone(),
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE);
-        tasks.push(serve_grpc("peer", peer_l, shutdown.clone(), move |b| {
-            b.add_service(peer_svc)
-        }));
+        tasks.push(serve_grpc(
+            "peer",
+            peer_l,
+            server_tls.clone(),
+            shutdown.clone(),
+            move |b| b.add_service(peer_svc),
+        )?);
 
         // Monitoring runs on every node; the failover executor acts only on the leader.
         let (monitor_view, monitor_task) = crate::monitor::spawn(raft.clone(), shutdown.clone());
@@ -155,11 +183,17 @@ impl Node {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("embedded descriptors are valid");
-        tasks.push(serve_grpc("grpc", grpc_l, shutdown.clone(), move |b| {
-            b.add_service(api)
-                .add_service(health_svc)
-                .add_service(reflection)
-        }));
+        tasks.push(serve_grpc(
+            "grpc",
+            grpc_l,
+            server_tls,
+            shutdown.clone(),
+            move |b| {
+                b.add_service(api)
+                    .add_service(health_svc)
+                    .add_service(reflection)
+            },
+        )?);
 
         // The Sentinel-compatible port answers from this node's applied state and monitor view.
         let resp_ctx = crate::api::resp::RespContext::new(
@@ -203,14 +237,20 @@ async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListe
 fn serve_grpc(
     what: &'static str,
     listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
     mut shutdown: Shutdown,
     add: impl FnOnce(&mut tonic::transport::Server) -> tonic::transport::server::Router,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<tokio::task::JoinHandle<()>, AppError> {
     let mut server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(256);
+    if let Some(t) = tls {
+        server = server
+            .tls_config(t)
+            .map_err(|e| AppError::Tls(format!("{what} port: {e}")))?;
+    }
     let router = add(&mut server);
-    tokio::spawn(
+    Ok(tokio::spawn(
         async move {
             let incoming = TcpListenerStream::new(listener);
             let res = router
@@ -221,7 +261,7 @@ fn serve_grpc(
             }
         }
         .instrument(info_span!("grpc", port = what)),
-    )
+    ))
 }
 
 /// Keeps `grpc.health.v1` current: the process is always SERVING (liveness), while the

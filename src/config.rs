@@ -203,6 +203,43 @@ pub struct TlsPaths {
     pub ca: PathBuf,
 }
 
+/// PEM contents of the TLS files.
+#[derive(Clone, Debug)]
+pub struct TlsPem {
+    /// Certificate chain.
+    pub cert: Vec<u8>,
+    /// Private key.
+    pub key: Vec<u8>,
+    /// CA certificate(s).
+    pub ca: Vec<u8>,
+}
+
+impl TlsPaths {
+    /// Reads the three files, checking each holds PEM data.
+    pub fn load(&self) -> Result<TlsPem, ConfigError> {
+        let read = |key: &str, p: &Path| -> Result<Vec<u8>, ConfigError> {
+            let b = std::fs::read(p).map_err(|e| {
+                invalid(
+                    format!("security.tls.{key}"),
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            if !String::from_utf8_lossy(&b).contains("-----BEGIN ") {
+                return Err(invalid(
+                    format!("security.tls.{key}"),
+                    format!("{} is not a PEM file", p.display()),
+                ));
+            }
+            Ok(b)
+        };
+        Ok(TlsPem {
+            cert: read("cert", &self.cert)?,
+            key: read("key", &self.key)?,
+            ca: read("ca", &self.ca)?,
+        })
+    }
+}
+
 /// Listen addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listen {
@@ -257,13 +294,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `path` and resolves it with the overrides.
+    /// Reads `path` and resolves it with the overrides; also checks that TLS files exist and
+    /// hold PEM data, so a wrong path is a configuration error before any port is bound.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::resolve(&path.display().to_string(), &text, overrides)
+        let cfg = Config::resolve(&path.display().to_string(), &text, overrides)?;
+        if let Some(t) = &cfg.tls {
+            t.load()?;
+        }
+        Ok(cfg)
     }
 
     /// Parses, merges and validates. Pure.

@@ -15,7 +15,7 @@ use raft_sentinel::api::grpc::LEADER_ADDR_HEADER;
 use raft_sentinel::pb::api as pb;
 use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 /// Arguments of `ctl`.
@@ -30,6 +30,15 @@ pub struct CtlArgs {
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// CA certificate (PEM) of a cluster with TLS; enables TLS.
+    #[arg(long, requires_all = ["cert", "key"])]
+    ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) signed by the cluster CA.
+    #[arg(long, requires = "ca")]
+    cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, requires = "ca")]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
@@ -189,11 +198,25 @@ pub async fn run(args: CtlArgs) -> ExitCode {
     }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<CoordinatorClient<Channel>> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
+async fn connect(
+    args: &CtlArgs,
+    addr: &str,
+    timeout: Duration,
+) -> anyhow::Result<CoordinatorClient<Channel>> {
+    let scheme = if args.ca.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .with_context(|| format!("bad endpoint '{addr}'"))?
         .connect_timeout(Duration::from_millis(1000))
         .timeout(timeout);
+    if let (Some(ca), Some(cert), Some(key)) = (&args.ca, &args.cert, &args.key) {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .identity(Identity::from_pem(read(cert)?, read(key)?));
+        ep = ep.tls_config(tls).context("tls settings")?;
+    }
     let ch = ep
         .connect()
         .await
@@ -213,7 +236,7 @@ where
     let mut last_err: Option<anyhow::Error> = None;
     while !queue.is_empty() {
         let addr = queue.remove(0);
-        let client = match connect(&addr, timeout).await {
+        let client = match connect(args, &addr, timeout).await {
             Ok(c) => c,
             Err(e) => {
                 last_err = Some(e);
@@ -545,7 +568,7 @@ async fn bench(
         .endpoint
         .first()
         .ok_or_else(|| anyhow!("no endpoint"))?;
-    let client = connect(addr, Duration::from_millis(args.timeout_ms)).await?;
+    let client = connect(args, addr, Duration::from_millis(args.timeout_ms)).await?;
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -632,7 +655,7 @@ async fn watch(
     loop {
         let mut stream = None;
         for addr in &args.endpoint {
-            let Ok(mut c) = connect(addr, Duration::from_secs(24 * 3600)).await else {
+            let Ok(mut c) = connect(args, addr, Duration::from_secs(24 * 3600)).await else {
                 continue;
             };
             let req = pb::WatchMastersRequest {

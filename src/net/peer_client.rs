@@ -9,7 +9,7 @@ use raft::eraftpb::{Message, MessageType};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::MAX_PEER_MESSAGE;
@@ -30,6 +30,8 @@ pub struct PeerNetwork {
     me: NodeId,
     cluster_id: String,
     mailbox: Mailbox,
+    /// Client side of mutual TLS (None: plaintext).
+    tls: Option<ClientTlsConfig>,
     peers: Mutex<HashMap<NodeId, PeerSender>>,
 }
 
@@ -47,21 +49,33 @@ impl Drop for PeerSender {
 
 impl PeerNetwork {
     /// A transport for node `me`; failures are reported into `mailbox`.
-    pub fn new(me: NodeId, cluster_id: String, mailbox: Mailbox) -> Self {
+    pub fn new(
+        me: NodeId,
+        cluster_id: String,
+        mailbox: Mailbox,
+        tls: Option<ClientTlsConfig>,
+    ) -> Self {
         PeerNetwork {
             me,
             cluster_id,
             mailbox,
+            tls,
             peers: Mutex::new(HashMap::new()),
         }
     }
 
     fn spawn_sender(&self, to: NodeId, addr: String) -> Result<PeerSender, String> {
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("bad peer address {addr}: {e}"))?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(3))
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| format!("tls for peer {addr}: {e}"))?;
+        }
         let channel = ep.connect_lazy();
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(

@@ -5,6 +5,7 @@
 
 pub mod netns;
 pub mod resp;
+pub mod tls;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -225,6 +226,8 @@ pub struct NodeProcess {
     pub log: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// Client TLS for talking to it (when the cluster uses TLS).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl NodeProcess {
@@ -318,10 +321,23 @@ impl NodeProcess {
 
     /// A gRPC client (fails if the node is down).
     pub async fn client(&self) -> Result<CoordinatorClient<Channel>, tonic::transport::Error> {
-        let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc_addr()))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_millis(300))
-            .timeout(Duration::from_secs(5));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.grpc_addr()))
+                .expect("endpoint")
+                .connect_timeout(Duration::from_millis(300))
+                .timeout(Duration::from_secs(5));
+        if let Some(t) = &self.tls {
+            let read = |p: &PathBuf| std::fs::read(p).expect("read tls file");
+            ep = ep.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(read(&t.ca)))
+                    .identity(tonic::transport::Identity::from_pem(
+                        read(&t.cert),
+                        read(&t.key),
+                    )),
+            )?;
+        }
         Ok(CoordinatorClient::new(ep.connect().await?))
     }
 
@@ -362,6 +378,8 @@ pub struct ClusterOpts {
     pub compact_threshold: u64,
     /// Extra TOML appended to every node's config (e.g. `[[masters]]` tables).
     pub extra_toml: String,
+    /// Mutual TLS on the peer and API ports with these files (shared by all nodes).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ClusterOpts {
@@ -373,6 +391,7 @@ impl Default for ClusterOpts {
             heartbeat_ticks: 2,
             compact_threshold: 1000,
             extra_toml: String::new(),
+            tls: None,
         }
     }
 }
@@ -391,7 +410,11 @@ impl Cluster {
     pub fn start(opts: ClusterOpts) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<NodeProcess> = (1..=opts.nodes as u64)
-            .map(|id| new_node(dir.path(), id))
+            .map(|id| {
+                let mut n = new_node(dir.path(), id);
+                n.tls = opts.tls.clone();
+                n
+            })
             .collect();
         let peers: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.peer_addr())).collect();
         for n in &nodes {
@@ -407,6 +430,7 @@ impl Cluster {
     /// and itself as peers. It is appended to `nodes` and started.
     pub fn spawn_joiner(&mut self, id: u64) -> usize {
         let mut n = new_node(self.dir.path(), id);
+        n.tls = self.opts.tls.clone();
         let mut peers: Vec<(u64, String)> =
             self.nodes.iter().map(|n| (n.id, n.peer_addr())).collect();
         peers.push((id, n.peer_addr()));
@@ -459,12 +483,14 @@ impl Cluster {
 
     /// Runs `raft-sentinel ctl --endpoint <all> <args>`; returns (exit code, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
-            .arg("ctl")
-            .args(["--endpoint", &self.endpoints()])
-            .args(args)
-            .output()
-            .expect("run ctl");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("ctl").args(["--endpoint", &self.endpoints()]);
+        if let Some(t) = &self.opts.tls {
+            for (flag, p) in [("--ca", &t.ca), ("--cert", &t.cert), ("--key", &t.key)] {
+                cmd.args([flag, &p.display().to_string()]);
+            }
+        }
+        let out = cmd.args(args).output().expect("run ctl");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -501,6 +527,7 @@ fn new_node(dir: &Path, id: u64) -> NodeProcess {
         log: ndir.join("node.log"),
         extra_args: Vec::new(),
         child: None,
+        tls: None,
     }
 }
 
@@ -521,6 +548,14 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
         "[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\ncompact_threshold = {}\n\n",
         o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.compact_threshold
     ));
+    if let Some(t) = &o.tls {
+        s.push_str(&format!(
+            "[security]\ntls = {{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}\n\n",
+            t.cert.display(),
+            t.key.display(),
+            t.ca.display()
+        ));
+    }
     s.push_str(&o.extra_toml);
     std::fs::write(&n.config, s).expect("write config");
 }
