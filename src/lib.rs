@@ -16,6 +16,7 @@
 //! - [`failover`]: leader-only failover executor, fenced by the committed epoch.
 //! - [`api`]: the public gRPC service and the Sentinel-compatible RESP port.
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` on the metrics port.
+//! - [`import`]: converts a Redis Sentinel `sentinel.conf` into this project's config.
 //! - [`app`]: composition root that builds and runs a node from its [`config::Config`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -27,6 +28,7 @@ pub mod config;
 pub mod consensus;
 pub mod failover;
 pub mod fsm;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

@@ -42,6 +42,25 @@ enum Cmd {
     Ctl(ctl::CtlArgs),
     /// A complete local setup: a Redis master, two replicas and three nodes on loopback.
     Demo(demo::DemoArgs),
+    /// Convert a Redis Sentinel sentinel.conf into this project's TOML config (stdout or
+    /// --output); what cannot be carried over is listed on stderr.
+    ImportSentinelConf {
+        /// The sentinel.conf to read.
+        file: PathBuf,
+        /// Id of the node this config is for.
+        #[arg(long, default_value_t = 1)]
+        node_id: u64,
+        /// Every coordinator node as ID=HOST:PORT (peer port); repeat for each.
+        /// Default: this node alone on 127.0.0.1:7701.
+        #[arg(long = "peer", value_name = "ID=HOST:PORT")]
+        peers: Vec<String>,
+        /// Data directory (default /var/lib/raft-sentinel/<node id>).
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// Write the config here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +99,13 @@ fn main() -> ExitCode {
                 .expect("tokio runtime");
             rt.block_on(ctl::run(args))
         }
+        Cmd::ImportSentinelConf {
+            file,
+            node_id,
+            peers,
+            data_dir,
+            output,
+        } => import_sentinel_conf(&file, node_id, &peers, data_dir, output.as_deref()),
         Cmd::Demo(args) => {
             telemetry::init(LogFormat::Plain);
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -95,4 +121,77 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Exit code for an unusable input file (EX_DATAERR).
+const EXIT_DATA: u8 = 65;
+
+fn import_sentinel_conf(
+    file: &std::path::Path,
+    node_id: u64,
+    peers: &[String],
+    data_dir: Option<String>,
+    output: Option<&std::path::Path>,
+) -> ExitCode {
+    use raft_sentinel::import::{convert, ImportTarget};
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("raft-sentinel: cannot read {}: {e}", file.display());
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let mut map = std::collections::BTreeMap::new();
+    for p in peers {
+        let parsed = p
+            .split_once('=')
+            .and_then(|(id, addr)| Some((id.parse::<u64>().ok()?, addr.to_string())));
+        match parsed {
+            Some((id, addr)) => {
+                map.insert(id, addr);
+            }
+            None => {
+                eprintln!("raft-sentinel: --peer '{p}' is not ID=HOST:PORT");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    if map.is_empty() {
+        map.insert(node_id, "127.0.0.1:7701".to_string());
+    }
+    let target = ImportTarget {
+        node_id,
+        peers: map,
+        data_dir: data_dir.unwrap_or_else(|| format!("/var/lib/raft-sentinel/{node_id}")),
+    };
+    let out = match convert(&text, &target) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("raft-sentinel: {}: {e}", file.display());
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    // The result must load exactly as `run` would load it.
+    if let Err(e) = Config::resolve("converted config", &out.toml, &Overrides::default()) {
+        eprintln!("raft-sentinel: the converted config is invalid: {e}");
+        return ExitCode::from(EXIT_DATA);
+    }
+    for s in &out.skipped {
+        eprintln!("not carried over: {s}");
+    }
+    eprintln!(
+        "converted {} master(s): {}",
+        out.masters.len(),
+        out.masters.join(", ")
+    );
+    match output {
+        Some(p) => {
+            if let Err(e) = std::fs::write(p, &out.toml) {
+                eprintln!("raft-sentinel: cannot write {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{}", out.toml),
+    }
+    ExitCode::SUCCESS
 }
