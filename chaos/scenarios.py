@@ -1,0 +1,273 @@
+"""The faults. Each scenario runs against a deployment whose master starts on host 1 and ends
+with ctx.heal(), after which the runner waits for convergence and checks the history.
+
+Every scenario records what it did as nemesis events; "start" marks a fault beginning (the
+checker uses it to decide which lost writes async replication explains).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import checker
+
+
+class Ctx:
+    def __init__(self, d, lab, hist, rng, timing):
+        self.d = d
+        self.lab = lab
+        self.h = hist
+        self.rng = rng
+        self.t = timing
+        self.down_after = timing.down_after_ms / 1000.0
+
+    def nem(self, op, phase="start", detail=None):
+        self.h.add({"kind": "nemesis", "t": self.h.now(), "op": op, "phase": phase, "detail": detail})
+
+    def sleep(self, s):
+        # Jitter within 10% keeps runs varied yet reproducible from the seed.
+        time.sleep(s * (0.95 + 0.1 * self.rng.random()))
+
+    def master_host(self):
+        tl = checker.switch_timeline(self.h.snapshot())
+        return self.d.host_of(tl[-1][1]) if tl else 1
+
+    def others(self, host):
+        return [i for i in (1, 2, 3) if i != host]
+
+    def heal(self, op="heal"):
+        self.lab.heal_all()
+        for p in list(self.d.redis.values()) + list(self.d.coord.values()):
+            p.signal(signal.SIGCONT)
+        self.nem(op, "heal")
+
+    def wait_event(self, channels, since, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            e = self.h.find_event(channels, since)
+            if e:
+                return e
+            time.sleep(0.005)
+        return None
+
+
+def kill_master(ctx):
+    m = ctx.master_host()
+    ctx.nem("kill -9 master", detail={"host": m})
+    ctx.d.redis[m].kill9()
+    ctx.sleep(4 * ctx.down_after + 1)
+    ctx.nem("restart old master", "info", {"host": m})
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+
+def _host_loss(ctx, leader_too):
+    m = ctx.master_host()
+    detail = {"host": m}
+    if ctx.d.kind == "raft-sentinel":
+        lead = ctx.d.leader()
+        if leader_too and lead != m:
+            ctx.d.transfer_leader(m)
+            # Leadership placement may move it away again; kill at once and record who led.
+            lead = ctx.d.leader()
+        elif not leader_too and lead == m:
+            ctx.d.transfer_leader(ctx.others(m)[0])
+            time.sleep(0.3)
+            lead = ctx.d.leader()
+        detail["raft_leader_at_kill"] = lead
+    ctx.nem("host lost (redis + coordinator)", detail=detail)
+    ctx.d.redis[m].kill9()
+    ctx.d.coord[m].kill9()
+    ctx.sleep(4 * ctx.down_after + 2)
+    ctx.nem("host back", "info", {"host": m})
+    ctx.d.start_coord(m)
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+
+def host_loss(ctx):
+    _host_loss(ctx, leader_too=False)
+
+
+def host_loss_leader(ctx):
+    _host_loss(ctx, leader_too=True)
+
+
+def sigstop_master(ctx):
+    m = ctx.master_host()
+    ctx.nem("SIGSTOP master", detail={"host": m})
+    ctx.d.redis[m].signal(signal.SIGSTOP)
+    ctx.sleep(4 * ctx.down_after + 1)
+    ctx.d.redis[m].signal(signal.SIGCONT)
+    ctx.heal("SIGCONT master")
+
+
+def partition_master(ctx):
+    m = ctx.master_host()
+    ctx.nem("partition master host (both ways)", detail={"host": m})
+    ctx.lab.partition(m, ctx.others(m), both=True)
+    ctx.sleep(5 * ctx.down_after + 1)
+    ctx.heal()
+
+
+def partition_master_oneway(ctx):
+    m = ctx.master_host()
+    ctx.nem("partition master host (its packets to peers dropped)", detail={"host": m})
+    ctx.lab.partition(m, ctx.others(m), both=False)
+    ctx.sleep(5 * ctx.down_after + 1)
+    ctx.heal()
+
+
+def partition_leader(ctx):
+    m = ctx.master_host()
+    if ctx.d.kind == "raft-sentinel":
+        lead = ctx.d.leader()
+        if lead is None or lead == m:
+            ctx.d.transfer_leader(ctx.others(m)[0])
+            time.sleep(0.5)
+            lead = ctx.d.leader()
+        target = lead if lead and lead != m else ctx.others(m)[0]
+    else:
+        # Sentinel has no standing leader: cut a replica host with its sentinel.
+        target = ctx.others(m)[0]
+    ctx.nem("partition coordinator leader host", detail={"host": target})
+    ctx.lab.partition(target, ctx.others(target), both=True)
+    ctx.sleep(5 * ctx.down_after + 1)
+    ctx.heal()
+
+
+def leader_kill_mid_failover(ctx):
+    m = ctx.master_host()
+    since = ctx.h.now()
+    lead = ctx.d.leader() if ctx.d.kind == "raft-sentinel" else None
+    ctx.nem("kill -9 master", detail={"host": m})
+    ctx.d.redis[m].kill9()
+    # raft-sentinel publishes failover steps on every node once applied; Sentinel's leader
+    # alone publishes +elected-leader.
+    chans = {"+selected-slave", "+failover-state-send-slaveof-noone", "+elected-leader", "+try-failover"}
+    if ctx.d.kind == "redis-sentinel":
+        chans = {"+elected-leader"}
+    ev = ctx.wait_event(chans, since, 10 * ctx.down_after)
+    victim = None
+    if ev:
+        if ctx.d.kind == "raft-sentinel":
+            victim = ctx.d.leader() or lead
+        else:
+            victim = ctx.d.host_of(ev["sentinel"])
+    if victim:
+        switched = ctx.h.find_event({"+switch-master"}, since) is not None
+        ctx.nem("kill -9 coordinator leader mid-failover", "start",
+                {"host": victim, "after_event": ev["channel"], "switch_already_published": switched})
+        ctx.d.coord[victim].kill9()
+    else:
+        ctx.nem("no failover started in time", "info")
+    ctx.sleep(3)
+    if victim:
+        ctx.d.start_coord(victim)
+    ctx.sleep(3)
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+
+def all_coordinators_restart(ctx):
+    ctx.nem("kill -9 every coordinator")
+    for i in (1, 2, 3):
+        ctx.d.coord[i].kill9()
+    ctx.sleep(3)
+    for i in (1, 2, 3):
+        ctx.d.start_coord(i)
+    ctx.sleep(1)
+    ctx.heal("coordinators restarted")
+
+
+def flapping_master(ctx):
+    for n in range(4):
+        m = ctx.master_host()
+        ctx.nem("SIGSTOP master (flap)", detail={"host": m, "n": n})
+        ctx.d.redis[m].signal(signal.SIGSTOP)
+        ctx.sleep(1.5 * ctx.down_after)
+        ctx.d.redis[m].signal(signal.SIGCONT)
+        ctx.nem("SIGCONT master (flap)", "info", {"host": m, "n": n})
+        ctx.sleep(1.5 * ctx.down_after)
+    ctx.heal()
+
+
+def master_restart_empty(ctx):
+    m = ctx.master_host()
+    ctx.nem("kill -9 master, wipe its data, restart at once", detail={"host": m})
+    ctx.d.redis[m].kill9()
+    ctx.d.wipe_redis_data(m)
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(5 * ctx.down_after + 1)
+    ctx.heal()
+
+
+def lagging_replica(ctx):
+    m = ctx.master_host()
+    slow = ctx.others(m)[1]
+    ctx.nem("replica link slowed to 64 kbit/s", "info", {"host": slow})
+    ctx.lab.slow_in(slow)
+    ctx.sleep(3)
+    ctx.nem("kill -9 master while a replica lags", detail={"host": m, "lagging": slow})
+    ctx.d.redis[m].kill9()
+    ctx.sleep(4 * ctx.down_after + 1)
+    ctx.lab.unslow(slow)
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+
+def coordinator_churn(ctx):
+    h = ctx.lab.add_host()
+    i = h.idx
+    ctx.d.start_coord(i, join=True)
+    time.sleep(0.5)
+    r, err = ctx.d.add_node(i)
+    ctx.nem("coordinator 4 added", "info", {"ok": r is not None, "err": err})
+    ctx.sleep(1.5)
+    m = ctx.master_host()
+    ctx.nem("kill -9 master during membership change", detail={"host": m})
+    ctx.d.redis[m].kill9()
+    ctx.sleep(1.5 * ctx.down_after)
+    r, err = ctx.d.remove_node(i)
+    ctx.nem("coordinator 4 removed", "info", {"ok": r is not None, "err": err})
+    if ctx.d.kind == "raft-sentinel" and i in ctx.d.coord:
+        ctx.d.coord[i].term()
+    ctx.sleep(3 * ctx.down_after)
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+
+def switchover(ctx):
+    m = ctx.master_host()
+    ctx.nem("planned switchover", detail={"host": m})
+    r, err = ctx.d.switchover()
+    ctx.nem("switchover answered", "info", {"ok": r is not None, "reply": r, "err": err})
+    ctx.sleep(3)
+    ctx.heal("switchover done")
+
+
+# name -> (function, needs partitions, a coordinator majority survives, zero loss expected)
+SCENARIOS = {
+    "kill-master": (kill_master, False, True, False),
+    "host-loss": (host_loss, False, True, False),
+    "host-loss-leader": (host_loss_leader, False, True, False),
+    "sigstop-master": (sigstop_master, False, True, False),
+    "partition-master": (partition_master, True, True, False),
+    "partition-master-oneway": (partition_master_oneway, True, True, False),
+    "partition-leader": (partition_leader, True, True, False),
+    "leader-kill-mid-failover": (leader_kill_mid_failover, False, True, False),
+    "all-coordinators-restart": (all_coordinators_restart, False, False, False),
+    "flapping-master": (flapping_master, False, True, False),
+    "master-restart-empty": (master_restart_empty, False, True, True),
+    "lagging-replica": (lagging_replica, True, True, False),
+    "coordinator-churn": (coordinator_churn, False, True, False),
+    "switchover": (switchover, False, True, True),
+}
+
+SMOKE = ["kill-master", "partition-master", "master-restart-empty"]
