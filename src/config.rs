@@ -153,6 +153,8 @@ impl Default for RaftFile {
 #[serde(deny_unknown_fields)]
 struct SecurityFile {
     requirepass: Option<String>,
+    /// File holding the password (a mounted secret); read by `Config::load`.
+    requirepass_file: Option<PathBuf>,
     tls: Option<TlsFile>,
 }
 
@@ -178,6 +180,8 @@ struct MasterFile {
     parallel_syncs: u32,
     auth_user: Option<String>,
     auth_pass: Option<String>,
+    /// File holding `auth_pass` (a mounted secret); read by `Config::load`.
+    auth_pass_file: Option<PathBuf>,
     #[serde(default)]
     tls: bool,
 }
@@ -291,6 +295,17 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// Masters proposed when the cluster first forms.
     pub masters: Vec<MasterSpec>,
+    /// Secret files to read at load: (config key, path, what to fill).
+    pub secret_files: Vec<(String, PathBuf, SecretTarget)>,
+}
+
+/// Which value a secret file fills.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretTarget {
+    /// `security.requirepass`.
+    Requirepass,
+    /// `auth_pass` of the master at this index.
+    MasterAuthPass(usize),
 }
 
 impl Config {
@@ -301,9 +316,22 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let cfg = Config::resolve(&path.display().to_string(), &text, overrides)?;
+        let mut cfg = Config::resolve(&path.display().to_string(), &text, overrides)?;
         if let Some(t) = &cfg.tls {
             t.load()?;
+        }
+        for (key, file, target) in cfg.secret_files.clone() {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| invalid(&key, format!("cannot read {}: {e}", file.display())))?;
+            // Secret files usually end with a newline that is not part of the secret.
+            let secret = text.trim_end_matches(['\r', '\n']).to_string();
+            if secret.is_empty() {
+                return Err(invalid(&key, format!("{} is empty", file.display())));
+            }
+            match target {
+                SecretTarget::Requirepass => cfg.requirepass = Some(secret),
+                SecretTarget::MasterAuthPass(i) => cfg.masters[i].auth_pass = Some(secret),
+            }
         }
         Ok(cfg)
     }
@@ -473,6 +501,20 @@ impl Config {
                 ));
             }
         }
+        let mut secret_files = Vec::new();
+        if let Some(path) = f.security.requirepass_file.clone() {
+            if f.security.requirepass.is_some() {
+                return Err(invalid(
+                    "security.requirepass_file",
+                    "set requirepass or requirepass_file, not both",
+                ));
+            }
+            secret_files.push((
+                "security.requirepass_file".to_string(),
+                path,
+                SecretTarget::Requirepass,
+            ));
+        }
         let tls = f.security.tls.map(|t| TlsPaths {
             cert: t.cert,
             key: t.key,
@@ -517,6 +559,15 @@ impl Config {
             if m.parallel_syncs == 0 {
                 return Err(invalid(key("parallel_syncs"), "must be greater than 0"));
             }
+            if let Some(path) = m.auth_pass_file.clone() {
+                if m.auth_pass.is_some() {
+                    return Err(invalid(
+                        key("auth_pass_file"),
+                        "set auth_pass or auth_pass_file, not both",
+                    ));
+                }
+                secret_files.push((key("auth_pass_file"), path, SecretTarget::MasterAuthPass(i)));
+            }
             masters.push(MasterSpec {
                 name: m.name,
                 addr,
@@ -539,6 +590,7 @@ impl Config {
             requirepass: f.security.requirepass,
             tls,
             masters,
+            secret_files,
         };
         cfg.raft_config()
             .validate()
@@ -713,6 +765,46 @@ quorum = 2
             .unwrap_err()
             .to_string()
             .contains("ID=HOST:PORT"));
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rp = dir.path().join("requirepass");
+        let ap = dir.path().join("auth");
+        std::fs::write(&rp, "client-secret\n").unwrap();
+        std::fs::write(&ap, "redis-secret").unwrap();
+        let text = format!(
+            "{}\n[security]\nrequirepass_file = \"{}\"\n",
+            GOOD.replace(
+                "quorum = 2",
+                &format!("quorum = 2\nauth_pass_file = \"{}\"", ap.display())
+            ),
+            rp.display()
+        );
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path, &Overrides::default()).unwrap();
+        assert_eq!(c.requirepass.as_deref(), Some("client-secret"));
+        assert_eq!(c.masters[0].auth_pass.as_deref(), Some("redis-secret"));
+        std::fs::write(&ap, "\n").unwrap();
+        let e = Config::load(&path, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("masters[0].auth_pass_file") && e.contains("empty"),
+            "{e}"
+        );
+        std::fs::remove_file(&rp).unwrap();
+        let e = Config::load(&path, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("security.requirepass_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        let both = text.replace("[security]\n", "[security]\nrequirepass = \"x\"\n");
+        assert!(err(&both).contains("not both"));
     }
 
     #[test]
