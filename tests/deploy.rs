@@ -419,9 +419,7 @@ fn dockerfile_builds_the_binary_the_tests_use() {
     assert!(lines
         .iter()
         .any(|l| l.starts_with("COPY --from=build /src/target/release/raft-sentinel ")));
-    assert!(lines
-        .iter()
-        .any(|l| *l == r#"ENTRYPOINT ["raft-sentinel"]"#));
+    assert!(lines.contains(&r#"ENTRYPOINT ["raft-sentinel"]"#));
     // Everything the build reads is copied in.
     let copied: BTreeSet<&str> = lines
         .iter()

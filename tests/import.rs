@@ -41,7 +41,7 @@ async fn seeds_style_sentinel_conf_starts_and_monitors() {
         .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[i][2]))
         .collect();
     let mut procs = Vec::new();
-    for i in 0..3 {
+    for (i, port) in ports.iter().enumerate() {
         let out_file = dir.path().join(format!("node{}.toml", i + 1));
         let mut cmd = Command::new(BIN);
         cmd.args(["import-sentinel-conf", &conf.display().to_string()])
@@ -72,10 +72,10 @@ async fn seeds_style_sentinel_conf_starts_and_monitors() {
         // The listen ports differ per node on one host; the rest of the file is used as is.
         let child = Command::new(BIN)
             .args(["run", "--config", &out_file.display().to_string()])
-            .args(["--sentinel-listen", &format!("127.0.0.1:{}", ports[i][0])])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", ports[i][1])])
-            .args(["--peer-listen", &format!("127.0.0.1:{}", ports[i][2])])
-            .args(["--metrics-listen", &format!("127.0.0.1:{}", ports[i][3])])
+            .args(["--sentinel-listen", &format!("127.0.0.1:{}", port[0])])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", port[1])])
+            .args(["--peer-listen", &format!("127.0.0.1:{}", port[2])])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", port[3])])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join(format!("node{}.log", i + 1))).unwrap())

@@ -33,7 +33,10 @@ impl slog::Drain for TracingDrain {
         let mut kv = KvString(String::new());
         let _ = slog::KV::serialize(values, record, &mut kv);
         let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
-        let msg = record.msg();
+        // raft-rs's debug output prints whole messages; entry payloads are commands that can
+        // carry passwords (SENTINEL SET auth-pass), so they never reach the log.
+        let msg = redact_payloads(&record.msg().to_string());
+        let kv = KvString(redact_payloads(&kv.0));
         match record.level() {
             slog::Level::Critical | slog::Level::Error => {
                 tracing::error!(target: "raft", "{msg}{}", kv.0)
@@ -49,6 +52,43 @@ impl slog::Drain for TracingDrain {
 
 struct KvString(String);
 
+/// Replaces every protobuf text field `data: "..."` with its length.
+fn redact_payloads(text: &str) -> String {
+    const FIELD: &str = "data: \"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(FIELD) {
+        out.push_str(&rest[..i]);
+        let body = &rest[i + FIELD.len()..];
+        let mut end = None;
+        let mut escaped = false;
+        for (j, c) in body.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(j);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(j) => {
+                out.push_str(&format!("data: <{j} bytes redacted>"));
+                rest = &body[j + 1..];
+            }
+            None => {
+                // Unterminated: redact everything after it.
+                out.push_str("data: <redacted>");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl slog::Serializer for KvString {
     fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
         use std::fmt::Write;
@@ -62,4 +102,23 @@ pub(crate) fn raft_logger(node_id: u64) -> slog::Logger {
         slog::Drain::fuse(TracingDrain),
         slog::o!("raft_id" => node_id),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_payloads;
+
+    #[test]
+    fn entry_payloads_are_redacted() {
+        let m = r#"msg_type: MsgAppend entries {data: "{\"op\":\"set\",\"v\":\"s3cret\"}" context: "x"} data: "" commit: 5"#;
+        let r = redact_payloads(m);
+        assert!(!r.contains("s3cret"), "{r}");
+        assert!(
+            r.contains("context: \"x\"") && r.contains("commit: 5"),
+            "{r}"
+        );
+        assert!(r.contains("data: <0 bytes redacted>"));
+        assert_eq!(redact_payloads("no payload here"), "no payload here");
+        assert!(!redact_payloads("data: \"unterminated s3cret").contains("s3cret"));
+    }
 }

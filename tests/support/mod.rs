@@ -228,6 +228,8 @@ pub struct NodeProcess {
     child: Option<Child>,
     /// Client TLS for talking to it (when the cluster uses TLS).
     pub tls: Option<tls::TlsFiles>,
+    /// Log filter passed to the process.
+    pub log_filter: Option<String>,
 }
 
 impl NodeProcess {
@@ -269,7 +271,10 @@ impl NodeProcess {
             .args(&self.extra_args)
             .env(
                 "RAFT_SENTINEL_LOG",
-                std::env::var("RAFT_SENTINEL_LOG").unwrap_or_else(|_| "info,raft=info".into()),
+                self.log_filter
+                    .clone()
+                    .or_else(|| std::env::var("RAFT_SENTINEL_LOG").ok())
+                    .unwrap_or_else(|| "info,raft=info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -380,6 +385,8 @@ pub struct ClusterOpts {
     pub extra_toml: String,
     /// Mutual TLS on the peer and API ports with these files (shared by all nodes).
     pub tls: Option<tls::TlsFiles>,
+    /// Log filter for the nodes (default `info,raft=info`).
+    pub log_filter: Option<String>,
 }
 
 impl Default for ClusterOpts {
@@ -392,6 +399,7 @@ impl Default for ClusterOpts {
             compact_threshold: 1000,
             extra_toml: String::new(),
             tls: None,
+            log_filter: None,
         }
     }
 }
@@ -413,6 +421,7 @@ impl Cluster {
             .map(|id| {
                 let mut n = new_node(dir.path(), id);
                 n.tls = opts.tls.clone();
+                n.log_filter = opts.log_filter.clone();
                 n
             })
             .collect();
@@ -431,6 +440,7 @@ impl Cluster {
     pub fn spawn_joiner(&mut self, id: u64) -> usize {
         let mut n = new_node(self.dir.path(), id);
         n.tls = self.opts.tls.clone();
+        n.log_filter = self.opts.log_filter.clone();
         let mut peers: Vec<(u64, String)> =
             self.nodes.iter().map(|n| (n.id, n.peer_addr())).collect();
         peers.push((id, n.peer_addr()));
@@ -528,6 +538,7 @@ fn new_node(dir: &Path, id: u64) -> NodeProcess {
         extra_args: Vec::new(),
         child: None,
         tls: None,
+        log_filter: None,
     }
 }
 

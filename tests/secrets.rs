@@ -1,0 +1,104 @@
+//! No secret ever appears in logs, INFO, Sentinel replies, metrics or ctl output, even with
+//! debug logging, after passwords were set in the config and changed at runtime.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use support::resp::RespClient;
+use support::{eventually, Cluster, ClusterOpts, RedisProcess};
+
+const REDIS_PW: &str = "redis-pw-7f3a9c";
+const NEW_REDIS_PW: &str = "rotated-pw-51e0d2";
+const CLIENT_PW: &str = "client-pw-c0ffee";
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for secret in [REDIS_PW, NEW_REDIS_PW, CLIENT_PW] {
+        assert!(!text.contains(secret), "{what} contains a secret:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_secret() {
+    let m = RedisProcess::start(&["--requirepass", REDIS_PW]);
+    let _r =
+        RedisProcess::start_replica(&m, &["--masterauth", REDIS_PW, "--requirepass", REDIS_PW]);
+    let c = Cluster::start(ClusterOpts {
+        tick_ms: 20,
+        // Debug logging everywhere: the most a log can show.
+        log_filter: Some("debug,raft=debug".into()),
+        extra_toml: format!(
+            "[security]\nrequirepass = \"{CLIENT_PW}\"\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 1000\nauth_pass = \"{REDIS_PW}\"\n",
+            m.addr()
+        ),
+        ..ClusterOpts::default()
+    });
+    c.wait_leader(Duration::from_secs(20)).await;
+    let mut conn = RespClient::connect(&c.nodes[0].sentinel_addr()).await;
+    let v = conn.cmd(&["AUTH", CLIENT_PW]).await;
+    assert_eq!(v.text().as_deref(), Some("OK"));
+    // The monitor authenticates and finds the replica.
+    eventually(Duration::from_secs(20), "replica discovered", || async {
+        let (code, out, _) = c.ctl(&["master", "mymaster", "--json"]);
+        (code == 0 && out.contains("\"replicas\":[{")).then_some(())
+    })
+    .await;
+    // Rotate the Redis password at runtime, through the log.
+    let mut admin = RespClient::connect(&c.nodes[1].sentinel_addr()).await;
+    admin.cmd(&["AUTH", CLIENT_PW]).await;
+    let v = admin
+        .cmd(&["SENTINEL", "SET", "mymaster", "auth-pass", NEW_REDIS_PW])
+        .await;
+    assert_eq!(v.text().as_deref(), Some("OK"));
+    for cmd in [
+        &["SENTINEL", "MASTER", "mymaster"][..],
+        &["SENTINEL", "MASTERS"],
+        &["SENTINEL", "REPLICAS", "mymaster"],
+        &["SENTINEL", "CONFIG", "GET", "*"],
+        &["INFO"],
+        &["INFO", "all"],
+        &["CLIENT", "LIST"],
+    ] {
+        let raw = conn.raw(cmd).await;
+        assert_clean(&format!("{cmd:?}"), &String::from_utf8_lossy(&raw));
+    }
+    for args in [
+        &["master", "mymaster", "--json"][..],
+        &["masters", "--json"],
+        &["status", "--json"],
+    ] {
+        let (_, out, err) = c.ctl(args);
+        assert_clean(&format!("ctl {args:?}"), &format!("{out}{err}"));
+    }
+    for n in &c.nodes {
+        assert_clean("metrics", &http_get(n.metrics_port, "/metrics"));
+        assert_clean("ready", &http_get(n.metrics_port, "/ready"));
+    }
+    // Let the nodes log a while (probes, the +set event, reconnects with the new password).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut redacted = 0;
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap();
+        assert!(
+            log.contains("+set"),
+            "the +set event is logged on node {}",
+            n.id
+        );
+        assert_clean(&format!("node {} log", n.id), &log);
+        redacted += log.matches("bytes redacted").count();
+    }
+    // Raft's debug output (message dumps with entry payloads) was on, and was redacted.
+    assert!(
+        redacted > 0,
+        "expected raft debug message dumps in the logs"
+    );
+}
