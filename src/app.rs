@@ -155,6 +155,12 @@ impl Node {
             shutdown.clone(),
         ));
 
+        // Keep the Raft leader off hosts that run monitored masters (acts only on the leader).
+        tasks.push(tokio::spawn(
+            crate::placement::run(raft.clone(), shutdown.clone())
+                .instrument(info_span!("leader_placement")),
+        ));
+
         // Metrics, health and readiness on their own port.
         let ports = Arc::new(crate::metrics::PortCounters::default());
         let node_metrics =

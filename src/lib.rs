@@ -17,6 +17,7 @@
 //! - [`api`]: the public gRPC service and the Sentinel-compatible RESP port.
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` on the metrics port.
 //! - [`import`]: converts a Redis Sentinel `sentinel.conf` into this project's config.
+//! - [`placement`]: keeps the Raft leader off hosts that run monitored masters.
 //! - [`app`]: composition root that builds and runs a node from its [`config::Config`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -34,5 +35,6 @@ pub mod model;
 pub mod monitor;
 pub mod net;
 pub mod pb;
+pub mod placement;
 pub mod shutdown;
 pub mod telemetry;

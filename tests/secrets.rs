@@ -35,7 +35,7 @@ async fn secrets_stay_secret() {
     let c = Cluster::start(ClusterOpts {
         tick_ms: 20,
         // Debug logging everywhere: the most a log can show.
-        log_filter: Some("debug,raft=debug".into()),
+        log_filter: Some("debug,raft_rs=debug".into()),
         extra_toml: format!(
             "[security]\nrequirepass = \"{CLIENT_PW}\"\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 1000\nauth_pass = \"{REDIS_PW}\"\n",
             m.addr()

@@ -18,7 +18,7 @@ pub use storage::{AppliedState, DiskStore, Recovered, StoreError, DB_FILE, INIT_
 pub use transport::{Mailbox, MailboxFull, MemNetwork, MemTransport, Transport};
 
 /// raft-rs logs through slog; this drain forwards its records to `tracing` under the
-/// `raft` target, so `raft=warn` in the log filter controls them.
+/// `raft_rs` target, so `raft_rs=warn` in the log filter controls them.
 struct TracingDrain;
 
 impl slog::Drain for TracingDrain {
@@ -39,12 +39,12 @@ impl slog::Drain for TracingDrain {
         let kv = KvString(redact_payloads(&kv.0));
         match record.level() {
             slog::Level::Critical | slog::Level::Error => {
-                tracing::error!(target: "raft", "{msg}{}", kv.0)
+                tracing::error!(target: "raft_rs", "{msg}{}", kv.0)
             }
-            slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Info => tracing::info!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Debug => tracing::debug!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Trace => tracing::trace!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Warning => tracing::warn!(target: "raft_rs", "{msg}{}", kv.0),
+            slog::Level::Info => tracing::info!(target: "raft_rs", "{msg}{}", kv.0),
+            slog::Level::Debug => tracing::debug!(target: "raft_rs", "{msg}{}", kv.0),
+            slog::Level::Trace => tracing::trace!(target: "raft_rs", "{msg}{}", kv.0),
         }
         Ok(())
     }

@@ -274,7 +274,7 @@ impl NodeProcess {
                 self.log_filter
                     .clone()
                     .or_else(|| std::env::var("RAFT_SENTINEL_LOG").ok())
-                    .unwrap_or_else(|| "info,raft=info".into()),
+                    .unwrap_or_else(|| "info,raft_rs=info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -385,7 +385,7 @@ pub struct ClusterOpts {
     pub extra_toml: String,
     /// Mutual TLS on the peer and API ports with these files (shared by all nodes).
     pub tls: Option<tls::TlsFiles>,
-    /// Log filter for the nodes (default `info,raft=info`).
+    /// Log filter for the nodes (default `info,raft_rs=info`).
     pub log_filter: Option<String>,
 }
 
