@@ -228,7 +228,9 @@ async fn isolated_minority_cannot_commit_and_catches_up_after_healing() {
     assert!(
         matches!(
             r,
-            Err(ProposeError::Timeout(_)) | Err(ProposeError::NotLeader { .. })
+            Err(ProposeError::Timeout(_))
+                | Err(ProposeError::NotLeader { .. })
+                | Err(ProposeError::LeaderChanged)
         ),
         "{r:?}"
     );
@@ -420,5 +422,35 @@ async fn read_index_fails_fast_without_a_leader_and_succeeds_with_one() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_forwarded_to_a_lost_leader_fail_fast() {
+    let c = TestCluster::start(3, 1000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    // The leader disappears (its messages are dropped both ways) right before a follower
+    // proposes: the proposal is forwarded into the void.
+    c.net.isolate(leader);
+    let t0 = Instant::now();
+    let r = c
+        .h(follower)
+        .propose_with_timeout(monitor("after-loss"), Duration::from_secs(30))
+        .await;
+    let took = t0.elapsed();
+    assert!(
+        matches!(
+            r,
+            Err(ProposeError::LeaderChanged) | Err(ProposeError::NotLeader { .. })
+        ),
+        "{r:?}"
+    );
+    // Answered when the follower noticed the leader change, not after the 30 s timeout.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // A retry commits under the new leader.
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    c.leader(&rest).await;
+    c.h(follower).propose(monitor("after-loss")).await.unwrap();
     c.stop().await;
 }

@@ -116,6 +116,11 @@ pub enum ProposeError {
     /// No answer in time; the outcome is unknown.
     #[error("timed out after {0:?}; the outcome is unknown")]
     Timeout(Duration),
+    /// The leader the proposal went to lost leadership before it was applied here; the entry
+    /// may or may not commit under the next leader. Failing fast lets callers retry at once
+    /// instead of waiting for a timeout after a leader crash.
+    #[error("the leader changed before the proposal was applied; the outcome is unknown")]
+    LeaderChanged,
     /// The request itself is invalid.
     #[error("invalid request: {0}")]
     Invalid(String),

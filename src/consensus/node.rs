@@ -120,7 +120,8 @@ pub struct RaftNode {
     /// Proposal ids carry this node's id and a sequence that starts at a random value, so an
     /// entry proposed by an earlier incarnation never resolves a new waiter.
     next_seq: u64,
-    waiters: HashMap<u64, Waiter>,
+    /// Pending proposals with the leader they were proposed under.
+    waiters: HashMap<u64, (NodeId, Waiter)>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
     parked_reads: Vec<(u64, oneshot::Sender<Result<u64, ProposeError>>)>,
     // liveness bookkeeping
@@ -269,7 +270,7 @@ impl RaftNode {
             }
             self.publish_status();
         }
-        for (_, w) in self.waiters.drain() {
+        for (_, (_, w)) in self.waiters.drain() {
             w.fail(ProposeError::Shutdown);
         }
         info!("raft node stopped");
@@ -310,7 +311,8 @@ impl RaftNode {
                 let ctx = self.ctx_bytes(id);
                 match self.raw.propose(ctx, cmd.encode()) {
                     Ok(()) => {
-                        self.waiters.insert(id, Waiter::Propose(reply));
+                        let leader = self.raw.raft.leader_id;
+                        self.waiters.insert(id, (leader, Waiter::Propose(reply)));
                     }
                     Err(_) => {
                         let _ = reply.send(Err(self.not_leader()));
@@ -322,7 +324,8 @@ impl RaftNode {
                 let ctx = self.ctx_bytes(id);
                 match self.raw.propose_conf_change(ctx, cc) {
                     Ok(()) => {
-                        self.waiters.insert(id, Waiter::Conf(reply));
+                        let leader = self.raw.raft.leader_id;
+                        self.waiters.insert(id, (leader, Waiter::Conf(reply)));
                     }
                     Err(e) => {
                         let err = match e {
@@ -397,7 +400,7 @@ impl RaftNode {
 
     fn on_tick(&mut self) {
         // Callers time out on their own; drop waiters nobody listens to any more.
-        self.waiters.retain(|_, w| !w.is_closed());
+        self.waiters.retain(|_, (_, w)| !w.is_closed());
         self.reads.retain(|_, r| !r.is_closed());
         self.parked_reads.retain(|(_, r)| !r.is_closed());
 
@@ -617,10 +620,10 @@ impl RaftNode {
         self.state_tx.send_replace(Arc::new(self.state.clone()));
         for (id, res) in batch.resolved {
             match self.waiters.remove(&id) {
-                Some(Waiter::Propose(tx)) => {
+                Some((_, Waiter::Propose(tx))) => {
                     let _ = tx.send(res);
                 }
-                Some(Waiter::Conf(tx)) => {
+                Some((_, Waiter::Conf(tx))) => {
                     let _ = tx.send(res.map(|_| ()));
                 }
                 None => {}
@@ -735,6 +738,19 @@ impl RaftNode {
                 self.last_self_tasks = None;
             }
             if leader != self.last_leader {
+                // Proposals made under the old leader may be lost with it: answer them now
+                // (outcome unknown) rather than after a timeout.
+                let stale: Vec<u64> = self
+                    .waiters
+                    .iter()
+                    .filter(|(_, (l, _))| *l != leader)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stale {
+                    if let Some((_, w)) = self.waiters.remove(&id) {
+                        w.fail(ProposeError::LeaderChanged);
+                    }
+                }
                 // Pending reads were addressed to the old leader and will never be answered.
                 for (_, r) in self.reads.drain() {
                     let _ = r.send(Err(ProposeError::NotLeader {
