@@ -15,10 +15,10 @@ const DOWN_AFTER: u64 = 500;
 
 /// The tests start several processes each and measure timings: one at a time even under
 /// `cargo test` (nextest runs them one at a time anyway).
-static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> parking_lot::MutexGuard<'static, ()> {
-    SERIAL.lock()
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn master_toml(name: &str, addr: &str, quorum: u32, extra: &str) -> String {
@@ -186,9 +186,15 @@ fn print_timeline(c: &Cluster) {
     for n in &c.nodes {
         let text = std::fs::read_to_string(&n.log).unwrap_or_default();
         for l in text.lines().filter(|l| {
-            ["sdown (local)", "+odown", "+try-failover", "+switch-master", "convert-to-slave"]
-                .iter()
-                .any(|k| l.contains(k))
+            [
+                "sdown (local)",
+                "+odown",
+                "+try-failover",
+                "+switch-master",
+                "convert-to-slave",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
         }) {
             eprintln!("node {}: {}", n.id, strip_ansi(l));
         }
@@ -217,7 +223,7 @@ fn grep_logs(c: &Cluster, needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_master_promotes_most_up_to_date_replica_and_old_master_rejoins() {
-    let _g = serial();
+    let _g = serial().await;
     let mut m = RedisProcess::start(&[]);
     let r1 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
     let r2 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
@@ -285,7 +291,7 @@ async fn kill9_master_promotes_most_up_to_date_replica_and_old_master_rejoins() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_master_fails_over_and_is_demoted_after_sigcont() {
-    let _g = serial();
+    let _g = serial().await;
     let m = RedisProcess::start(&[]);
     let r1 = RedisProcess::start_replica(&m, &[]);
     let r2 = RedisProcess::start_replica(&m, &[]);
@@ -350,7 +356,7 @@ async fn sigstop_master_fails_over_and_is_demoted_after_sigcont() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fewer_than_quorum_nodes_seeing_it_down_means_no_failover() {
-    let _g = serial();
+    let _g = serial().await;
     let mut m = RedisProcess::start(&[]);
     let r1 = RedisProcess::start_replica(&m, &[]);
     wait_synced(&m, &[&r1]).await;
@@ -383,7 +389,7 @@ async fn fewer_than_quorum_nodes_seeing_it_down_means_no_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_zero_is_never_promoted_and_no_eligible_replica_aborts() {
-    let _g = serial();
+    let _g = serial().await;
     // m1 has a priority-0 replica with more data, and a normal one.
     let m1 = RedisProcess::start(&[]);
     let r1_zero = RedisProcess::start_replica(&m1, &["--replica-priority", "0"]);
@@ -458,7 +464,7 @@ async fn priority_zero_is_never_promoted_and_no_eligible_replica_aborts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
-    let _g = serial();
+    let _g = serial().await;
     // The coordinator's ACL user may not run REPLICAOF on the best replica, so the first
     // leader commits FailoverStart but cannot promote; it is then killed.
     let acl = ["--user", "coord", "on", ">pw", "~*", "&*", "+@all"];
@@ -514,8 +520,18 @@ async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
         "the ACL should block the promotion"
     );
     c.node_mut(leader).kill9();
-    let next = c.wait_leader(Duration::from_secs(10)).await;
-    assert_ne!(next, leader);
+    eventually(Duration::from_secs(10), "a new leader", || async {
+        let mut seen = None;
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            let l = n.status().await?.leader_id;
+            if l == 0 || l == leader || seen.is_some_and(|s| s != l) {
+                return None;
+            }
+            seen = Some(l);
+        }
+        seen
+    })
+    .await;
     // Now the promotion is allowed: the new leader finishes the same failover.
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
@@ -536,7 +552,7 @@ async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinators_without_majority_send_nothing_to_redis() {
-    let _g = serial();
+    let _g = serial().await;
     let mut m = RedisProcess::start(&[]);
     let r1 = RedisProcess::start_replica(&m, &[]);
     wait_synced(&m, &[&r1]).await;

@@ -120,42 +120,101 @@ fn replicaof_cmd(to: Option<&Addr>) -> redis::Cmd {
     c
 }
 
-/// Outcome of asking a master for `FAILOVER TO`.
+/// Outcome of asking a master for a handover.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FailoverTo {
-    /// Redis accepted it and is handing over.
+    /// Redis accepted `FAILOVER TO` and is handing over.
     Started,
     /// A handover is already running there (a previous leader started it).
     AlreadyRunning,
+    /// The replica did not catch up while writes were paused; nothing changed.
+    NotCaughtUp {
+        /// The master's offset when writes were paused.
+        master: i64,
+        /// The replica's offset when we gave up.
+        replica: i64,
+    },
 }
 
-/// Redis's own coordinated handover: the master pauses writers, waits until `to` has
-/// every write, then swaps roles. After `timeout_ms` without catch-up Redis aborts it
-/// and the master keeps serving.
-pub(crate) async fn failover_to(
-    link: &mut Link,
+/// Zero-loss handover of a healthy master to `to`, with Redis's own `FAILOVER TO`.
+///
+/// Plain `FAILOVER TO` waits for the replica's acknowledgement, which Redis 7.0 only
+/// sends once per second while writes are paused: a one-second write stall. Instead:
+/// pause writes (`CLIENT PAUSE WRITE`, bounded by `pause_ms` so a crash here cannot stall
+/// clients for longer), read the master's offset, wait until the replica's own INFO shows
+/// that offset, then `FAILOVER TO ... FORCE TIMEOUT 1`: Redis demotes the master and
+/// promotes the replica with `PSYNC FAILOVER` right away, and no acknowledged write can be
+/// missing because none was accepted since the offset was read. The caller unpauses the
+/// old master once it reports the replica role (its held writers then get `-READONLY`).
+pub(crate) async fn handover(
+    old: &mut Link,
+    cand: &mut Link,
     to: &Addr,
-    timeout_ms: u64,
+    pause_ms: u64,
 ) -> Result<FailoverTo, LinkError> {
-    let mut c = redis::cmd("FAILOVER");
-    c.arg("TO")
-        .arg(&to.host)
-        .arg(to.port)
-        .arg("TIMEOUT")
-        .arg(timeout_ms);
-    match link.query(&c, "FAILOVER TO", CMD_TIMEOUT).await {
-        Ok(v) if value_text(&v).as_deref() == Some("OK") => {
-            info!(addr = %link.addr(), target = %to, "FAILOVER TO accepted");
-            Ok(FailoverTo::Started)
+    let mut pause = redis::cmd("CLIENT");
+    pause.arg("PAUSE").arg(pause_ms).arg("WRITE");
+    old.query(&pause, "CLIENT PAUSE WRITE", CMD_TIMEOUT).await?;
+    let result = async {
+        let master = replication(old).await?;
+        if master
+            .failover_state
+            .as_deref()
+            .is_some_and(|s| s != "no-failover")
+        {
+            return Ok(FailoverTo::AlreadyRunning);
         }
-        Ok(v) => Err(LinkError::Unexpected {
-            addr: link.addr().clone(),
-            what: "FAILOVER TO".into(),
-            detail: short(&v),
-        }),
-        Err(LinkError::Server { message, .. }) if message.contains("already in progress") => {
-            Ok(FailoverTo::AlreadyRunning)
+        let target = master.master_repl_offset;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(pause_ms / 2);
+        loop {
+            let r = replication(cand).await?;
+            let have = r.slave_repl_offset.unwrap_or(-1);
+            if have >= target {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(FailoverTo::NotCaughtUp {
+                    master: target,
+                    replica: have,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Err(e) => Err(e),
+        let mut c = redis::cmd("FAILOVER");
+        c.arg("TO")
+            .arg(&to.host)
+            .arg(to.port)
+            .arg("FORCE")
+            .arg("TIMEOUT")
+            .arg(1);
+        match old.query(&c, "FAILOVER TO", CMD_TIMEOUT).await {
+            Ok(v) if value_text(&v).as_deref() == Some("OK") => {
+                info!(addr = %old.addr(), target = %to, offset = target, "FAILOVER TO accepted");
+                Ok(FailoverTo::Started)
+            }
+            Ok(v) => Err(LinkError::Unexpected {
+                addr: old.addr().clone(),
+                what: "FAILOVER TO".into(),
+                detail: short(&v),
+            }),
+            Err(LinkError::Server { message, .. }) if message.contains("already in progress") => {
+                Ok(FailoverTo::AlreadyRunning)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    .await;
+    if !matches!(result, Ok(FailoverTo::Started | FailoverTo::AlreadyRunning)) {
+        unpause(old).await;
+    }
+    result
+}
+
+/// `CLIENT UNPAUSE`, best effort (the pause also ends by itself).
+pub(crate) async fn unpause(link: &mut Link) {
+    let mut c = redis::cmd("CLIENT");
+    c.arg("UNPAUSE");
+    if let Err(e) = link.query(&c, "CLIENT UNPAUSE", CMD_TIMEOUT).await {
+        debug!(error = %e, "CLIENT UNPAUSE failed (the pause expires by itself)");
     }
 }

@@ -50,8 +50,12 @@ const RECONF_RESEND: Duration = Duration::from_secs(2);
 const FENCE_RESEND: Duration = Duration::from_secs(1);
 /// A replica following the wrong master this long (outside failovers) is repointed.
 const FIX_REPLICA_AFTER: Duration = Duration::from_secs(2);
-/// Upper bound of Redis's `FAILOVER TO ... TIMEOUT` (writes are paused meanwhile).
-const MAX_SWITCHOVER_TIMEOUT_MS: u64 = 10_000;
+/// Longest write pause a switchover may impose on the old master (also its safety net:
+/// the pause ends by itself if this node dies in the middle).
+const MAX_SWITCHOVER_PAUSE_MS: u64 = 2_000;
+/// After `FAILOVER TO` was accepted, an old master still idle and master this much later
+/// means Redis rolled the handover back.
+const SWITCHOVER_SETTLE: Duration = Duration::from_millis(1_000);
 /// How long a leadership check before fencing may take.
 const LEADER_CHECK: Duration = Duration::from_millis(500);
 
@@ -608,6 +612,8 @@ async fn switchover_step(
     };
     let cand_master = matches!(cand_role, Some(RoleReply::Master { .. }));
     if cand_master && old_info.role == ReportedRole::Replica {
+        // Writers held by our pause now get -READONLY and go to the new master.
+        actions::unpause(old_link).await;
         return Step::Promoted;
     }
     let idle = old_info
@@ -615,22 +621,30 @@ async fn switchover_step(
         .as_deref()
         .is_none_or(|s| s == "no-failover");
     if old_info.role == ReportedRole::Master && idle {
-        if sent.is_some() {
-            // Redis gave up (the replica did not catch up in time) and the old master kept
-            // its role: no write was lost, nothing changed.
+        if sent.is_some_and(|t| t.elapsed() > SWITCHOVER_SETTLE) {
+            // Redis rolled back and the old master kept its role: nothing changed.
+            actions::unpause(old_link).await;
             return Step::Abort(
                 "switchover-timeout: Redis FAILOVER did not complete; the master is unchanged"
                     .into(),
             );
         }
-        if !ctx.active() {
+        if sent.is_some() || !ctx.active() {
             return Step::Wait;
         }
-        let timeout_ms = m.failover_timeout_ms.clamp(100, MAX_SWITCHOVER_TIMEOUT_MS);
+        let Some(cand_link) = cand.as_mut() else {
+            return Step::Wait;
+        };
+        let pause_ms = m.failover_timeout_ms.clamp(200, MAX_SWITCHOVER_PAUSE_MS);
         info!("+failover-state-send-failover-to");
-        match actions::failover_to(old_link, &f.candidate, timeout_ms).await {
+        match actions::handover(old_link, cand_link, &f.candidate, pause_ms).await {
             Ok(FailoverTo::Started) | Ok(FailoverTo::AlreadyRunning) => {
                 *sent = Some(Instant::now())
+            }
+            Ok(FailoverTo::NotCaughtUp { master, replica }) => {
+                return Step::Abort(format!(
+                    "switchover-timeout: the replica reached offset {replica} of {master} within {pause_ms} ms; the master is unchanged"
+                ))
             }
             Err(e) => return Step::Abort(format!("switchover-failed: {e}")),
         }
