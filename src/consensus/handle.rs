@@ -132,45 +132,22 @@ pub enum ProposeError {
     Shutdown,
 }
 
-/// Cloneable handle to the node task.
+/// Cloneable handle to the node task. Built by the node task itself (see `RaftNode::start`).
 #[derive(Clone)]
 pub struct RaftHandle {
-    id: NodeId,
-    tx: mpsc::Sender<NodeMsg>,
-    state: watch::Receiver<Arc<ClusterState>>,
-    status: watch::Receiver<Arc<RaftStatus>>,
-    events: broadcast::Sender<AppliedEvent>,
-    leader_contact: Arc<AtomicU64>,
-    epoch_start: Instant,
-    election_timeout: Duration,
-    stats: Arc<ProposalStats>,
+    pub(super) id: NodeId,
+    pub(super) tx: mpsc::Sender<NodeMsg>,
+    pub(super) state: watch::Receiver<Arc<ClusterState>>,
+    pub(super) status: watch::Receiver<Arc<RaftStatus>>,
+    pub(super) events: broadcast::Sender<AppliedEvent>,
+    /// Milliseconds since `epoch_start` of the last contact with a leader (0: never).
+    pub(super) leader_contact: Arc<AtomicU64>,
+    pub(super) epoch_start: Instant,
+    pub(super) election_timeout: Duration,
+    pub(super) stats: Arc<ProposalStats>,
 }
 
 impl RaftHandle {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: NodeId,
-        tx: mpsc::Sender<NodeMsg>,
-        state: watch::Receiver<Arc<ClusterState>>,
-        status: watch::Receiver<Arc<RaftStatus>>,
-        events: broadcast::Sender<AppliedEvent>,
-        leader_contact: Arc<AtomicU64>,
-        epoch_start: Instant,
-        election_timeout: Duration,
-    ) -> Self {
-        RaftHandle {
-            id,
-            tx,
-            state,
-            status,
-            events,
-            leader_contact,
-            epoch_start,
-            election_timeout,
-            stats: Arc::default(),
-        }
-    }
-
     /// Proposal counters and latency, for metrics.
     pub fn proposal_stats(&self) -> &ProposalStats {
         &self.stats

@@ -197,16 +197,17 @@ impl RaftNode {
         let leader_contact = Arc::new(AtomicU64::new(0));
         let epoch_start = Instant::now();
         let (mailbox, MailboxReceiver(rx)) = mailbox;
-        let handle = RaftHandle::new(
-            cfg.id,
-            mailbox.tx.clone(),
-            state_rx,
-            status_tx.subscribe(),
-            events_tx.clone(),
-            leader_contact.clone(),
+        let handle = RaftHandle {
+            id: cfg.id,
+            tx: mailbox.tx.clone(),
+            state: state_rx,
+            status: status_tx.subscribe(),
+            events: events_tx.clone(),
+            leader_contact: leader_contact.clone(),
             epoch_start,
-            cfg.election_timeout(),
-        );
+            election_timeout: cfg.election_timeout(),
+            stats: Arc::default(),
+        };
         let node = RaftNode {
             rx,
             state_tx,
