@@ -1217,3 +1217,101 @@ async fn jedis_lettuce_and_stackexchange_sequences() {
     }
     h.stop().await;
 }
+
+/// The pre-encoded lookup path: one long-lived connection sees every applied switch at once
+/// (no stale per-connection cache), pipelined lookups mixed with other commands come back in
+/// order and byte-exact in both protocols, and CLIENT LIST still reports the lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_lookups_follow_every_switch_on_one_connection() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    let leader = h.leader();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut c = h.client(follower).await;
+    let lookup = |port: &str| format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n", port.len());
+
+    // One write holding lookups in both spellings and cases, an unknown name, a general
+    // command in between, and a wrong-arity lookup (general path, Redis's error).
+    let mut batch = Vec::new();
+    for args in [
+        &["SENTINEL", "get-master-addr-by-name", "mymaster"][..],
+        &["sentinel", "GET-PRIMARY-ADDR-BY-NAME", "mymaster"],
+        &["SENTINEL", "get-master-addr-by-name", "nope"],
+        &["PING"],
+        &["SENTINEL", "get-master-addr-by-name", "mymaster", "extra"],
+        &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+    ] {
+        batch.extend(support::resp::encode(args));
+    }
+    let want2 = format!(
+        "{a}{a}*-1\r\n+PONG\r\n-ERR wrong number of arguments for 'sentinel|get-master-addr-by-name' command\r\n{a}",
+        a = lookup("6379")
+    );
+    c.send_raw(&batch).await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.extend(c.read().await.0);
+    }
+    assert_eq!(s(&got), want2);
+
+    // CLIENT LIST reports the last command of the batch.
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text().unwrap();
+    assert!(list.contains("cmd=client|list"), "{list}");
+    c.raw(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+        .await;
+    let mut other = h.client(follower).await;
+    let list = other.cmd(&["CLIENT", "LIST"]).await.text().unwrap();
+    assert!(
+        list.contains("cmd=sentinel|get-master-addr-by-name"),
+        "{list}"
+    );
+
+    // A switch committed through the log: the same connection answers the new master as soon
+    // as this node applied it, in RESP2 and then in RESP3 (where unknown is `_`).
+    commit_switch(&h.nodes[&leader].raft, "127.0.0.1:6380").await;
+    let mut rx = h.nodes[&follower].raft.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|st| st.masters["mymaster"].addr.port == 6380),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+            .await),
+        lookup("6380")
+    );
+    c.cmd(&["HELLO", "3"]).await;
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+            .await),
+        lookup("6380")
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "get-master-addr-by-name", "nope"])
+            .await),
+        "_\r\n"
+    );
+    commit_switch(&h.nodes[&leader].raft, "127.0.0.1:6381").await;
+    support::eventually(Duration::from_secs(5), "second switch seen", || {
+        let st = h.nodes[&follower].raft.state();
+        async move { (st.masters["mymaster"].addr.port == 6381).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+            .await),
+        lookup("6381")
+    );
+
+    // RESP2 Pub/Sub context: the lookup is refused exactly as Redis refuses it.
+    let mut sub = h.client(follower).await;
+    sub.cmd(&["SUBSCRIBE", "+switch-master"]).await;
+    assert_eq!(
+        s(&sub
+            .raw(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+            .await),
+        "-ERR Can't execute 'sentinel|get-master-addr-by-name': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+    );
+    h.stop().await;
+}

@@ -9,11 +9,12 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::frame::{self, Check, Frame, Limits, Protocol, ProtocolError};
+use super::fast::{is_addr_lookup, AddrTable};
+use super::frame::{self, Check, Frame, Heads, Limits, Protocol, ProtocolError};
 
 /// Output is written out once this much is pending, even mid-pipeline.
 pub const FLUSH_AT: usize = 64 * 1024;
@@ -25,8 +26,18 @@ const READ_CHUNK: usize = 16 * 1024;
 pub enum Incoming {
     /// Arguments of a complete request (at least one).
     Request(Vec<Bytes>),
+    /// A complete master-address lookup, left in the input buffer: answer it with
+    /// [`Connection::answer_lookup`], which also consumes it.
+    Lookup(Lookup),
     /// Nothing complete is buffered.
     Pending,
+}
+
+/// Where a lookup request and its name argument sit in the input buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup {
+    len: usize,
+    name: (usize, usize),
 }
 
 /// A client connection: the stream and its two buffers.
@@ -81,13 +92,20 @@ impl Connection {
         (self.rbuf.len(), self.wbuf.len())
     }
 
-    /// Takes the next complete request from the input buffer, skipping empty ones.
-    pub fn next_request(&mut self, authed: bool) -> Result<Incoming, ProtocolError> {
+    /// Takes the next complete request from the input buffer, skipping empty ones. With
+    /// `lookups`, a master-address lookup is returned as [`Incoming::Lookup`] instead of
+    /// being split into owned arguments.
+    pub fn next_request(&mut self, authed: bool, lookups: bool) -> Result<Incoming, ProtocolError> {
+        let mut heads = Heads::default();
         loop {
-            match frame::check(&self.rbuf, &self.limits, authed)? {
+            match frame::check_heads(&self.rbuf, &self.limits, authed, &mut heads)? {
                 Check::Incomplete => return Ok(Incoming::Pending),
-                Check::Empty(n) => {
-                    let _ = self.rbuf.split_to(n);
+                Check::Empty(n) => self.rbuf.advance(n),
+                Check::Request { len, .. } if lookups && is_addr_lookup(&self.rbuf, &heads) => {
+                    return Ok(Incoming::Lookup(Lookup {
+                        len,
+                        name: heads.args[2],
+                    }));
                 }
                 Check::Request { len, multibulk } => {
                     let bytes = self.rbuf.split_to(len).freeze();
@@ -95,6 +113,15 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Appends the reply `table` holds for the lookup's name, then drops the request from
+    /// the input.
+    pub fn answer_lookup(&mut self, l: Lookup, table: &AddrTable, proto: Protocol) {
+        let (at, len) = l.name;
+        self.wbuf
+            .put_slice(table.reply(&self.rbuf[at..at + len], proto));
+        self.rbuf.advance(l.len);
     }
 
     /// Encodes a reply into the output buffer.

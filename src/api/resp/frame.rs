@@ -290,9 +290,43 @@ pub enum Check {
     Empty(usize),
 }
 
+/// Where the first few arguments of a multibulk request sit in the buffer, recorded by
+/// [`check_heads`] while it measures the request, so the hot lookup can be recognised without
+/// splitting the request into owned arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heads {
+    /// Arguments in the request (0 for inline requests, which are never recorded).
+    pub count: usize,
+    /// `(offset, length)` of the first [`Heads::MAX`] arguments.
+    pub args: [(usize, usize); Heads::MAX],
+}
+
+impl Heads {
+    /// Arguments recorded.
+    pub const MAX: usize = 3;
+
+    /// The bytes of recorded argument `i` within `buf` (the buffer [`check_heads`] saw).
+    pub fn arg<'a>(&self, buf: &'a [u8], i: usize) -> &'a [u8] {
+        let (at, len) = self.args[i];
+        &buf[at..at + len]
+    }
+}
+
 /// First pass: validates the request at the front of `buf` and measures it, allocating
 /// nothing. `authed` is false while the connection still has to authenticate.
 pub fn check(buf: &[u8], limits: &Limits, authed: bool) -> Result<Check, ProtocolError> {
+    check_heads(buf, limits, authed, &mut Heads::default())
+}
+
+/// [`check`], also recording where the first arguments of a multibulk request are
+/// (`heads.count` stays 0 for inline and empty requests).
+pub fn check_heads(
+    buf: &[u8],
+    limits: &Limits,
+    authed: bool,
+    heads: &mut Heads,
+) -> Result<Check, ProtocolError> {
+    heads.count = 0;
     if buf.is_empty() {
         return Ok(Check::Incomplete);
     }
@@ -313,7 +347,7 @@ pub fn check(buf: &[u8], limits: &Limits, authed: bool) -> Result<Check, Protoco
     if count <= 0 {
         return Ok(Check::Empty(pos));
     }
-    for _ in 0..count {
+    for i in 0..count as usize {
         if pos >= buf.len() {
             return too_large_or_incomplete(buf, limits);
         }
@@ -331,6 +365,9 @@ pub fn check(buf: &[u8], limits: &Limits, authed: bool) -> Result<Check, Protoco
         if len > UNAUTH_MAX_BULK && !authed {
             return Err(ProtocolError::UnauthenticatedBulkLength);
         }
+        if i < Heads::MAX {
+            heads.args[i] = (next, len as usize);
+        }
         // Data plus CRLF. Like Redis, the two trailing bytes are skipped, not checked.
         pos = next + len as usize + 2;
         if pos > limits.max_request_len {
@@ -340,6 +377,7 @@ pub fn check(buf: &[u8], limits: &Limits, authed: bool) -> Result<Check, Protoco
     if pos > buf.len() {
         return Ok(Check::Incomplete);
     }
+    heads.count = count as usize;
     Ok(Check::Request {
         len: pos,
         multibulk: true,

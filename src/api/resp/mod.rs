@@ -6,6 +6,7 @@
 //! - [`frame`]: reply frames encoded as RESP2 or RESP3; two-pass request decoding with limits.
 //! - [`parse`]: cursor over one request's arguments.
 //! - [`connection`]: buffered I/O of one client, with backpressure and a write timeout.
+//! - [`fast`]: pre-encoded replies of the master-address lookup, per applied state.
 //! - [`server`]: accept loop, connection cap, per-client handler, Pub/Sub delivery, drain.
 //! - [`clients`]: registry of connected clients (CLIENT LIST/KILL) and INFO counters.
 //! - [`cmd`]: one module per command family; `cmd/mod.rs` looks commands up, checks arity,
@@ -30,6 +31,7 @@ use crate::shutdown::Shutdown;
 pub mod clients;
 pub mod cmd;
 pub mod connection;
+pub mod fast;
 pub mod frame;
 pub mod parse;
 pub mod server;

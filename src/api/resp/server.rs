@@ -24,11 +24,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::cmd::{self, pubsub, Reply, Session, Shared};
+use super::cmd::{self, pubsub, sentinel, Reply, Session, Shared};
 use super::connection::{Connection, Incoming, FLUSH_AT};
-use super::frame::Frame;
+use super::fast::{AddrView, LOOKUP_FULLNAME};
+use super::frame::{Frame, Protocol};
 use super::RespContext;
 use crate::consensus::AppliedEvent;
 use crate::shutdown::Shutdown;
@@ -178,14 +180,37 @@ async fn serve_client(
 ) -> Close {
     let me = sh.ctx.raft.node_id();
     let idle_limit = sh.ctx.options.idle_timeout;
+    let mut view = AddrView::new(sh.ctx.raft.watch_state(), &sh.addr_tables);
     loop {
         let mut processed = 0u64;
         let mut errors = 0u64;
+        // The stale guard is checked once per batch: a batch takes microseconds, the
+        // guard's horizon is an election timeout.
+        let mut fresh: Option<bool> = None;
+        // Whether the batch ended with a lookup, whose CLIENT LIST fields are then set once.
+        let mut last_was_lookup = false;
         let outcome = loop {
-            match conn.next_request(s.authed) {
+            // Lookups take the pre-encoded path only where the general one would run them:
+            // authenticated, and not in RESP2's Pub/Sub context.
+            let lookups = s.authed && !(s.proto == Protocol::Resp2 && s.subscribed());
+            match conn.next_request(s.authed, lookups) {
                 Ok(Incoming::Pending) => break None,
+                Ok(Incoming::Lookup(l)) => {
+                    processed += 1;
+                    if !*fresh.get_or_insert_with(|| sentinel::fresh(sh)) {
+                        break Some(Close::Stale);
+                    }
+                    conn.answer_lookup(l, view.current(&sh.addr_tables), s.proto);
+                    last_was_lookup = true;
+                    if conn.pending_output() >= FLUSH_AT {
+                        if let Err(e) = conn.flush().await {
+                            break Some(Close::Io(e));
+                        }
+                    }
+                }
                 Ok(Incoming::Request(args)) => {
                     processed += 1;
+                    last_was_lookup = false;
                     match cmd::execute(args, s, sh).await {
                         Reply::One(f) => {
                             errors += f.is_error() as u64;
@@ -217,6 +242,11 @@ async fn serve_client(
                 }
             }
         };
+        if last_was_lookup {
+            let mut m = s.handle.meta.lock();
+            m.last_cmd = LOOKUP_FULLNAME;
+            m.last_active = Some(Instant::now());
+        }
         sh.stats
             .commands_processed
             .fetch_add(processed, Ordering::Relaxed);

@@ -39,6 +39,8 @@ pub struct Shared {
     pub started: Instant,
     /// Port the listener is bound to (INFO `tcp_port`).
     pub port: u16,
+    /// Pre-encoded master-address replies of the newest applied state.
+    pub addr_tables: super::fast::AddrTables,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             config: parking_lot::Mutex::new(sentinel::SentinelConfig::default()),
             started: Instant::now(),
             port,
+            addr_tables: Default::default(),
         }
     }
 }

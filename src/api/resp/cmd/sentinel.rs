@@ -104,7 +104,7 @@ fn name_of(b: &Bytes) -> String {
 }
 
 /// Whether this node may hand out master addresses now (see the module docs).
-fn fresh(sh: &Shared) -> bool {
+pub(crate) fn fresh(sh: &Shared) -> bool {
     let ok = sh.ctx.raft.has_leader_contact();
     if !ok {
         debug!(
