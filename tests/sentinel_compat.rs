@@ -588,3 +588,144 @@ async fn same_reply_shapes_as_real_redis_sentinel() {
         }
     }
 }
+
+// === The redis crate's Sentinel client ===
+
+/// `host:port` of a client the redis crate built for a data node.
+fn rs_addr(c: &redis::Client) -> String {
+    match c.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+        other => panic!("unexpected address {other:?}"),
+    }
+}
+
+/// The port the data node behind a connection listens on (`INFO server`), so the test knows
+/// which server its writes reached.
+async fn rs_server_port(con: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<u16> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(con).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp_port:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("tcp_port in INFO server"))
+}
+
+/// `redis::sentinel::SentinelClient` (async) and `Sentinel` (sync), as an application uses
+/// them: ROLE must say `sentinel`, SENTINEL MASTERS must hold a valid master entry, ROLE on
+/// the data node must say `master`. On any error the application drops its connection and
+/// asks again, which is how the crate expects to follow a failover.
+async fn redis_rs(protocol: &str) {
+    use redis::sentinel::{
+        Sentinel, SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
+    };
+    use redis::AsyncCommands;
+
+    let mut t = Topo::start().await;
+    let urls: Vec<String> = t
+        .sentinels()
+        .iter()
+        .map(|a| format!("redis://{a}/?protocol={protocol}"))
+        .collect();
+    let proto = if protocol == "resp3" {
+        redis::ProtocolVersion::RESP3
+    } else {
+        redis::ProtocolVersion::RESP2
+    };
+    let node_info = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(redis::RedisConnectionInfo::default().set_protocol(proto));
+
+    // The sync Sentinel finds the master.
+    let sync_master = {
+        let (urls, node_info) = (urls.clone(), node_info.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut s = Sentinel::build(urls).unwrap();
+            let c = s.master_for("mymaster", Some(&node_info)).unwrap();
+            let mut con = c.get_connection().unwrap();
+            redis::cmd("SET")
+                .arg("compat:redis-rs:sync")
+                .arg("1")
+                .exec(&mut con)
+                .unwrap();
+            rs_addr(&c)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(sync_master, t.master.addr());
+
+    let mut client = SentinelClient::build(
+        urls.clone(),
+        "mymaster",
+        Some(node_info.clone()),
+        SentinelServerType::Master,
+    )
+    .unwrap();
+    let mut con = client.get_async_connection().await.unwrap();
+    assert_eq!(rs_server_port(&mut con).await.unwrap(), t.master.port);
+    let _: () = con.set("compat:redis-rs", 0).await.unwrap();
+
+    t.master.kill9();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut n = 0u64;
+    let mut errors = 0u32;
+    let mut ok_on_new = 0;
+    let mut current: Option<redis::aio::MultiplexedConnection> = Some(con);
+    while ok_on_new < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis-rs did not reach the new master; {errors} errors"
+        );
+        n += 1;
+        let result = async {
+            if current.is_none() {
+                current = Some(client.get_async_connection().await?);
+            }
+            let con = current.as_mut().unwrap();
+            let _: () = con.set("compat:redis-rs", n).await?;
+            rs_server_port(con).await
+        }
+        .await;
+        match result {
+            Ok(port) => {
+                assert_ne!(port, t.master.port, "a write reached the killed master");
+                if port == t.replica.port {
+                    ok_on_new += 1;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                eprintln!("[redis-rs] {e}");
+                current = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // The promoted replica is a master and holds the last write.
+    assert_eq!(t.replica.role().as_deref(), Some("master"));
+    let mut direct = redis::Client::open(format!("redis://{}/", t.replica.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let last: u64 = direct.get("compat:redis-rs").await.unwrap();
+    assert_eq!(last, n);
+
+    // The sync Sentinel agrees.
+    let after = tokio::task::spawn_blocking(move || {
+        let mut s = Sentinel::build(urls).unwrap();
+        rs_addr(&s.master_for("mymaster", Some(&node_info)).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(after, t.replica.addr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rs_sentinel_client_resp2() {
+    redis_rs("resp2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rs_sentinel_client_resp3() {
+    redis_rs("resp3").await;
+}
