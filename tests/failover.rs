@@ -587,3 +587,54 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
     assert_eq!(addr_of(&r).expect("master").0, m.addr());
     m.restart();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_restarted_empty_does_not_wipe_its_replicas() {
+    let _g = serial().await;
+    let mut m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    let r2 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1, &r2]).await;
+    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 2).await;
+    write_keys(&m, "acked", 300);
+    wait_synced(&m, &[&r1, &r2]).await;
+
+    // Back within 200 ms, empty (no persistence), well before down_after: only the restart
+    // detection can save the data the replicas hold.
+    m.kill9();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.restart();
+    let t0 = Instant::now();
+    let new = eventually(Duration::from_secs(10), "a replica is promoted", || async {
+        let r = get_master(&c.nodes[0], "mymaster").await?;
+        let (a, _, _) = addr_of(&r)?;
+        (a != m.addr()).then_some(a)
+    })
+    .await;
+    eprintln!("empty restart to switch: {:?}", t0.elapsed());
+    print_timeline(&c);
+    let epoch = wait_all_agree(&c, "mymaster", &new, Duration::from_secs(5)).await;
+    assert_eq!(epoch, 1);
+    let promoted = if new == r1.addr() { &r1 } else { &r2 };
+    let other = if new == r1.addr() { &r2 } else { &r1 };
+    assert_eq!(
+        dbsize(promoted),
+        300,
+        "the promoted replica lost acknowledged writes"
+    );
+    eventually(
+        Duration::from_secs(15),
+        "everyone resynced from the promoted replica",
+        || async {
+            (follows(&m, promoted)
+                && follows(other, promoted)
+                && dbsize(&m) == 300
+                && dbsize(other) == 300)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(dbsize(promoted), 300);
+}

@@ -33,6 +33,9 @@ pub(crate) type ViewTx = Arc<watch::Sender<Arc<MonitorView>>>;
 struct Restart {
     run_id: Option<String>,
     offset: i64,
+    keys: Option<i64>,
+    /// The master came back empty; ask its replicas whether they hold data.
+    check_replicas: bool,
     /// Set when this instance, as the current master, came back empty.
     empty_since: Option<Instant>,
 }
@@ -317,6 +320,9 @@ impl Probe {
         match self.apply_info(&replies, m, is_master) {
             Ok(()) => {
                 self.info.info_refresh = Some(Instant::now());
+                if std::mem::take(&mut self.restart.check_replicas) {
+                    self.check_replicas_hold_data(m, t).await;
+                }
             }
             Err(msg) => {
                 // A port that is not Redis, or garbage in INFO: say so, keep probing.
@@ -369,26 +375,75 @@ impl Probe {
         // wipe its replicas by a full resync: it is treated as a failure.
         let prev_run = self.restart.run_id.replace(run_id.clone());
         if let Some(prev) = prev_run.filter(|p| *p != run_id) {
-            info!(old_run_id = %prev, run_id = %run_id, "+reboot");
-            let offset_reset = repl.master_repl_offset < self.restart.offset;
+            info!(
+                old_run_id = %prev,
+                run_id = %run_id,
+                old_offset = self.restart.offset,
+                offset = repl.master_repl_offset,
+                keys = ?dbsize,
+                "+reboot"
+            );
+            // Data would be lost if the replicas resynced from it: it had data before, or
+            // its replicas hold some (checked right after this INFO round).
+            let had_data = repl.master_repl_offset < self.restart.offset
+                || self.restart.keys.is_some_and(|k| k > 0);
             if is_master
                 && repl.role == ReportedRole::Master
-                && offset_reset
                 && dbsize == Some(0)
                 && self.restart.empty_since.is_none()
             {
-                warn!(
-                    master = %m.name,
-                    old_offset = self.restart.offset,
-                    "master restarted with an empty dataset; treating it as failed"
-                );
-                self.restart.empty_since = Some(now);
+                if had_data {
+                    self.mark_empty_restart(m, now);
+                } else {
+                    self.restart.check_replicas = true;
+                }
             }
         }
+        self.restart.keys = dbsize;
         self.restart.offset = repl.master_repl_offset;
-        i.run_id = Some(run_id);
+        self.info.keys = dbsize;
+        self.info.run_id = Some(run_id);
         self.clear_error();
         Ok(())
+    }
+
+    fn mark_empty_restart(&mut self, m: &MasterState, now: Instant) {
+        warn!(
+            master = %m.name,
+            old_offset = self.restart.offset,
+            "master restarted with an empty dataset; treating it as failed"
+        );
+        self.restart.empty_since = Some(now);
+    }
+
+    /// The master restarted empty and we saw no data on it before (our last INFO may
+    /// predate the last writes): ask its replicas directly. If any holds keys, a resync
+    /// from this master would wipe them.
+    async fn check_replicas_hold_data(&mut self, m: &MasterState, t: &Timings) {
+        let mut replicas: Vec<Addr> = m.replicas.iter().cloned().collect();
+        for i in self.view_rx.borrow().instances.values() {
+            if i.master == m.name && i.addr != self.addr && !replicas.contains(&i.addr) {
+                replicas.push(i.addr.clone());
+            }
+        }
+        let auth = Auth::of(m);
+        for r in replicas {
+            let keys = async {
+                let mut link = Link::connect(&r, &auth, t.connect_timeout).await?;
+                link.query(&redis::cmd("DBSIZE"), "DBSIZE", t.info_timeout)
+                    .await
+            }
+            .await;
+            match keys {
+                Ok(Value::Int(n)) if n > 0 => {
+                    debug!(replica = %r, keys = n, "a replica holds data the restarted master lost");
+                    self.mark_empty_restart(m, Instant::now());
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => debug!(replica = %r, error = %e, "cannot ask replica for DBSIZE"),
+            }
+        }
     }
 
     fn evaluate(&mut self, m: &MasterState, t: &Timings, is_master: bool) {

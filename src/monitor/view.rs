@@ -66,6 +66,8 @@ pub struct InstanceInfo {
     pub failover_state: Option<String>,
     /// Why this node considers the instance subjectively down, while it does.
     pub sdown_reason: Option<ObserveReason>,
+    /// Keys in the current database (`DBSIZE`), from the last INFO round.
+    pub keys: Option<i64>,
 }
 
 impl InstanceInfo {
@@ -94,6 +96,7 @@ impl InstanceInfo {
             replicas: Vec::new(),
             failover_state: None,
             sdown_reason: None,
+            keys: None,
         }
     }
 }
