@@ -178,9 +178,29 @@ fn compat_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
 }
 
+/// How the master goes away while a client writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disrupt {
+    /// `kill -9` of the master.
+    Kill,
+    /// `raft-sentinel ctl switchover mymaster`: the zero-loss path (Redis `FAILOVER TO`);
+    /// the old master stays up and becomes a replica.
+    Switchover,
+}
+
 /// Runs a client script; once it printed its first `MASTER` line, kills the master; then
 /// waits for it to finish and checks it wrote to the promoted replica.
 async fn run_client(t: &mut Topo, program: &str, args: &[String]) {
+    run_client_through(t, program, args, Disrupt::Kill).await;
+}
+
+/// [`run_client`] with a choice of disruption. Returns the client's output lines.
+async fn run_client_through(
+    t: &mut Topo,
+    program: &str,
+    args: &[String],
+    disrupt: Disrupt,
+) -> Vec<String> {
     let mut child = Command::new(program)
         .args(args)
         .current_dir(compat_dir())
@@ -210,7 +230,13 @@ async fn run_client(t: &mut Topo, program: &str, args: &[String]) {
     .expect("client found no master in 30 s")
     .expect("client exited early");
     assert_eq!(first, format!("MASTER {}", t.master.addr()));
-    t.master.kill9();
+    match disrupt {
+        Disrupt::Kill => t.master.kill9(),
+        Disrupt::Switchover => {
+            let (code, out, err) = t.cluster.ctl(&["switchover", "mymaster"]);
+            assert_eq!(code, 0, "ctl switchover failed: {out} {err}");
+        }
+    }
     let mut lines = Vec::new();
     while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(90), rx.recv()).await {
         lines.push(l);
@@ -225,6 +251,7 @@ async fn run_client(t: &mut Topo, program: &str, args: &[String]) {
     );
     // The promoted replica really is a master now and holds the client's writes.
     assert_eq!(t.replica.role().as_deref(), Some("master"));
+    lines
 }
 
 fn python() -> String {
@@ -313,6 +340,55 @@ async fn node_redis_follows_a_master_kill() {
         "60".into(),
     ];
     run_client(&mut t, &node(), &args).await;
+}
+
+/// node-redis through a planned switchover with the old master left running: it sees no
+/// closed socket from a dead server and `+switch-master` does not match its `switch-master`
+/// pattern, so it must learn of the change from the other events it subscribes to, or from
+/// READONLY on the demoted master. Writes continue on the new master, which holds the last
+/// write the client saw succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redis_follows_a_planned_switchover() {
+    let mut t = Topo::start().await;
+    let args = vec![
+        "node_redis.js".to_string(),
+        t.sentinel_list(),
+        "mymaster".into(),
+        "60".into(),
+    ];
+    let lines = run_client_through(&mut t, &node(), &args, Disrupt::Switchover).await;
+    // The old master is alive and now replicates from the new one.
+    assert_eq!(t.master.role().as_deref(), Some("slave"));
+    t.wait_master(&t.replica.addr()).await;
+    // The last write the client saw succeed is on the new master, and the demoted one
+    // followed it there.
+    let result = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("RESULT line");
+    let last = result
+        .split("\"last\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("last in RESULT")
+        .to_string();
+    let get = |r: &RedisProcess| -> Option<String> {
+        redis::cmd("GET")
+            .arg("compat:node-redis")
+            .query(&mut r.client())
+            .ok()
+    };
+    assert_eq!(get(&t.replica).as_deref(), Some(last.as_str()), "{lines:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the demoted master replicates the last write",
+        || {
+            let got = get(&t.master);
+            let last = last.clone();
+            async move { (got.as_deref() == Some(last.as_str())).then_some(()) }
+        },
+    )
+    .await;
 }
 
 /// redis-cli the way shell scripts use it: ask a sentinel, write to the answer.
