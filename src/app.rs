@@ -146,6 +146,10 @@ impl Node {
             move |b| b.add_service(peer_svc),
         )?);
 
+        if let Some(t) = &cfg.redis_tls {
+            let (ca, client) = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
+            crate::monitor::link::configure_tls(crate::monitor::link::RedisTls { ca, client });
+        }
         // Monitoring runs on every node; the failover executor acts only on the leader.
         let (monitor_view, monitor_task) = crate::monitor::spawn(raft.clone(), shutdown.clone());
         tasks.push(monitor_task);

@@ -156,6 +156,15 @@ struct SecurityFile {
     /// File holding the password (a mounted secret); read by `Config::load`.
     requirepass_file: Option<PathBuf>,
     tls: Option<TlsFile>,
+    redis_tls: Option<RedisTlsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisTlsFile {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +216,15 @@ pub struct TlsPaths {
     pub ca: PathBuf,
 }
 
+/// TLS files for connections to Redis (masters with `tls = true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisTlsPaths {
+    /// CA the Redis servers' certificates chain to (None: system roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for servers that require them.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// PEM contents of the TLS files.
 #[derive(Clone, Debug)]
 pub struct TlsPem {
@@ -242,6 +260,34 @@ impl TlsPaths {
             ca: read("ca", &self.ca)?,
         })
     }
+}
+
+impl RedisTlsPaths {
+    /// Reads the files: (CA, (cert, key)), each checked to hold PEM data.
+    pub fn load(&self) -> Result<(Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>), ConfigError> {
+        let ca = self
+            .ca
+            .as_deref()
+            .map(|p| read_pem("security.redis_tls.ca", p))
+            .transpose()?;
+        let client = match &self.client {
+            Some((c, k)) => Some((
+                read_pem("security.redis_tls.cert", c)?,
+                read_pem("security.redis_tls.key", k)?,
+            )),
+            None => None,
+        };
+        Ok((ca, client))
+    }
+}
+
+fn read_pem(key: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
+    let b =
+        std::fs::read(p).map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display())))?;
+    if !String::from_utf8_lossy(&b).contains("-----BEGIN ") {
+        return Err(invalid(key, format!("{} is not a PEM file", p.display())));
+    }
+    Ok(b)
 }
 
 /// Listen addresses.
@@ -293,6 +339,8 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// TLS for gRPC and peer ports.
     pub tls: Option<TlsPaths>,
+    /// TLS material for Redis connections.
+    pub redis_tls: Option<RedisTlsPaths>,
     /// Masters proposed when the cluster first forms.
     pub masters: Vec<MasterSpec>,
     /// Secret files to read at load: (config key, path, what to fill).
@@ -318,6 +366,9 @@ impl Config {
         })?;
         let mut cfg = Config::resolve(&path.display().to_string(), &text, overrides)?;
         if let Some(t) = &cfg.tls {
+            t.load()?;
+        }
+        if let Some(t) = &cfg.redis_tls {
             t.load()?;
         }
         for (key, file, target) in cfg.secret_files.clone() {
@@ -515,6 +566,22 @@ impl Config {
                 SecretTarget::Requirepass,
             ));
         }
+        let redis_tls = match f.security.redis_tls {
+            None => None,
+            Some(t) => Some(RedisTlsPaths {
+                ca: t.ca,
+                client: match (t.cert, t.key) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "security.redis_tls",
+                            "cert and key must be given together",
+                        ))
+                    }
+                },
+            }),
+        };
         let tls = f.security.tls.map(|t| TlsPaths {
             cert: t.cert,
             key: t.key,
@@ -589,6 +656,7 @@ impl Config {
             raft,
             requirepass: f.security.requirepass,
             tls,
+            redis_tls,
             masters,
             secret_files,
         };

@@ -101,6 +101,23 @@ pub fn server_error_line(e: &redis::ServerError) -> String {
     }
 }
 
+/// TLS material for connections to Redis (masters with `tls = true`). One per process: a
+/// node runs one per process, and the in-process demo does not use TLS.
+#[derive(Clone, Debug, Default)]
+pub struct RedisTls {
+    /// CA certificate(s) (PEM) the servers' certificates must chain to; None: system roots.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key (PEM) for servers that require client certificates.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+static REDIS_TLS: std::sync::OnceLock<RedisTls> = std::sync::OnceLock::new();
+
+/// Sets the TLS material for Redis connections (first call wins).
+pub fn configure_tls(tls: RedisTls) {
+    let _ = REDIS_TLS.set(tls);
+}
+
 /// An open connection.
 pub struct Link {
     addr: Addr,
@@ -114,9 +131,6 @@ impl Link {
             addr: addr.clone(),
             detail,
         };
-        if auth.tls {
-            return Err(fail("TLS to Redis is not supported by this build".into()));
-        }
         let mut redis_info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(u) = &auth.user {
             redis_info = redis_info.set_username(u);
@@ -124,11 +138,35 @@ impl Link {
         if let Some(p) = &auth.pass {
             redis_info = redis_info.set_password(p);
         }
-        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+        let conn_addr = if auth.tls {
+            ConnectionAddr::TcpTls {
+                host: addr.host.clone(),
+                port: addr.port,
+                // Certificates are always verified, host names included.
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+        };
+        let info = conn_addr
             .into_connection_info()
             .map_err(|e| fail(e.to_string()))?
             .set_redis_settings(redis_info);
-        let client = Client::open(info).map_err(|e| fail(e.to_string()))?;
+        let client = match (auth.tls, REDIS_TLS.get()) {
+            (true, Some(t)) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: t.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.clone(),
+                    }),
+                    root_cert: t.ca.clone(),
+                },
+            ),
+            _ => Client::open(info),
+        }
+        .map_err(|e| fail(e.to_string()))?;
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));

@@ -88,6 +88,30 @@ impl RedisProcess {
         r
     }
 
+    /// Starts an instance that listens with TLS only: `args` must contain `--tls-port PORT`
+    /// (PORT is replaced by the chosen port) and `--port 0`.
+    pub fn start_tls(args: &[String]) -> RedisProcess {
+        let port = free_port();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a == "PORT" {
+                    port.to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let mut r = RedisProcess {
+            port,
+            args,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
     /// Starts a replica of `master`.
     pub fn start_replica(master: &RedisProcess, extra: &[&str]) -> RedisProcess {
         let port = master.port.to_string();
