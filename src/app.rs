@@ -147,9 +147,17 @@ impl Node {
         )?);
 
         if let Some(t) = &cfg.redis_tls {
-            let (ca, client) = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
-            crate::monitor::link::configure_tls(crate::monitor::link::RedisTls { ca, client });
+            let pem = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
+            crate::monitor::link::configure_tls(crate::monitor::link::RedisTls {
+                ca: pem.ca,
+                client: pem.client,
+            });
         }
+        // Every node checks that each master's Redis user may run what the coordinator sends.
+        tasks.push(tokio::spawn(
+            crate::monitor::acl::run(raft.clone(), shutdown.clone())
+                .instrument(info_span!("redis_acl_check")),
+        ));
         // Monitoring runs on every node; the failover executor acts only on the leader.
         let (monitor_view, monitor_task) = crate::monitor::spawn(raft.clone(), shutdown.clone());
         tasks.push(monitor_task);

@@ -263,8 +263,8 @@ impl TlsPaths {
 }
 
 impl RedisTlsPaths {
-    /// Reads the files: (CA, (cert, key)), each checked to hold PEM data.
-    pub fn load(&self) -> Result<(Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>), ConfigError> {
+    /// Reads the files, each checked to hold PEM data.
+    pub fn load(&self) -> Result<RedisTlsPem, ConfigError> {
         let ca = self
             .ca
             .as_deref()
@@ -277,8 +277,17 @@ impl RedisTlsPaths {
             )),
             None => None,
         };
-        Ok((ca, client))
+        Ok(RedisTlsPem { ca, client })
     }
+}
+
+/// PEM contents of [`RedisTlsPaths`].
+#[derive(Clone, Debug)]
+pub struct RedisTlsPem {
+    /// CA certificate(s).
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn read_pem(key: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {

@@ -135,7 +135,71 @@ async fn redis_acl_user_is_monitored_and_failed_over() {
         ..ClusterOpts::default()
     });
     c.wait_leader(Duration::from_secs(20)).await;
+    // The documented least-privilege ACL passes the start-up check.
+    eventually(
+        Duration::from_secs(20),
+        "ACL check passed for the master",
+        || async {
+            let log = std::fs::read_to_string(&c.nodes[0].log).ok()?;
+            log.lines()
+                .any(|l| l.contains("Redis ACL check passed") && l.contains(&master.addr()))
+                .then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+    assert!(!log.contains("lacks:"), "the documented ACL must be enough");
     let new = fail_over(&c, &mut master).await;
     assert_eq!(new, replica.addr());
     assert_eq!(replica.role().as_deref(), Some("master"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_check_names_missing_commands_and_changes_nothing() {
+    let master = RedisProcess::start(&[]);
+    let replica = RedisProcess::start_replica(&master, &[]);
+    // A user without REPLICAOF and CONFIG REWRITE (everything else of the documented ACL).
+    let partial = LEAST_PRIVILEGE
+        .replace(" +replicaof", "")
+        .replace(" +config|rewrite", "");
+    for r in [&master, &replica] {
+        let mut c = r.client();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("raft-sentinel")
+            .arg(partial.split_whitespace().collect::<Vec<_>>())
+            .query(&mut c)
+            .expect("ACL SETUSER");
+    }
+    let c = Cluster::start(ClusterOpts {
+        tick_ms: 20,
+        extra_toml: format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 2000\nauth_user = \"raft-sentinel\"\nauth_pass = \"acl-pw\"\n",
+            master.addr()
+        ),
+        ..ClusterOpts::default()
+    });
+    c.wait_leader(Duration::from_secs(20)).await;
+    let line = eventually(
+        Duration::from_secs(20),
+        "the ACL check reports the missing commands",
+        || async {
+            let log = std::fs::read_to_string(&c.nodes[0].log).ok()?;
+            log.lines()
+                .find(|l| l.contains("lacks:") && l.contains(&master.addr()))
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(
+        line.contains("replicaof") && line.contains("config|rewrite"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("ping") && !line.contains("client|kill"),
+        "only what is missing: {line}"
+    );
+    // Nothing changed on the instances: roles intact (no REPLICAOF NO ONE ran).
+    assert_eq!(master.role().as_deref(), Some("master"));
+    assert_eq!(replica.role().as_deref(), Some("slave"));
 }

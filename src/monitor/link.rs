@@ -18,7 +18,7 @@ pub struct Auth {
     pub user: Option<String>,
     /// Password.
     pub pass: Option<String>,
-    /// TLS requested (not built into this binary: connecting fails with a clear error).
+    /// Connect with TLS (see [`configure_tls`] for the CA and client certificate).
     pub tls: bool,
 }
 

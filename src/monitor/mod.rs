@@ -14,6 +14,7 @@
 //! Objective down is not decided here: it is computed in the state machine from the
 //! committed observations of every node.
 
+pub mod acl;
 mod health;
 pub mod info;
 pub mod link;
