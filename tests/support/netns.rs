@@ -176,3 +176,52 @@ impl Drop for NetLab {
         let _ = ip(&["netns", "del", &self.sw]);
     }
 }
+
+impl NetLab {
+    /// Cuts hosts `i` and `j` off each other only, with blackhole routes on both sides; each
+    /// keeps every other link (a partition between coordinators that clients can still reach).
+    pub fn cut(&self, i: usize, j: usize) {
+        for (from, to) in [(i, j), (j, i)] {
+            ip_ok(&[
+                "-n",
+                &self.hosts[from].ns,
+                "route",
+                "add",
+                "blackhole",
+                &format!("{}/32", self.hosts[to].ip),
+            ]);
+        }
+    }
+
+    /// Undoes [`NetLab::cut`].
+    pub fn uncut(&self, i: usize, j: usize) {
+        for (from, to) in [(i, j), (j, i)] {
+            ip_ok(&[
+                "-n",
+                &self.hosts[from].ns,
+                "route",
+                "del",
+                "blackhole",
+                &format!("{}/32", self.hosts[to].ip),
+            ]);
+        }
+    }
+
+    /// Runs `f` on a new thread that lives in host `i`'s network namespace, so the sockets
+    /// it opens (an in-process client library, say) are on the lab network.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        use std::os::fd::AsRawFd;
+        let path = format!("/var/run/netns/{}", self.hosts[i].ns);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("namespace handle");
+            // setns(2) on this thread only: the rest of the test process stays where it is.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
