@@ -15,7 +15,7 @@ use std::time::Duration;
 use raft_sentinel::app::Node;
 use raft_sentinel::config::{Config, Overrides};
 use raft_sentinel::failover::{self, FailoverError};
-use raft_sentinel::fsm::FailoverReason;
+use raft_sentinel::fsm::{Command, FailoverReason};
 use raft_sentinel::model::Addr;
 use support::{eventually, free_port, RedisProcess};
 use tempfile::TempDir;
@@ -540,5 +540,46 @@ async fn bad_instances_give_clear_errors_and_no_panic() {
     assert!(c.nodes.iter().all(|n| n.raft.status().leader_id != 0));
     stop_http.store(true, Ordering::Relaxed);
     stop_junk.store(true, Ordering::Relaxed);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_master_is_not_failed_over_until_resumed() {
+    let _g = SERIAL.lock().await;
+    let mut m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1]).await;
+    let c = InProc::start(3, &master_toml("mymaster", &m.addr(), "")).await;
+    c.wait_monitored("mymaster", 1).await;
+    let raft = &c.nodes[1].raft;
+    raft.propose(Command::Pause {
+        master: "mymaster".into(),
+    })
+    .await
+    .expect("pause");
+
+    m.kill9();
+    eventually(Duration::from_secs(10), "objectively down", || async {
+        c.nodes[0].raft.state().masters["mymaster"]
+            .is_odown()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 3)).await;
+    let st = c.nodes[0].raft.state();
+    let ms = &st.masters["mymaster"];
+    assert_eq!(ms.addr.to_string(), m.addr(), "failed over while paused");
+    assert!(ms.failover.is_none() && st.current_epoch == 0);
+    assert_eq!(r1.role().as_deref(), Some("slave"));
+
+    raft.propose(Command::Resume {
+        master: "mymaster".into(),
+    })
+    .await
+    .expect("resume");
+    let epoch = c.wait_settled("mymaster", &r1.addr()).await;
+    assert_eq!(epoch, 1);
+    assert_eq!(r1.role().as_deref(), Some("master"));
+    m.restart();
     c.stop().await;
 }
