@@ -371,6 +371,16 @@ async fn forced_failover_request_and_sentinel_errors() {
     );
 
     // Forced failover of a healthy master: the best replica (priority 50) is promoted.
+    // Writes acknowledged just before are not lost: the old master is paused and the
+    // candidate catches up before its promotion.
+    {
+        let mut mc = m.client();
+        let mut p = redis::pipe();
+        for i in 0..5000 {
+            p.cmd("SET").arg(format!("f:{i}")).arg(i).ignore();
+        }
+        let _: () = p.query(&mut mc).expect("writes");
+    }
     let epoch = failover::request(
         raft,
         "mymaster",
@@ -383,6 +393,10 @@ async fn forced_failover_request_and_sentinel_errors() {
     assert_eq!(epoch, 1);
     c.wait_settled("mymaster", &r1.addr()).await;
     assert_eq!(r1.role().as_deref(), Some("master"));
+    let keys: i64 = redis::cmd("DBSIZE")
+        .query(&mut r1.client())
+        .expect("DBSIZE");
+    assert_eq!(keys, 5000, "acknowledged writes lost in a forced failover");
     eventually(
         Duration::from_secs(10),
         "the old master and r2 follow r1",

@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 use crate::model::Addr;
 use crate::monitor::info::{parse_replication, parse_role, value_text, ReplicationInfo, RoleReply};
 use crate::monitor::link::{server_error_line, short, Auth, Link, LinkError};
+use crate::monitor::ReportedRole;
 
 /// Connect plus AUTH.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -152,9 +153,6 @@ pub(crate) async fn handover(
     to: &Addr,
     pause_ms: u64,
 ) -> Result<FailoverTo, LinkError> {
-    let mut pause = redis::cmd("CLIENT");
-    pause.arg("PAUSE").arg(pause_ms).arg("WRITE");
-    old.query(&pause, "CLIENT PAUSE WRITE", CMD_TIMEOUT).await?;
     let result = async {
         let master = replication(old).await?;
         if master
@@ -164,21 +162,13 @@ pub(crate) async fn handover(
         {
             return Ok(FailoverTo::AlreadyRunning);
         }
-        let target = master.master_repl_offset;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(pause_ms / 2);
-        loop {
-            let r = replication(cand).await?;
-            let have = r.slave_repl_offset.unwrap_or(-1);
-            if have >= target {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(FailoverTo::NotCaughtUp {
-                    master: target,
-                    replica: have,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let target = pause_writes(old, pause_ms).await?;
+        let have = wait_offset(cand, target, Duration::from_millis(pause_ms / 2)).await?;
+        if have < target {
+            return Ok(FailoverTo::NotCaughtUp {
+                master: target,
+                replica: have,
+            });
         }
         let mut c = redis::cmd("FAILOVER");
         c.arg("TO")
@@ -208,6 +198,43 @@ pub(crate) async fn handover(
         unpause(old).await;
     }
     result
+}
+
+/// `CLIENT PAUSE <pause_ms> WRITE`, then the master's offset (final while paused).
+async fn pause_writes(old: &mut Link, pause_ms: u64) -> Result<i64, LinkError> {
+    let mut pause = redis::cmd("CLIENT");
+    pause.arg("PAUSE").arg(pause_ms).arg("WRITE");
+    old.query(&pause, "CLIENT PAUSE WRITE", CMD_TIMEOUT).await?;
+    Ok(replication(old).await?.master_repl_offset)
+}
+
+/// Polls the replica's own `slave_repl_offset` until it reaches `target` or `limit`
+/// passes; returns the last offset seen.
+async fn wait_offset(cand: &mut Link, target: i64, limit: Duration) -> Result<i64, LinkError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let have = replication(cand).await?.slave_repl_offset.unwrap_or(-1);
+        if have >= target || tokio::time::Instant::now() >= deadline {
+            return Ok(have);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Pauses writes on a master that is still up and waits (at most `limit`) until the
+/// candidate has everything it acknowledged. Returns whether it caught up. The pause ends
+/// by itself after `pause_ms`.
+pub(crate) async fn pause_and_wait(
+    old: &mut Link,
+    cand: &mut Link,
+    pause_ms: u64,
+    limit: Duration,
+) -> Result<bool, LinkError> {
+    if replication(old).await?.role != ReportedRole::Master {
+        return Ok(false);
+    }
+    let target = pause_writes(old, pause_ms).await?;
+    Ok(wait_offset(cand, target, limit).await? >= target)
 }
 
 /// `CLIENT UNPAUSE`, best effort (the pause also ends by itself).

@@ -53,6 +53,8 @@ const FIX_REPLICA_AFTER: Duration = Duration::from_secs(2);
 /// Longest write pause a switchover may impose on the old master (also its safety net:
 /// the pause ends by itself if this node dies in the middle).
 const MAX_SWITCHOVER_PAUSE_MS: u64 = 2_000;
+/// How long a forced failover waits for the candidate to catch up with a paused old master.
+const FORCED_CATCH_UP: Duration = Duration::from_millis(500);
 /// After `FAILOVER TO` was accepted, an old master still idle and master this much later
 /// means Redis rolled the handover back.
 const SWITCHOVER_SETTLE: Duration = Duration::from_millis(1_000);
@@ -474,7 +476,7 @@ async fn promote(ctx: Ctx, name: String, f: FailoverState) {
             FailoverReason::Switchover => {
                 switchover_step(&ctx, &m, &f, &auth, &mut cand, &mut old, &mut sent).await
             }
-            _ => promote_step(&ctx, &f, &auth, &mut cand, &mut sent).await,
+            _ => promote_step(&ctx, &m, &f, &auth, &mut cand, &mut sent).await,
         };
         match step {
             Step::Promoted => {
@@ -533,6 +535,7 @@ async fn ensure_link<'a>(
 /// Forced or ODOWN failover: `REPLICAOF NO ONE` on the candidate, then `ROLE` until master.
 async fn promote_step(
     ctx: &Ctx,
+    m: &MasterState,
     f: &FailoverState,
     auth: &Auth,
     cand: &mut Option<Link>,
@@ -555,6 +558,9 @@ async fn promote_step(
     if sent.is_some_and(|t| t.elapsed() < PROMOTE_RESEND) || !ctx.active() {
         return Step::Wait;
     }
+    if f.reason == FailoverReason::Forced && sent.is_none() {
+        quiesce_old_master(m, &f.candidate, auth, link).await;
+    }
     info!("+failover-state-send-slaveof-noone");
     *sent = Some(Instant::now());
     match actions::replicaof(link, None).await {
@@ -571,6 +577,27 @@ async fn promote_step(
             *cand = None;
             Step::Wait
         }
+    }
+}
+
+/// A forced failover of a master that is still up: Sentinel promotes at once and the old
+/// master keeps taking writes until it is repointed, and loses them. Here, when the old
+/// master answers, its writes are paused first (bounded, and the pause ends by itself) and
+/// the candidate gets a short chance to catch up; then the promotion goes ahead regardless.
+/// Reconfiguration repoints the old master and kills its clients right after.
+async fn quiesce_old_master(m: &MasterState, candidate: &Addr, auth: &Auth, cand: &mut Link) {
+    let Ok(mut old) = actions::connect(&m.addr, auth).await else {
+        return;
+    };
+    let pause_ms = m.failover_timeout_ms.clamp(200, MAX_SWITCHOVER_PAUSE_MS);
+    match actions::pause_and_wait(&mut old, cand, pause_ms, FORCED_CATCH_UP).await {
+        Ok(true) => {
+            info!(old = %m.addr, candidate = %candidate, "old master paused; candidate caught up")
+        }
+        Ok(false) => {
+            warn!(old = %m.addr, "candidate did not catch up in time; promoting anyway (forced)")
+        }
+        Err(e) => debug!(error = %e, "could not pause the old master"),
     }
 }
 
@@ -801,7 +828,12 @@ async fn send_replicaof(ctx: &Ctx, t: &Addr, master: &Addr, auth: &Auth, is_old:
     }
     let result = async {
         let mut link = actions::connect(t, auth).await?;
-        actions::replicaof(&mut link, Some(master)).await
+        actions::replicaof(&mut link, Some(master)).await?;
+        if is_old {
+            // A forced failover may have paused its writes; it is a replica now.
+            actions::unpause(&mut link).await;
+        }
+        Ok::<(), crate::monitor::link::LinkError>(())
     }
     .await;
     match result {
