@@ -51,8 +51,13 @@ fn node_config(lab: &NetLab, i: usize, dir: &Path, master: &str) -> PathBuf {
     p
 }
 
-fn redis_args(ip: &str, replica_of: Option<&str>) -> Vec<String> {
+/// A Redis on `ip:6379` whose files (the RDB a replica receives) stay in `dir`.
+fn redis_args(ip: &str, replica_of: Option<&str>, dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::create_dir_all(&dir).unwrap();
     let mut a: Vec<String> = [
+        "--dir",
+        &dir,
         "--bind",
         ip,
         "--port",
@@ -240,13 +245,13 @@ async fn every_client_gets_the_new_master_while_one_node_is_partitioned() {
     let master_idx = lab.spawn(
         OLD,
         "redis-server",
-        &redis_args(&lab.hosts[OLD].ip, None),
+        &redis_args(&lab.hosts[OLD].ip, None, &dir.path().join("old")),
         &dir.path().join("old.log"),
     );
     lab.spawn(
         CLIENT,
         "redis-server",
-        &redis_args(&lab.hosts[CLIENT].ip, Some(&old)),
+        &redis_args(&lab.hosts[CLIENT].ip, Some(&old), &dir.path().join("new")),
         &dir.path().join("new.log"),
     );
     for i in 0..3 {
@@ -306,7 +311,7 @@ async fn every_client_gets_the_new_master_while_one_node_is_partitioned() {
     lab.spawn(
         OLD,
         "redis-server",
-        &redis_args(&lab.hosts[OLD].ip, None),
+        &redis_args(&lab.hosts[OLD].ip, None, &dir.path().join("impostor")),
         &dir.path().join("impostor.log"),
     );
     wait_for("the impostor is up", Duration::from_secs(10), || {

@@ -8,11 +8,16 @@ Starts one redis-server, one redis-sentinel and a three-node raft-sentinel clust
 loopback ports, measures each target in turn (alternating, best of --rounds), prints the
 requests/s and the ratio raft-sentinel / redis-sentinel per mode, and stops everything.
 
+Two more columns say what limits the rate: the share of one core redis-benchmark used (it is
+single-threaded; near 100% means the load generator is the bottleneck and no server can go
+faster), and each server's CPU time per request (median over rounds), which compares the
+servers' own cost whatever the load generator manages.
+
 Usage: tests/compat/bench_sentinel.py [--bin target/release/raft-sentinel] [--rounds 3]
 Needs redis-server, redis-sentinel and redis-benchmark (Debian: redis-server redis-sentinel
 redis-tools). Builds nothing: run `cargo build --release` first.
 """
-import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, os, re, resource, shutil, signal, socket, subprocess, sys, tempfile, time
 
 
 def free_port():
@@ -37,17 +42,33 @@ def ask(port, *args):
     return out.stdout.strip()
 
 
-def bench(port, pipeline, n, clients):
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench(port, pipeline, n, clients, server_pid):
+    """Requests/s, and the share of one core redis-benchmark itself used (it is
+    single-threaded: near 100% means the load generator, not the server, is the limit)."""
     cmd = ["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-q"]
     if pipeline > 1:
         cmd += ["-P", str(pipeline)]
     cmd += ["SENTINEL", "get-master-addr-by-name", "mymaster"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = cpu_seconds(server_pid)
+    t0 = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_us = (cpu_seconds(server_pid) - server_before) * 1e6 / n
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     # "-q" prints e.g. "SENTINEL get-master-addr-by-name mymaster: 41841.00 requests per second, p50=..."
     m = re.findall(r"([0-9.]+) requests per second", out.replace("\r", "\n"))
     if not m:
         sys.exit(f"no rate in redis-benchmark output: {out!r}")
-    return float(m[-1])
+    return float(m[-1]), cpu / wall, server_us
 
 
 def main():
@@ -110,14 +131,22 @@ def main():
                 sys.exit(f"{name} does not answer the master: {got!r}")
 
         print(f"redis-benchmark -c {args.c} -n {args.n} SENTINEL get-master-addr-by-name mymaster")
-        print(f"{'mode':<6}{'redis-sentinel':>18}{'raft-sentinel':>18}{'ratio':>8}")
+        print(f"{'mode':<6}{'redis-sentinel':>16}{'raft-sentinel':>16}{'ratio':>7}"
+              f"{'bench cpu s/r':>15}{'server us/req s/r':>20}")
+        spid, rpid = procs[1].pid, procs[2].pid
         for pipeline in (1, 16):
-            best = {"redis": 0.0, "raft": 0.0}
+            runs = {"redis": [], "raft": []}
             for _ in range(args.rounds):
-                best["redis"] = max(best["redis"], bench(sport, pipeline, args.n, args.c))
-                best["raft"] = max(best["raft"], bench(rport, pipeline, args.n, args.c))
-            ratio = best["raft"] / best["redis"]
-            print(f"P{pipeline:<5}{best['redis']:>18.0f}{best['raft']:>18.0f}{ratio:>8.2f}")
+                runs["redis"].append(bench(sport, pipeline, args.n, args.c, spid))
+                runs["raft"].append(bench(rport, pipeline, args.n, args.c, rpid))
+            best = {k: max(v) for k, v in runs.items()}
+            # Server CPU per request: the median over rounds (clock ticks are coarse).
+            us = {k: sorted(r[2] for r in v)[len(v) // 2] for k, v in runs.items()}
+            ratio = best["raft"][0] / best["redis"][0]
+            cpu = f"{best['redis'][1]:.0%}/{best['raft'][1]:.0%}"
+            per = f"{us['redis']:.2f}/{us['raft']:.2f}"
+            print(f"{f'P{pipeline}':<6}{best['redis'][0]:>16.0f}{best['raft'][0]:>16.0f}"
+                  f"{ratio:>7.2f}{cpu:>15}{per:>20}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
