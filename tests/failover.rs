@@ -336,6 +336,21 @@ async fn sigstop_master_fails_over_and_is_demoted_after_sigcont() {
         "demotion took {demoted:?}"
     );
 
+    // The demotion was a committed decision: every node applied and logged the event.
+    let details = format!("+convert-to-slave slave {}", m.addr());
+    for n in &c.nodes {
+        eventually(
+            Duration::from_secs(5),
+            "every node logs +convert-to-slave",
+            || async {
+                std::fs::read_to_string(&n.log)
+                    .is_ok_and(|s| s.contains(&details))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     // From then on exactly one writable master.
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {

@@ -30,7 +30,7 @@ use super::actions::{self, FailoverTo};
 use super::select::{self, SelectParams, MAX_INFO_AGE};
 use crate::consensus::{wall_ms, ProposeError, RaftHandle, Role};
 use crate::fsm::{
-    replica_details, ClusterState, Command, FailoverReason, FailoverState, MasterState, ReconfStage,
+    ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ReconfStage,
 };
 use crate::model::{Addr, Epoch};
 use crate::monitor::info::RoleReply;
@@ -336,10 +336,22 @@ async fn fence_one(
     epoch: Epoch,
     event: &'static str,
 ) {
-    // A linearizable read proves this node still leads and has applied everything
-    // committed: a deposed leader with a stale state must not demote the real master.
-    if let Err(e) = ctx.raft.read_index(LEADER_CHECK).await {
-        debug!(error = %e, "not fencing: leadership not confirmed");
+    // The decision is committed first, like every other: that proves this node still leads
+    // (a deposed leader with a stale state must not demote the real master), the apply
+    // refuses it if the master moved meanwhile, and every node records and publishes it.
+    let kind = if event == "+convert-to-slave" {
+        FenceKind::ConvertToSlave
+    } else {
+        FenceKind::FixSlaveConfig
+    };
+    let cmd = Command::Fence {
+        master: name.clone(),
+        epoch,
+        instance: addr.clone(),
+        kind,
+    };
+    if let Err(e) = ctx.raft.propose_with_timeout(cmd, LEADER_CHECK).await {
+        debug!(error = %e, "not fencing: decision not committed");
         return;
     }
     let Some((_, m)) = ctx.master(&name) else {
@@ -353,14 +365,8 @@ async fn fence_one(
         actions::replicaof(&mut link, Some(&master)).await
     }
     .await;
-    match result {
-        Ok(()) => info!(
-            event,
-            details = %replica_details(&addr, &name, &master),
-            "{event} {}",
-            replica_details(&addr, &name, &master)
-        ),
-        Err(e) => warn!(error = %e, "could not repoint instance to the current master"),
+    if let Err(e) = result {
+        warn!(error = %e, "could not repoint instance to the current master");
     }
 }
 

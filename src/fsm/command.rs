@@ -84,6 +84,16 @@ pub enum ReconfStage {
     TimedOut,
 }
 
+/// Why an instance is being repointed outside a failover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceKind {
+    /// It claims to be master but is not the committed one (e.g. a returning old master).
+    ConvertToSlave,
+    /// It is a replica of the wrong master.
+    FixSlaveConfig,
+}
+
 /// Addresses a coordinator node announces about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -222,6 +232,18 @@ pub enum Command {
         /// Proposer's wall clock.
         at_ms: u64,
     },
+    /// The leader is about to repoint an instance to the committed master (fencing). Committed
+    /// first, like every decision, so every node records and publishes it.
+    Fence {
+        /// Master name.
+        master: String,
+        /// The master's config epoch the decision was made under; refused if it moved.
+        epoch: Epoch,
+        /// The instance being repointed.
+        instance: Addr,
+        /// Why.
+        kind: FenceKind,
+    },
     /// No automatic failover for this master until `Resume`.
     Pause {
         /// Master name.
@@ -292,6 +314,7 @@ impl Command {
             Command::FailoverAbort { .. } => "failover_abort",
             Command::Reconf { .. } => "reconf",
             Command::FailoverEnd { .. } => "failover_end",
+            Command::Fence { .. } => "fence",
             Command::Pause { .. } => "pause",
             Command::Resume { .. } => "resume",
             Command::Announce { .. } => "announce",

@@ -8,7 +8,8 @@ mod event;
 mod state;
 
 pub use command::{
-    Command, DecodeError, FailoverReason, MasterSpec, MemberInfo, ObserveReason, ReconfStage,
+    Command, DecodeError, FailoverReason, FenceKind, MasterSpec, MemberInfo, ObserveReason,
+    ReconfStage,
 };
 pub use event::{master_details, replica_details, Event};
 pub use state::{

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, FailoverReason, MasterSpec, MemberInfo, ObserveReason, ReconfStage};
+use super::command::{
+    Command, FailoverReason, FenceKind, MasterSpec, MemberInfo, ObserveReason, ReconfStage,
+};
 use super::event::{master_details, replica_details, Event};
 use crate::model::{glob_match, Addr, Epoch, NodeId};
 
@@ -810,6 +812,34 @@ impl ClusterState {
                     rec.ended_at_ms = Some(*at_ms);
                     rec.outcome = if *timed_out { "timed_out" } else { "ended" }.into();
                 }
+                Ok(Outcome::default())
+            }
+            Command::Fence {
+                master,
+                epoch,
+                instance,
+                kind,
+            } => {
+                let m = self.master_mut(master)?;
+                if m.config_epoch != *epoch || m.failover.is_some() {
+                    return Err(Rejection::precondition(
+                        "the master changed since the fencing decision",
+                    ));
+                }
+                if instance == &m.addr {
+                    return Err(Rejection::invalid("cannot fence the current master"));
+                }
+                // A demoted instance is a replica from now on.
+                m.replicas.insert(instance.clone());
+                let event = match kind {
+                    FenceKind::ConvertToSlave => "+convert-to-slave",
+                    FenceKind::FixSlaveConfig => "+fix-slave-config",
+                };
+                events.push(Event::new(
+                    event,
+                    replica_details(instance, &m.name, &m.addr),
+                    Some(master),
+                ));
                 Ok(Outcome::default())
             }
             Command::Pause { master } => {

@@ -636,3 +636,44 @@ fn applying_an_old_index_is_an_invariant_violation() {
         },
     );
 }
+
+#[test]
+fn fencing_is_recorded_and_refused_when_the_master_moved() {
+    let mut f = Fixture::new();
+    let ev = f.ok(Command::Fence {
+        master: "mymaster".into(),
+        epoch: 0,
+        instance: addr("10.0.0.9:6379"),
+        kind: FenceKind::ConvertToSlave,
+    });
+    assert_eq!(Fixture::kinds(&ev), ["+convert-to-slave"]);
+    assert_eq!(
+        ev[0].payload,
+        "slave 10.0.0.9:6379 10.0.0.9 6379 @ mymaster 10.0.0.1 6379"
+    );
+    assert!(
+        f.m().replicas.contains(&addr("10.0.0.9:6379")),
+        "a demoted instance is a replica"
+    );
+    let ev = f.ok(Command::Fence {
+        master: "mymaster".into(),
+        epoch: 0,
+        instance: addr("10.0.0.9:6379"),
+        kind: FenceKind::FixSlaveConfig,
+    });
+    assert_eq!(Fixture::kinds(&ev), ["+fix-slave-config"]);
+    // Decided under an old epoch: refused, nothing happens.
+    let rej = f.err(Command::Fence {
+        master: "mymaster".into(),
+        epoch: 7,
+        instance: addr("10.0.0.9:6379"),
+        kind: FenceKind::ConvertToSlave,
+    });
+    assert!(rej.message.contains("changed"), "{rej}");
+    f.err(Command::Fence {
+        master: "mymaster".into(),
+        epoch: 0,
+        instance: addr("10.0.0.1:6379"),
+        kind: FenceKind::ConvertToSlave,
+    });
+}
