@@ -184,13 +184,10 @@ fn redis_rs(lab: &NetLab, urls: Vec<String>, protocol: redis::ProtocolVersion) -
             SentinelServerType::Master,
         )
         .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let mut ok = 0;
         while ok < 5 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-rs made no progress"
-            );
+            assert!(Instant::now() < deadline, "redis-rs made no progress");
             let r: redis::RedisResult<String> = (|| {
                 let c = s.master_for("mymaster", Some(&info))?;
                 let addr = match c.get_connection_info().addr() {
