@@ -120,6 +120,62 @@ impl Topo {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_cache_returns_the_last_info_of_master_and_replicas() {
+    let t = Topo::start().await;
+    let addr = t.sentinels()[1].clone();
+    let v = eventually(
+        Duration::from_secs(10),
+        "INFO text cached for both instances",
+        || {
+            let addr = addr.clone();
+            async move {
+                let mut c = RespClient::connect(&addr).await;
+                let v = c
+                    .cmd(&["SENTINEL", "INFO-CACHE", "mymaster", "nosuch"])
+                    .await;
+                let items = v.items();
+                let ok = items.len() == 2
+                    && items[1].items().len() == 2
+                    && items[1]
+                        .items()
+                        .iter()
+                        .all(|e| e.items()[1].text().is_some());
+                ok.then_some(v)
+            }
+        },
+    )
+    .await;
+    let items = v.items();
+    assert_eq!(
+        items[0].text().as_deref(),
+        Some("mymaster"),
+        "unknown names are skipped"
+    );
+    let entries = items[1].items();
+    let texts: Vec<String> = entries
+        .iter()
+        .map(|e| e.items()[1].text().unwrap())
+        .collect();
+    assert!(
+        texts[0].contains("role:master") && texts[0].contains("# Server"),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[0].contains(&format!("tcp_port:{}", t.master.port)));
+    assert!(
+        texts[1].contains("role:slave")
+            && texts[1].contains(&format!("master_port:{}", t.master.port))
+    );
+    for e in &entries {
+        let age = match &e.items()[0] {
+            support::resp::Value::Int(n) => *n,
+            other => panic!("age must be an integer: {other:?}"),
+        };
+        assert!((0..5000).contains(&age), "age {age} ms");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nodes_serve_sentinel_replies_and_switch_together() {
     let mut t = Topo::start().await;
     let mut c = RespClient::connect(&t.sentinels()[0]).await;

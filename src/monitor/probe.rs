@@ -339,8 +339,12 @@ impl Probe {
                     .ok_or_else(|| format!("{what} returned {}", super::link::short(v))),
             }
         };
-        let repl = parse_replication(&text(0, "INFO replication")?).map_err(|e| e.to_string())?;
-        let run_id = parse_run_id(&text(1, "INFO server")?).map_err(|e| e.to_string())?;
+        let repl_text = text(0, "INFO replication")?;
+        let server_text = text(1, "INFO server")?;
+        let repl = parse_replication(&repl_text).map_err(|e| e.to_string())?;
+        let run_id = parse_run_id(&server_text).map_err(|e| e.to_string())?;
+        self.info.info_text =
+            Some(format!("{}\r\n\r\n{}", server_text.trim_end(), repl_text).into());
         let role = match &r[2] {
             Value::ServerError(e) => return Err(format!("ROLE failed: {}", server_error_line(e))),
             v => parse_role(v).map_err(|e| e.to_string())?,

@@ -68,6 +68,8 @@ pub struct InstanceInfo {
     pub sdown_reason: Option<ObserveReason>,
     /// Keys in the current database (`DBSIZE`), from the last INFO round.
     pub keys: Option<i64>,
+    /// The last `INFO` text read (server and replication sections), for `SENTINEL INFO-CACHE`.
+    pub info_text: Option<std::sync::Arc<str>>,
 }
 
 impl InstanceInfo {
@@ -97,6 +99,7 @@ impl InstanceInfo {
             failover_state: None,
             sdown_reason: None,
             keys: None,
+            info_text: None,
         }
     }
 }

@@ -368,8 +368,8 @@ async fn failover(sh: &Shared, name: String) -> Frame {
 }
 
 /// `SENTINEL INFO-CACHE [name ...]`: per master, `[age-ms, INFO]` of the master and each
-/// replica. This node keeps parsed fields, not raw INFO text, so the text is null; the age
-/// is that of the last INFO it read.
+/// replica: the server and replication sections this node last read, and their age (null
+/// before the first successful INFO).
 fn info_cache(p: &mut Parse, sh: &Shared) -> Frame {
     let st = sh.ctx.raft.state();
     let view = sh.ctx.monitor.borrow().clone();
@@ -381,11 +381,14 @@ fn info_cache(p: &mut Parse, sh: &Shared) -> Frame {
         }
     }
     let entry = |a: &Addr| {
-        let age = view
-            .get(a)
+        let info = view.get(a);
+        let age = info
             .and_then(|i| i.info_refresh)
             .map_or(0, |t| now.saturating_duration_since(t).as_millis() as i64);
-        Frame::Array(vec![Frame::Integer(age), Frame::Null])
+        let text = info
+            .and_then(|i| i.info_text.as_deref())
+            .map_or(Frame::Null, |t| Frame::bulk(t.to_string()));
+        Frame::Array(vec![Frame::Integer(age), text])
     };
     let mut out = Vec::new();
     for n in names {
