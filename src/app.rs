@@ -214,13 +214,30 @@ impl Node {
         )?);
 
         // The Sentinel-compatible port answers from this node's applied state and monitor view.
-        let resp_ctx = crate::api::resp::RespContext::new(
+        let mut resp_ctx = crate::api::resp::RespContext::new(
             raft.clone(),
             monitor_view.clone(),
             cfg.requirepass.clone(),
             run_id.clone(),
             advertise(&sentinel_l, cfg.listen.sentinel),
         );
+        if let Some((cert, key, ca)) = &cfg.sentinel_tls {
+            let read = |k: &str, p: &std::path::Path| {
+                crate::config::read_pem(k, p).map_err(|e| AppError::Tls(e.to_string()))
+            };
+            let cert = read("security.sentinel_tls.cert", cert)?;
+            let key = read("security.sentinel_tls.key", key)?;
+            let ca = ca
+                .as_deref()
+                .map(|p| read("security.sentinel_tls.ca", p))
+                .transpose()?;
+            let acceptor = crate::api::resp::stream::acceptor(&cert, &key, ca.as_deref())
+                .map_err(|e| AppError::Tls(e.to_string()))?;
+            resp_ctx = resp_ctx.with_options(crate::api::resp::RespOptions {
+                tls: Some(acceptor),
+                ..Default::default()
+            });
+        }
         tasks.push(tokio::spawn(
             crate::api::resp::serve(sentinel_l, resp_ctx, shutdown.clone())
                 .instrument(info_span!("sentinel_port")),

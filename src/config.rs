@@ -157,6 +157,15 @@ struct SecurityFile {
     requirepass_file: Option<PathBuf>,
     tls: Option<TlsFile>,
     redis_tls: Option<RedisTlsFile>,
+    sentinel_tls: Option<SentinelTlsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SentinelTlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,7 +299,8 @@ pub struct RedisTlsPem {
     pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-fn read_pem(key: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
+/// Reads a PEM file for config key `key`, with a clear error when it is missing or not PEM.
+pub fn read_pem(key: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
     let b =
         std::fs::read(p).map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display())))?;
     if !String::from_utf8_lossy(&b).contains("-----BEGIN ") {
@@ -350,6 +360,9 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// TLS material for Redis connections.
     pub redis_tls: Option<RedisTlsPaths>,
+    /// TLS on the Sentinel port: certificate, key, and optionally a CA clients must present
+    /// a certificate from.
+    pub sentinel_tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     /// Masters proposed when the cluster first forms.
     pub masters: Vec<MasterSpec>,
     /// Secret files to read at load: (config key, path, what to fill).
@@ -379,6 +392,13 @@ impl Config {
         }
         if let Some(t) = &cfg.redis_tls {
             t.load()?;
+        }
+        if let Some((cert, key, ca)) = &cfg.sentinel_tls {
+            read_pem("security.sentinel_tls.cert", cert)?;
+            read_pem("security.sentinel_tls.key", key)?;
+            if let Some(ca) = ca {
+                read_pem("security.sentinel_tls.ca", ca)?;
+            }
         }
         for (key, file, target) in cfg.secret_files.clone() {
             let text = std::fs::read_to_string(&file)
@@ -666,6 +686,7 @@ impl Config {
             requirepass: f.security.requirepass,
             tls,
             redis_tls,
+            sentinel_tls: f.security.sentinel_tls.map(|t| (t.cert, t.key, t.ca)),
             masters,
             secret_files,
         };

@@ -189,3 +189,71 @@ fn missing_or_non_pem_tls_files_are_config_errors() {
         );
     }
 }
+
+fn redis_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("redis-cli")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && !text.contains("Error") && !text.contains("Could not"),
+        text,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_port_over_tls_with_and_without_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(&dir.path().join("port"), "port");
+    let m = RedisProcess::start(&[]);
+    let (ca, cert, key) = (
+        pki.ca.display().to_string(),
+        pki.cert.display().to_string(),
+        pki.key.display().to_string(),
+    );
+    for require_client_cert in [false, true] {
+        let ca_line = if require_client_cert {
+            format!(", ca = \"{ca}\"")
+        } else {
+            String::new()
+        };
+        let c = Cluster::start(ClusterOpts {
+            tick_ms: 20,
+            extra_toml: format!(
+                "[security]\nsentinel_tls = {{ cert = \"{cert}\", key = \"{key}\"{ca_line} }}\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\n",
+                m.addr()
+            ),
+            ..ClusterOpts::default()
+        });
+        c.wait_leader(Duration::from_secs(20)).await;
+        let port = c.nodes[0].sentinel_port.to_string();
+        let mut tls_args = vec!["--tls", "--cacert", &ca, "-h", "127.0.0.1", "-p", &port];
+        if require_client_cert {
+            // Without a client certificate the handshake is refused.
+            let mut no_cert = tls_args.clone();
+            no_cert.extend(["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+            let (ok, text) = redis_cli(&no_cert);
+            assert!(!ok, "client without a certificate was served: {text}");
+            tls_args.extend(["--cert", &cert, "--key", &key]);
+        }
+        let mut args = tls_args.clone();
+        args.extend(["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+        let (text, _) = eventually(Duration::from_secs(10), "answer over TLS", || {
+            let (ok, text) = redis_cli(&args);
+            async move { (ok && text.contains(&m.port.to_string())).then_some((text, ())) }
+        })
+        .await;
+        assert!(text.contains("127.0.0.1"), "{text}");
+        // Plain text is not served on a TLS port.
+        let (ok, text) = redis_cli(&["-h", "127.0.0.1", "-p", &port, "PING"]);
+        assert!(
+            !ok || !text.contains("PONG"),
+            "plain client was served: {text}"
+        );
+    }
+}

@@ -9,9 +9,9 @@
 use std::io;
 use std::time::Duration;
 
+use super::stream::ClientStream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::fast::{is_addr_lookup, AddrTable};
 use super::frame::{self, Check, Frame, Heads, Limits, Protocol, ProtocolError};
@@ -43,7 +43,7 @@ pub struct Lookup {
 /// A client connection: the stream and its two buffers.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     limits: Limits,
@@ -55,7 +55,7 @@ pub struct Connection {
 
 impl Connection {
     /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream, limits: Limits, write_timeout: Duration) -> Connection {
+    pub fn new(stream: ClientStream, limits: Limits, write_timeout: Duration) -> Connection {
         Connection {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -67,8 +67,8 @@ impl Connection {
         }
     }
 
-    /// The underlying stream (addresses, fd).
-    pub fn stream(&self) -> &TcpStream {
+    /// The underlying stream.
+    pub fn stream(&self) -> &ClientStream {
         &self.stream
     }
 

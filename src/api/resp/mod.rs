@@ -35,6 +35,7 @@ pub mod fast;
 pub mod frame;
 pub mod parse;
 pub mod server;
+pub mod stream;
 
 pub use frame::{Frame, Limits, Protocol, ProtocolError};
 
@@ -43,7 +44,7 @@ pub use frame::{Frame, Limits, Protocol, ProtocolError};
 pub const REDIS_VERSION: &str = "7.2.4";
 
 /// Connection and buffer limits of the port.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RespOptions {
     /// Request size limits.
     pub limits: Limits,
@@ -57,6 +58,21 @@ pub struct RespOptions {
     pub idle_timeout: Option<Duration>,
     /// After shutdown is triggered, connections get this long to finish their command.
     pub drain_grace: Duration,
+    /// Serve TLS instead of plain TCP (see [`stream::acceptor`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for RespOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespOptions")
+            .field("limits", &self.limits)
+            .field("max_connections", &self.max_connections)
+            .field("write_timeout", &self.write_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("drain_grace", &self.drain_grace)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Default for RespOptions {
@@ -67,6 +83,7 @@ impl Default for RespOptions {
             write_timeout: Duration::from_secs(30),
             idle_timeout: None,
             drain_grace: Duration::from_secs(3),
+            tls: None,
         }
     }
 }

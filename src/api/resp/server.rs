@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+
+use super::stream::ClientStream;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -133,9 +135,27 @@ async fn handle(
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
     #[cfg(not(unix))]
     let fd = -1;
+    let opts = &sh.ctx.options;
+    // TLS handshake (when configured) before the client counts as connected; a client that
+    // stalls it is dropped like any other slow client.
+    let stream = match &opts.tls {
+        None => ClientStream::Plain(stream),
+        Some(acceptor) => {
+            match tokio::time::timeout(opts.write_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!("TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
     let client = sh.clients.add(peer, laddr, fd);
     sh.stats.connected.fetch_add(1, Ordering::Relaxed);
-    let opts = &sh.ctx.options;
     let mut conn = Connection::new(stream, opts.limits, opts.write_timeout);
     let mut session = Session::new(client.clone(), sh.ctx.requirepass.is_some());
     let why = serve_client(&mut conn, &mut session, &sh, &mut shutdown).await;
