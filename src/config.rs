@@ -205,13 +205,13 @@ struct MasterFile {
 }
 
 fn default_down_after() -> u64 {
-    5000
+    MasterSpec::DEFAULT_DOWN_AFTER_MS
 }
 fn default_failover_timeout() -> u64 {
-    60_000
+    MasterSpec::DEFAULT_FAILOVER_TIMEOUT_MS
 }
 fn default_parallel_syncs() -> u32 {
-    1
+    MasterSpec::DEFAULT_PARALLEL_SYNCS
 }
 
 /// TLS files for the gRPC and peer ports.

@@ -116,15 +116,9 @@ mod tests {
             1,
             &Command::Monitor {
                 spec: MasterSpec {
-                    name: "m".into(),
-                    addr: format!("{master_host}:6379").parse().unwrap(),
-                    quorum: 2,
                     down_after_ms: 1000,
                     failover_timeout_ms: 1000,
-                    parallel_syncs: 1,
-                    auth_user: None,
-                    auth_pass: None,
-                    tls: false,
+                    ..MasterSpec::new("m", format!("{master_host}:6379").parse().unwrap(), 2)
                 },
             },
         );

@@ -31,15 +31,9 @@ struct TestCluster {
 
 fn spec(name: &str) -> MasterSpec {
     MasterSpec {
-        name: name.into(),
-        addr: "127.0.0.1:6379".parse().unwrap(),
-        quorum: 2,
         down_after_ms: 1000,
         failover_timeout_ms: 10_000,
-        parallel_syncs: 1,
-        auth_user: None,
-        auth_pass: None,
-        tls: false,
+        ..MasterSpec::new(name, "127.0.0.1:6379".parse().unwrap(), 2)
     }
 }
 

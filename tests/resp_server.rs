@@ -41,15 +41,9 @@ struct Harness {
 
 fn master_spec() -> MasterSpec {
     MasterSpec {
-        name: "mymaster".into(),
-        addr: "127.0.0.1:6379".parse().unwrap(),
-        quorum: 2,
         down_after_ms: 1000,
         failover_timeout_ms: 10_000,
-        parallel_syncs: 1,
-        auth_user: None,
-        auth_pass: None,
-        tls: false,
+        ..MasterSpec::new("mymaster", "127.0.0.1:6379".parse().unwrap(), 2)
     }
 }
 

@@ -297,28 +297,22 @@ impl Coordinator for CoordinatorService {
             .filter(|p| *p > 0)
             .ok_or_else(|| Status::invalid_argument("Invalid port number."))?;
         let addr = Addr::new(r.host, port).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let or = |v: u64, default: u64| if v == 0 { default } else { v };
         let spec = MasterSpec {
-            name: r.name,
-            addr,
-            quorum: r.quorum,
-            down_after_ms: if r.down_after_ms == 0 {
-                5000
-            } else {
-                r.down_after_ms
-            },
-            failover_timeout_ms: if r.failover_timeout_ms == 0 {
-                60_000
-            } else {
-                r.failover_timeout_ms
-            },
+            down_after_ms: or(r.down_after_ms, MasterSpec::DEFAULT_DOWN_AFTER_MS),
+            failover_timeout_ms: or(
+                r.failover_timeout_ms,
+                MasterSpec::DEFAULT_FAILOVER_TIMEOUT_MS,
+            ),
             parallel_syncs: if r.parallel_syncs == 0 {
-                1
+                MasterSpec::DEFAULT_PARALLEL_SYNCS
             } else {
                 r.parallel_syncs
             },
             auth_user: Some(r.auth_user).filter(|s| !s.is_empty()),
             auth_pass: Some(r.auth_pass).filter(|s| !s.is_empty()),
             tls: r.tls,
+            ..MasterSpec::new(r.name, addr, r.quorum)
         };
         self.raft
             .propose(Command::Monitor { spec })

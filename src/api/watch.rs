@@ -149,15 +149,9 @@ mod tests {
                 &mut s,
                 Command::Monitor {
                     spec: MasterSpec {
-                        name: n.into(),
-                        addr: a.parse().unwrap(),
-                        quorum: 1,
                         down_after_ms: 1,
                         failover_timeout_ms: 1,
-                        parallel_syncs: 1,
-                        auth_user: None,
-                        auth_pass: None,
-                        tls: false,
+                        ..MasterSpec::new(n, a.parse().unwrap(), 1)
                     },
                 },
             );

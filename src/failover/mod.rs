@@ -262,15 +262,9 @@ mod tests {
     fn base() -> (ClusterState, u64) {
         let mut s = ClusterState::default();
         let spec = MasterSpec {
-            name: "m".into(),
-            addr: addr(6379),
-            quorum: 2,
             down_after_ms: 1000,
             failover_timeout_ms: 10_000,
-            parallel_syncs: 1,
-            auth_user: None,
-            auth_pass: None,
-            tls: false,
+            ..MasterSpec::new("m", addr(6379), 2)
         };
         s.apply(1, &Command::Monitor { spec }).result.unwrap();
         s.apply(

@@ -234,15 +234,9 @@ mod tests {
     fn master() -> MasterState {
         let mut s = ClusterState::default();
         let spec = MasterSpec {
-            name: "m".into(),
-            addr: addr(6379),
-            quorum: 2,
             down_after_ms: 1000,
             failover_timeout_ms: 10_000,
-            parallel_syncs: 1,
-            auth_user: None,
-            auth_pass: None,
-            tls: false,
+            ..MasterSpec::new("m", addr(6379), 2)
         };
         let r = s.apply(1, &Command::Monitor { spec });
         assert!(r.result.is_ok());

@@ -33,6 +33,30 @@ pub struct MasterSpec {
     pub tls: bool,
 }
 
+impl MasterSpec {
+    /// `down_after_ms` when none is given (config file, MONITOR, gRPC).
+    pub const DEFAULT_DOWN_AFTER_MS: u64 = 5_000;
+    /// `failover_timeout_ms` when none is given.
+    pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 60_000;
+    /// `parallel_syncs` when none is given (Sentinel's default).
+    pub const DEFAULT_PARALLEL_SYNCS: u32 = 1;
+
+    /// A master with default timings and no credentials.
+    pub fn new(name: impl Into<String>, addr: Addr, quorum: u32) -> MasterSpec {
+        MasterSpec {
+            name: name.into(),
+            addr,
+            quorum,
+            down_after_ms: Self::DEFAULT_DOWN_AFTER_MS,
+            failover_timeout_ms: Self::DEFAULT_FAILOVER_TIMEOUT_MS,
+            parallel_syncs: Self::DEFAULT_PARALLEL_SYNCS,
+            auth_user: None,
+            auth_pass: None,
+            tls: false,
+        }
+    }
+}
+
 /// Why a failover was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

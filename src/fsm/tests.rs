@@ -12,15 +12,9 @@ fn addr(s: &str) -> Addr {
 
 fn spec(name: &str, a: &str, quorum: u32) -> MasterSpec {
     MasterSpec {
-        name: name.into(),
-        addr: addr(a),
-        quorum,
         down_after_ms: 1000,
         failover_timeout_ms: 10_000,
-        parallel_syncs: 1,
-        auth_user: None,
-        auth_pass: None,
-        tls: false,
+        ..MasterSpec::new(name, addr(a), quorum)
     }
 }
 

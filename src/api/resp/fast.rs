@@ -184,15 +184,13 @@ mod tests {
     fn table_bytes_equal_the_general_path() {
         let mut st = ClusterState::default();
         let spec = crate::fsm::MasterSpec {
-            name: "mymaster".into(),
-            addr: crate::model::Addr::new("10.0.0.1".to_string(), 6379).unwrap(),
-            quorum: 2,
             down_after_ms: 1000,
             failover_timeout_ms: 1000,
-            parallel_syncs: 1,
-            auth_user: None,
-            auth_pass: None,
-            tls: false,
+            ..crate::fsm::MasterSpec::new(
+                "mymaster",
+                crate::model::Addr::new("10.0.0.1".to_string(), 6379).unwrap(),
+                2,
+            )
         };
         let r = st.apply(1, &crate::fsm::Command::Monitor { spec });
         assert!(r.result.is_ok(), "{r:?}");

@@ -33,12 +33,6 @@ use crate::consensus::ProposeError;
 use crate::fsm::{ClusterState, Command, FailoverReason, MasterSpec, Rejection};
 use crate::model::{glob_match, Addr};
 
-/// `down-after-milliseconds` of a master added by MONITOR (the config file's default).
-pub const MONITOR_DOWN_AFTER_MS: u64 = 5_000;
-/// `failover-timeout` of a master added by MONITOR (the config file's default).
-pub const MONITOR_FAILOVER_TIMEOUT_MS: u64 = 60_000;
-/// `parallel-syncs` of a master added by MONITOR (Sentinel's default).
-pub const MONITOR_PARALLEL_SYNCS: u32 = 1;
 /// How long SENTINEL FAILOVER waits for the leader to take or refuse the request.
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(10);
 
@@ -310,17 +304,8 @@ async fn monitor(p: &mut Parse, sh: &Shared) -> Frame {
     let Ok(quorum) = u32::try_from(quorum) else {
         return Frame::error("Invalid quorum");
     };
-    let spec = MasterSpec {
-        name,
-        addr,
-        quorum,
-        down_after_ms: MONITOR_DOWN_AFTER_MS,
-        failover_timeout_ms: MONITOR_FAILOVER_TIMEOUT_MS,
-        parallel_syncs: MONITOR_PARALLEL_SYNCS,
-        auth_user: None,
-        auth_pass: None,
-        tls: false,
-    };
+    // The config file's defaults, so a master added either way behaves the same.
+    let spec = MasterSpec::new(name, addr, quorum);
     write(sh, Command::Monitor { spec }).await
 }
 
