@@ -448,3 +448,50 @@ async fn proposals_forwarded_to_a_lost_leader_fail_fast() {
     c.h(follower).propose(monitor("after-loss")).await.unwrap();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_node_vouches_only_once_it_has_applied_what_was_committed_meanwhile() {
+    let c = TestCluster::start(3, 1000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let cut = if leader == 3 { 1 } else { 3 };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.h(cut).has_leader_contact() {
+        assert!(
+            Instant::now() < deadline,
+            "node {cut} never vouched before the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.net.isolate(cut);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.h(cut).has_leader_contact() {
+        assert!(
+            Instant::now() < deadline,
+            "node {cut} kept vouching while cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Committed while it is cut off.
+    c.h(leader).propose(monitor("while-cut-off")).await.unwrap();
+    c.net.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Contact first, then state: the state only grows, so a vouching node must already
+        // hold the entry.
+        let vouches = c.h(cut).has_leader_contact();
+        let has = c.h(cut).state().masters.contains_key("while-cut-off");
+        assert!(
+            !vouches || has,
+            "node {cut} vouched for a state without the committed entry"
+        );
+        if vouches {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {cut} never vouched again after healing"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    c.stop().await;
+}

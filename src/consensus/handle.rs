@@ -361,10 +361,20 @@ impl RaftHandle {
                     "cannot remove the last voter".into(),
                 ));
             }
-            let active = remaining
-                .iter()
-                .filter(|v| st.progress.iter().any(|p| p.id == **v && p.recent_active))
-                .count();
+            // A leader that just took over has not heard from every follower yet: give its
+            // view of who is reachable up to an election timeout before refusing.
+            let reachable = |st: &RaftStatus| {
+                remaining
+                    .iter()
+                    .filter(|v| st.progress.iter().any(|p| p.id == **v && p.recent_active))
+                    .count()
+            };
+            let mut active = reachable(&st);
+            let deadline = Instant::now() + self.election_timeout;
+            while active <= remaining.len() / 2 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                active = reachable(&*self.leader_only()?);
+            }
             if active <= remaining.len() / 2 {
                 return Err(ProposeError::Precondition(format!(
                     "removing node {id} would leave {active} reachable of {} voters: no majority",

@@ -127,6 +127,14 @@ pub struct RaftNode {
     // liveness bookkeeping
     last_heard: HashMap<NodeId, Instant>,
     leader_contact: Arc<AtomicU64>,
+    /// Caught up with the leader since contact was last lost (or since start): only then does
+    /// the node vouch for its state. Regaining contact alone is not enough: entries committed
+    /// while it was cut off may not be applied yet.
+    synced: bool,
+    /// In-flight ReadIndex of the resync: (request id, sent at).
+    sync_read: Option<(u64, Instant)>,
+    /// Index to apply before the node is synced again.
+    sync_index: Option<u64>,
     epoch_start: Instant,
     last_self_tasks: Option<Instant>,
     last_role: StateRole,
@@ -224,6 +232,9 @@ impl RaftNode {
             parked_reads: Vec::new(),
             last_heard: HashMap::new(),
             leader_contact,
+            synced: false,
+            sync_read: None,
+            sync_index: None,
             epoch_start,
             last_self_tasks: None,
             last_role: StateRole::Follower,
@@ -303,8 +314,7 @@ impl RaftNode {
                     debug!(peer_id = from, error = %e, "step failed");
                 }
                 if from_leader && from == self.raw.raft.leader_id {
-                    self.leader_contact
-                        .store(self.now_ms().max(1), Ordering::Relaxed);
+                    self.touch_contact();
                 }
             }
             NodeMsg::Propose { cmd, reply } => {
@@ -419,11 +429,40 @@ impl RaftNode {
                 })
                 .count();
             if heard > voters.len() / 2 {
-                self.leader_contact
-                    .store(self.now_ms().max(1), Ordering::Relaxed);
+                self.touch_contact();
             }
         }
+        self.resync();
         self.self_tasks();
+    }
+
+    /// Records contact with a leader, while the node is synced.
+    fn touch_contact(&self) {
+        if self.synced {
+            self.leader_contact
+                .store(self.now_ms().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Stops vouching when contact lapsed; while not synced, runs a ReadIndex round and waits
+    /// until everything committed up to its index is applied (see [`Self::release_reads`]).
+    fn resync(&mut self) {
+        let window = self.cfg.election_timeout().as_millis() as u64;
+        let last = self.leader_contact.load(Ordering::Relaxed);
+        if self.synced && (last == 0 || self.now_ms().saturating_sub(last) > window) {
+            self.synced = false;
+            self.sync_index = None;
+        }
+        // ReadIndex requests vanish without a leader or before the leader commits in its
+        // term: retry after a while.
+        let due = self
+            .sync_read
+            .is_none_or(|(_, at)| at.elapsed() > Duration::from_millis(500));
+        if !self.synced && self.sync_index.is_none() && due && self.raw.raft.leader_id != 0 {
+            let id = self.next_id();
+            self.raw.read_index(self.ctx_bytes(id));
+            self.sync_read = Some((id, Instant::now()));
+        }
     }
 
     /// Periodic duties proposed through the log: bootstrap the masters once, announce this
@@ -707,6 +746,11 @@ impl RaftNode {
             let Some(id) = self.own_id(&rs.request_ctx) else {
                 continue;
             };
+            if self.sync_read.is_some_and(|(sid, _)| sid == id) {
+                self.sync_read = None;
+                self.sync_index = Some(rs.index);
+                continue;
+            }
             if let Some(reply) = self.reads.remove(&id) {
                 self.parked_reads.push((rs.index, reply));
             }
@@ -716,6 +760,12 @@ impl RaftNode {
 
     fn release_reads(&mut self) {
         let applied = self.state.applied_index;
+        if self.sync_index.is_some_and(|idx| applied >= idx) {
+            // Everything committed when the leader confirmed itself is applied here.
+            self.sync_index = None;
+            self.synced = true;
+            self.touch_contact();
+        }
         let mut i = 0;
         while i < self.parked_reads.len() {
             if self.parked_reads[i].0 <= applied {
@@ -733,12 +783,14 @@ impl RaftNode {
         if role != self.last_role || leader != self.last_leader {
             info!(term = self.raw.raft.term, leader_id = leader, role = ?role, "raft role changed");
             if role == StateRole::Leader {
-                self.leader_contact
-                    .store(self.now_ms().max(1), Ordering::Relaxed);
                 // Do self duties (bootstrap, announce) right away in a new term.
                 self.last_self_tasks = None;
             }
             if leader != self.last_leader {
+                // A new leader may hold entries this node has not applied: resync first.
+                self.synced = false;
+                self.sync_index = None;
+                self.sync_read = None;
                 // Proposals made under the old leader may be lost with it: answer them now
                 // (outcome unknown) rather than after a timeout.
                 let stale: Vec<u64> = self
