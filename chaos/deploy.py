@@ -202,7 +202,7 @@ class RaftSentinel(Deployment):
         if join:
             argv.append("--join")
         env_log = os.path.join(d, "node.log")
-        p = self.lab.spawn(i, ["env", "RAFT_SENTINEL_LOG=info,raft=warn", *argv], f"node{i}", env_log)
+        p = self.lab.spawn(i, ["env", "RAFT_SENTINEL_LOG=info,raft_rs=warn", *argv], f"node{i}", env_log)
         self.coord[i] = p
         return p
 

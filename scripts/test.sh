@@ -44,3 +44,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --no-fail-fast
 fi
+
+log "chaos: checker tests"
+python3 -m unittest discover -s chaos/tests
+
+log "chaos: smoke run against raft-sentinel (network namespaces as root)"
+rm -rf target/chaos-smoke
+chaos/run.sh --smoke --no-build --out target/chaos-smoke
+python3 scripts/chaos-smoke-check.py target/chaos-smoke
