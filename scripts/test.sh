@@ -49,6 +49,8 @@ log "chaos: checker tests"
 python3 -m unittest discover -s chaos/tests
 
 log "chaos: smoke run against raft-sentinel (network namespaces as root)"
-rm -rf target/chaos-smoke
-chaos/run.sh --smoke --no-build --out target/chaos-smoke
-python3 scripts/chaos-smoke-check.py target/chaos-smoke
+# An absolute path: redis-server opens its log file after changing into its data dir.
+smoke="$PWD/target/chaos-smoke"
+rm -rf "$smoke"
+chaos/run.sh --smoke --no-build --out "$smoke"
+python3 scripts/chaos-smoke-check.py "$smoke"
