@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks a chaos smoke run (chaos/run.sh --smoke --out DIR) for the invariants raft-sentinel
+"""Checks a chaos run (chaos/run.sh ... --out DIR) for the invariants raft-sentinel
 guarantees whenever a majority of coordinators survives: no stale master address served after
 a committed switch, at most one promotion per epoch, no split brain once the old master can be
 reached again (beyond the checker's grace), no acknowledged write lost beyond what async
@@ -14,8 +14,8 @@ import glob, json, os, sys
 def main(out):
     results = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, "*", "result.json")))]
     results = [r for r in results if r.get("target") == "raft-sentinel"]
-    if len(results) < 3:
-        sys.exit(f"expected at least 3 raft-sentinel runs in {out}, found {len(results)}")
+    if len(results) < 2:
+        sys.exit(f"expected at least 2 raft-sentinel runs in {out}, found {len(results)}")
     bad = []
     for r in results:
         name = f"{r['scenario']} run {r['rep']} seed {r['seed']}"
