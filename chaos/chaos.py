@@ -184,6 +184,40 @@ def _keep_logs(d, rundir):
     shutil.rmtree(data, ignore_errors=True)
 
 
+def write_report(args, results, extra):
+    ok_results = [r for r in results if r.get("check")]
+    summary = report.summarize(ok_results) if ok_results else {}
+    rep_json = dict(extra)
+    rep_json["summary"] = summary
+    rep_json["runs"] = [{k: r[k] for k in ("target", "scenario", "rep", "seed", "violations")} |
+                        ({"numbers": report.run_row(r)} if r.get("check") else {}) for r in results]
+    os.makedirs(args.out, exist_ok=True)
+    for path in [os.path.join(args.out, "report.json")] + ([args.report] if args.report else []):
+        with open(path, "w") as f:
+            json.dump(rep_json, f, indent=1, default=str)
+    print(report.table(summary))
+    bad = [r for r in results if r["target"] == "raft-sentinel" and r["violations"]]
+    if bad:
+        print("\nraft-sentinel violations:")
+        for r in bad:
+            print(f"  {r['scenario']} run {r['rep']} seed {r['seed']}: {'; '.join(r['violations'])}")
+    return bad
+
+
+def summarize_dirs(args):
+    results = []
+    for top in args.summarize:
+        for name in sorted(os.listdir(top)):
+            path = os.path.join(top, name, "result.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    results.append(json.load(f))
+    order = list(SCENARIOS)
+    results.sort(key=lambda r: (order.index(r["scenario"]), r["target"], r["rep"]))
+    write_report(args, results, {"sources": args.summarize, "down_after_ms": args.down_after_ms,
+                                 "failover_timeout_ms": args.failover_timeout_ms})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", choices=["raft", "sentinel", "both"], default="raft")
@@ -200,7 +234,12 @@ def main():
     ap.add_argument("--converge-timeout", type=float, default=25.0)
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 when raft-sentinel violates an invariant in a scenario a majority survives")
+    ap.add_argument("--summarize", nargs="+", metavar="DIR",
+                    help="rebuild the table and report.json from the result.json files under these run "
+                         "directories (for example several partial runs), without running anything")
     args = ap.parse_args()
+    if args.summarize:
+        return summarize_dirs(args)
 
     if os.geteuid() != 0 and not args.loopback:
         log("not root: network namespaces unavailable")
@@ -244,29 +283,15 @@ def main():
                 results.append(r)
                 log(f"   {'ok' if not r['violations'] else 'VIOLATIONS: ' + '; '.join(r['violations'])}"
                     f" ({r.get('duration_s', '?')} s)")
-    ok_results = [r for r in results if r.get("check")]
-    summary = report.summarize(ok_results) if ok_results else {}
-    rep_json = {
+    bad = write_report(args, results, {
         "mode": "netns" if args.netns else "loopback",
         "down_after_ms": args.down_after_ms,
         "failover_timeout_ms": args.failover_timeout_ms,
         "runs_per_scenario": args.runs,
         "base_seed": args.seed,
         "elapsed_s": round(time.monotonic() - t_start, 1),
-        "summary": summary,
-        "runs": [{k: r[k] for k in ("target", "scenario", "rep", "seed", "violations")} |
-                 ({"numbers": report.run_row(r)} if r.get("check") else {}) for r in results],
-    }
-    for path in [os.path.join(args.out, "report.json")] + ([args.report] if args.report else []):
-        with open(path, "w") as f:
-            json.dump(rep_json, f, indent=1, default=str)
-    print(report.table(summary))
+    })
     print(f"\nreport: {os.path.join(args.out, 'report.json')}; per run: history.jsonl, result.json, timeline.svg")
-    bad = [r for r in results if r["target"] == "raft-sentinel" and r["violations"]]
-    if bad:
-        print("\nraft-sentinel violations:")
-        for r in bad:
-            print(f"  {r['scenario']} run {r['rep']} seed {r['seed']}: {'; '.join(r['violations'])}")
     if args.strict and bad:
         sys.exit(1)
 

@@ -6,7 +6,7 @@ import html
 from collections import defaultdict
 
 ROLE_COLOR = {"master": "#d62728", "slave": "#1f77b4", "down": "#bbbbbb"}
-PALETTE = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+PALETTE = ["#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22"]
 
 
 def timeline_svg(history, result, title):
