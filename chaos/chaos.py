@@ -238,6 +238,8 @@ def main():
                     help="rebuild the table and report.json from the result.json files under these run "
                          "directories (for example several partial runs), without running anything")
     args = ap.parse_args()
+    # Redis opens its log file after changing into its data directory: paths must be absolute.
+    args.out = os.path.abspath(args.out)
     if args.summarize:
         return summarize_dirs(args)
 
@@ -272,9 +274,10 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     results = []
     t_start = time.monotonic()
-    for scenario in scenarios:
-        for rep in range(1, args.runs + 1):
-            seed = args.seed + rep - 1
+    # Repetition-major: a run cut short still has every scenario at least once.
+    for rep in range(1, args.runs + 1):
+        seed = args.seed + rep - 1
+        for scenario in scenarios:
             for target in targets:
                 log(f"== {target} {scenario} run {rep} seed {seed}")
                 r = run_one(args, binary, target, scenario, seed, rep, args.out)
