@@ -23,12 +23,31 @@ use tonic::transport::Channel;
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_raft-sentinel");
 
-/// A port nobody listens on right now (the OS picks it).
+/// A loopback port nobody listens on right now, never the same one twice in this process.
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range (32768+), so an outgoing
+/// connection of another process cannot grab one between this call and the node binding it; the
+/// process-wide counter keeps two nodes of one test from being handed the same port, which
+/// binding to port 0 and releasing it does not guarantee.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Start each test process at a different offset so concurrent test binaries rarely meet.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
