@@ -80,6 +80,15 @@ fn points_to(r: &RedisProcess, master: &RedisProcess) -> bool {
         && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
 }
 
+fn config_get(r: &RedisProcess, key: &str) -> Option<String> {
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query(&mut r.client())
+        .ok()?;
+    v.get(1).cloned()
+}
+
 fn dbsize(r: &RedisProcess) -> i64 {
     redis::cmd("DBSIZE").query(&mut r.client()).expect("DBSIZE")
 }
@@ -590,7 +599,9 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
         "slaveof",
         "failover",
         "client|kill",
+        "client|pause",
         "config|rewrite",
+        "config|set",
     ] {
         assert_eq!(
             calls(&r1, cmd),
@@ -606,15 +617,25 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_restarted_empty_does_not_wipe_its_replicas() {
     let _g = serial().await;
-    let mut m = RedisProcess::start(&[]);
-    let r1 = RedisProcess::start_replica(&m, &[]);
-    let r2 = RedisProcess::start_replica(&m, &[]);
+    // Disk-based sync: Redis starts a full sync the moment a replica asks, its worst case
+    // (the default diskless delay of 5 s would hide a missing hold).
+    let args = ["--repl-diskless-sync", "no"];
+    let mut m = RedisProcess::start(&args);
+    let r1 = RedisProcess::start_replica(&m, &args);
+    let r2 = RedisProcess::start_replica(&m, &args);
     wait_synced(&m, &[&r1, &r2]).await;
     let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
     c.wait_leader(Duration::from_secs(20)).await;
     wait_monitored(&c, "mymaster", 2).await;
     write_keys(&m, "acked", 300);
     wait_synced(&m, &[&r1, &r2]).await;
+    // Failovers paused: for now the hold alone must keep the replicas' data.
+    let mut grpc = c.nodes[0].client().await.expect("gRPC client");
+    grpc.pause(pb::PauseRequest {
+        name: "mymaster".into(),
+    })
+    .await
+    .expect("Pause");
 
     // Back within 200 ms, empty (no persistence), well before down_after: only the restart
     // detection can save the data the replicas hold.
@@ -622,13 +643,39 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     m.restart();
     let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "full syncs held on the empty master",
+        || async {
+            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("117")).then_some(())
+        },
+    )
+    .await;
+    eprintln!("empty restart to hold: {:?}", t0.elapsed());
+    // The replicas reconnect and ask for a full sync within a second; it must not start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dbsize(&r1), 300, "a replica resynced from the empty master");
+    assert_eq!(dbsize(&r2), 300, "a replica resynced from the empty master");
+    // Nor does the empty master acknowledge a write it would lose when it is demoted.
+    let mut w = m.client();
+    w.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let r: redis::RedisResult<()> = redis::cmd("SET").arg("unsafe").arg(1).query(&mut w);
+    assert!(r.is_err(), "the held empty master acknowledged a write");
+
+    let t1 = Instant::now();
+    grpc.resume(pb::ResumeRequest {
+        name: "mymaster".into(),
+    })
+    .await
+    .expect("Resume");
     let new = eventually(Duration::from_secs(10), "a replica is promoted", || async {
         let r = get_master(&c.nodes[0], "mymaster").await?;
         let (a, _, _) = addr_of(&r)?;
         (a != m.addr()).then_some(a)
     })
     .await;
-    eprintln!("empty restart to switch: {:?}", t0.elapsed());
+    eprintln!("resume to switch: {:?}", t1.elapsed());
     print_timeline(&c);
     let epoch = wait_all_agree(&c, "mymaster", &new, Duration::from_secs(5)).await;
     assert_eq!(epoch, 1);
@@ -652,4 +699,15 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     )
     .await;
     assert_eq!(dbsize(promoted), 300);
+    // Once it is a replica the hold is released: its own settings are back.
+    eventually(
+        Duration::from_secs(5),
+        "sync settings restored on the old master",
+        || async {
+            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("5")
+                && config_get(&m, "repl-diskless-sync").as_deref() == Some("no"))
+            .then_some(())
+        },
+    )
+    .await;
 }

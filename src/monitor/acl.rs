@@ -37,6 +37,14 @@ const QUEUED: &[(&str, &[&str])] = &[
     ("replicaof", &["REPLICAOF", "NO", "ONE"]),
     ("config|rewrite", &["CONFIG", "REWRITE"]),
     ("client|kill", &["CLIENT", "KILL", "TYPE", "normal"]),
+    // Holding a master that restarted empty (its syncs and writes) until a replica takes over.
+    ("config|get", &["CONFIG", "GET", "repl-diskless-sync-delay"]),
+    (
+        "config|set",
+        &["CONFIG", "SET", "repl-diskless-sync-delay", "5"],
+    ),
+    ("client|pause", &["CLIENT", "PAUSE", "1", "WRITE"]),
+    ("client|unpause", &["CLIENT", "UNPAUSE"]),
     ("failover", &["FAILOVER", "ABORT"]),
 ];
 

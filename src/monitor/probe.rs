@@ -24,6 +24,22 @@ use crate::shutdown::Shutdown;
 const MAX_OBSERVE_BACKOFF: Duration = Duration::from_secs(2);
 /// First wait after a failed `Observe`.
 const MIN_OBSERVE_BACKOFF: Duration = Duration::from_millis(100);
+/// `repl-diskless-sync-delay` while full syncs from a master that restarted empty are held
+/// back: far longer than a failover takes, bounded so a hold nobody releases ends by itself.
+/// An odd value, so that other nodes recognise the hold and do not take it for a setting.
+const HOLD_DELAY_SECS: u64 = 117;
+/// Redis's default `repl-diskless-sync-delay`, restored on a hold whose owner is gone.
+const DEFAULT_DISKLESS_DELAY: &str = "5";
+/// How long a majority may take to confirm this node before it holds syncs.
+const HOLD_QUORUM_TIMEOUT: Duration = Duration::from_millis(150);
+/// How long the node that set a hold has to release it before others reset it.
+const ORPHAN_HOLD_GRACE: Duration = Duration::from_secs(3);
+/// One `CLIENT PAUSE WRITE` of a master that restarted empty; renewed while the hold lasts, so
+/// it ends by itself if this node goes away.
+const PAUSE_MS: u64 = 2_000;
+/// Reconnect period to a master whose connection just broke: a restarted master must be seen
+/// before its replicas' next reconnect (once a second) resyncs them from it.
+const MASTER_RECONNECT: Duration = Duration::from_millis(10);
 
 /// Shared writer of the view; each probe replaces only its own entry.
 pub(crate) type ViewTx = Arc<watch::Sender<Arc<MonitorView>>>;
@@ -38,6 +54,30 @@ struct Restart {
     check_replicas: bool,
     /// Set when this instance, as the current master, came back empty.
     empty_since: Option<Instant>,
+    /// Full syncs from this instance are held back (see [`Probe::hold_syncs`]).
+    hold: Option<SyncHold>,
+    /// When to look for a hold another node left on this instance (now a replica).
+    orphan_check_at: Option<Instant>,
+}
+
+/// A hold on a master's full syncs (and, for a while, on its writes).
+struct SyncHold {
+    /// `repl-diskless-sync` and `repl-diskless-sync-delay` to restore, or `None` when another
+    /// node set the hold first (it restores them).
+    original: Option<(String, String)>,
+    since: Instant,
+    /// Writes are paused (`CLIENT PAUSE WRITE`) until then, unless renewed.
+    paused_until: Option<Instant>,
+}
+
+impl SyncHold {
+    fn foreign() -> SyncHold {
+        SyncHold {
+            original: None,
+            since: Instant::now(),
+            paused_until: None,
+        }
+    }
 }
 
 /// The probe of one instance.
@@ -175,7 +215,7 @@ impl Probe {
         let auth = Auth::of(m);
         let is_master = m.addr == self.addr;
         if self.link.is_none() && now >= self.next_connect {
-            self.connect(&auth, t).await;
+            self.connect(&auth, t, is_master).await;
         }
         if self.link.is_some() && Instant::now() >= self.next_ping {
             self.ping(t).await;
@@ -184,6 +224,9 @@ impl Probe {
             self.refresh_info(m, t, is_master).await;
         }
         self.evaluate(m, t, is_master);
+        if self.link.is_some() {
+            self.maintain_hold(m, t, is_master).await;
+        }
         self.publish();
         if is_master {
             self.observe(state, m);
@@ -192,7 +235,7 @@ impl Probe {
         }
     }
 
-    async fn connect(&mut self, auth: &Auth, t: &Timings) {
+    async fn connect(&mut self, auth: &Auth, t: &Timings, is_master: bool) {
         let now = Instant::now();
         // A connection attempt counts as a PING: an instance that cannot be reached goes
         // down `down_after` after its last good reply, as in Sentinel.
@@ -210,7 +253,15 @@ impl Probe {
             }
             Err(e) => {
                 self.info.connected = false;
-                self.next_connect = now + t.ping_period;
+                // The current master, lost for less than down_after: probably restarting.
+                let recent = health::no_reply_since(&self.info, self.started)
+                    .is_some_and(|s| s.elapsed() < t.down_after);
+                let period = if is_master && recent {
+                    MASTER_RECONNECT
+                } else {
+                    t.ping_period
+                };
+                self.next_connect = now + period;
                 self.record_error(&e);
             }
         }
@@ -323,6 +374,9 @@ impl Probe {
                 if std::mem::take(&mut self.restart.check_replicas) {
                     self.check_replicas_hold_data(m, t).await;
                 }
+                if is_master && self.restart.empty_since.is_some() && self.restart.hold.is_none() {
+                    self.hold_syncs(t).await;
+                }
             }
             Err(msg) => {
                 // A port that is not Redis, or garbage in INFO: say so, keep probing.
@@ -362,6 +416,8 @@ impl Probe {
             if i.role.is_some() {
                 info!(role = ?repl.role, "role changed");
             }
+            self.restart.orphan_check_at =
+                (repl.role == ReportedRole::Replica).then(|| now + ORPHAN_HOLD_GRACE);
             i.role = Some(repl.role);
             i.role_reported_at = Some(now);
         }
@@ -387,19 +443,17 @@ impl Probe {
                 keys = ?dbsize,
                 "+reboot"
             );
-            // Data would be lost if the replicas resynced from it: it had data before, or
-            // its replicas hold some (checked right after this INFO round).
-            let had_data = repl.master_repl_offset < self.restart.offset
-                || self.restart.keys.is_some_and(|k| k > 0);
-            if is_master
-                && repl.role == ReportedRole::Master
-                && dbsize == Some(0)
-                && self.restart.empty_since.is_none()
+            // Data would be lost if the replicas resynced from it: it came back with far
+            // fewer keys than it had (clients may already have written a few), or than its
+            // replicas hold (asked right after this INFO round when ours is no evidence).
+            if is_master && repl.role == ReportedRole::Master && self.restart.empty_since.is_none()
             {
-                if had_data {
-                    self.mark_empty_restart(m, now);
-                } else {
-                    self.restart.check_replicas = true;
+                if let Some(now_keys) = dbsize {
+                    if lost_keys(now_keys, self.restart.keys) {
+                        self.mark_empty_restart(m, now);
+                    } else {
+                        self.restart.check_replicas = true;
+                    }
                 }
             }
         }
@@ -431,6 +485,7 @@ impl Probe {
             }
         }
         let auth = Auth::of(m);
+        let master_keys = self.restart.keys.unwrap_or(0);
         for r in replicas {
             let keys = async {
                 let mut link = Link::connect(&r, &auth, t.connect_timeout).await?;
@@ -439,13 +494,133 @@ impl Probe {
             }
             .await;
             match keys {
-                Ok(Value::Int(n)) if n > 0 => {
+                Ok(Value::Int(n)) if lost_keys(master_keys, Some(n)) => {
                     debug!(replica = %r, keys = n, "a replica holds data the restarted master lost");
                     self.mark_empty_restart(m, Instant::now());
                     return;
                 }
                 Ok(_) => {}
                 Err(e) => debug!(replica = %r, error = %e, "cannot ask replica for DBSIZE"),
+            }
+        }
+    }
+
+    /// Keeps the replicas of a master that restarted empty from resyncing from it, which
+    /// would wipe the data only they still hold, until the failover repoints them. Redis starts
+    /// a diskless full sync only after `repl-diskless-sync-delay`, so a long delay parks the
+    /// replicas' sync requests; a replica repointed or promoted meanwhile keeps its data.
+    /// Only with a confirmed majority: a minority never acts on Redis.
+    async fn hold_syncs(&mut self, t: &Timings) {
+        if let Err(e) = self.raft.read_index(HOLD_QUORUM_TIMEOUT).await {
+            debug!(error = %e, "not holding full syncs: no majority confirmed");
+            return;
+        }
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let current = match config_get_sync(link, t.info_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "cannot read the sync settings of the empty master; its replicas may resync from it");
+                // Do not retry every round against an ACL that refuses CONFIG.
+                self.restart.hold = Some(SyncHold::foreign());
+                return;
+            }
+        };
+        if current.1 == HOLD_DELAY_SECS.to_string() {
+            debug!("full syncs already held by another node");
+            self.restart.hold = Some(SyncHold::foreign());
+            return;
+        }
+        let hold = HOLD_DELAY_SECS.to_string();
+        match config_set_sync(link, ("yes", &hold), t.info_timeout).await {
+            Ok(()) => {
+                warn!(
+                    diskless_sync = %current.0,
+                    diskless_sync_delay = %current.1,
+                    hold_secs = HOLD_DELAY_SECS,
+                    "holding full syncs from the empty master until a replica takes over"
+                );
+                // Writes it took now would be lost when it is demoted: clients wait instead.
+                let paused_until = pause_writes(link, t.info_timeout).await;
+                self.restart.hold = Some(SyncHold {
+                    original: Some(current),
+                    since: Instant::now(),
+                    paused_until,
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot hold full syncs from the empty master; its replicas may resync from it");
+                self.restart.hold = Some(SyncHold::foreign());
+            }
+        }
+    }
+
+    /// Ends this node's hold once the instance is a replica (the failover moved past it) or
+    /// the empty-restart failure was given up; resets a hold whose owner did not.
+    async fn maintain_hold(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
+        let demoted = self.info.role == Some(ReportedRole::Replica);
+        let given_up = is_master && self.restart.empty_since.is_none();
+        if self.restart.hold.is_some() && (demoted || given_up) {
+            let Some(mut hold) = self.restart.hold.take() else {
+                return;
+            };
+            let (Some(original), Some(link)) = (hold.original.clone(), self.link.as_mut()) else {
+                return;
+            };
+            // Demoted: paused writers now get -READONLY. Given up: the master serves again.
+            if hold.paused_until.take().is_some() {
+                unpause_writes(link, t.info_timeout).await;
+            }
+            let restore = (original.0.as_str(), original.1.as_str());
+            match config_set_sync(link, restore, t.info_timeout).await {
+                Ok(()) => info!(
+                    diskless_sync = %original.0,
+                    diskless_sync_delay = %original.1,
+                    held_ms = hold.since.elapsed().as_millis() as u64,
+                    "released the hold on full syncs"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "cannot release the hold on full syncs yet");
+                    self.restart.hold = Some(hold);
+                }
+            }
+            return;
+        }
+        if let (Some(hold), Some(link)) = (self.restart.hold.as_mut(), self.link.as_mut()) {
+            let Some(until) = hold.paused_until else {
+                return;
+            };
+            let now = Instant::now();
+            if now.duration_since(hold.since) > pause_limit(m) {
+                // No failover came: stop refusing writes; the sync hold stays until give-up.
+                warn!("no replica took over the empty master yet; letting it take writes again");
+                unpause_writes(link, t.info_timeout).await;
+                hold.paused_until = None;
+            } else if until.saturating_duration_since(now) < Duration::from_millis(PAUSE_MS / 2) {
+                hold.paused_until = pause_writes(link, t.info_timeout).await.or(Some(until));
+            }
+            return;
+        }
+        let due = self
+            .restart
+            .orphan_check_at
+            .is_some_and(|at| Instant::now() >= at);
+        if !due || !demoted || self.restart.hold.is_some() {
+            return;
+        }
+        self.restart.orphan_check_at = None;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        // A node that held syncs and died before releasing them: back to Redis's default.
+        if let Ok((diskless, delay)) = config_get_sync(link, t.info_timeout).await {
+            if delay == HOLD_DELAY_SECS.to_string() {
+                let reset = (diskless.as_str(), DEFAULT_DISKLESS_DELAY);
+                match config_set_sync(link, reset, t.info_timeout).await {
+                    Ok(()) => info!("reset a hold on full syncs left by another node"),
+                    Err(e) => warn!(error = %e, "cannot reset a hold on full syncs"),
+                }
             }
         }
     }
@@ -573,5 +748,118 @@ impl Probe {
         if self.info.last_error.take().is_some() {
             info!("probe recovered");
         }
+    }
+}
+
+/// A master that restarted holding `now` keys lost data, given `before` keys (its own before
+/// the restart, or a replica's): it came back empty, or with less than half of them (a
+/// restart that loaded its persistence files has about as many).
+fn lost_keys(now: i64, before: Option<i64>) -> bool {
+    before.is_some_and(|b| b > 0 && now.saturating_mul(2) < b)
+}
+
+/// How long a master that restarted empty has its writes paused at most: a failover normally
+/// replaces it in well under a second once every node has seen the restart.
+fn pause_limit(m: &MasterState) -> Duration {
+    Duration::from_millis(m.down_after_ms.saturating_mul(2)).max(Duration::from_secs(5))
+}
+
+/// `CLIENT PAUSE <PAUSE_MS> WRITE`; the time it lasts until, or `None` if refused.
+async fn pause_writes(link: &mut Link, timeout: Duration) -> Option<Instant> {
+    let mut c = redis::cmd("CLIENT");
+    c.arg("PAUSE").arg(PAUSE_MS).arg("WRITE");
+    let sent = Instant::now();
+    match link.query(&c, "CLIENT PAUSE", timeout).await {
+        Ok(_) => Some(sent + Duration::from_millis(PAUSE_MS)),
+        Err(e) => {
+            warn!(error = %e, "cannot pause writes on the empty master");
+            None
+        }
+    }
+}
+
+async fn unpause_writes(link: &mut Link, timeout: Duration) {
+    if let Err(e) = link
+        .query(
+            redis::cmd("CLIENT").arg("UNPAUSE"),
+            "CLIENT UNPAUSE",
+            timeout,
+        )
+        .await
+    {
+        warn!(error = %e, "cannot unpause writes; the pause ends by itself");
+    }
+}
+
+/// `repl-diskless-sync` and `repl-diskless-sync-delay` of an instance.
+async fn config_get_sync(link: &mut Link, timeout: Duration) -> Result<(String, String), String> {
+    let mut p = redis::pipe();
+    p.cmd("CONFIG")
+        .arg("GET")
+        .arg("repl-diskless-sync")
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("repl-diskless-sync-delay");
+    let r = link
+        .pipeline(&p, 2, "CONFIG GET", timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = |v: &Value| -> Result<String, String> {
+        match v {
+            Value::ServerError(e) => Err(format!("CONFIG GET failed: {}", server_error_line(e))),
+            Value::Array(kv) if kv.len() == 2 => {
+                value_text(&kv[1]).ok_or_else(|| "CONFIG GET: not a string".to_string())
+            }
+            Value::Map(kv) if kv.len() == 1 => {
+                value_text(&kv[0].1).ok_or_else(|| "CONFIG GET: not a string".to_string())
+            }
+            other => Err(format!("CONFIG GET returned {}", super::link::short(other))),
+        }
+    };
+    Ok((value(&r[0])?, value(&r[1])?))
+}
+
+/// Sets `repl-diskless-sync-delay` then `repl-diskless-sync` (one pipeline: Redis applies both
+/// before its replication cron can run in between).
+async fn config_set_sync(
+    link: &mut Link,
+    (diskless, delay): (&str, &str),
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut p = redis::pipe();
+    p.cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg(delay)
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync")
+        .arg(diskless);
+    let r = link
+        .pipeline(&p, 2, "CONFIG SET", timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    for v in &r {
+        if let Value::ServerError(e) = v {
+            return Err(format!("CONFIG SET failed: {}", server_error_line(e)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_keys;
+
+    #[test]
+    fn a_restart_lost_data_when_the_keys_did_not_come_back() {
+        // Empty, or a handful written by clients since it came back.
+        assert!(lost_keys(0, Some(1)));
+        assert!(lost_keys(16, Some(7_000)));
+        // It loaded its persistence files (maybe missing the last second of writes).
+        assert!(!lost_keys(6_990, Some(7_000)));
+        // Nothing to lose, or nothing known.
+        assert!(!lost_keys(0, Some(0)));
+        assert!(!lost_keys(0, None));
     }
 }
