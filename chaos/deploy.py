@@ -81,6 +81,11 @@ class Deployment:
             'save ""',
             "repl-diskless-sync yes",
             "repl-diskless-sync-delay 0",
+            # Redis's own advice for Sentinel deployments, for both targets alike: a master
+            # without a replica that acknowledged within 2 s refuses writes (bounds what an
+            # isolated master takes, and an empty restarted master takes nothing).
+            "min-replicas-to-write 1",
+            "min-replicas-max-lag 2",
             f"replica-announce-ip {ip}",
             f"bind-source-addr {ip}",
         ]

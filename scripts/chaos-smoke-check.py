@@ -3,7 +3,8 @@
 guarantees whenever a majority of coordinators survives: no stale master address served after
 a committed switch, at most one promotion per epoch, no split brain once the old master can be
 reached again (beyond the checker's grace), no acknowledged write lost beyond what async
-replication and the partition itself explain, and convergence after healing.
+replication and the partition itself explain (none at all when the master restarts empty), and
+convergence after healing.
 
 Writes acknowledged by a cut-off old master during a partition are reported by the suite but
 not failed on here: preventing them needs Redis itself to refuse writes without replicas.
@@ -33,6 +34,8 @@ def main(out):
             bad.append(f"{name}: split brain {beyond:.0f} ms after healing")
         if (c["writes"].get("lost_unexplained") or 0) > 0:
             bad.append(f"{name}: {c['writes']['lost_unexplained']} acknowledged writes lost unexplained")
+        if r["scenario"] == "master-restart-empty" and (c["writes"].get("lost") or 0) > 0:
+            bad.append(f"{name}: {c['writes']['lost']} acknowledged writes lost where zero loss is expected")
         if c.get("converged_after_s") is None:
             bad.append(f"{name}: never converged after healing")
         print(f"  {name}: stale {c['stale']['stale']}, promotions {c['promotions']['promotions']}, "

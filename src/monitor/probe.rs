@@ -574,12 +574,23 @@ impl Probe {
             }
             let restore = (original.0.as_str(), original.1.as_str());
             match config_set_sync(link, restore, t.info_timeout).await {
-                Ok(()) => info!(
+                Ok(()) => {
+                    // Its demotion ran CONFIG REWRITE while the hold was on: persist the
+                    // restored values too (no config file is fine).
+                    let _ = link
+                        .raw(
+                            redis::cmd("CONFIG").arg("REWRITE"),
+                            "CONFIG REWRITE",
+                            t.info_timeout,
+                        )
+                        .await;
+                    info!(
                     diskless_sync = %original.0,
                     diskless_sync_delay = %original.1,
                     held_ms = hold.since.elapsed().as_millis() as u64,
                     "released the hold on full syncs"
-                ),
+                    );
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot release the hold on full syncs yet");
                     self.restart.hold = Some(hold);
@@ -618,7 +629,16 @@ impl Probe {
             if delay == HOLD_DELAY_SECS.to_string() {
                 let reset = (diskless.as_str(), DEFAULT_DISKLESS_DELAY);
                 match config_set_sync(link, reset, t.info_timeout).await {
-                    Ok(()) => info!("reset a hold on full syncs left by another node"),
+                    Ok(()) => {
+                        let _ = link
+                            .raw(
+                                redis::cmd("CONFIG").arg("REWRITE"),
+                                "CONFIG REWRITE",
+                                t.info_timeout,
+                            )
+                            .await;
+                        info!("reset a hold on full syncs left by another node");
+                    }
                     Err(e) => warn!(error = %e, "cannot reset a hold on full syncs"),
                 }
             }
