@@ -533,7 +533,7 @@ impl Probe {
             return;
         }
         let hold = HOLD_DELAY_SECS.to_string();
-        match config_set_sync(link, ("yes", &hold), t.info_timeout).await {
+        match config_set_sync(link, ("yes", &hold), false, t.info_timeout).await {
             Ok(()) => {
                 warn!(
                     diskless_sync = %current.0,
@@ -573,24 +573,14 @@ impl Probe {
                 unpause_writes(link, t.info_timeout).await;
             }
             let restore = (original.0.as_str(), original.1.as_str());
-            match config_set_sync(link, restore, t.info_timeout).await {
-                Ok(()) => {
-                    // Its demotion ran CONFIG REWRITE while the hold was on: persist the
-                    // restored values too (no config file is fine).
-                    let _ = link
-                        .raw(
-                            redis::cmd("CONFIG").arg("REWRITE"),
-                            "CONFIG REWRITE",
-                            t.info_timeout,
-                        )
-                        .await;
-                    info!(
+            // Its demotion ran CONFIG REWRITE while the hold was on: persist the restored values.
+            match config_set_sync(link, restore, true, t.info_timeout).await {
+                Ok(()) => info!(
                     diskless_sync = %original.0,
                     diskless_sync_delay = %original.1,
                     held_ms = hold.since.elapsed().as_millis() as u64,
                     "released the hold on full syncs"
-                    );
-                }
+                ),
                 Err(e) => {
                     warn!(error = %e, "cannot release the hold on full syncs yet");
                     self.restart.hold = Some(hold);
@@ -628,17 +618,8 @@ impl Probe {
         if let Ok((diskless, delay)) = config_get_sync(link, t.info_timeout).await {
             if delay == HOLD_DELAY_SECS.to_string() {
                 let reset = (diskless.as_str(), DEFAULT_DISKLESS_DELAY);
-                match config_set_sync(link, reset, t.info_timeout).await {
-                    Ok(()) => {
-                        let _ = link
-                            .raw(
-                                redis::cmd("CONFIG").arg("REWRITE"),
-                                "CONFIG REWRITE",
-                                t.info_timeout,
-                            )
-                            .await;
-                        info!("reset a hold on full syncs left by another node");
-                    }
+                match config_set_sync(link, reset, true, t.info_timeout).await {
+                    Ok(()) => info!("reset a hold on full syncs left by another node"),
                     Err(e) => warn!(error = %e, "cannot reset a hold on full syncs"),
                 }
             }
@@ -840,10 +821,12 @@ async fn config_get_sync(link: &mut Link, timeout: Duration) -> Result<(String, 
 }
 
 /// Sets `repl-diskless-sync-delay` then `repl-diskless-sync` (one pipeline: Redis applies both
-/// before its replication cron can run in between).
+/// before its replication cron can run in between), then `CONFIG REWRITE` if `persist` (its
+/// failure, for example no config file, is ignored).
 async fn config_set_sync(
     link: &mut Link,
     (diskless, delay): (&str, &str),
+    persist: bool,
     timeout: Duration,
 ) -> Result<(), String> {
     let mut p = redis::pipe();
@@ -855,11 +838,15 @@ async fn config_set_sync(
         .arg("SET")
         .arg("repl-diskless-sync")
         .arg(diskless);
+    if persist {
+        p.cmd("CONFIG").arg("REWRITE");
+    }
+    let count = if persist { 3 } else { 2 };
     let r = link
-        .pipeline(&p, 2, "CONFIG SET", timeout)
+        .pipeline(&p, count, "CONFIG SET", timeout)
         .await
         .map_err(|e| e.to_string())?;
-    for v in &r {
+    for v in &r[..2] {
         if let Value::ServerError(e) = v {
             return Err(format!("CONFIG SET failed: {}", server_error_line(e)));
         }

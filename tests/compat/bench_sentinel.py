@@ -8,6 +8,10 @@ Starts one redis-server, one redis-sentinel and a three-node raft-sentinel clust
 loopback ports, measures each target in turn (alternating, best of --rounds), prints the
 requests/s and the ratio raft-sentinel / redis-sentinel per mode, and stops everything.
 
+A ceiling column gives the rate the same redis-benchmark reaches against the redis-server
+itself with PING, the cheapest command there is: no server answering over RESP can be measured
+faster than that on this machine with this load generator.
+
 Two more columns say what limits the rate: the share of one core redis-benchmark used (it is
 single-threaded; near 100% means the load generator is the bottleneck and no server can go
 faster), and each server's CPU time per request (median over rounds), which compares the
@@ -49,13 +53,16 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench(port, pipeline, n, clients, server_pid):
+QUERY = ["SENTINEL", "get-master-addr-by-name", "mymaster"]
+
+
+def bench(port, pipeline, n, clients, server_pid, query=QUERY):
     """Requests/s, and the share of one core redis-benchmark itself used (it is
     single-threaded: near 100% means the load generator, not the server, is the limit)."""
     cmd = ["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-q"]
     if pipeline > 1:
         cmd += ["-P", str(pipeline)]
-    cmd += ["SENTINEL", "get-master-addr-by-name", "mymaster"]
+    cmd += query
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before = cpu_seconds(server_pid)
     t0 = time.monotonic()
@@ -132,13 +139,14 @@ def main():
 
         print(f"redis-benchmark -c {args.c} -n {args.n} SENTINEL get-master-addr-by-name mymaster")
         print(f"{'mode':<6}{'redis-sentinel':>16}{'raft-sentinel':>16}{'ratio':>7}"
-              f"{'bench cpu s/r':>15}{'server us/req s/r':>20}")
+              f"{'ceiling':>10}{'bench cpu s/r':>15}{'server us/req s/r':>20}")
         spid, rpid = procs[1].pid, procs[2].pid
         for pipeline in (1, 16):
-            runs = {"redis": [], "raft": []}
+            runs = {"redis": [], "raft": [], "ping": []}
             for _ in range(args.rounds):
                 runs["redis"].append(bench(sport, pipeline, args.n, args.c, spid))
                 runs["raft"].append(bench(rport, pipeline, args.n, args.c, rpid))
+                runs["ping"].append(bench(mport, pipeline, args.n, args.c, procs[0].pid, ["PING"]))
             best = {k: max(v) for k, v in runs.items()}
             # Server CPU per request: the median over rounds (clock ticks are coarse).
             us = {k: sorted(r[2] for r in v)[len(v) // 2] for k, v in runs.items()}
@@ -146,7 +154,7 @@ def main():
             cpu = f"{best['redis'][1]:.0%}/{best['raft'][1]:.0%}"
             per = f"{us['redis']:.2f}/{us['raft']:.2f}"
             print(f"{f'P{pipeline}':<6}{best['redis'][0]:>16.0f}{best['raft'][0]:>16.0f}"
-                  f"{ratio:>7.2f}{cpu:>15}{per:>20}")
+                  f"{ratio:>7.2f}{best['ping'][0]:>10.0f}{cpu:>15}{per:>20}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
