@@ -615,6 +615,97 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_on_an_empty_master_ends_when_no_failover_comes() {
+    let _g = serial().await;
+    let args = ["--repl-diskless-sync", "no"];
+    let mut m = RedisProcess::start(&args);
+    let r1 = RedisProcess::start_replica(&m, &args);
+    wait_synced(&m, &[&r1]).await;
+    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    write_keys(&m, "acked", 100);
+    wait_synced(&m, &[&r1]).await;
+    let mut grpc = c.nodes[0].client().await.expect("gRPC client");
+    grpc.pause(pb::PauseRequest {
+        name: "mymaster".into(),
+    })
+    .await
+    .expect("Pause");
+    m.kill9();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.restart();
+    eventually(Duration::from_secs(5), "full syncs held", || async {
+        (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("117")).then_some(())
+    })
+    .await;
+    // Failovers stay paused: the empty-restart failure is given up after failover_timeout
+    // (5 s) and the master gets its own settings back and takes writes again.
+    let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "hold released after failover_timeout",
+        || async {
+            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("5")
+                && config_get(&m, "repl-diskless-sync").as_deref() == Some("no"))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!("hold released after {:?}", t0.elapsed());
+    let mut w = m.client();
+    w.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg(1)
+        .query(&mut w)
+        .expect("the master takes writes once the hold is released");
+    let r = get_master(&c.nodes[0], "mymaster")
+        .await
+        .expect("GetMaster");
+    assert_eq!(addr_of(&r).expect("master").0, m.addr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_left_on_a_replica_is_reset() {
+    let _g = serial().await;
+    let m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    wait_synced(&m, &[&r1]).await;
+    // What a node that held the syncs and died before releasing them leaves behind.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg("117")
+        .query(&mut r1.client())
+        .expect("CONFIG SET");
+    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "the orphaned hold reset to Redis's default",
+        || async {
+            (config_get(&r1, "repl-diskless-sync-delay").as_deref() == Some("5")).then_some(())
+        },
+    )
+    .await;
+    // A delay that is not the hold's is the operator's and stays.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg("0")
+        .query(&mut m.client())
+        .expect("CONFIG SET");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        config_get(&m, "repl-diskless-sync-delay").as_deref(),
+        Some("0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_restarted_empty_does_not_wipe_its_replicas() {
     let _g = serial().await;
     // Disk-based sync: Redis starts a full sync the moment a replica asks, its worst case
