@@ -374,7 +374,12 @@ impl Probe {
                 if std::mem::take(&mut self.restart.check_replicas) {
                     self.check_replicas_hold_data(m, t).await;
                 }
-                if is_master && self.restart.empty_since.is_some() && self.restart.hold.is_none() {
+                // Without replicas there is nothing to keep, and pausing writes only hurts.
+                if is_master
+                    && self.restart.empty_since.is_some()
+                    && self.restart.hold.is_none()
+                    && !m.replicas.is_empty()
+                {
                     self.hold_syncs(t).await;
                 }
             }
