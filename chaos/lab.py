@@ -128,26 +128,31 @@ class Lab:
         _ip("-n", self.sw, "link", "set", "br0", "up")
         _ip("-n", self.sw, "link", "set", "lo", "up")
         for i in list(range(1, n + 1)) + [CLIENT_HOST]:
-            ns = f"{t}h{i}"
-            a, b = f"{t}a{i}"[-15:], f"{t}b{i}"[-15:]
-            _ip("netns", "add", ns)
-            _ip("link", "add", a, "type", "veth", "peer", "name", b)
-            _ip("link", "set", a, "netns", ns)
-            _ip("link", "set", b, "netns", self.sw)
-            _ip("-n", ns, "link", "set", a, "name", "eth0")
-            ip = f"{SUBNET}.{i}"
-            _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", self.sw, "link", "set", b, "master", "br0")
-            _ip("-n", self.sw, "link", "set", b, "up")
-            h = Host(i, ip, ns, b)
+            h = self._plug(i)
             if i == CLIENT_HOST:
-                self.client_ns = ns
-                self.client_ip = ip
+                self.client_ns = h.ns
+                self.client_ip = h.ip
             else:
                 self.hosts.append(h)
                 self._init_tc(h)
+
+    def _plug(self, i):
+        """Namespace of host i, with eth0 on the switch's bridge at SUBNET.i."""
+        t = self.tag
+        ns = f"{t}h{i}"
+        a, b = f"{t}a{i}"[-15:], f"{t}b{i}"[-15:]
+        _ip("netns", "add", ns)
+        _ip("link", "add", a, "type", "veth", "peer", "name", b)
+        _ip("link", "set", a, "netns", ns)
+        _ip("link", "set", b, "netns", self.sw)
+        _ip("-n", ns, "link", "set", a, "name", "eth0")
+        ip = f"{SUBNET}.{i}"
+        _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", self.sw, "link", "set", b, "master", "br0")
+        _ip("-n", self.sw, "link", "set", b, "up")
+        return Host(i, ip, ns, b)
 
     def _init_tc(self, h):
         # Default class: unlimited. Class 1:2 feeds a queue of length 0: a black hole.
@@ -248,21 +253,7 @@ class Lab:
             base = self.hosts[0].ip.rsplit(".", 1)[0]
             self.hosts.append(Host(i, f"{base}.{i}"))
             return self.hosts[-1]
-        t = self.tag
-        ns = f"{t}h{i}"
-        a, b = f"{t}a{i}"[-15:], f"{t}b{i}"[-15:]
-        _ip("netns", "add", ns)
-        _ip("link", "add", a, "type", "veth", "peer", "name", b)
-        _ip("link", "set", a, "netns", ns)
-        _ip("link", "set", b, "netns", self.sw)
-        _ip("-n", ns, "link", "set", a, "name", "eth0")
-        ip = f"{SUBNET}.{i}"
-        _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-        _ip("-n", ns, "link", "set", "eth0", "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", self.sw, "link", "set", b, "master", "br0")
-        _ip("-n", self.sw, "link", "set", b, "up")
-        h = Host(i, ip, ns, b)
+        h = self._plug(i)
         self.hosts.append(h)
         self._init_tc(h)
         return h

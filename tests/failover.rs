@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
+use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
 use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 use tokio::time::Instant;
 
@@ -87,6 +88,61 @@ fn config_get(r: &RedisProcess, key: &str) -> Option<String> {
         .query(&mut r.client())
         .ok()?;
     v.get(1).cloned()
+}
+
+fn config_set(r: &RedisProcess, key: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut r.client())
+        .expect("CONFIG SET");
+}
+
+/// Redis started with disk-based sync: it starts a full sync the moment a replica asks, its
+/// worst case (the default diskless delay of 5 s would hide a missing hold).
+const DISK_SYNC: [&str; 2] = ["--repl-diskless-sync", "no"];
+
+/// The delay a coordinator sets while it holds an empty master's full syncs.
+const HOLD_DELAY: &str = "117";
+
+/// Pauses failovers of `mymaster`, then kills the master and brings it back empty within
+/// 200 ms, well before down_after: only the restart detection can save the replicas' data.
+/// Returns once the hold is on, with the client that can resume failovers.
+async fn restart_empty_while_paused(
+    c: &Cluster,
+    m: &mut RedisProcess,
+) -> CoordinatorClient<tonic::transport::Channel> {
+    let mut grpc = c.nodes[0].client().await.expect("gRPC client");
+    grpc.pause(pb::PauseRequest {
+        name: "mymaster".into(),
+    })
+    .await
+    .expect("Pause");
+    m.kill9();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.restart();
+    let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "full syncs held on the empty master",
+        || async {
+            (config_get(m, "repl-diskless-sync-delay").as_deref() == Some(HOLD_DELAY)).then_some(())
+        },
+    )
+    .await;
+    eprintln!("empty restart to hold: {:?}", t0.elapsed());
+    grpc
+}
+
+/// Waits until the hold is released: the disk-based sync settings of [`DISK_SYNC`] are back.
+async fn wait_sync_settings_restored(m: &RedisProcess, limit: Duration) {
+    eventually(limit, "sync settings restored", || async {
+        (config_get(m, "repl-diskless-sync-delay").as_deref() == Some("5")
+            && config_get(m, "repl-diskless-sync").as_deref() == Some("no"))
+        .then_some(())
+    })
+    .await;
 }
 
 fn dbsize(r: &RedisProcess) -> i64 {
@@ -617,41 +673,19 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_on_an_empty_master_ends_when_no_failover_comes() {
     let _g = serial().await;
-    let args = ["--repl-diskless-sync", "no"];
-    let mut m = RedisProcess::start(&args);
-    let r1 = RedisProcess::start_replica(&m, &args);
+    let mut m = RedisProcess::start(&DISK_SYNC);
+    let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
     wait_synced(&m, &[&r1]).await;
     let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
     c.wait_leader(Duration::from_secs(20)).await;
     wait_monitored(&c, "mymaster", 1).await;
     write_keys(&m, "acked", 100);
     wait_synced(&m, &[&r1]).await;
-    let mut grpc = c.nodes[0].client().await.expect("gRPC client");
-    grpc.pause(pb::PauseRequest {
-        name: "mymaster".into(),
-    })
-    .await
-    .expect("Pause");
-    m.kill9();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    m.restart();
-    eventually(Duration::from_secs(5), "full syncs held", || async {
-        (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("117")).then_some(())
-    })
-    .await;
+    let _grpc = restart_empty_while_paused(&c, &mut m).await;
     // Failovers stay paused: the empty-restart failure is given up after failover_timeout
     // (5 s) and the master gets its own settings back and takes writes again.
     let t0 = Instant::now();
-    eventually(
-        Duration::from_secs(10),
-        "hold released after failover_timeout",
-        || async {
-            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("5")
-                && config_get(&m, "repl-diskless-sync").as_deref() == Some("no"))
-            .then_some(())
-        },
-    )
-    .await;
+    wait_sync_settings_restored(&m, Duration::from_secs(10)).await;
     eprintln!("hold released after {:?}", t0.elapsed());
     let mut w = m.client();
     w.set_read_timeout(Some(Duration::from_secs(2)))
@@ -674,12 +708,7 @@ async fn a_hold_left_on_a_replica_is_reset() {
     let r1 = RedisProcess::start_replica(&m, &[]);
     wait_synced(&m, &[&r1]).await;
     // What a node that held the syncs and died before releasing them leaves behind.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-diskless-sync-delay")
-        .arg("117")
-        .query(&mut r1.client())
-        .expect("CONFIG SET");
+    config_set(&r1, "repl-diskless-sync-delay", HOLD_DELAY);
     let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
     c.wait_leader(Duration::from_secs(20)).await;
     wait_monitored(&c, "mymaster", 1).await;
@@ -692,12 +721,7 @@ async fn a_hold_left_on_a_replica_is_reset() {
     )
     .await;
     // A delay that is not the hold's is the operator's and stays.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-diskless-sync-delay")
-        .arg("0")
-        .query(&mut m.client())
-        .expect("CONFIG SET");
+    config_set(&m, "repl-diskless-sync-delay", "0");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         config_get(&m, "repl-diskless-sync-delay").as_deref(),
@@ -708,12 +732,9 @@ async fn a_hold_left_on_a_replica_is_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_restarted_empty_does_not_wipe_its_replicas() {
     let _g = serial().await;
-    // Disk-based sync: Redis starts a full sync the moment a replica asks, its worst case
-    // (the default diskless delay of 5 s would hide a missing hold).
-    let args = ["--repl-diskless-sync", "no"];
-    let mut m = RedisProcess::start(&args);
-    let r1 = RedisProcess::start_replica(&m, &args);
-    let r2 = RedisProcess::start_replica(&m, &args);
+    let mut m = RedisProcess::start(&DISK_SYNC);
+    let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
+    let r2 = RedisProcess::start_replica(&m, &DISK_SYNC);
     wait_synced(&m, &[&r1, &r2]).await;
     let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
     c.wait_leader(Duration::from_secs(20)).await;
@@ -721,28 +742,7 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     write_keys(&m, "acked", 300);
     wait_synced(&m, &[&r1, &r2]).await;
     // Failovers paused: for now the hold alone must keep the replicas' data.
-    let mut grpc = c.nodes[0].client().await.expect("gRPC client");
-    grpc.pause(pb::PauseRequest {
-        name: "mymaster".into(),
-    })
-    .await
-    .expect("Pause");
-
-    // Back within 200 ms, empty (no persistence), well before down_after: only the restart
-    // detection can save the data the replicas hold.
-    m.kill9();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    m.restart();
-    let t0 = Instant::now();
-    eventually(
-        Duration::from_secs(5),
-        "full syncs held on the empty master",
-        || async {
-            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("117")).then_some(())
-        },
-    )
-    .await;
-    eprintln!("empty restart to hold: {:?}", t0.elapsed());
+    let mut grpc = restart_empty_while_paused(&c, &mut m).await;
     // The replicas reconnect and ask for a full sync within a second; it must not start.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dbsize(&r1), 300, "a replica resynced from the empty master");
@@ -791,14 +791,5 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     .await;
     assert_eq!(dbsize(promoted), 300);
     // Once it is a replica the hold is released: its own settings are back.
-    eventually(
-        Duration::from_secs(5),
-        "sync settings restored on the old master",
-        || async {
-            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("5")
-                && config_get(&m, "repl-diskless-sync").as_deref() == Some("no"))
-            .then_some(())
-        },
-    )
-    .await;
+    wait_sync_settings_restored(&m, Duration::from_secs(5)).await;
 }

@@ -3,36 +3,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use support::netns::NetLab;
 use support::BIN;
 use tokio::time::Instant;
-
-/// Node `i` (0-based) of a lab cluster: config with every listener on 0.0.0.0 and the master
-/// on the client host.
-fn lab_config(lab: &NetLab, i: usize, dir: &Path, redis: &str) -> std::path::PathBuf {
-    let mut s = format!(
-        "node_id = {}\ndata_dir = \"{}\"\n[listen]\nsentinel = \"0.0.0.0:26379\"\ngrpc = \"0.0.0.0:7700\"\npeer = \"0.0.0.0:7701\"\nmetrics = \"0.0.0.0:9700\"\n",
-        i + 1,
-        dir.join(format!("data{}", i + 1)).display()
-    );
-    for j in 0..3 {
-        s.push_str(&format!(
-            "[[peers]]\nid = {}\naddr = \"{}:7701\"\n",
-            j + 1,
-            lab.hosts[j].ip
-        ));
-    }
-    s.push_str("[raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
-    s.push_str(&format!(
-        "[[masters]]\nname = \"mymaster\"\naddr = \"{redis}\"\nquorum = 2\ndown_after_ms = 1000\n"
-    ));
-    let p = dir.join(format!("node{}.toml", i + 1));
-    std::fs::write(&p, s).unwrap();
-    p
-}
 
 /// Runs `ctl` inside host `host` against `endpoints`; returns (exit code, stdout, stderr).
 fn ctl(lab: &NetLab, host: usize, endpoints: &str, args: &[&str]) -> (i32, String, String) {
@@ -89,7 +64,7 @@ async fn isolated_node_refuses_linearizable_reads_but_answers_local_ones() {
         &dir.path().join("redis.log"),
     );
     for i in 0..3 {
-        let cfg = lab_config(&lab, i, dir.path(), &redis);
+        let cfg = lab.node_config(i, dir.path(), &redis, "", "");
         lab.spawn(
             i,
             BIN,

@@ -28,29 +28,6 @@ const CLIENT: usize = 3;
 const OLD: usize = 4;
 const SENTINEL_PORT: u16 = 26379;
 
-fn node_config(lab: &NetLab, i: usize, dir: &Path, master: &str) -> PathBuf {
-    let mut s = format!(
-        "node_id = {}\ndata_dir = \"{}\"\n[listen]\nsentinel = \"0.0.0.0:{SENTINEL_PORT}\"\ngrpc = \"0.0.0.0:7700\"\npeer = \"0.0.0.0:7701\"\nmetrics = \"0.0.0.0:9700\"\nannounce_ip = \"{}\"\n",
-        i + 1,
-        dir.join(format!("data{}", i + 1)).display(),
-        lab.hosts[i].ip
-    );
-    for j in 0..3 {
-        s.push_str(&format!(
-            "[[peers]]\nid = {}\naddr = \"{}:7701\"\n",
-            j + 1,
-            lab.hosts[j].ip
-        ));
-    }
-    s.push_str("[raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
-    s.push_str(&format!(
-        "[[masters]]\nname = \"mymaster\"\naddr = \"{master}\"\nquorum = 2\ndown_after_ms = 1000\nfailover_timeout_ms = 10000\n"
-    ));
-    let p = dir.join(format!("node{}.toml", i + 1));
-    std::fs::write(&p, s).unwrap();
-    p
-}
-
 /// A Redis on `ip:6379` whose files (the RDB a replica receives) stay in `dir`.
 fn redis_args(ip: &str, replica_of: Option<&str>, dir: &Path) -> Vec<String> {
     let dir = dir.display().to_string();
@@ -252,7 +229,14 @@ async fn every_client_gets_the_new_master_while_one_node_is_partitioned() {
         &dir.path().join("new.log"),
     );
     for i in 0..3 {
-        let cfg = node_config(&lab, i, dir.path(), &old);
+        let announce = format!("announce_ip = \"{}\"\n", lab.hosts[i].ip);
+        let cfg = lab.node_config(
+            i,
+            dir.path(),
+            &old,
+            &announce,
+            "failover_timeout_ms = 10000\n",
+        );
         lab.spawn(
             i,
             BIN,

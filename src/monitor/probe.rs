@@ -224,9 +224,7 @@ impl Probe {
             self.refresh_info(m, t, is_master).await;
         }
         self.evaluate(m, t, is_master);
-        if self.link.is_some() {
-            self.maintain_hold(m, t, is_master).await;
-        }
+        self.maintain_hold(m, t, is_master).await;
         self.publish();
         if is_master {
             self.observe(state, m);
@@ -564,68 +562,27 @@ impl Probe {
     /// Ends this node's hold once the instance is a replica (the failover moved past it) or
     /// the empty-restart failure was given up; resets a hold whose owner did not.
     async fn maintain_hold(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
-        let demoted = self.info.role == Some(ReportedRole::Replica);
-        let given_up = is_master && self.restart.empty_since.is_none();
-        if self.restart.hold.is_some() && (demoted || given_up) {
-            let Some(mut hold) = self.restart.hold.take() else {
-                return;
-            };
-            let (Some(original), Some(link)) = (hold.original.clone(), self.link.as_mut()) else {
-                return;
-            };
-            // Demoted: paused writers now get -READONLY. Given up: the master serves again.
-            if hold.paused_until.take().is_some() {
-                unpause_writes(link, t.info_timeout).await;
-            }
-            let restore = (original.0.as_str(), original.1.as_str());
-            // Its demotion ran CONFIG REWRITE while the hold was on: persist the restored values.
-            match config_set_sync(link, restore, true, t.info_timeout).await {
-                Ok(()) => info!(
-                    diskless_sync = %original.0,
-                    diskless_sync_delay = %original.1,
-                    held_ms = hold.since.elapsed().as_millis() as u64,
-                    "released the hold on full syncs"
-                ),
-                Err(e) => {
-                    warn!(error = %e, "cannot release the hold on full syncs yet");
-                    self.restart.hold = Some(hold);
-                }
-            }
-            return;
-        }
-        if let (Some(hold), Some(link)) = (self.restart.hold.as_mut(), self.link.as_mut()) {
-            let Some(until) = hold.paused_until else {
-                return;
-            };
-            let now = Instant::now();
-            if now.duration_since(hold.since) > pause_limit(m) {
-                // No failover came: stop refusing writes; the sync hold stays until give-up.
-                warn!("no replica took over the empty master yet; letting it take writes again");
-                unpause_writes(link, t.info_timeout).await;
-                hold.paused_until = None;
-            } else if until.saturating_duration_since(now) < Duration::from_millis(PAUSE_MS / 2) {
-                hold.paused_until = pause_writes(link, t.info_timeout).await.or(Some(until));
-            }
-            return;
-        }
-        let due = self
-            .restart
-            .orphan_check_at
-            .is_some_and(|at| Instant::now() >= at);
-        if !due || !demoted || self.restart.hold.is_some() {
-            return;
-        }
-        self.restart.orphan_check_at = None;
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        // A node that held syncs and died before releasing them: back to Redis's default.
-        if let Ok((diskless, delay)) = config_get_sync(link, t.info_timeout).await {
-            if delay == HOLD_DELAY_SECS.to_string() {
-                let reset = (diskless.as_str(), DEFAULT_DISKLESS_DELAY);
-                match config_set_sync(link, reset, true, t.info_timeout).await {
-                    Ok(()) => info!("reset a hold on full syncs left by another node"),
-                    Err(e) => warn!(error = %e, "cannot reset a hold on full syncs"),
+        let demoted = self.info.role == Some(ReportedRole::Replica);
+        let given_up = is_master && self.restart.empty_since.is_none();
+        match self.restart.hold.take() {
+            Some(hold) if demoted || given_up => {
+                self.restart.hold = release_hold(link, hold, t).await;
+            }
+            Some(mut hold) => {
+                renew_pause(link, &mut hold, m, t).await;
+                self.restart.hold = Some(hold);
+            }
+            None => {
+                let due = self
+                    .restart
+                    .orphan_check_at
+                    .is_some_and(|at| Instant::now() >= at);
+                if due && demoted {
+                    self.restart.orphan_check_at = None;
+                    reset_orphan_hold(link, t).await;
                 }
             }
         }
@@ -762,6 +719,69 @@ impl Probe {
 /// restart that loaded its persistence files has about as many).
 fn lost_keys(now: i64, before: Option<i64>) -> bool {
     before.is_some_and(|b| b > 0 && now.saturating_mul(2) < b)
+}
+
+/// Ends a hold: unpauses writes (a demoted master's paused writers now get `-READONLY`; one
+/// given up serves again) and restores and persists its sync settings, since its demotion may
+/// have run CONFIG REWRITE while the hold was on. Returns the hold if it must be tried again.
+async fn release_hold(link: &mut Link, mut hold: SyncHold, t: &Timings) -> Option<SyncHold> {
+    // Another node set it and releases it.
+    let (diskless, delay) = hold.original.clone()?;
+    if hold.paused_until.take().is_some() {
+        unpause_writes(link, t.info_timeout).await;
+    }
+    match config_set_sync(link, (&diskless, &delay), true, t.info_timeout).await {
+        Ok(()) => {
+            info!(
+                diskless_sync = %diskless,
+                diskless_sync_delay = %delay,
+                held_ms = hold.since.elapsed().as_millis() as u64,
+                "released the hold on full syncs"
+            );
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot release the hold on full syncs yet");
+            Some(hold)
+        }
+    }
+}
+
+/// Keeps the empty master's writes paused while a failover can still come, then lets it
+/// take writes again (the sync hold itself stays until the failure is given up).
+async fn renew_pause(link: &mut Link, hold: &mut SyncHold, m: &MasterState, t: &Timings) {
+    let Some(until) = hold.paused_until else {
+        return;
+    };
+    let now = Instant::now();
+    if now.duration_since(hold.since) > pause_limit(m) {
+        warn!("no replica took over the empty master yet; letting it take writes again");
+        unpause_writes(link, t.info_timeout).await;
+        hold.paused_until = None;
+    } else if until.saturating_duration_since(now) < Duration::from_millis(PAUSE_MS / 2) {
+        hold.paused_until = pause_writes(link, t.info_timeout).await.or(Some(until));
+    }
+}
+
+/// A node that held syncs and died before releasing them: back to Redis's default delay.
+async fn reset_orphan_hold(link: &mut Link, t: &Timings) {
+    let Ok((diskless, delay)) = config_get_sync(link, t.info_timeout).await else {
+        return;
+    };
+    if delay != HOLD_DELAY_SECS.to_string() {
+        return;
+    }
+    match config_set_sync(
+        link,
+        (&diskless, DEFAULT_DISKLESS_DELAY),
+        true,
+        t.info_timeout,
+    )
+    .await
+    {
+        Ok(()) => info!("reset a hold on full syncs left by another node"),
+        Err(e) => warn!(error = %e, "cannot reset a hold on full syncs"),
+    }
 }
 
 /// How long a master that restarted empty has its writes paused at most: a failover normally

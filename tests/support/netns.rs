@@ -225,3 +225,38 @@ impl NetLab {
         })
     }
 }
+
+impl NetLab {
+    /// Config of coordinator node `i` (0-based) of a three-node lab cluster, written under
+    /// `dir`: every listener on 0.0.0.0 (Sentinel 26379, gRPC 7700, peer 7701, metrics 9700),
+    /// peers on hosts 0-2, and `mymaster` at `master`. `listen_extra` and `master_extra` are
+    /// appended to those sections.
+    pub fn node_config(
+        &self,
+        i: usize,
+        dir: &std::path::Path,
+        master: &str,
+        listen_extra: &str,
+        master_extra: &str,
+    ) -> std::path::PathBuf {
+        let mut s = format!(
+            "node_id = {}\ndata_dir = \"{}\"\n[listen]\nsentinel = \"0.0.0.0:26379\"\ngrpc = \"0.0.0.0:7700\"\npeer = \"0.0.0.0:7701\"\nmetrics = \"0.0.0.0:9700\"\n{listen_extra}",
+            i + 1,
+            dir.join(format!("data{}", i + 1)).display(),
+        );
+        for j in 0..3 {
+            s.push_str(&format!(
+                "[[peers]]\nid = {}\naddr = \"{}:7701\"\n",
+                j + 1,
+                self.hosts[j].ip
+            ));
+        }
+        s.push_str("[raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
+        s.push_str(&format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{master}\"\nquorum = 2\ndown_after_ms = 1000\n{master_extra}"
+        ));
+        let p = dir.join(format!("node{}.toml", i + 1));
+        std::fs::write(&p, s).unwrap();
+        p
+    }
+}
