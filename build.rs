@@ -10,9 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    // Reflection on the API port describes the public API only, never the peer protocol.
+    let api = protox::compile(["proto/raftsentinel/v1/coordinator.proto"], ["proto"])?;
     std::fs::write(
-        out.join("descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        out.join("api_descriptor.bin"),
+        prost::Message::encode_to_vec(&api),
     )?;
     tonic_prost_build::configure()
         .build_client(true)

@@ -196,11 +196,25 @@ impl Node {
             report_health(health, raft.clone(), shutdown.clone())
                 .instrument(info_span!("grpc_health")),
         ));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection in both versions (many tools still speak only v1alpha), each describing
+        // exactly the services this port serves.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(pb::API_FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        let reflection_v1 = reflection()
             .build_v1()
             .expect("embedded descriptors are valid");
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .expect("embedded descriptors are valid");
+        // The Raft peer service is served on the peer port only.
         tasks.push(serve_grpc(
             "grpc",
             grpc_l,
@@ -209,7 +223,8 @@ impl Node {
             move |b| {
                 b.add_service(api)
                     .add_service(health_svc)
-                    .add_service(reflection)
+                    .add_service(reflection_v1)
+                    .add_service(reflection_v1alpha)
             },
         )?);
 

@@ -12,5 +12,6 @@ pub mod api {
     tonic::include_proto!("raftsentinel.v1");
 }
 
-/// Encoded file descriptor set of every .proto (for gRPC server reflection).
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor");
+/// Encoded file descriptor set of the public API only (served by reflection on the API port;
+/// the peer protocol is deliberately absent).
+pub const API_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("api_descriptor");
