@@ -4,7 +4,9 @@
 //! Per master it runs at most one job, chosen from the committed state:
 //! - `Promote(epoch)` while a failover is in its promotion phase (also a half-done one
 //!   left by a previous leader): promote the committed candidate, verify with `ROLE`,
-//!   commit `FailoverDone`; abort with `slave-timeout` after `failover_timeout`.
+//!   commit `FailoverDone`; abort with `slave-timeout` after `failover_timeout`, counted
+//!   from when this leader took the job over, and only if the candidate does not already
+//!   report master (a previous leader may have promoted it just before dying).
 //! - `Reconf(epoch)` after the promotion: repoint the old master (first, always) and the
 //!   other replicas (at most `parallel_syncs` in progress), commit each stage, then
 //!   `FailoverEnd`.
@@ -459,6 +461,10 @@ async fn promote(ctx: Ctx, name: String, f: FailoverState) {
     let mut cand: Option<Link> = None;
     let mut old: Option<Link> = None;
     let mut sent: Option<Instant> = None;
+    // The budget runs on this leader's own monotonic clock from when it took the job over:
+    // another node's wall clock (the one in `started_at_ms`) says nothing about how long
+    // this leader has had, and the time without any leader is not the candidate's fault.
+    let took_over = Instant::now();
     loop {
         let Some((_, m)) = ctx.master(&name) else {
             return;
@@ -466,7 +472,24 @@ async fn promote(ctx: Ctx, name: String, f: FailoverState) {
         if m.failover.as_ref() != Some(&f) || !ctx.active() {
             return;
         }
-        if wall_ms() > f.started_at_ms.saturating_add(m.failover_timeout_ms) {
+        if took_over.elapsed() > Duration::from_millis(m.failover_timeout_ms) {
+            // A previous leader may have promoted the candidate just before it died:
+            // aborting then would strand a master that the next selection refuses
+            // ("reports role master"). Ask the candidate first; if it is master, finish.
+            if candidate_is_master(&f.candidate, &Auth::of(&m), &mut cand).await {
+                info!("+promoted-slave (found promoted at the failover timeout)");
+                let cmd = Command::FailoverDone {
+                    master: name.clone(),
+                    epoch: f.epoch,
+                    new_addr: f.candidate.clone(),
+                    at_ms: wall_ms(),
+                };
+                if ctx.propose(cmd).await.is_ok() {
+                    return;
+                }
+                sleep(POLL).await;
+                continue;
+            }
             warn!("-failover-abort-slave-timeout");
             let cmd = Command::FailoverAbort {
                 master: name.clone(),
@@ -510,6 +533,22 @@ async fn promote(ctx: Ctx, name: String, f: FailoverState) {
                 let _ = ctx.propose(cmd).await;
                 return;
             }
+        }
+    }
+}
+
+/// `ROLE` of the candidate says master (false when it cannot be asked).
+async fn candidate_is_master(addr: &Addr, auth: &Auth, slot: &mut Option<Link>) -> bool {
+    let Some(link) = ensure_link(slot, addr, auth).await else {
+        return false;
+    };
+    match actions::role(link).await {
+        Ok(RoleReply::Master { .. }) => true,
+        Ok(_) => false,
+        Err(e) => {
+            debug!(error = %e, "ROLE of the candidate failed");
+            *slot = None;
+            false
         }
     }
 }
@@ -692,6 +731,8 @@ async fn switchover_step(
 async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
     let mut sent_at: BTreeMap<Addr, Instant> = BTreeMap::new();
     let mut view_rx = ctx.view.clone();
+    // As for the promotion: this leader's monotonic clock, from when it took over.
+    let took_over = Instant::now();
     loop {
         let Some((_, m)) = ctx.master(&name) else {
             return;
@@ -714,7 +755,7 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
             let _ = ctx.propose(end(true)).await;
             return;
         }
-        let timed_out = wall_ms() > r.started_at_ms.saturating_add(m.failover_timeout_ms);
+        let timed_out = took_over.elapsed() > Duration::from_millis(m.failover_timeout_ms);
         let view = view_rx.borrow_and_update().clone();
         let now = Instant::now();
         let mut targets: Vec<Addr> = select::replicas_of(&m, &view).into_iter().collect();

@@ -1,0 +1,170 @@
+//! Failover safety with real `redis-server` processes and three real `raft-sentinel` nodes:
+//! a failover whose timeout passes after the candidate was promoted, and a coordinator
+//! stall that must not read as the master's failure.
+
+mod support;
+
+use std::time::Duration;
+
+use raft_sentinel::pb::api as pb;
+use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+
+/// `down_after_ms` used by these tests.
+const DOWN_AFTER: u64 = 500;
+/// `failover_timeout_ms` used by these tests.
+const FAILOVER_TIMEOUT: u64 = 2000;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cluster(name: &str, addr: &str, extra: &str) -> Cluster {
+    Cluster::start(ClusterOpts {
+        tick_ms: 20,
+        election_ticks: 10,
+        extra_toml: format!(
+            "[[masters]]\nname = \"{name}\"\naddr = \"{addr}\"\nquorum = 2\ndown_after_ms = {DOWN_AFTER}\nfailover_timeout_ms = {FAILOVER_TIMEOUT}\nparallel_syncs = 1\n{extra}\n"
+        ),
+        ..ClusterOpts::default()
+    })
+}
+
+async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterReply> {
+    let mut c = node.client().await.ok()?;
+    c.get_master(pb::GetMasterRequest {
+        name: name.into(),
+        consistency: pb::Consistency::Local as i32,
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+fn addr_of(reply: &pb::GetMasterReply) -> Option<String> {
+    let m = reply.master.as_ref()?;
+    Some(format!("{}:{}", m.host, m.port))
+}
+
+/// Waits until the committed state knows `n` replicas of `name` on every node.
+async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
+    eventually(
+        Duration::from_secs(20),
+        "every node knows the replicas",
+        || async {
+            for node in c.nodes.iter().filter(|n| n.is_running()) {
+                if get_master(node, name).await?.master?.num_replicas != n {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+fn follows(r: &RedisProcess, master: &RedisProcess) -> bool {
+    let Ok(text) = redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut r.client())
+    else {
+        return false;
+    };
+    text.contains("role:slave")
+        && text.contains(&format!("master_port:{}", master.port))
+        && text.contains("master_link_status:up")
+}
+
+fn acl(r: &RedisProcess, rules: &[&str]) {
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("coord")
+        .arg(rules)
+        .query(&mut r.client())
+        .expect("ACL SETUSER");
+}
+
+/// The leader commits a failover, the candidate gets promoted (here by the test, standing
+/// in for the leader's REPLICAOF NO ONE), the leader dies and no leader exists for longer
+/// than failover_timeout. The next leader must finish that failover, not abort it and start
+/// a second one elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_the_promotion_finishes_the_failover() {
+    let _g = SERIAL.lock().await;
+    let user = ["--user", "coord", "on", ">pw", "~*", "&*", "+@all"];
+    let auth = ["--masteruser", "coord", "--masterauth", "pw"];
+    let mut m = RedisProcess::start(&user);
+    let mut args = [&user[..], &auth[..], &["--replica-priority", "10"]].concat();
+    let best = RedisProcess::start_replica(&m, &args);
+    args.truncate(args.len() - 1);
+    args.push("100");
+    let other = RedisProcess::start_replica(&m, &args);
+    eventually(Duration::from_secs(10), "replicas synced", || async {
+        (follows(&best, &m) && follows(&other, &m)).then_some(())
+    })
+    .await;
+    // The leader may not promote the best replica itself: it commits FailoverStart and
+    // keeps trying.
+    acl(&best, &["-replicaof", "-slaveof"]);
+    let mut c = cluster(
+        "mymaster",
+        &m.addr(),
+        "auth_user = \"coord\"\nauth_pass = \"pw\"\n",
+    );
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 2).await;
+
+    m.kill9();
+    eventually(Duration::from_secs(10), "the failover started", || async {
+        let r = get_master(c.node(leader), "mymaster").await?;
+        r.master?.failover_in_progress.then_some(())
+    })
+    .await;
+    assert_eq!(best.role().as_deref(), Some("slave"));
+    // The leader dies and a second node stalls: no leader.
+    let stalled = (1..=3).find(|&i| i != leader).expect("a follower");
+    c.node_mut(leader).kill9();
+    c.node(stalled).pause();
+    // The dead leader's REPLICAOF NO ONE reached the candidate.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut best.client())
+        .expect("REPLICAOF NO ONE");
+    acl(&best, &["+replicaof", "+slaveof"]);
+    tokio::time::sleep(Duration::from_millis(FAILOVER_TIMEOUT + 1000)).await;
+    c.node(stalled).resume();
+
+    let what = format!("every node reports {} as master", best.addr());
+    eventually(Duration::from_secs(10), &what, || async {
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            let r = get_master(n, "mymaster").await?;
+            if addr_of(&r)? != best.addr() || r.master.as_ref()?.failover_in_progress {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for n in c.nodes.iter().filter(|n| n.is_running()) {
+        let r = get_master(n, "mymaster").await.expect("GetMaster");
+        assert_eq!(r.current_epoch, 1, "a second failover ran");
+    }
+    assert_eq!(best.role().as_deref(), Some("master"));
+    eventually(
+        Duration::from_secs(10),
+        "the other replica follows",
+        || async { follows(&other, &best).then_some(()) },
+    )
+    .await;
+    m.restart();
+    eventually(
+        Duration::from_secs(10),
+        "the old master is fenced",
+        || async { follows(&m, &best).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        best.role().as_deref(),
+        Some("master"),
+        "the promoted replica was demoted"
+    );
+}
