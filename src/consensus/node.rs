@@ -724,7 +724,7 @@ impl RaftNode {
             .collect();
         Ok(self
             .state
-            .set_membership(e.index, &voters, &learners, added, wall_ms()))
+            .set_membership(e.index, &voters, &learners, added))
     }
 
     fn maybe_compact(&mut self) -> Result<(), StoreError> {

@@ -213,7 +213,7 @@ impl Executor {
             Some(JobKey::Reconf(r.epoch))
         } else if m.failover_request.is_some() {
             Some(JobKey::Start)
-        } else if m.is_odown() && !m.paused {
+        } else if m.is_odown_at(wall_ms()) && !m.paused {
             if m.budget_allows(wall_ms()) {
                 Some(JobKey::Start)
             } else {
@@ -381,7 +381,9 @@ async fn start(ctx: Ctx, name: String) {
         return;
     }
     let request = m.failover_request.clone();
-    let odown = m.is_odown() && !m.paused && m.budget_allows(wall_ms());
+    // Votes must still be fresh by this node's clock; the state machine checks the same at
+    // the `FailoverStart`'s time.
+    let odown = m.is_odown_at(wall_ms()) && !m.paused && m.budget_allows(wall_ms());
     if request.is_none() && !odown {
         return;
     }
@@ -749,7 +751,7 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
             timed_out,
             at_ms: wall_ms(),
         };
-        if m.is_odown() {
+        if m.is_odown_at(wall_ms()) {
             // The new master failed too: stop waiting on it so a new failover can start.
             warn!("new master is objectively down; ending reconfiguration");
             let _ = ctx.propose(end(true)).await;

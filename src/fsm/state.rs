@@ -13,6 +13,10 @@ use crate::model::{glob_match, Addr, Epoch, NodeId};
 /// Failover history entries kept (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 100;
 
+/// Shortest time a down vote stays valid without being re-affirmed (Sentinel ignores peer
+/// replies older than about this).
+pub const VOTE_TTL_FLOOR_MS: u64 = 5_000;
+
 /// Default automatic failovers allowed per window (anti-flapping budget).
 const DEFAULT_BUDGET: u32 = 3;
 /// Default budget window: ten minutes.
@@ -25,8 +29,28 @@ pub struct Observation {
     pub down: bool,
     /// Why.
     pub reason: ObserveReason,
-    /// When the node proposed it (its wall clock, ms).
+    /// When the node proposed it (its wall clock, ms). A down vote is re-affirmed while the
+    /// node still sees the master down, which moves this forward.
     pub at_ms: u64,
+    /// A `+vote-ignored` event was emitted for this vote (once per vote, not per evaluation).
+    #[serde(default)]
+    pub ignored: bool,
+}
+
+/// Why a down vote did not count toward ODOWN at some time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleVote {
+    /// Not re-affirmed within the vote lifetime: `age_ms` old.
+    Expired {
+        /// Age of the vote at the evaluation time.
+        age_ms: u64,
+    },
+    /// Stamped later than the evaluation time by more than the lifetime: the voter's clock is
+    /// ahead (or the evaluating proposer's is behind).
+    Future {
+        /// How far ahead.
+        ahead_ms: u64,
+    },
 }
 
 /// A failover between `FailoverStart` and `FailoverDone`/`FailoverAbort`.
@@ -147,14 +171,44 @@ impl MasterState {
         }
     }
 
-    /// Nodes whose latest observation says down.
-    pub fn down_votes(&self) -> usize {
-        self.observations.values().filter(|o| o.down).count()
+    /// How long a down vote counts without being re-affirmed: `max(2 × down_after, 5 s)`.
+    pub fn vote_ttl_ms(&self) -> u64 {
+        self.down_after_ms.saturating_mul(2).max(VOTE_TTL_FLOOR_MS)
     }
 
-    /// Objectively down: at least `quorum` nodes see it down.
+    /// Whether a down vote stamped `at_ms` is too old (or too far in the future) at `now_ms`.
+    pub fn stale_vote(&self, at_ms: u64, now_ms: u64) -> Option<StaleVote> {
+        let ttl = self.vote_ttl_ms();
+        if now_ms.saturating_sub(at_ms) > ttl {
+            Some(StaleVote::Expired {
+                age_ms: now_ms - at_ms,
+            })
+        } else if at_ms.saturating_sub(now_ms) > ttl {
+            Some(StaleVote::Future {
+                ahead_ms: at_ms - now_ms,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Nodes whose latest observation says down and is still valid at `now_ms`.
+    pub fn down_votes_at(&self, now_ms: u64) -> usize {
+        self.observations
+            .values()
+            .filter(|o| o.down && self.stale_vote(o.at_ms, now_ms).is_none())
+            .count()
+    }
+
+    /// Objectively down as of the last committed evaluation. Whoever acts on it uses
+    /// [`MasterState::is_odown_at`], which also wants the votes to be fresh now.
     pub fn is_odown(&self) -> bool {
         self.odown_since_ms.is_some()
+    }
+
+    /// Objectively down, and at `now_ms` still `quorum` valid down votes.
+    pub fn is_odown_at(&self, now_ms: u64) -> bool {
+        self.is_odown() && self.down_votes_at(now_ms) >= self.quorum as usize
     }
 
     /// Automatic failovers started within the budget window ending at `now_ms`.
@@ -175,8 +229,39 @@ impl MasterState {
         master_details(&self.name, &self.addr)
     }
 
+    /// Re-evaluates ODOWN at `at_ms` (a time from the log, never a local clock), saying once
+    /// per vote which down votes do not count and why.
     fn recompute_odown(&mut self, at_ms: u64, events: &mut Vec<Event>) {
-        let votes = self.down_votes();
+        let details = self.details();
+        let ttl = self.vote_ttl_ms();
+        let mut stale = Vec::new();
+        for (node, o) in &self.observations {
+            if !o.down || o.ignored {
+                continue;
+            }
+            if let Some(why) = self.stale_vote(o.at_ms, at_ms) {
+                stale.push(*node);
+                let why = match why {
+                    StaleVote::Expired { age_ms } => {
+                        format!("expired: last affirmed {age_ms} ms before, limit {ttl} ms")
+                    }
+                    StaleVote::Future { ahead_ms } => {
+                        format!("clock-skew: stamped {ahead_ms} ms ahead, limit {ttl} ms")
+                    }
+                };
+                events.push(Event::new(
+                    "+vote-ignored",
+                    format!("{details} #node {node} {why}"),
+                    Some(&self.name),
+                ));
+            }
+        }
+        for node in stale {
+            if let Some(o) = self.observations.get_mut(&node) {
+                o.ignored = true;
+            }
+        }
+        let votes = self.down_votes_at(at_ms);
         let odown = votes >= self.quorum as usize;
         match (odown, self.odown_since_ms.is_some()) {
             (true, false) => {
@@ -249,6 +334,11 @@ pub struct ClusterState {
     pub members: BTreeMap<NodeId, Member>,
     /// Recent failovers, oldest first.
     pub history: VecDeque<FailoverRecord>,
+    /// Latest proposer time seen in an applied entry (ms). Evaluations triggered by entries
+    /// without a time of their own (membership changes, `SENTINEL SET`) use it, so that
+    /// every node computes the same result.
+    #[serde(default)]
+    pub clock_ms: u64,
 }
 
 /// What a successful command returns to its proposer.
@@ -356,6 +446,8 @@ impl ClusterState {
         let result = self.apply_inner(cmd, &mut events);
         if result.is_err() {
             events.clear();
+        } else if let Some(t) = entry_time(cmd) {
+            self.clock_ms = self.clock_ms.max(t);
         }
         Applied { result, events }
     }
@@ -371,15 +463,16 @@ impl ClusterState {
     }
 
     /// Replaces the member set after a Raft configuration change at `index`. Observations of
-    /// nodes that left are dropped, which may end an ODOWN.
+    /// nodes that left are dropped, which may end an ODOWN (evaluated at `clock_ms`: the
+    /// entry carries no time, and a local clock would differ between nodes).
     pub fn set_membership(
         &mut self,
         index: u64,
         voters: &BTreeSet<NodeId>,
         learners: &BTreeSet<NodeId>,
         added: Option<(NodeId, String)>,
-        at_ms: u64,
     ) -> Vec<Event> {
+        let at_ms = self.clock_ms;
         self.skip(index);
         let mut events = Vec::new();
         let mut members = BTreeMap::new();
@@ -506,6 +599,7 @@ impl ClusterState {
                         down: *down,
                         reason: *reason,
                         at_ms: *at_ms,
+                        ignored: false,
                     },
                 );
                 if was_down != *down {
@@ -588,6 +682,15 @@ impl ClusterState {
                     }
                     if !m.is_odown() {
                         return Err(Rejection::precondition("master is not objectively down"));
+                    }
+                    // The decision is checked against the leader's clock: votes that went
+                    // stale since ODOWN was reached (their nodes stopped affirming) do not count.
+                    let fresh = m.down_votes_at(*at_ms);
+                    if fresh < m.quorum as usize {
+                        return Err(Rejection::precondition(format!(
+                            "master is not objectively down: {fresh} of {} down votes are recent",
+                            m.quorum
+                        )));
                     }
                     if !m.budget_allows(*at_ms) {
                         return Err(Rejection::precondition(format!(
@@ -893,6 +996,7 @@ impl ClusterState {
         options: &[(String, String)],
         events: &mut Vec<Event>,
     ) -> Result<Outcome, Rejection> {
+        let clock = self.clock_ms;
         let m = self.master_mut(name)?;
         // Validate everything first: unlike Sentinel, a bad option changes nothing.
         let mut staged = m.clone();
@@ -960,10 +1064,22 @@ impl ClusterState {
         *m = staged;
         events.extend(set_events);
         if quorum_changed {
-            let at = m.observations.values().map(|o| o.at_ms).max().unwrap_or(0);
-            m.recompute_odown(at, events);
+            m.recompute_odown(clock, events);
         }
         Ok(Outcome::default())
+    }
+}
+
+/// The proposer's clock carried by a command, if it has one.
+fn entry_time(cmd: &Command) -> Option<u64> {
+    match cmd {
+        Command::Observe { at_ms, .. }
+        | Command::FailoverRequest { at_ms, .. }
+        | Command::FailoverStart { at_ms, .. }
+        | Command::FailoverDone { at_ms, .. }
+        | Command::FailoverAbort { at_ms, .. }
+        | Command::FailoverEnd { at_ms, .. } => Some(*at_ms),
+        _ => None,
     }
 }
 

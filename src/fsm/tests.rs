@@ -65,6 +65,10 @@ impl Fixture {
         rej
     }
     fn observe(&mut self, node: u64, down: bool) -> Applied {
+        let at = 1000 + self.idx;
+        self.observe_at(node, down, at)
+    }
+    fn observe_at(&mut self, node: u64, down: bool, at_ms: u64) -> Applied {
         let a = self.s.masters["mymaster"].addr.clone();
         self.apply(Command::Observe {
             node,
@@ -76,7 +80,7 @@ impl Fixture {
             } else {
                 ObserveReason::Ok
             },
-            at_ms: 1000 + self.idx,
+            at_ms,
         })
     }
     fn m(&self) -> &MasterState {
@@ -505,8 +509,7 @@ fn membership_change_drops_observations_of_departed_nodes() {
     assert!(f.m().is_odown());
     f.idx += 1;
     let voters: BTreeSet<u64> = [1, 2].into();
-    let ev =
-        f.s.set_membership(f.idx, &voters, &BTreeSet::new(), None, 77);
+    let ev = f.s.set_membership(f.idx, &voters, &BTreeSet::new(), None);
     assert_eq!(Fixture::kinds(&ev), ["-odown"]);
     assert!(!f.s.members.contains_key(&3));
     f.idx += 1;
@@ -516,7 +519,6 @@ fn membership_change_drops_observations_of_departed_nodes() {
         &voters,
         &BTreeSet::new(),
         Some((4, "n4:7701".into())),
-        78,
     );
     assert_eq!(f.s.members[&4].info.peer_addr.as_deref(), Some("n4:7701"));
     f.ok(Command::Announce {
@@ -670,4 +672,187 @@ fn fencing_is_recorded_and_refused_when_the_master_moved() {
         instance: addr("10.0.0.1:6379"),
         kind: FenceKind::ConvertToSlave,
     });
+}
+
+#[test]
+fn vote_lifetime_is_twice_down_after_with_a_floor() {
+    let mut f = Fixture::new();
+    assert_eq!(f.m().vote_ttl_ms(), 5_000, "down_after 1 s: the 5 s floor");
+    f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("down-after-milliseconds".into(), "4000".into())],
+    });
+    assert_eq!(f.m().vote_ttl_ms(), 8_000);
+}
+
+/// The issue's scenario: C (node 3) votes down, goes away, and much later A (node 1) has a
+/// blip. C's old vote must not complete the quorum, and an event says why.
+#[test]
+fn a_stale_down_vote_does_not_complete_the_quorum() {
+    let mut f = Fixture::new();
+    let t0 = 1_000_000;
+    let a = f.observe_at(3, true, t0);
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown"]);
+    // Just past the lifetime (5 s): ignored, and said so.
+    let a = f.observe_at(1, true, t0 + 5_001);
+    assert!(a.result.is_ok());
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown", "+vote-ignored"]);
+    assert_eq!(
+        a.events[1].payload,
+        "master mymaster 10.0.0.1 6379 #node 3 expired: last affirmed 5001 ms before, limit 5000 ms"
+    );
+    assert_eq!(a.events[1].master.as_deref(), Some("mymaster"));
+    assert!(!f.m().is_odown());
+    assert_eq!(f.m().down_votes_at(t0 + 5_001), 1);
+    // Said once per vote: A's next affirmation does not repeat it.
+    let a = f.observe_at(1, true, t0 + 6_000);
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    assert!(!f.m().is_odown());
+    // A leader cannot start an ODOWN failover either.
+    let rej = f.err(Command::FailoverStart {
+        master: "mymaster".into(),
+        epoch: 1,
+        candidate: addr("10.0.0.2:6379"),
+        reason: FailoverReason::Odown,
+        leader: 1,
+        at_ms: t0 + 6_001,
+    });
+    assert_eq!(rej.kind, RejectKind::Precondition);
+    // C comes back and re-affirms: its vote counts again, now the quorum is real.
+    let a = f.observe_at(3, true, t0 + 6_500);
+    assert_eq!(Fixture::kinds(&a.events), ["+odown"]);
+    assert!(f.m().is_odown_at(t0 + 6_500));
+}
+
+#[test]
+fn a_vote_exactly_at_the_limit_still_counts() {
+    let mut f = Fixture::new();
+    let t0 = 2_000_000;
+    f.observe_at(3, true, t0);
+    let a = f.observe_at(1, true, t0 + 5_000);
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown", "+odown"]);
+}
+
+#[test]
+fn a_vote_from_the_future_is_ignored_as_clock_skew() {
+    let mut f = Fixture::new();
+    let t0 = 3_000_000;
+    // Node 3's clock is a minute ahead.
+    f.observe_at(3, true, t0 + 60_000);
+    let a = f.observe_at(1, true, t0);
+    assert_eq!(Fixture::kinds(&a.events), ["+sdown", "+vote-ignored"]);
+    assert!(
+        a.events[1]
+            .payload
+            .ends_with("#node 3 clock-skew: stamped 60000 ms ahead, limit 5000 ms"),
+        "{}",
+        a.events[1].payload
+    );
+    assert!(!f.m().is_odown());
+}
+
+#[test]
+fn a_reaffirmed_vote_stays_valid_and_odown_ends_when_votes_expire() {
+    let mut f = Fixture::new();
+    let t0 = 4_000_000;
+    f.observe_at(1, true, t0);
+    f.observe_at(3, true, t0 + 100);
+    assert!(f.m().is_odown());
+    // Both keep affirming every 1.25 s for a minute: ODOWN holds, no event.
+    let mut t = t0 + 100;
+    while t < t0 + 60_000 {
+        t += 1_250;
+        let a = f.observe_at(1, true, t);
+        assert!(a.events.is_empty(), "{:?}", a.events);
+        let a = f.observe_at(3, true, t + 10);
+        assert!(a.events.is_empty(), "{:?}", a.events);
+    }
+    assert!(f.m().is_odown_at(t + 10));
+    // Node 3 stops (no more affirmations); node 1 keeps going. Past the lifetime, ODOWN ends.
+    let a = f.observe_at(1, true, t + 5_011);
+    assert_eq!(Fixture::kinds(&a.events), ["+vote-ignored", "-odown"]);
+    assert!(!f.m().is_odown());
+}
+
+#[test]
+fn failover_start_rechecks_vote_freshness_at_the_leaders_time() {
+    let mut f = Fixture::new();
+    let t0 = 5_000_000;
+    f.observe_at(1, true, t0);
+    f.observe_at(3, true, t0 + 10);
+    assert!(f.m().is_odown());
+    assert!(f.m().is_odown_at(t0 + 5_000));
+    assert!(!f.m().is_odown_at(t0 + 5_001), "node 1's vote expired");
+    // Both voters went silent; the leader's decision comes too late.
+    let rej = f.err(Command::FailoverStart {
+        master: "mymaster".into(),
+        epoch: 1,
+        candidate: addr("10.0.0.2:6379"),
+        reason: FailoverReason::Odown,
+        leader: 2,
+        at_ms: t0 + 5_001,
+    });
+    assert!(
+        rej.message.contains("1 of 2 down votes are recent"),
+        "{}",
+        rej.message
+    );
+    // In time, it is accepted.
+    let a = f.apply(Command::FailoverStart {
+        master: "mymaster".into(),
+        epoch: 1,
+        candidate: addr("10.0.0.2:6379"),
+        reason: FailoverReason::Odown,
+        leader: 2,
+        at_ms: t0 + 4_000,
+    });
+    assert!(a.result.is_ok(), "{:?}", a.result);
+}
+
+#[test]
+fn evaluations_without_an_entry_time_use_the_log_clock() {
+    let mut f = Fixture::new();
+    let t0 = 6_000_000;
+    f.observe_at(3, true, t0);
+    // Any evaluation reports the stale vote, an up vote's too.
+    let a = f.observe_at(2, false, t0 + 20_000);
+    assert_eq!(Fixture::kinds(&a.events), ["+vote-ignored"]);
+    assert_eq!(f.s.clock_ms, t0 + 20_000);
+    // Lowering the quorum to 1 evaluates at the log clock, where node 3's vote is stale.
+    let ev = f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("quorum".into(), "1".into())],
+    });
+    assert_eq!(Fixture::kinds(&ev), ["+set"]);
+    assert!(!f.m().is_odown());
+    // Two nodes applying the same membership change get the same state whatever their clocks.
+    let mut g = f.s.clone();
+    f.idx += 1;
+    let voters: BTreeSet<u64> = [1, 2, 3].into();
+    let e1 = f.s.set_membership(f.idx, &voters, &BTreeSet::new(), None);
+    let e2 = g.set_membership(f.idx, &voters, &BTreeSet::new(), None);
+    assert_eq!(e1, e2);
+    assert_eq!(f.s, g);
+    // A rejected command does not move the clock.
+    f.err(Command::Observe {
+        node: 1,
+        master: "mymaster".into(),
+        addr: addr("10.9.9.9:6379"),
+        down: true,
+        reason: ObserveReason::NoReply,
+        at_ms: t0 + 99_000,
+    });
+    assert_eq!(f.s.clock_ms, t0 + 20_000);
+}
+
+#[test]
+fn snapshots_without_the_new_fields_still_load() {
+    let (s, _) = base();
+    let mut v: serde_json::Value = serde_json::from_slice(&s.to_bytes()).unwrap();
+    v.as_object_mut().unwrap().remove("clock_ms");
+    let back = ClusterState::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let o: Observation =
+        serde_json::from_str(r#"{"down":true,"reason":"no_reply","at_ms":5}"#).unwrap();
+    assert!(!o.ignored);
 }

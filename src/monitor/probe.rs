@@ -640,13 +640,18 @@ impl Probe {
         });
     }
 
-    /// This node's committed observation differs from what it sees now.
+    /// This node's committed observation differs from what it sees now, or its down vote is
+    /// due for re-affirmation: a down vote only counts for `vote_ttl_ms` after its `at_ms`
+    /// (see the fsm module docs), so it is renewed every quarter of that while the master
+    /// stays down here.
     fn observe_pending(&self, m: &MasterState) -> bool {
-        let committed = m
-            .observations
-            .get(&self.raft.node_id())
-            .is_some_and(|o| o.down);
-        committed != self.info.sdown_reason.is_some()
+        let down_now = self.info.sdown_reason.is_some();
+        match m.observations.get(&self.raft.node_id()) {
+            // `abs_diff`: a clock that stepped back also renews, or the vote would look
+            // stamped in the future.
+            Some(o) if o.down && down_now => wall_ms().abs_diff(o.at_ms) >= m.vote_ttl_ms() / 4,
+            committed => committed.is_some_and(|o| o.down) != down_now,
+        }
     }
 
     fn on_observed(&mut self, r: Result<Result<(), ProposeError>, tokio::task::JoinError>) {
