@@ -15,10 +15,15 @@ command -v redis-sentinel >/dev/null || need_apt+=(redis-sentinel)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 # `ip` builds the network namespaces of the partition tests and the chaos smoke run.
 command -v ip >/dev/null || need_apt+=(iproute2)
+# promtool checks and unit-tests the alert rules and the dashboard's queries. It comes with
+# Debian's Prometheus server package (about 20 MB to download, 100 MB installed; the server
+# itself is not used). promtool is a static binary: the recommended node exporter is not needed.
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${need_apt[@]}" >/dev/null
 fi
 # Debian's package starts a redis-server service on 6379 where an init system runs; the tests
 # start their own instances on free ports and never use it.
@@ -33,6 +38,9 @@ if grep -rnE '\b(tokio|tonic|redis|raft)::' src/model src/fsm; then
   echo "src/model and src/fsm must not use tokio, tonic, redis or raft" >&2
   exit 1
 fi
+
+log "monitoring: promtool checks the alert rules and dashboard queries, runs the rule tests"
+scripts/check-monitoring.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

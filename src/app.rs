@@ -174,9 +174,12 @@ impl Node {
         ));
 
         // Metrics, health and readiness on their own port.
-        let ports = Arc::new(crate::metrics::PortCounters::default());
-        let node_metrics =
-            crate::metrics::NodeMetrics::new(raft.clone(), monitor_view.clone(), ports.clone());
+        let sentinel_stats = Arc::new(crate::api::resp::clients::Stats::default());
+        let node_metrics = crate::metrics::NodeMetrics::new(
+            raft.clone(),
+            monitor_view.clone(),
+            sentinel_stats.clone(),
+        );
         tasks.push(tokio::spawn(
             crate::metrics::count_events(raft.clone(), node_metrics.events(), shutdown.clone())
                 .instrument(info_span!("metrics_events")),
@@ -236,6 +239,7 @@ impl Node {
             run_id.clone(),
             advertise(&sentinel_l, cfg.listen.sentinel),
         );
+        resp_ctx.stats = sentinel_stats;
         if let Some((cert, key, ca)) = &cfg.sentinel_tls {
             let read = |k: &str, p: &std::path::Path| {
                 crate::config::read_pem(k, p).map_err(|e| AppError::Tls(e.to_string()))

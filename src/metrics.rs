@@ -6,7 +6,8 @@
 //! time; counters live in shared structures updated where things happen. No label or value
 //! ever carries a secret.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,6 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use parking_lot::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,13 +25,21 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
+use crate::api::resp::clients::Stats as SentinelPortStats;
 use crate::consensus::{RaftHandle, Role};
 use crate::monitor::MonitorView;
 use crate::shutdown::Shutdown;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Values of the `reason` label of `failover_aborts_total` (the fsm's abort codes, and
+/// `other` for an abort without one).
+pub const ABORT_REASONS: [&str; 4] = ["no-good-slave", "slave-timeout", "not-elected", "other"];
+
 /// Counters fed from applied events (every node counts the same committed events).
+///
+/// Each monitored master has every series from the moment it is monitored, starting at 0, so
+/// that the first event is an increase Prometheus can see; a removed master's series go away.
 #[derive(Debug, Default)]
 pub struct EventCounters {
     /// Completed promotions (`+switch-master`) per master.
@@ -38,61 +48,67 @@ pub struct EventCounters {
     pub aborts: Family<Labels, Counter>,
     /// Times a master became objectively down.
     pub odown: Family<Labels, Counter>,
+    /// Masters whose series exist.
+    known: Mutex<BTreeSet<String>>,
 }
 
-/// Counters of the client-facing ports, updated by the servers.
-#[derive(Debug, Default)]
-pub struct PortCounters {
-    /// Open connections per port.
-    pub connections: Family<Labels, Gauge>,
-    /// Commands or requests per port and command.
-    pub commands: Family<Labels, Counter>,
-    /// Error replies per port.
-    pub errors: Family<Labels, Counter>,
+fn master_label(master: &str) -> Labels {
+    vec![("master", master.to_string())]
 }
 
-impl PortCounters {
-    /// A connection opened on `port`; the guard counts it closed when dropped.
-    pub fn connection(self: &Arc<Self>, port: &'static str) -> ConnectionGuard {
-        self.connections
-            .get_or_create(&vec![("port", port.to_string())])
-            .inc();
-        ConnectionGuard {
-            counters: self.clone(),
-            port,
+fn abort_labels(master: &str, reason: &str) -> Labels {
+    vec![
+        ("master", master.to_string()),
+        ("reason", reason.to_string()),
+    ]
+}
+
+impl EventCounters {
+    /// Creates the series of newly monitored masters at 0 and removes those of masters that
+    /// are no longer monitored.
+    pub fn sync<'a>(&self, masters: impl IntoIterator<Item = &'a str>) {
+        let now: BTreeSet<String> = masters.into_iter().map(str::to_string).collect();
+        let mut known = self.known.lock();
+        for gone in known.difference(&now) {
+            self.failovers.remove(&master_label(gone));
+            self.odown.remove(&master_label(gone));
+            for r in ABORT_REASONS {
+                self.aborts.remove(&abort_labels(gone, r));
+            }
         }
+        for new in now.difference(&known) {
+            drop(self.failovers.get_or_create(&master_label(new)));
+            drop(self.odown.get_or_create(&master_label(new)));
+            for r in ABORT_REASONS {
+                drop(self.aborts.get_or_create(&abort_labels(new, r)));
+            }
+        }
+        *known = now;
     }
 
-    /// One command on `port`.
-    pub fn command(&self, port: &'static str, command: &str) {
-        self.commands
-            .get_or_create(&vec![
-                ("port", port.to_string()),
-                ("command", command.to_ascii_lowercase()),
-            ])
-            .inc();
-    }
-
-    /// One error reply on `port`.
-    pub fn error(&self, port: &'static str) {
-        self.errors
-            .get_or_create(&vec![("port", port.to_string())])
-            .inc();
-    }
-}
-
-/// Decrements the connection gauge when a connection ends.
-pub struct ConnectionGuard {
-    counters: Arc<PortCounters>,
-    port: &'static str,
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.counters
-            .connections
-            .get_or_create(&vec![("port", self.port.to_string())])
-            .dec();
+    /// Counts one applied event.
+    fn count(&self, kind: &str, master: &str) {
+        match kind {
+            "+switch-master" => {
+                self.failovers.get_or_create(&master_label(master)).inc();
+            }
+            "+odown" => {
+                self.odown.get_or_create(&master_label(master)).inc();
+            }
+            k if k.starts_with("-failover-abort") => {
+                let code = k
+                    .trim_start_matches("-failover-abort")
+                    .trim_start_matches('-');
+                let reason = ABORT_REASONS
+                    .into_iter()
+                    .find(|r| *r == code)
+                    .unwrap_or("other");
+                self.aborts
+                    .get_or_create(&abort_labels(master, reason))
+                    .inc();
+            }
+            _ => {}
+        }
     }
 }
 
@@ -102,7 +118,7 @@ pub struct NodeMetrics {
     raft: RaftHandle,
     monitor: watch::Receiver<Arc<MonitorView>>,
     events: Arc<EventCounters>,
-    ports: Arc<PortCounters>,
+    sentinel_port: Arc<SentinelPortStats>,
 }
 
 fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
@@ -112,17 +128,17 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
 }
 
 impl NodeMetrics {
-    /// Metrics of the node behind `raft`.
+    /// Metrics of the node behind `raft`; `sentinel_port` holds the Sentinel port's counters.
     pub fn new(
         raft: RaftHandle,
         monitor: watch::Receiver<Arc<MonitorView>>,
-        ports: Arc<PortCounters>,
+        sentinel_port: Arc<SentinelPortStats>,
     ) -> Self {
         NodeMetrics {
             raft,
             monitor,
             events: Arc::default(),
-            ports,
+            sentinel_port,
         }
     }
 
@@ -207,37 +223,36 @@ impl NodeMetrics {
                 .get_or_create(&l())
                 .set(i64::from(m.failover.is_some() || m.reconf.is_some()));
             replicas.get_or_create(&l()).set(m.replicas.len() as i64);
-            for (n, o) in &m.observations {
+            // Every member's latest observation; 0 for a member that reported none yet.
+            for n in state.members.keys().chain(m.observations.keys()) {
+                let seen = m.observations.get(n).is_some_and(|o| o.down);
                 down.get_or_create(&vec![("master", m.name.clone()), ("node", n.to_string())])
-                    .set(i64::from(o.down));
+                    .set(i64::from(seen));
             }
             let up = view
                 .get(&m.addr)
                 .is_some_and(|i| i.connected && i.sdown_since.is_none());
             reachable.get_or_create(&l()).set(i64::from(up));
-            if let Some(r) = state
+            // 0 until a failover of this master completed the phase.
+            let record = state
                 .history
                 .iter()
                 .rev()
-                .find(|r| r.master == m.name && r.promoted_at_ms.is_some())
-            {
-                let started = r.started_at_ms as f64;
-                if let Some(p) = r.promoted_at_ms {
-                    last.get_or_create(&vec![
-                        ("master", m.name.clone()),
-                        ("phase", "promotion".into()),
-                    ])
-                    .set((p as f64 - started) / 1000.0);
-                }
-                if let Some(e) = r.ended_at_ms {
-                    last.get_or_create(&vec![
-                        ("master", m.name.clone()),
-                        ("phase", "total".into()),
-                    ])
-                    .set((e as f64 - started) / 1000.0);
-                }
-            }
+                .find(|r| r.master == m.name && r.promoted_at_ms.is_some());
+            let seconds = |end: Option<u64>| match (record, end) {
+                (Some(r), Some(e)) => (e as f64 - r.started_at_ms as f64) / 1000.0,
+                _ => 0.0,
+            };
+            last.get_or_create(&vec![
+                ("master", m.name.clone()),
+                ("phase", "promotion".into()),
+            ])
+            .set(seconds(record.and_then(|r| r.promoted_at_ms)));
+            last.get_or_create(&vec![("master", m.name.clone()), ("phase", "total".into())])
+                .set(seconds(record.and_then(|r| r.ended_at_ms)));
         }
+        self.events
+            .sync(state.masters.values().map(|m| m.name.as_str()));
         reg.register(
             "master_config_epoch",
             "Epoch of the master's last promotion",
@@ -267,7 +282,7 @@ impl NodeMetrics {
         );
         reg.register(
             "master_last_failover_seconds",
-            "Duration of the last failover by phase (promotion: until the address switched; total: until reconfiguration ended)",
+            "Duration of the last failover by phase (promotion: until the address switched; total: until reconfiguration ended); 0 until a failover completed the phase",
             last,
         );
         reg.register(
@@ -285,20 +300,44 @@ impl NodeMetrics {
             "Times a master became objectively down",
             self.events.odown.clone(),
         );
-        reg.register(
-            "port_connections",
-            "Open client connections",
-            self.ports.connections.clone(),
-        );
+        // Per port (the Sentinel port; "port" leaves room for others), from startup.
+        let port = || vec![("port", "sentinel".to_string())];
+        let sp = &self.sentinel_port;
+        let connections: Family<Labels, Gauge> = Family::default();
+        connections
+            .get_or_create(&port())
+            .set(sp.connected.load(Ordering::Relaxed) as i64);
+        let commands: Family<Labels, Counter> = Family::default();
+        for (id, name) in crate::api::resp::cmd::table::runnable() {
+            commands
+                .get_or_create(&vec![("port", "sentinel".into()), ("command", name.into())])
+                .inc_by(sp.commands.get(id));
+        }
+        commands
+            .get_or_create(&vec![
+                ("port", "sentinel".into()),
+                ("command", "other".into()),
+            ])
+            .inc_by(sp.commands.other());
+        let errors: Family<Labels, Counter> = Family::default();
+        errors
+            .get_or_create(&port())
+            .inc_by(sp.error_replies.load(Ordering::Relaxed));
+        let rejected: Family<Labels, Counter> = Family::default();
+        rejected
+            .get_or_create(&port())
+            .inc_by(sp.rejected_connections.load(Ordering::Relaxed));
+        reg.register("port_connections", "Open client connections", connections);
         reg.register(
             "port_commands",
-            "Client commands or requests",
-            self.ports.commands.clone(),
+            "Client requests by command (other: unknown command or wrong number of arguments)",
+            commands,
         );
+        reg.register("port_errors", "Error replies sent to clients", errors);
         reg.register(
-            "port_errors",
-            "Error replies sent to clients",
-            self.ports.errors.clone(),
+            "port_rejected_connections",
+            "Connections refused because the port was at its connection limit",
+            rejected,
         );
         let mut out = String::new();
         encode(&mut out, &reg).expect("writing to a String cannot fail");
@@ -315,33 +354,7 @@ pub async fn count_events(raft: RaftHandle, counters: Arc<EventCounters>, mut sh
             _ = shutdown.recv() => return,
         };
         match ev {
-            Ok(e) => {
-                let master = e.event.master.clone().unwrap_or_default();
-                match e.event.kind.as_str() {
-                    "+switch-master" => counters
-                        .failovers
-                        .get_or_create(&vec![("master", master)])
-                        .inc(),
-                    "+odown" => counters
-                        .odown
-                        .get_or_create(&vec![("master", master)])
-                        .inc(),
-                    k if k.starts_with("-failover-abort") => {
-                        let reason = k
-                            .trim_start_matches("-failover-abort")
-                            .trim_start_matches('-');
-                        let reason = if reason.is_empty() { "other" } else { reason };
-                        counters
-                            .aborts
-                            .get_or_create(&vec![
-                                ("master", master),
-                                ("reason", reason.to_string()),
-                            ])
-                            .inc()
-                    }
-                    _ => 0,
-                };
-            }
+            Ok(e) => counters.count(&e.event.kind, e.event.master.as_deref().unwrap_or_default()),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(missed = n, "metrics missed events")
             }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -186,4 +186,165 @@ async fn metrics_move_with_a_failover_and_ready_follows_leader_contact() {
     assert_eq!(http_get(n.metrics_port, "/health").unwrap().0, 200);
     assert_eq!(scrape(n)["raft_sentinel_raft_leader_contact"], 0.0);
     drop(r1);
+}
+
+/// Metric names a query text uses (`raft_sentinel_*`).
+fn referenced_metrics(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("raft_sentinel_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        out.insert(name);
+    }
+    out
+}
+
+/// Sample names of a scrape (without labels).
+fn names(samples: &BTreeMap<String, f64>) -> BTreeSet<String> {
+    samples
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_string())
+        .collect()
+}
+
+fn sentinel(n: &NodeProcess) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{}/", n.sentinel_port))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap()
+}
+
+/// A fresh node with one monitored master, before anything happened: every metric the alert
+/// rules and the dashboard query is in its scrape, per-master counters at 0 (so the first
+/// failover is an increase), per-port series from startup. A master monitored later gets its
+/// series at 0 too, a removed one loses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
+    let m = RedisProcess::start(&[]);
+    let c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        tick_ms: 20,
+        extra_toml: format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 1\ndown_after_ms = 5000\n",
+            m.addr()
+        ),
+        ..ClusterOpts::default()
+    });
+    let n = &c.nodes[0];
+    // Ready: in contact with the leader, so the Sentinel port answers lookups below.
+    let s = eventually(
+        Duration::from_secs(20),
+        "ready, master monitored",
+        || async {
+            if http_get(n.metrics_port, "/ready")?.0 != 200 {
+                return None;
+            }
+            let (code, body) = http_get(n.metrics_port, "/metrics")?;
+            let s = parse_exposition(&body);
+            (code == 200
+                && s.contains_key("raft_sentinel_master_config_epoch{master=\"mymaster\"}"))
+            .then_some(s)
+        },
+    )
+    .await;
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut used = BTreeSet::new();
+    for f in [
+        "deploy/monitoring/alerts.yaml",
+        "deploy/monitoring/grafana-dashboard.json",
+    ] {
+        used.extend(referenced_metrics(
+            &std::fs::read_to_string(format!("{root}/{f}")).unwrap(),
+        ));
+    }
+    assert!(used.len() >= 15, "found too few metric names: {used:?}");
+    let exported = names(&s);
+    let missing: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "a fresh node's scrape lacks metrics that the rules or the dashboard use: {missing:?}"
+    );
+
+    // The series whose first change the alerts and graphs must see, present and at 0.
+    for series in [
+        "raft_sentinel_failovers_total{master=\"mymaster\"}",
+        "raft_sentinel_odown_events_total{master=\"mymaster\"}",
+        "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"no-good-slave\"}",
+        "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"slave-timeout\"}",
+        "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"not-elected\"}",
+        "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"other\"}",
+        "raft_sentinel_master_last_failover_seconds{master=\"mymaster\",phase=\"promotion\"}",
+        "raft_sentinel_master_last_failover_seconds{master=\"mymaster\",phase=\"total\"}",
+        "raft_sentinel_master_down_observed{master=\"mymaster\",node=\"1\"}",
+        "raft_sentinel_master_odown{master=\"mymaster\"}",
+        "raft_sentinel_master_failover_in_progress{master=\"mymaster\"}",
+        "raft_sentinel_proposals_total{result=\"timeout\"}",
+        "raft_sentinel_port_errors_total{port=\"sentinel\"}",
+        "raft_sentinel_port_rejected_connections_total{port=\"sentinel\"}",
+        "raft_sentinel_port_commands_total{port=\"sentinel\",command=\"sentinel|failover\"}",
+    ] {
+        assert_eq!(s.get(series), Some(&0.0), "{series}");
+    }
+
+    // Port counters move with traffic.
+    let mut conn = sentinel(n);
+    let _: String = redis::cmd("PING").query(&mut conn).unwrap();
+    let _: redis::RedisResult<String> = redis::cmd("NOSUCHCOMMAND").query(&mut conn);
+    let _: Vec<String> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg("mymaster")
+        .query(&mut conn)
+        .unwrap();
+    let s = scrape(n);
+    assert!(s["raft_sentinel_port_connections{port=\"sentinel\"}"] >= 1.0);
+    assert!(s["raft_sentinel_port_commands_total{port=\"sentinel\",command=\"ping\"}"] >= 1.0);
+    assert!(
+        s["raft_sentinel_port_commands_total{port=\"sentinel\",command=\"sentinel|get-master-addr-by-name\"}"]
+            >= 1.0
+    );
+    assert!(s["raft_sentinel_port_commands_total{port=\"sentinel\",command=\"other\"}"] >= 1.0);
+    assert!(s["raft_sentinel_port_errors_total{port=\"sentinel\"}"] >= 1.0);
+
+    // A master monitored later has its series at 0 at once; a removed one loses them.
+    let other = RedisProcess::start(&[]);
+    let (host, port) = other
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    let _: String = redis::cmd("SENTINEL")
+        .arg("MONITOR")
+        .arg("second")
+        .arg(&host)
+        .arg(&port)
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let _: String = redis::cmd("SENTINEL")
+        .arg("REMOVE")
+        .arg("mymaster")
+        .query(&mut conn)
+        .unwrap();
+    let s = scrape(n);
+    assert_eq!(
+        s.get("raft_sentinel_failovers_total{master=\"second\"}"),
+        Some(&0.0)
+    );
+    assert_eq!(
+        s.get("raft_sentinel_failover_aborts_total{master=\"second\",reason=\"no-good-slave\"}"),
+        Some(&0.0)
+    );
+    // MONITOR and REMOVE went through the log.
+    assert!(s["raft_sentinel_proposals_total{result=\"applied\"}"] >= 2.0);
+    assert!(s["raft_sentinel_proposal_duration_seconds_count"] >= 2.0);
+    let left: Vec<_> = s.keys().filter(|k| k.contains("\"mymaster\"")).collect();
+    assert!(
+        left.is_empty(),
+        "series of a removed master remain: {left:?}"
+    );
+    drop(other);
+    drop(m);
 }

@@ -174,9 +174,13 @@ impl RaftHandle {
         cmd: Command,
         timeout: Duration,
     ) -> Result<Outcome, ProposeError> {
+        let started = Instant::now();
         let (reply, rx) = oneshot::channel();
-        self.call(NodeMsg::Propose { cmd, reply }, rx, timeout)
-            .await
+        let res = self
+            .call(NodeMsg::Propose { cmd, reply }, rx, timeout)
+            .await;
+        self.stats.record_outcome(&res, started.elapsed());
+        res
     }
 
     /// Waits until a linearizable read is safe on this node; returns the read index.

@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::cmd::table::CmdId;
+
 /// What one client looks like to others (CLIENT LIST), updated by its own task.
 #[derive(Clone, Debug, Default)]
 pub struct ClientMeta {
@@ -88,7 +90,50 @@ impl ClientHandle {
     }
 }
 
-/// Port-wide counters for `INFO stats` / `INFO clients`.
+/// Requests per command, for the metrics port: one counter per [`CmdId`], and one for
+/// requests that named no command the port knows or had the wrong number of arguments.
+#[derive(Debug)]
+pub struct CommandCounts {
+    by_id: [AtomicU64; CmdId::COUNT],
+    other: AtomicU64,
+}
+
+impl Default for CommandCounts {
+    fn default() -> Self {
+        CommandCounts {
+            by_id: std::array::from_fn(|_| AtomicU64::new(0)),
+            other: AtomicU64::new(0),
+        }
+    }
+}
+
+impl CommandCounts {
+    /// `n` requests of command `id`.
+    pub fn add(&self, id: CmdId, n: u64) {
+        if let Some(c) = self.by_id.get(id as usize) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// One request that did not resolve to a command.
+    pub fn add_other(&self) {
+        self.other.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests of command `id` so far.
+    pub fn get(&self, id: CmdId) -> u64 {
+        self.by_id
+            .get(id as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Requests that did not resolve to a command so far.
+    pub fn other(&self) -> u64 {
+        self.other.load(Ordering::Relaxed)
+    }
+}
+
+/// Port-wide counters for `INFO stats` / `INFO clients` and the metrics port.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// `total_connections_received`
@@ -105,6 +150,8 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
     /// `connected_clients`
     pub connected: AtomicUsize,
+    /// Requests per command.
+    pub commands: CommandCounts,
 }
 
 impl Stats {

@@ -103,6 +103,8 @@ pub struct RespContext {
     pub announce: String,
     /// Limits and timeouts.
     pub options: RespOptions,
+    /// The port's counters; the metrics port reads them too.
+    pub stats: Arc<clients::Stats>,
 }
 
 impl RespContext {
@@ -121,6 +123,7 @@ impl RespContext {
             run_id,
             announce,
             options: RespOptions::default(),
+            stats: Arc::default(),
         }
     }
 

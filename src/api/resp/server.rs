@@ -203,6 +203,7 @@ async fn serve_client(
     let mut view = AddrView::new(sh.ctx.raft.watch_state(), &sh.addr_tables);
     loop {
         let mut processed = 0u64;
+        let mut addr_lookups = 0u64;
         let mut errors = 0u64;
         // The stale guard is checked once per batch: a batch takes microseconds, the
         // guard's horizon is an election timeout.
@@ -217,6 +218,7 @@ async fn serve_client(
                 Ok(Incoming::Pending) => break None,
                 Ok(Incoming::Lookup(l)) => {
                     processed += 1;
+                    addr_lookups += 1;
                     if !*fresh.get_or_insert_with(|| sentinel::fresh(sh)) {
                         break Some(Close::Stale);
                     }
@@ -270,6 +272,11 @@ async fn serve_client(
         sh.stats
             .commands_processed
             .fetch_add(processed, Ordering::Relaxed);
+        if addr_lookups > 0 {
+            sh.stats
+                .commands
+                .add(cmd::table::CmdId::SentinelGetMasterAddr, addr_lookups);
+        }
         if errors > 0 {
             sh.stats.error_replies.fetch_add(errors, Ordering::Relaxed);
         }

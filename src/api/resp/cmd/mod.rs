@@ -29,8 +29,8 @@ use table::{CmdId, Spec};
 pub struct Shared {
     /// What the node gave the port.
     pub ctx: RespContext,
-    /// Counters for INFO.
-    pub stats: Stats,
+    /// Counters for INFO and the metrics port (shared with the latter through the context).
+    pub stats: Arc<Stats>,
     /// Connected clients.
     pub clients: Registry,
     /// Node-local settings of `SENTINEL CONFIG SET`.
@@ -47,8 +47,8 @@ impl Shared {
     /// Shared state for a port bound to `port`.
     pub fn new(ctx: RespContext, port: u16) -> Shared {
         Shared {
+            stats: ctx.stats.clone(),
             ctx,
-            stats: Stats::default(),
             clients: Registry::default(),
             config: parking_lot::Mutex::new(sentinel::SentinelConfig::default()),
             started: Instant::now(),
@@ -194,8 +194,12 @@ pub fn resolve(args: &[Bytes]) -> Result<&'static Spec, Frame> {
 pub async fn execute(args: Vec<Bytes>, s: &mut Session, sh: &Shared) -> Reply {
     let spec = match resolve(&args) {
         Ok(spec) => spec,
-        Err(f) => return f.into(),
+        Err(f) => {
+            sh.stats.commands.add_other();
+            return f.into();
+        }
     };
+    sh.stats.commands.add(spec.id, 1);
     if !s.authed && !spec.no_auth() {
         return Frame::error("-NOAUTH Authentication required.").into();
     }
@@ -261,6 +265,33 @@ mod tests {
             Frame::Error(e) => e,
             other => panic!("not an error: {other:?}"),
         }
+    }
+
+    /// The metrics port labels per-command counters from `runnable()`: each command a request
+    /// can run has exactly one counter slot, and every slot is in range.
+    #[test]
+    fn every_runnable_command_has_its_own_counter() {
+        let all: Vec<_> = table::runnable().collect();
+        let mut ids: Vec<usize> = all.iter().map(|(id, _)| *id as usize).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "two commands share a CmdId: {all:?}");
+        assert!(ids.iter().all(|i| *i < CmdId::COUNT));
+        for (id, name) in &all {
+            let words: Vec<&str> = name.split('|').collect();
+            let spec = resolve(&args(&words)).or_else(|_| {
+                // Commands that take arguments: resolve with enough of them.
+                let mut w = words.clone();
+                w.extend(["x"; 8]);
+                (0..=8)
+                    .find_map(|k| resolve(&args(&w[..words.len() + k])).ok())
+                    .ok_or(())
+            });
+            assert_eq!(spec.map(|s| s.id), Ok(*id), "{name}");
+        }
+        let c = super::super::clients::CommandCounts::default();
+        c.add(CmdId::SentinelHelp, 2);
+        assert_eq!(c.get(CmdId::SentinelHelp), 2);
     }
 
     #[test]

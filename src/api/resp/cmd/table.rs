@@ -52,6 +52,27 @@ pub enum CmdId {
     SentinelHelp,
 }
 
+impl CmdId {
+    /// Number of variants (`SentinelHelp` is the last), for per-command counters.
+    pub const COUNT: usize = CmdId::SentinelHelp as usize + 1;
+}
+
+/// Every command a request can run, once, with the name Redis prints for it
+/// (`sentinel|masters`): plain commands, subcommands, and containers that run alone
+/// (`COMMAND`). An alias (`sentinel|primaries`) shares its command's id and first name.
+pub fn runnable() -> impl Iterator<Item = (CmdId, &'static str)> {
+    let mut seen = [false; CmdId::COUNT];
+    COMMANDS
+        .iter()
+        .flat_map(|top| {
+            let alone = (!top.is_container() || top.arity_ok(1)).then_some((top.id, top.fullname));
+            alone
+                .into_iter()
+                .chain(top.subs.iter().map(|s| (s.id, s.fullname)))
+        })
+        .filter(move |(id, _)| !std::mem::replace(&mut seen[*id as usize], true))
+}
+
 /// One command or subcommand.
 #[derive(Debug)]
 pub struct Spec {
