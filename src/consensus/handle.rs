@@ -140,10 +140,12 @@ pub struct RaftHandle {
     pub(super) state: watch::Receiver<Arc<ClusterState>>,
     pub(super) status: watch::Receiver<Arc<RaftStatus>>,
     pub(super) events: broadcast::Sender<AppliedEvent>,
-    /// Milliseconds since `epoch_start` of the last contact with a leader (0: never).
+    /// Milliseconds since `epoch_start` at which the last quorum confirmation of the leader
+    /// started (0: none valid).
     pub(super) leader_contact: Arc<AtomicU64>,
     pub(super) epoch_start: Instant,
     pub(super) election_timeout: Duration,
+    pub(super) lease: Duration,
     pub(super) stats: Arc<ProposalStats>,
 }
 
@@ -238,7 +240,7 @@ impl RaftHandle {
         self.events.subscribe()
     }
 
-    /// Time since this node last heard from a leader (or, as leader, from a majority).
+    /// Time since the last quorum confirmation of this node's leader started.
     /// `None` if it never has.
     pub fn since_leader_contact(&self) -> Option<Duration> {
         let at = self.leader_contact.load(Ordering::Relaxed);
@@ -249,11 +251,18 @@ impl RaftHandle {
         Some(Duration::from_millis(now.saturating_sub(at)))
     }
 
-    /// True while this node is in contact with a leader within an election timeout: it may
-    /// vouch for its applied state. False on a node cut off in a minority.
+    /// True while a quorum confirmed this node's leader (and this node applied what was
+    /// committed then) less than a lease ago: it may vouch for its applied state, and a
+    /// leader may act on Redis. The lease is shorter than the time the voters of that quorum
+    /// refuse to elect anyone else, so no other leader can exist meanwhile. False on a node
+    /// cut off in a minority, deposed leaders included.
     pub fn has_leader_contact(&self) -> bool {
-        self.since_leader_contact()
-            .is_some_and(|d| d <= self.election_timeout)
+        self.since_leader_contact().is_some_and(|d| d < self.lease)
+    }
+
+    /// See [`RaftHandle::has_leader_contact`].
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// Asks the node to hand leadership to `to`, and waits until `to` leads (or times out).

@@ -56,6 +56,15 @@ impl NodeConfig {
     pub fn election_timeout(&self) -> Duration {
         self.tick * self.election_ticks as u32
     }
+
+    /// How long a quorum confirmation (a completed ReadIndex round) lets this node vouch for
+    /// the leader it confirmed, counted from when the round was started. A voter that
+    /// answered the round refuses to vote (check-quorum lease) until `election_ticks` of its
+    /// own ticks have passed since; the first of those may come right away, and after a
+    /// stall one more comes early (missed ticks are delayed, not burst): two ticks spare.
+    pub fn lease(&self) -> Duration {
+        self.tick * self.election_ticks.saturating_sub(2).max(1) as u32
+    }
 }
 
 /// Messages to the node task.
@@ -131,10 +140,13 @@ pub struct RaftNode {
     /// the node vouch for its state. Regaining contact alone is not enough: entries committed
     /// while it was cut off may not be applied yet.
     synced: bool,
-    /// In-flight ReadIndex of the resync: (request id, sent at).
-    sync_read: Option<(u64, Instant)>,
-    /// Index to apply before the node is synced again.
-    sync_index: Option<u64>,
+    /// In-flight confirmation round (a ReadIndex): (request id, started at in ms since
+    /// `epoch_start`).
+    sync_read: Option<(u64, u64)>,
+    /// A confirmed round waiting to be applied: (read index, started at in ms).
+    sync_index: Option<(u64, u64)>,
+    /// The term the confirmations were made in.
+    last_term: u64,
     epoch_start: Instant,
     last_self_tasks: Option<Instant>,
     last_role: StateRole,
@@ -214,6 +226,7 @@ impl RaftNode {
             leader_contact: leader_contact.clone(),
             epoch_start,
             election_timeout: cfg.election_timeout(),
+            lease: cfg.lease(),
             stats: Arc::default(),
         };
         let node = RaftNode {
@@ -235,6 +248,7 @@ impl RaftNode {
             synced: false,
             sync_read: None,
             sync_index: None,
+            last_term: 0,
             epoch_start,
             last_self_tasks: None,
             last_role: StateRole::Follower,
@@ -303,18 +317,11 @@ impl RaftNode {
                     return;
                 }
                 let from = m.from;
-                let from_leader = matches!(
-                    m.get_msg_type(),
-                    MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
-                );
                 if m.get_msg_type() != MessageType::MsgTransferLeader {
                     self.last_heard.insert(from, Instant::now());
                 }
                 if let Err(e) = self.raw.step(m) {
                     debug!(peer_id = from, error = %e, "step failed");
-                }
-                if from_leader && from == self.raw.raft.leader_id {
-                    self.touch_contact();
                 }
             }
             NodeMsg::Propose { cmd, reply } => {
@@ -415,53 +422,38 @@ impl RaftNode {
         self.reads.retain(|_, r| !r.is_closed());
         self.parked_reads.retain(|(_, r)| !r.is_closed());
 
-        let role = self.raw.raft.state;
-        if role == StateRole::Leader {
-            // The leader vouches for itself while a majority of voters was heard from
-            // within an election timeout (the same window check_quorum uses).
-            let window = self.cfg.election_timeout();
-            let now = Instant::now();
-            let voters = &self.cs.voters;
-            let heard = voters
-                .iter()
-                .filter(|&&v| {
-                    v == self.cfg.id || self.last_heard.get(&v).is_some_and(|t| now - *t < window)
-                })
-                .count();
-            if heard > voters.len() / 2 {
-                self.touch_contact();
-            }
-        }
         self.resync();
         self.self_tasks();
     }
 
-    /// Records contact with a leader, while the node is synced.
-    fn touch_contact(&self) {
-        if self.synced {
-            self.leader_contact
-                .store(self.now_ms().max(1), Ordering::Relaxed);
-        }
-    }
-
-    /// Stops vouching when contact lapsed; while not synced, runs a ReadIndex round and waits
-    /// until everything committed up to its index is applied (see [`Self::release_reads`]).
+    /// Keeps the lease: every node (leader or follower) confirms the leader with a quorum
+    /// through a ReadIndex round well before its lease runs out, and vouches for its state
+    /// (serves addresses, acts on Redis) only until `lease` after the start of the last
+    /// round that completed and whose index it has applied. Messages from a leader alone do
+    /// not count: a deposed leader in a minority still sends heartbeats to its followers.
     fn resync(&mut self) {
-        let window = self.cfg.election_timeout().as_millis() as u64;
+        let lease = self.cfg.lease().as_millis() as u64;
+        let now = self.now_ms();
         let last = self.leader_contact.load(Ordering::Relaxed);
-        if self.synced && (last == 0 || self.now_ms().saturating_sub(last) > window) {
+        if self.synced && (last == 0 || now.saturating_sub(last) > lease) {
             self.synced = false;
-            self.sync_index = None;
         }
-        // ReadIndex requests vanish without a leader or before the leader commits in its
-        // term: retry after a while.
+        if self.raw.raft.lead_transferee.is_some() {
+            // The transferee campaigns without waiting for any lease: stop vouching now.
+            self.leader_contact.store(0, Ordering::Relaxed);
+            self.synced = false;
+            return;
+        }
+        // Renew at a third of the lease; a round that got no answer (no leader, message
+        // lost, leader not yet committed in its term) is retried after a lease.
+        let renew = last == 0 || now.saturating_sub(last) >= lease / 3;
         let due = self
             .sync_read
-            .is_none_or(|(_, at)| at.elapsed() > Duration::from_millis(500));
-        if !self.synced && self.sync_index.is_none() && due && self.raw.raft.leader_id != 0 {
+            .is_none_or(|(_, at)| now.saturating_sub(at) > lease);
+        if renew && due && self.raw.raft.leader_id != 0 {
             let id = self.next_id();
             self.raw.read_index(self.ctx_bytes(id));
-            self.sync_read = Some((id, Instant::now()));
+            self.sync_read = Some((id, now));
         }
     }
 
@@ -746,10 +738,12 @@ impl RaftNode {
             let Some(id) = self.own_id(&rs.request_ctx) else {
                 continue;
             };
-            if self.sync_read.is_some_and(|(sid, _)| sid == id) {
-                self.sync_read = None;
-                self.sync_index = Some(rs.index);
-                continue;
+            if let Some((sid, at)) = self.sync_read {
+                if sid == id {
+                    self.sync_read = None;
+                    self.sync_index = Some((rs.index, at));
+                    continue;
+                }
             }
             if let Some(reply) = self.reads.remove(&id) {
                 self.parked_reads.push((rs.index, reply));
@@ -760,11 +754,14 @@ impl RaftNode {
 
     fn release_reads(&mut self) {
         let applied = self.state.applied_index;
-        if self.sync_index.is_some_and(|idx| applied >= idx) {
-            // Everything committed when the leader confirmed itself is applied here.
+        if let Some((idx, at)) = self.sync_index.filter(|(idx, _)| applied >= *idx) {
+            // Everything committed when a quorum confirmed the leader is applied here.
+            let _ = idx;
             self.sync_index = None;
             self.synced = true;
-            self.touch_contact();
+            let prev = self.leader_contact.load(Ordering::Relaxed);
+            self.leader_contact
+                .store(at.max(prev).max(1), Ordering::Relaxed);
         }
         let mut i = 0;
         while i < self.parked_reads.len() {
@@ -780,6 +777,15 @@ impl RaftNode {
     fn after_ready(&mut self) {
         let role = self.raw.raft.state;
         let leader = self.raw.raft.leader_id;
+        let term = self.raw.raft.term;
+        if term != self.last_term {
+            // Confirmations of an earlier term say nothing about this one.
+            self.last_term = term;
+            self.synced = false;
+            self.sync_index = None;
+            self.sync_read = None;
+            self.leader_contact.store(0, Ordering::Relaxed);
+        }
         if role != self.last_role || leader != self.last_leader {
             info!(term = self.raw.raft.term, leader_id = leader, role = ?role, "raft role changed");
             if role == StateRole::Leader {
@@ -791,6 +797,7 @@ impl RaftNode {
                 self.synced = false;
                 self.sync_index = None;
                 self.sync_read = None;
+                self.leader_contact.store(0, Ordering::Relaxed);
                 // Proposals made under the old leader may be lost with it: answer them now
                 // (outcome unknown) rather than after a timeout.
                 let stale: Vec<u64> = self

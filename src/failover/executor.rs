@@ -1,5 +1,6 @@
 //! The failover executor. Runs on every node and acts only while this node is the Raft
-//! leader with a majority in contact, so a minority never touches Redis.
+//! leader under a quorum confirmation younger than its lease, checked right before every
+//! command it sends: a minority, or a leader deposed by one, never touches Redis.
 //!
 //! Per master it runs at most one job, chosen from the committed state:
 //! - `Promote(epoch)` while a failover is in its promotion phase (also a half-done one
@@ -95,9 +96,25 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// This node may act on Redis: leader, and a majority heard from recently.
+    /// This node may act on Redis: leader, with a quorum confirmation younger than the lease
+    /// (see [`RaftHandle::has_leader_contact`]): no other leader can exist meanwhile.
     fn active(&self) -> bool {
         self.raft.status().role == Role::Leader && self.raft.has_leader_contact()
+    }
+
+    /// Checked right before every command that changes Redis (resends and best-effort
+    /// sends included, and after the connection is open): this node still leads under a
+    /// fresh quorum confirmation, and the committed state still calls for the command.
+    fn may_send(&self, name: &str, still: impl FnOnce(&MasterState) -> bool) -> bool {
+        if !self.active() {
+            debug!("not sending: no fresh quorum confirmation of this leader");
+            return false;
+        }
+        let ok = self.master(name).is_some_and(|(_, m)| still(&m));
+        if !ok {
+            debug!("not sending: the committed state moved on");
+        }
+        ok
     }
 
     fn view(&self) -> Arc<MonitorView> {
@@ -364,6 +381,11 @@ async fn fence_one(
     }
     let result = async {
         let mut link = actions::connect(&addr, &Auth::of(&m)).await?;
+        let still =
+            |x: &MasterState| x.addr == master && x.config_epoch == epoch && x.failover.is_none();
+        if !ctx.may_send(&name, still) {
+            return Ok(());
+        }
         actions::replicaof(&mut link, Some(&master)).await
     }
     .await;
@@ -602,11 +624,15 @@ async fn promote_step(
             return Step::Wait;
         }
     }
-    if sent.is_some_and(|t| t.elapsed() < PROMOTE_RESEND) || !ctx.active() {
+    let ours = |x: &MasterState| x.failover.as_ref() == Some(f);
+    if sent.is_some_and(|t| t.elapsed() < PROMOTE_RESEND) || !ctx.may_send(&m.name, ours) {
         return Step::Wait;
     }
     if f.reason == FailoverReason::Forced && sent.is_none() {
-        quiesce_old_master(m, &f.candidate, auth, link).await;
+        quiesce_old_master(ctx, m, f, auth, link).await;
+    }
+    if !ctx.may_send(&m.name, ours) {
+        return Step::Wait;
     }
     info!("+failover-state-send-slaveof-noone");
     *sent = Some(Instant::now());
@@ -632,10 +658,20 @@ async fn promote_step(
 /// master answers, its writes are paused first (bounded, and the pause ends by itself) and
 /// the candidate gets a short chance to catch up; then the promotion goes ahead regardless.
 /// Reconfiguration repoints the old master and kills its clients right after.
-async fn quiesce_old_master(m: &MasterState, candidate: &Addr, auth: &Auth, cand: &mut Link) {
+async fn quiesce_old_master(
+    ctx: &Ctx,
+    m: &MasterState,
+    f: &FailoverState,
+    auth: &Auth,
+    cand: &mut Link,
+) {
+    let candidate = &f.candidate;
     let Ok(mut old) = actions::connect(&m.addr, auth).await else {
         return;
     };
+    if !ctx.may_send(&m.name, |x| x.failover.as_ref() == Some(f)) {
+        return;
+    }
     let pause_ms = m.failover_timeout_ms.clamp(200, MAX_SWITCHOVER_PAUSE_MS);
     match actions::pause_and_wait(&mut old, cand, pause_ms, FORCED_CATCH_UP).await {
         Ok(true) => {
@@ -685,9 +721,12 @@ async fn switchover_step(
         }
     };
     let cand_master = matches!(cand_role, Some(RoleReply::Master { .. }));
+    let ours = |x: &MasterState| x.failover.as_ref() == Some(f);
     if cand_master && old_info.role == ReportedRole::Replica {
         // Writers held by our pause now get -READONLY and go to the new master.
-        actions::unpause(old_link).await;
+        if ctx.may_send(&m.name, ours) {
+            actions::unpause(old_link).await;
+        }
         return Step::Promoted;
     }
     let idle = old_info
@@ -697,13 +736,15 @@ async fn switchover_step(
     if old_info.role == ReportedRole::Master && idle {
         if sent.is_some_and(|t| t.elapsed() > SWITCHOVER_SETTLE) {
             // Redis rolled back and the old master kept its role: nothing changed.
-            actions::unpause(old_link).await;
+            if ctx.may_send(&m.name, ours) {
+                actions::unpause(old_link).await;
+            }
             return Step::Abort(
                 "switchover-timeout: Redis FAILOVER did not complete; the master is unchanged"
                     .into(),
             );
         }
-        if sent.is_some() || !ctx.active() {
+        if sent.is_some() || !ctx.may_send(&m.name, ours) {
             return Step::Wait;
         }
         let Some(cand_link) = cand.as_mut() else {
@@ -837,7 +878,7 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
                 in_flight += 1;
             }
             sent_at.insert(t.clone(), Instant::now());
-            send_replicaof(&ctx, t, &m.addr, &auth, is_old).await;
+            send_replicaof(&ctx, &name, epoch, t, &m.addr, &auth, is_old).await;
         }
         if all_done {
             info!("+failover-end");
@@ -851,7 +892,7 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
                 if matches!(stage, Some(ReconfStage::Done | ReconfStage::TimedOut)) {
                     continue;
                 }
-                send_replicaof(&ctx, t, &m.addr, &auth, *t == r.old_addr).await;
+                send_replicaof(&ctx, &name, epoch, t, &m.addr, &auth, *t == r.old_addr).await;
                 let cmd = Command::Reconf {
                     master: name.clone(),
                     epoch,
@@ -871,23 +912,38 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
     }
 }
 
-async fn send_replicaof(ctx: &Ctx, t: &Addr, master: &Addr, auth: &Auth, is_old: bool) {
-    if !ctx.active() {
+async fn send_replicaof(
+    ctx: &Ctx,
+    name: &str,
+    epoch: Epoch,
+    t: &Addr,
+    master: &Addr,
+    auth: &Auth,
+    is_old: bool,
+) {
+    // The reconfiguration of this epoch towards this master is still the committed one.
+    let still =
+        |m: &MasterState| m.addr == *master && m.reconf.as_ref().is_some_and(|r| r.epoch == epoch);
+    if !ctx.may_send(name, still) {
         return;
     }
     let result = async {
         let mut link = actions::connect(t, auth).await?;
+        if !ctx.may_send(name, still) {
+            return Ok(false);
+        }
         actions::replicaof(&mut link, Some(master)).await?;
-        if is_old {
+        if is_old && ctx.may_send(name, still) {
             // A forced failover may have paused its writes; it is a replica now.
             actions::unpause(&mut link).await;
         }
-        Ok::<(), crate::monitor::link::LinkError>(())
+        Ok::<bool, crate::monitor::link::LinkError>(true)
     }
     .await;
     match result {
-        Ok(()) if is_old => info!(addr = %t, "+convert-to-slave"),
-        Ok(()) => info!(addr = %t, "+slave-reconf-sent"),
+        Ok(false) => {}
+        Ok(true) if is_old => info!(addr = %t, "+convert-to-slave"),
+        Ok(true) => info!(addr = %t, "+slave-reconf-sent"),
         Err(e) => warn!(addr = %t, error = %e, "could not repoint replica"),
     }
 }
