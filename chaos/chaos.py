@@ -83,7 +83,7 @@ def converged(hist, d):
 
 
 def run_one(args, binary, target, scenario, seed, rep, outdir):
-    fn, needs_partitions, majority, zero_loss = SCENARIOS[scenario]
+    fn, needs_partitions, majority, zero_loss, no_promotion = SCENARIOS[scenario]
     rng = random.Random(seed)
     mode = "netns" if args.netns else "loopback"
     if needs_partitions and mode != "netns":
@@ -157,6 +157,8 @@ def run_one(args, binary, target, scenario, seed, rep, outdir):
         viol = [v for v in viol if "converged" in v or "not checked" in v]
     if zero_loss and res["writes"].get("lost"):
         viol.append(f"{res['writes']['lost']} acknowledged writes lost where zero loss is expected")
+    if no_promotion and res["promotions"]["promotions"]:
+        viol.append(f"{res['promotions']['promotions']} promotions of a healthy master")
     if error:
         viol.append(f"harness error: {error}")
     out = {"target": target, "scenario": scenario, "rep": rep, "seed": seed, "mode": mode,

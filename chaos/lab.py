@@ -213,6 +213,20 @@ class Lab:
                 "u32", "match", "ip", "dst", f"{ip}/32", "flowid", "1:2")
             cur[ip] = pref
 
+    def drop_port(self, src, dst_ip, port):
+        """Host `src` stops sending to one TCP port of `dst_ip` (its other traffic flows), e.g.
+        a coordinator losing its path to a Redis while its peers still reach it."""
+        h = self.hosts[src - 1]
+        cur = self.cut_state[h.idx]
+        key = f"{dst_ip}:{port}"
+        if key in cur:
+            return
+        pref = str(10 + len(cur) + 1)
+        _tc(h.ns, "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", pref,
+            "u32", "match", "ip", "dst", f"{dst_ip}/32", "match", "ip", "dport", str(port), "0xffff",
+            "flowid", "1:2")
+        cur[key] = pref
+
     def undrop(self, src):
         h = self.hosts[src - 1]
         for ip, pref in list(self.cut_state[h.idx].items()):

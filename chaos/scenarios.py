@@ -252,22 +252,61 @@ def switchover(ctx):
     ctx.heal("switchover done")
 
 
-# name -> (function, needs partitions, a coordinator majority survives, zero loss expected)
+def stale_vote(ctx):
+    """A coordinator votes the master down, is stopped but stays a member, and much later
+    another coordinator has a short blip toward the master: the old vote must not complete
+    the quorum, so the healthy master is not failed over."""
+    m = ctx.master_host()
+    blip, gone = ctx.others(m)
+    since = ctx.h.now()
+    # Only the path to the master's Redis port is cut: the coordinators still reach each other.
+    mip, mport = ctx.d.redis_addr(m).rsplit(":", 1)
+    ctx.nem("coordinator host loses its path to the master", detail={"host": gone, "master": m})
+    ctx.lab.drop_port(gone, mip, int(mport))
+    # Its subjective down (and, for raft-sentinel, its committed vote) comes after down-after.
+    if not ctx.wait_event({"+sdown"}, since, 5 * ctx.down_after + 2):
+        ctx.nem("no +sdown seen from the cut-off coordinator", "info")
+    time.sleep(0.5)
+    ctx.nem("its coordinator stopped (still a member); path restored", "info", {"host": gone})
+    ctx.d.coord[gone].kill9()
+    ctx.lab.heal_all()
+    # Well past raft-sentinel's vote lifetime, max(2 x down-after, 5 s), and Sentinel's reply
+    # validity (about 5 s).
+    ctx.sleep(max(2 * ctx.down_after, 5.0) + 3)
+    blip_s = max(2.0, 2 * ctx.down_after)
+    ctx.nem("another coordinator's path to the master blips", "info", {"host": blip, "seconds": blip_s})
+    ctx.lab.drop_port(blip, mip, int(mport))
+    time.sleep(blip_s)
+    ctx.lab.heal_all()
+    ctx.nem("blip over", "info", {"host": blip})
+    # A failover on the stale vote would start and finish within this.
+    ctx.sleep(4 * ctx.down_after + 2)
+    ign = ctx.h.find_event({"+vote-ignored"}, since)
+    ctx.nem("vote-ignored event", "info", {"seen": ign is not None, "data": ign["data"] if ign else None})
+    ctx.nem("stopped coordinator back", "info", {"host": gone})
+    ctx.d.start_coord(gone)
+    ctx.sleep(1)
+    ctx.heal()
+
+
+# name -> (function, needs partitions, a coordinator majority survives, zero loss expected,
+#          no promotion expected)
 SCENARIOS = {
-    "kill-master": (kill_master, False, True, False),
-    "host-loss": (host_loss, False, True, False),
-    "host-loss-leader": (host_loss_leader, False, True, False),
-    "sigstop-master": (sigstop_master, False, True, False),
-    "partition-master": (partition_master, True, True, False),
-    "partition-master-oneway": (partition_master_oneway, True, True, False),
-    "partition-leader": (partition_leader, True, True, False),
-    "leader-kill-mid-failover": (leader_kill_mid_failover, False, True, False),
-    "all-coordinators-restart": (all_coordinators_restart, False, False, False),
-    "flapping-master": (flapping_master, False, True, False),
-    "master-restart-empty": (master_restart_empty, False, True, True),
-    "lagging-replica": (lagging_replica, True, True, False),
-    "coordinator-churn": (coordinator_churn, False, True, False),
-    "switchover": (switchover, False, True, True),
+    "kill-master": (kill_master, False, True, False, False),
+    "host-loss": (host_loss, False, True, False, False),
+    "host-loss-leader": (host_loss_leader, False, True, False, False),
+    "sigstop-master": (sigstop_master, False, True, False, False),
+    "partition-master": (partition_master, True, True, False, False),
+    "partition-master-oneway": (partition_master_oneway, True, True, False, False),
+    "partition-leader": (partition_leader, True, True, False, False),
+    "leader-kill-mid-failover": (leader_kill_mid_failover, False, True, False, False),
+    "all-coordinators-restart": (all_coordinators_restart, False, False, False, False),
+    "flapping-master": (flapping_master, False, True, False, False),
+    "master-restart-empty": (master_restart_empty, False, True, True, False),
+    "lagging-replica": (lagging_replica, True, True, False, False),
+    "coordinator-churn": (coordinator_churn, False, True, False, False),
+    "switchover": (switchover, False, True, True, False),
+    "stale-vote": (stale_vote, True, True, True, True),
 }
 
 SMOKE = ["kill-master", "partition-master", "master-restart-empty"]
