@@ -146,6 +146,7 @@ class RaftTarget:
                    f'peer = "127.0.0.1:{peer[i]}"', f'metrics = "127.0.0.1:{free_port()}"']
             for j in range(3):
                 cfg += ["[[peers]]", f"id = {j+1}", f'addr = "127.0.0.1:{peer[j]}"']
+            cfg += ["[raft]", 'initial_cluster_state = "new"']
             cfg += ["[[masters]]", 'name = "mymaster"', f'addr = "127.0.0.1:{rs.ports[0]}"', "quorum = 2",
                     f"down_after_ms = {args.down_after}", f"failover_timeout_ms = {FAILOVER_TIMEOUT_MS}"]
             path = f"{d}/node{i+1}.toml"

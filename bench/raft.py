@@ -27,7 +27,7 @@ class Node:
                  f'peer = "127.0.0.1:{ports["peer"]}"', f'metrics = "127.0.0.1:{ports["metrics"]}"']
         for pid, paddr in peers:
             lines += ["[[peers]]", f"id = {pid}", f'addr = "{paddr}"']
-        lines += ["[raft]", f"tick_ms = {args.tick_ms}", f"election_ticks = {args.election_ticks}",
+        lines += ["[raft]", 'initial_cluster_state = "new"', f"tick_ms = {args.tick_ms}", f"election_ticks = {args.election_ticks}",
                   "heartbeat_ticks = 2"]
         open(self.config, "w").write("\n".join(lines) + "\n")
         self.proc = None

@@ -180,6 +180,7 @@ class RaftSentinel(Deployment):
             s += ["[[peers]]", f"id = {p}", f'addr = "{self.ip(p)}:{PEER_PORT}"', ""]
         s += [
             "[raft]",
+            'initial_cluster_state = "new"',
             f"tick_ms = {t.tick_ms}",
             f"election_ticks = {t.election_ticks}",
             "heartbeat_ticks = 2",

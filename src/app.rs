@@ -11,7 +11,8 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::api::grpc::CoordinatorService;
 use crate::config::Config;
-use crate::consensus::{DiskStore, NodeConfig, RaftHandle, RaftNode, StartError, StoreError};
+use crate::config::InitialClusterState;
+use crate::consensus::{Boot, DiskStore, NodeConfig, RaftHandle, RaftNode, StartError, StoreError};
 use crate::fsm::MemberInfo;
 use crate::net::{PeerNetwork, PeerService, MAX_PEER_MESSAGE};
 use crate::pb;
@@ -93,11 +94,21 @@ impl Node {
             self_info,
             configured_peers: cfg.peers.clone(),
         };
-        let bootstrap: Vec<u64> = if cfg.raft.join {
-            Vec::new()
+        // An empty data dir bootstraps only in a cluster said to be new, and only after the
+        // configured peers were asked (see `net::boot`); otherwise the node waits to be added
+        // or re-admitted, without a vote: it may have voted and acknowledged entries before
+        // its data was lost.
+        let new_cluster = cfg.raft.initial_cluster_state == InitialClusterState::New;
+        let boot = if !recovered.fresh {
+            Boot::Join
+        } else if new_cluster && cfg.peers.len() == 1 && cfg.peers.contains_key(&cfg.node_id) {
+            Boot::Now(vec![cfg.node_id])
+        } else if new_cluster {
+            Boot::Decide
         } else {
-            cfg.peers.keys().copied().collect()
+            Boot::Join
         };
+        let deciding = boot == Boot::Decide;
         // Mutual TLS on the peer and API ports when configured: both sides present a
         // certificate from the cluster CA.
         let tls = match &cfg.tls {
@@ -119,18 +130,30 @@ impl Node {
             cfg.node_id,
             cfg.raft.cluster_id.clone(),
             mailbox.0.clone(),
-            client_tls,
+            client_tls.clone(),
         );
-        let (raft, node_task) = RaftNode::start(
+        let (raft, node_task) = RaftNode::start_with(
             node_cfg,
             store,
             recovered,
-            &bootstrap,
+            boot,
             mailbox,
             Box::new(transport),
             shutdown.clone(),
         )?;
         let mut tasks = vec![node_task];
+        if deciding {
+            tasks.push(tokio::spawn(
+                crate::net::boot::decide(
+                    raft.clone(),
+                    cfg.raft.cluster_id.clone(),
+                    cfg.peers.clone(),
+                    client_tls.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(info_span!("boot")),
+            ));
+        }
 
         let peer_svc = pb::peer::raft_peer_server::RaftPeerServer::new(PeerService::new(
             raft.clone(),

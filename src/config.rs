@@ -86,9 +86,14 @@ pub struct Overrides {
     /// Address other nodes and clients should use for this node.
     #[arg(long)]
     pub announce_ip: Option<String>,
-    /// Join an existing cluster (start empty and wait to be added) instead of bootstrapping.
-    #[arg(long)]
+    /// Join an existing cluster (start empty and wait to be added or re-admitted); this is
+    /// the default unless the configuration says the cluster is new.
+    #[arg(long, conflicts_with = "bootstrap")]
     pub join: bool,
+    /// The cluster is new: on an empty data dir, bootstrap it once every configured peer
+    /// answers and none belongs to a formed cluster (`initial_cluster_state = "new"`).
+    #[arg(long)]
+    pub bootstrap: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +139,7 @@ struct RaftFile {
     cluster_id: String,
     compact_threshold: u64,
     join: bool,
+    initial_cluster_state: Option<String>,
 }
 
 impl Default for RaftFile {
@@ -145,6 +151,7 @@ impl Default for RaftFile {
             cluster_id: "raft-sentinel".into(),
             compact_threshold: 1000,
             join: false,
+            initial_cluster_state: None,
         }
     }
 }
@@ -337,8 +344,20 @@ pub struct RaftSettings {
     pub cluster_id: String,
     /// Log entries kept before compaction.
     pub compact_threshold: u64,
-    /// Start empty and wait to be added, instead of bootstrapping.
-    pub join: bool,
+    /// What a node on an empty data dir does.
+    pub initial_cluster_state: InitialClusterState,
+}
+
+/// What a node that starts on an empty data dir does (as etcd's `--initial-cluster-state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InitialClusterState {
+    /// The cluster is being formed: bootstrap it, unless a configured peer belongs to a
+    /// formed cluster (then this node lost its data or was never a member: it waits).
+    New,
+    /// The cluster exists: wait to be added (`ctl add-node`) or re-admitted
+    /// (`ctl replace-node`), without voting until then.
+    #[default]
+    Existing,
 }
 
 /// A validated configuration.
@@ -564,13 +583,35 @@ impl Config {
         if r.compact_threshold < 2 {
             return Err(invalid("raft.compact_threshold", "must be at least 2"));
         }
+        let mut initial = match r.initial_cluster_state.as_deref() {
+            None | Some("existing") => InitialClusterState::Existing,
+            Some("new") => InitialClusterState::New,
+            Some(other) => {
+                return Err(invalid(
+                    "raft.initial_cluster_state",
+                    format!("'{other}' is neither \"new\" nor \"existing\""),
+                ))
+            }
+        };
+        if r.join && initial == InitialClusterState::New {
+            return Err(invalid(
+                "raft.join",
+                "contradicts initial_cluster_state = \"new\" (leave join out)",
+            ));
+        }
+        if o.bootstrap {
+            initial = InitialClusterState::New;
+        }
+        if o.join {
+            initial = InitialClusterState::Existing;
+        }
         let raft = RaftSettings {
             tick: Duration::from_millis(r.tick_ms),
             election_ticks: r.election_ticks,
             heartbeat_ticks: r.heartbeat_ticks,
             cluster_id: r.cluster_id,
             compact_threshold: r.compact_threshold,
-            join: r.join || o.join,
+            initial_cluster_state: initial,
         };
 
         if let Some(p) = &f.security.requirepass {
@@ -778,6 +819,49 @@ quorum = 2
         assert_eq!(c.masters[0].failover_timeout_ms, 60000);
         assert_eq!(c.advertised(c.listen.grpc), "127.0.0.1:7700");
         assert_eq!(c.advertised(c.listen.sentinel), "127.0.0.1:26379");
+    }
+
+    #[test]
+    fn initial_cluster_state_is_existing_unless_said_new() {
+        assert_eq!(
+            resolve(GOOD).unwrap().raft.initial_cluster_state,
+            InitialClusterState::Existing
+        );
+        let new = format!("{GOOD}\n[raft]\ninitial_cluster_state = \"new\"\n");
+        assert_eq!(
+            resolve(&new).unwrap().raft.initial_cluster_state,
+            InitialClusterState::New
+        );
+        let o = Overrides {
+            bootstrap: true,
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::resolve("t", GOOD, &o)
+                .unwrap()
+                .raft
+                .initial_cluster_state,
+            InitialClusterState::New
+        );
+        let o = Overrides {
+            join: true,
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::resolve("t", &new, &o)
+                .unwrap()
+                .raft
+                .initial_cluster_state,
+            InitialClusterState::Existing
+        );
+        let e = err(&format!(
+            "{GOOD}\n[raft]\ninitial_cluster_state = \"fresh\"\n"
+        ));
+        assert!(e.contains("raft.initial_cluster_state"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[raft]\ninitial_cluster_state = \"new\"\njoin = true\n"
+        ));
+        assert!(e.contains("raft.join"), "{e}");
     }
 
     #[test]

@@ -82,7 +82,7 @@ enum CtlCmd {
         /// Master name.
         name: String,
     },
-    /// Add a coordinator node (it must be running with --join).
+    /// Add a coordinator node (it must be running, started on an empty data dir).
     AddNode {
         /// Node id.
         #[arg(long)]
@@ -96,6 +96,16 @@ enum CtlCmd {
         /// Node id.
         #[arg(long)]
         id: u64,
+    },
+    /// Re-admit a node that lost its data dir: demoted to learner, promoted to voter once it
+    /// has caught up (it must be running again, on an empty data dir).
+    ReplaceNode {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+        /// Its peer address, host:port (only when it is no longer a member).
+        #[arg(long)]
+        addr: Option<String>,
     },
     /// Hand Raft leadership to another voter.
     TransferLeader {
@@ -294,7 +304,8 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
                            "applied_index": st.applied_index, "first_index": st.first_index,
                            "last_index": st.last_index, "members": members,
                            "voters_outgoing": st.voters_outgoing, "leader_contact": st.leader_contact,
-                           "current_epoch": st.current_epoch})
+                           "current_epoch": st.current_epoch,
+                           "awaiting_replacement": st.awaiting_replacement})
                 );
             } else {
                 println!(
@@ -307,6 +318,12 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
                     st.applied_index,
                     st.current_epoch
                 );
+                if st.awaiting_replacement {
+                    println!(
+                        "node {} lost its data dir and does not vote: run `ctl replace-node --id {}`",
+                        st.node_id, st.node_id
+                    );
+                }
                 println!(
                     "{:<4} {:<8} {:<22} {:<22} {:<22}",
                     "ID", "KIND", "PEER", "GRPC", "SENTINEL"
@@ -434,6 +451,17 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             })
             .await?;
             ok(args, json!({"ok": true, "removed": id}));
+        }
+        CtlCmd::ReplaceNode { id, addr } => {
+            call(args, |mut c| {
+                let req = pb::ReplaceNodeRequest {
+                    id: *id,
+                    peer_addr: addr.clone().unwrap_or_default(),
+                };
+                async move { c.replace_node(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            ok(args, json!({"ok": true, "replaced": id}));
         }
         CtlCmd::TransferLeader { to } => {
             let r = call(args, |mut c| {

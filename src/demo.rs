@@ -95,6 +95,7 @@ fn node_config(a: &DemoArgs, dir: &Path, id: u16) -> String {
             a.grpc_port + (p - 1) * 10 + 1
         ));
     }
+    s.push_str("[raft]\ninitial_cluster_state = \"new\"\n");
     s.push_str(&format!(
         "[[masters]]\nname = \"mymaster\"\naddr = \"127.0.0.1:{}\"\nquorum = 2\ndown_after_ms = {}\nfailover_timeout_ms = 30000\n",
         a.redis_port, a.down_after_ms

@@ -279,6 +279,9 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
     for (id, addr) in &target.peers {
         let _ = writeln!(out, "[[peers]]\nid = {id}\naddr = {}\n", toml_str(addr));
     }
+    // A migration forms a new cluster; a node that later loses its data dir still does not
+    // re-bootstrap while a peer knows it.
+    let _ = writeln!(out, "[raft]\ninitial_cluster_state = \"new\"\n");
     if let Some(p) = &requirepass {
         let _ = writeln!(out, "[security]\nrequirepass = {}\n", toml_str(p));
     }

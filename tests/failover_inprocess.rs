@@ -48,7 +48,7 @@ impl InProc {
                     "[[peers]]\nid = {pid}\naddr = \"127.0.0.1:{pport}\"\n\n"
                 ));
             }
-            s.push_str("[raft]\ntick_ms = 20\nelection_ticks = 10\nheartbeat_ticks = 2\n\n");
+            s.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 20\nelection_ticks = 10\nheartbeat_ticks = 2\n\n");
             s.push_str(masters_toml);
             let cfg = Config::resolve("test", &s, &Overrides::default()).expect("config");
             nodes.push(Node::start(cfg).await.expect("node start"));

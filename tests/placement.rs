@@ -66,7 +66,7 @@ async fn leader_moves_off_the_masters_host() {
                 q[2]
             ));
         }
-        cfg.push_str("[raft]\ntick_ms = 20\n");
+        cfg.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 20\n");
         cfg.push_str(&format!(
             "[[masters]]\nname = \"mymaster\"\naddr = \"127.0.0.1:{}\"\nquorum = 2\ndown_after_ms = 1000\n",
             m.port

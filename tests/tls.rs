@@ -171,7 +171,7 @@ fn missing_or_non_pem_tls_files_are_config_errors() {
         std::fs::write(
             &cfg,
             format!(
-                "node_id = 1\ndata_dir = \"{}\"\n[[peers]]\nid = 1\naddr = \"127.0.0.1:7701\"\n[security]\ntls = {{ cert = \"{cert}\", key = \"{k}\", ca = \"{k}\" }}\n",
+                "node_id = 1\ndata_dir = \"{}\"\n[[peers]]\nid = 1\naddr = \"127.0.0.1:7701\"\n[raft]\ninitial_cluster_state = \"new\"\n[security]\ntls = {{ cert = \"{cert}\", key = \"{k}\", ca = \"{k}\" }}\n",
                 dir.path().join("d").display(),
                 k = bogus.display()
             ),

@@ -203,6 +203,7 @@ impl Coordinator for CoordinatorService {
             voters_outgoing: st.voters_outgoing.clone(),
             leader_contact: self.raft.has_leader_contact(),
             current_epoch: state.current_epoch,
+            awaiting_replacement: st.awaiting_replacement,
         }))
     }
 
@@ -228,6 +229,18 @@ impl Coordinator for CoordinatorService {
             .await
             .map_err(|e| self.status_of(e))?;
         Ok(Response::new(pb::RemoveNodeReply {}))
+    }
+
+    async fn replace_node(
+        &self,
+        req: Request<pb::ReplaceNodeRequest>,
+    ) -> Result<Response<pb::ReplaceNodeReply>, Status> {
+        let r = req.into_inner();
+        self.raft
+            .replace_node(r.id, Some(r.peer_addr.as_str()))
+            .await
+            .map_err(|e| self.status_of(e))?;
+        Ok(Response::new(pb::ReplaceNodeReply {}))
     }
 
     async fn transfer_leader(

@@ -83,6 +83,10 @@ pub struct RaftStatus {
     pub pending_conf_index: u64,
     /// Per-peer progress (leader only).
     pub progress: Vec<PeerProgress>,
+    /// Started on an empty data dir in an existing cluster: does not vote until re-admitted.
+    pub awaiting_replacement: bool,
+    /// Still deciding whether to bootstrap a new cluster (asking the configured peers).
+    pub boot_pending: bool,
 }
 
 impl RaftStatus {
@@ -281,6 +285,14 @@ impl RaftHandle {
         self.wait_status(timeout, |s| s.leader_id == to).await
     }
 
+    /// Hands the boot decision to a node started with [`super::Boot::Decide`].
+    pub async fn decide_boot(&self, d: super::BootDecision) -> Result<(), ProposeError> {
+        self.tx
+            .send(NodeMsg::Boot(d))
+            .await
+            .map_err(|_| ProposeError::Shutdown)
+    }
+
     async fn wait_status(
         &self,
         timeout: Duration,
@@ -368,11 +380,74 @@ impl RaftHandle {
             )));
         }
         if is_voter {
+            self.check_voter_can_go(&st, id, "remove").await?;
+        }
+        let mut cc = single(ConfChangeType::RemoveNode, id);
+        cc.transition = ConfChangeTransition::Implicit;
+        self.conf_change(cc).await?;
+        self.wait_status(PROPOSE_TIMEOUT, |s| {
+            s.voters_outgoing.is_empty() && !s.voters.contains(&id) && !s.learners.contains(&id)
+        })
+        .await
+    }
+
+    /// Re-admits a node that lost its data dir (it waits, not voting, see
+    /// [`super::VoteGuard`]): a voter is first demoted to learner through a joint
+    /// configuration, then promoted like [`Self::add_node`] once it has caught up.
+    /// `peer_addr` is needed only when the node is no longer a member.
+    pub async fn replace_node(
+        &self,
+        id: NodeId,
+        peer_addr: Option<&str>,
+    ) -> Result<(), ProposeError> {
+        let st = self.leader_only()?;
+        if id == self.id {
+            return Err(ProposeError::Precondition(format!(
+                "node {id} is the leader: it has its data; nothing to replace"
+            )));
+        }
+        let known = self
+            .state()
+            .members
+            .get(&id)
+            .and_then(|m| m.info.peer_addr.clone());
+        let addr = match (peer_addr.filter(|a| !a.is_empty()), known) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(a)) => a,
+            (None, None) => {
+                return Err(ProposeError::Invalid(format!(
+                    "node {id} is not a member: give its peer address"
+                )))
+            }
+        };
+        if st.voters.contains(&id) {
+            self.check_voter_can_go(&st, id, "demote").await?;
+            let mut cc = single(ConfChangeType::AddLearnerNode, id);
+            cc.transition = ConfChangeTransition::Implicit;
+            self.conf_change(cc).await?;
+            self.wait_status(PROPOSE_TIMEOUT, |s| {
+                s.voters_outgoing.is_empty() && s.learners.contains(&id)
+            })
+            .await?;
+        }
+        self.add_node(id, &addr).await
+    }
+
+    /// Refuses to take voter `id` out of the voting set when the remaining reachable voters
+    /// would not form a majority; when `id` is this leader, hands leadership away first and
+    /// returns `NotLeader` naming the new leader.
+    async fn check_voter_can_go(
+        &self,
+        st: &RaftStatus,
+        id: NodeId,
+        what: &str,
+    ) -> Result<(), ProposeError> {
+        {
             let remaining: Vec<NodeId> = st.voters.iter().copied().filter(|&v| v != id).collect();
             if remaining.is_empty() {
-                return Err(ProposeError::Precondition(
-                    "cannot remove the last voter".into(),
-                ));
+                return Err(ProposeError::Precondition(format!(
+                    "cannot {what} the last voter"
+                )));
             }
             // A leader that just took over has not heard from every follower yet: give its
             // view of who is reachable up to an election timeout before refusing.
@@ -382,7 +457,7 @@ impl RaftHandle {
                     .filter(|v| st.progress.iter().any(|p| p.id == **v && p.recent_active))
                     .count()
             };
-            let mut active = reachable(&st);
+            let mut active = reachable(st);
             let deadline = Instant::now() + self.election_timeout;
             while active <= remaining.len() / 2 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -390,7 +465,7 @@ impl RaftHandle {
             }
             if active <= remaining.len() / 2 {
                 return Err(ProposeError::Precondition(format!(
-                    "removing node {id} would leave {active} reachable of {} voters: no majority",
+                    "to {what} node {id} would leave {active} reachable of {} voters: no majority",
                     remaining.len()
                 )));
             }
@@ -409,13 +484,7 @@ impl RaftHandle {
                 return Err(ProposeError::NotLeader { leader: Some(to) });
             }
         }
-        let mut cc = single(ConfChangeType::RemoveNode, id);
-        cc.transition = ConfChangeTransition::Implicit;
-        self.conf_change(cc).await?;
-        self.wait_status(PROPOSE_TIMEOUT, |s| {
-            s.voters_outgoing.is_empty() && !s.voters.contains(&id) && !s.learners.contains(&id)
-        })
-        .await
+        Ok(())
     }
 }
 

@@ -12,9 +12,14 @@ pub use codec::{decode_message, encode, CodecError};
 pub use handle::{
     AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role, PROPOSE_TIMEOUT,
 };
-pub use node::{wall_ms, MailboxReceiver, NodeConfig, RaftNode, StartError, MAILBOX_CAPACITY};
+pub use node::{
+    wall_ms, Boot, BootDecision, MailboxReceiver, NodeConfig, RaftNode, StartError,
+    MAILBOX_CAPACITY,
+};
 pub use stats::ProposalStats;
-pub use storage::{AppliedState, DiskStore, Recovered, StoreError, DB_FILE, INIT_INDEX, INIT_TERM};
+pub use storage::{
+    AppliedState, DiskStore, Recovered, StoreError, VoteGuard, DB_FILE, INIT_INDEX, INIT_TERM,
+};
 pub use transport::{Mailbox, MailboxFull, MemNetwork, MemTransport, Transport};
 
 /// raft-rs logs through slog; this drain forwards its records to `tracing` under the

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use super::codec;
 use super::handle::{AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role};
-use super::storage::{AppliedState, DiskStore, Recovered, StoreError};
+use super::storage::{AppliedState, DiskStore, Recovered, StoreError, VoteGuard};
 use super::transport::{Mailbox, Transport};
 use crate::fsm::{ClusterState, Command, MasterSpec, MemberInfo, Outcome};
 use crate::model::NodeId;
@@ -84,6 +84,35 @@ pub(crate) enum NodeMsg {
     TransferLeader(NodeId),
     Unreachable(NodeId),
     SnapshotStatus(NodeId, bool),
+    Boot(BootDecision),
+}
+
+/// How a node that starts on an empty data dir comes into a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// Write the initial configuration with these voters now (nothing happens on a store
+    /// that is not empty). An empty list means [`Boot::Join`].
+    Now(Vec<NodeId>),
+    /// Wait to be added or re-admitted; no vote until then (see [`VoteGuard`]).
+    Join,
+    /// Wait for a [`BootDecision`] (sent with [`RaftHandle::decide_boot`]); until then every
+    /// Raft message is dropped, so nothing from an existing cluster lands in the store
+    /// before the decision.
+    Decide,
+}
+
+/// The outcome of asking the configured peers, for a node started with [`Boot::Decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootDecision {
+    /// No peer belongs to a formed cluster: bootstrap with these voters.
+    Bootstrap(Vec<NodeId>),
+    /// A formed cluster exists. `awaiting`: this node ran in it before (or is not a member)
+    /// and must not vote until re-admitted; otherwise it is an initial member that never
+    /// started and takes the cluster's state as it is.
+    Join {
+        /// Guard the vote (see [`VoteGuard`]).
+        awaiting: bool,
+    },
 }
 
 enum Waiter {
@@ -151,6 +180,14 @@ pub struct RaftNode {
     last_self_tasks: Option<Instant>,
     last_role: StateRole,
     last_leader: NodeId,
+    // empty-store handling
+    /// Started with [`Boot::Decide`] and no decision yet: Raft messages are dropped.
+    boot_pending: bool,
+    /// See [`VoteGuard`].
+    guard: VoteGuard,
+    /// The guard changed in memory and is saved with the next batch.
+    guard_dirty: bool,
+    last_guard_warning: Option<Instant>,
 }
 
 /// The node could not start.
@@ -172,7 +209,7 @@ impl RaftNode {
     }
 
     /// Builds the node from an opened store and starts its task. `bootstrap_voters` is
-    /// non-empty only for an initial member starting on a fresh store.
+    /// non-empty only for an initial member starting on a fresh store (see [`Boot`]).
     pub fn start(
         cfg: NodeConfig,
         store: DiskStore,
@@ -182,31 +219,43 @@ impl RaftNode {
         transport: Box<dyn Transport>,
         shutdown: Shutdown,
     ) -> Result<(RaftHandle, tokio::task::JoinHandle<()>), StartError> {
+        let boot = if bootstrap_voters.is_empty() {
+            Boot::Join
+        } else {
+            Boot::Now(bootstrap_voters.to_vec())
+        };
+        Self::start_with(cfg, store, recovered, boot, mailbox, transport, shutdown)
+    }
+
+    /// [`Self::start`] with an explicit [`Boot`] mode for an empty store.
+    pub fn start_with(
+        cfg: NodeConfig,
+        store: DiskStore,
+        recovered: Recovered,
+        boot: Boot,
+        mailbox: (Mailbox, MailboxReceiver),
+        transport: Box<dyn Transport>,
+        shutdown: Shutdown,
+    ) -> Result<(RaftHandle, tokio::task::JoinHandle<()>), StartError> {
         let mut state = recovered.state;
         let mut applied = recovered.applied;
-        if recovered.fresh && !bootstrap_voters.is_empty() {
-            let initial = ClusterState::with_voters(
-                bootstrap_voters
-                    .iter()
-                    .map(|id| (*id, cfg.configured_peers.get(id).cloned())),
-            );
-            store.bootstrap(bootstrap_voters, &initial)?;
-            state = initial;
-            state.applied_index = store.applied();
-            applied = store.applied();
-            info!(node_id = cfg.id, voters = ?bootstrap_voters, "bootstrapped a new cluster");
+        let mut guard = recovered.vote_guard;
+        let mut boot_pending = false;
+        if recovered.fresh {
+            match boot {
+                Boot::Now(voters) if !voters.is_empty() => {
+                    state = bootstrap_store(&cfg, &store, &voters)?;
+                    applied = store.applied();
+                    guard = VoteGuard::default();
+                }
+                Boot::Now(_) | Boot::Join => guard.awaiting = true,
+                Boot::Decide => boot_pending = true,
+            }
+            if guard != recovered.vote_guard {
+                store.save_vote_guard(guard)?;
+            }
         }
-        let rcfg = raft::Config {
-            id: cfg.id,
-            election_tick: cfg.election_ticks,
-            heartbeat_tick: cfg.heartbeat_ticks,
-            applied,
-            check_quorum: true,
-            pre_vote: true,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            ..raft::Config::default()
-        };
+        let rcfg = raft_config(&cfg, applied);
         rcfg.validate()?;
         let logger = super::raft_logger(cfg.id);
         let cs = store.conf_state();
@@ -253,6 +302,10 @@ impl RaftNode {
             last_self_tasks: None,
             last_role: StateRole::Follower,
             last_leader: 0,
+            boot_pending,
+            guard,
+            guard_dirty: false,
+            last_guard_warning: None,
             cfg,
         };
         node.update_peers();
@@ -271,7 +324,11 @@ impl RaftNode {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    self.raw.tick();
+                    // A node that must not vote must not campaign either: without ticks a
+                    // follower never starts an election.
+                    if !self.boot_pending && !self.guard.awaiting {
+                        self.raw.tick();
+                    }
                     self.on_tick();
                 }
                 msg = self.rx.recv() => match msg {
@@ -309,6 +366,13 @@ impl RaftNode {
     fn handle_msg(&mut self, msg: NodeMsg) {
         match msg {
             NodeMsg::Step(m) => {
+                if self.boot_pending {
+                    return; // nothing lands in the store before the boot decision
+                }
+                if let Some(why) = self.refuses(&m) {
+                    debug!(peer_id = m.from, term = m.term, msg_type = ?m.get_msg_type(), why, "not voting");
+                    return;
+                }
                 if !self.accepts_from(m.from) {
                     warn!(
                         peer_id = m.from,
@@ -374,6 +438,93 @@ impl RaftNode {
                 };
                 self.raw.report_snapshot(id, st);
             }
+            NodeMsg::Boot(d) => self.on_boot_decision(d),
+        }
+    }
+
+    /// Why a vote request (or a request to campaign) is refused under the vote guard.
+    fn refuses(&self, m: &Message) -> Option<&'static str> {
+        match m.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+                if self.guard.awaiting {
+                    Some("data dir was empty and this node is not re-admitted yet")
+                } else if m.term <= self.guard.floor {
+                    Some("term not after the one this node was re-admitted in")
+                } else {
+                    None
+                }
+            }
+            MessageType::MsgTimeoutNow if self.guard.awaiting => {
+                Some("data dir was empty and this node is not re-admitted yet")
+            }
+            _ => None,
+        }
+    }
+
+    fn on_boot_decision(&mut self, d: BootDecision) {
+        if !self.boot_pending {
+            return;
+        }
+        self.boot_pending = false;
+        let fresh = self.cs.voters.is_empty() && self.cs.learners.is_empty();
+        let res = match d {
+            BootDecision::Bootstrap(voters) if fresh && !voters.is_empty() => {
+                self.bootstrap_now(&voters)
+            }
+            BootDecision::Bootstrap(_) => Ok(()),
+            BootDecision::Join { awaiting } => {
+                self.guard.awaiting = awaiting;
+                self.store.save_vote_guard(self.guard)
+            }
+        };
+        if let Err(e) = res {
+            // Leaves the node pending: it keeps dropping messages rather than run on a store
+            // in an unknown state.
+            error!(error = %e, "cannot write the boot decision; this node stays out of the cluster");
+            self.boot_pending = true;
+        }
+    }
+
+    fn bootstrap_now(&mut self, voters: &[NodeId]) -> Result<(), StoreError> {
+        let state = bootstrap_store(&self.cfg, &self.store, voters)?;
+        self.guard = VoteGuard::default();
+        self.store.save_vote_guard(self.guard)?;
+        let rcfg = raft_config(&self.cfg, self.store.applied());
+        let logger = super::raft_logger(self.cfg.id);
+        self.raw =
+            RawNode::new(&rcfg, self.store.clone(), &logger).map_err(|e| StoreError::Corrupt {
+                path: Default::default(),
+                what: format!("raft refused the bootstrapped store: {e}"),
+            })?;
+        self.cs = self.store.conf_state();
+        self.state = state;
+        self.state_tx.send_replace(Arc::new(self.state.clone()));
+        self.update_peers();
+        Ok(())
+    }
+
+    /// Re-admission under the vote guard: seen as a learner, then as a voter.
+    fn observe_membership(&mut self) {
+        if !self.guard.awaiting {
+            return;
+        }
+        let me = self.cfg.id;
+        let learner = self.cs.learners.contains(&me) || self.cs.learners_next.contains(&me);
+        let voter = self.cs.voters.contains(&me);
+        if learner && !voter && !self.guard.seen_learner {
+            self.guard.seen_learner = true;
+            self.guard_dirty = true;
+        } else if voter && self.guard.seen_learner {
+            self.guard = VoteGuard {
+                awaiting: false,
+                seen_learner: false,
+                floor: self.raw.raft.term,
+            };
+            self.guard_dirty = true;
+            info!(
+                term = self.guard.floor,
+                "re-admitted as a voter; votes for terms up to this one stay refused"
+            );
         }
     }
 
@@ -424,6 +575,20 @@ impl RaftNode {
 
         self.resync();
         self.self_tasks();
+        if self.guard.awaiting
+            && self
+                .last_guard_warning
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            self.last_guard_warning = Some(Instant::now());
+            warn!(
+                node_id = self.cfg.id,
+                "this node started on an empty data dir in an existing cluster; it does not vote \
+                 until it is re-admitted: run `raft-sentinel ctl replace-node --id {}` (or \
+                 `ctl add-node` if it is not a member)",
+                self.cfg.id
+            );
+        }
     }
 
     /// Keeps the lease: every node (leader or follower) confirms the leader with a quorum
@@ -556,6 +721,8 @@ impl RaftNode {
             what: e.to_string(),
         })?;
         self.cs = md.get_conf_state().clone();
+        self.observe_membership();
+        self.save_guard()?;
         self.state_tx.send_replace(Arc::new(self.state.clone()));
         self.update_peers();
         self.release_reads();
@@ -639,8 +806,17 @@ impl RaftNode {
         })
     }
 
+    fn save_guard(&mut self) -> Result<(), StoreError> {
+        if self.guard_dirty {
+            self.store.save_vote_guard(self.guard)?;
+            self.guard_dirty = false;
+        }
+        Ok(())
+    }
+
     /// After the batch is durable: publish events and state, answer proposers, release reads.
     fn finish(&mut self, batch: ApplyBatch) -> Result<(), StoreError> {
+        self.save_guard()?;
         if !batch.changed {
             return Ok(());
         }
@@ -699,6 +875,7 @@ impl RaftNode {
             });
         info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, outgoing = ?cs.voters_outgoing, "membership changed");
         self.cs = cs;
+        self.observe_membership();
         let voters: BTreeSet<NodeId> = self
             .cs
             .voters
@@ -873,6 +1050,8 @@ impl RaftNode {
             voters_outgoing: sorted(&self.cs.voters_outgoing),
             pending_conf_index: r.pending_conf_index,
             progress,
+            awaiting_replacement: self.guard.awaiting,
+            boot_pending: self.boot_pending,
         };
         self.status_tx.send_if_modified(|cur| {
             if **cur == status {
@@ -896,6 +1075,38 @@ struct ApplyBatch {
     membership_changed: bool,
     /// The applied index moved.
     changed: bool,
+}
+
+fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    }
+}
+
+/// Writes the initial configuration every initial voter shares; returns its state.
+fn bootstrap_store(
+    cfg: &NodeConfig,
+    store: &DiskStore,
+    voters: &[NodeId],
+) -> Result<ClusterState, StoreError> {
+    let initial = ClusterState::with_voters(
+        voters
+            .iter()
+            .map(|id| (*id, cfg.configured_peers.get(id).cloned())),
+    );
+    store.bootstrap(voters, &initial)?;
+    let mut state = initial;
+    state.applied_index = store.applied();
+    info!(node_id = cfg.id, voters = ?voters, "bootstrapped a new cluster");
+    Ok(state)
 }
 
 /// The receiving half of a node's mailbox, handed to [`RaftNode::start`].

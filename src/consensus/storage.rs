@@ -129,6 +129,46 @@ pub struct Recovered {
     pub run_id: String,
     /// The store had no Raft state (new node).
     pub fresh: bool,
+    /// The vote guard as last saved (see [`VoteGuard`]).
+    pub vote_guard: VoteGuard,
+}
+
+/// What keeps a node that lost its data from voting with a log it no longer has.
+///
+/// A node that starts on an empty data dir without bootstrapping may have voted and
+/// acknowledged entries in an earlier life. Until it has been re-admitted through the log
+/// (seen as a learner, then promoted), it neither votes nor campaigns. Once re-admitted, it
+/// still refuses votes for any term up to the one it was promoted in, since it may have
+/// voted in those terms before its data was lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VoteGuard {
+    /// Started empty without bootstrapping and not re-admitted yet.
+    pub awaiting: bool,
+    /// Seen as a learner since then (promotion from here re-admits it).
+    pub seen_learner: bool,
+    /// Votes for terms up to this one are refused.
+    pub floor: u64,
+}
+
+impl VoteGuard {
+    fn to_bytes(self) -> [u8; 10] {
+        let mut b = [0u8; 10];
+        b[0] = self.awaiting as u8;
+        b[1] = self.seen_learner as u8;
+        b[2..].copy_from_slice(&self.floor.to_be_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<VoteGuard, String> {
+        if b.len() != 10 || b[0] > 1 || b[1] > 1 {
+            return Err("vote guard record is malformed".into());
+        }
+        Ok(VoteGuard {
+            awaiting: b[0] == 1,
+            seen_learner: b[1] == 1,
+            floor: u64_from(&b[2..])?,
+        })
+    }
 }
 
 /// Durable raft storage. Cheap to clone; clones share the same file and memory.
@@ -264,6 +304,10 @@ impl DiskStore {
         if let Some(v) = get("applied")? {
             m.applied = u64_from(&v).map_err(LoadError::Corrupt)?;
         }
+        let vote_guard = match get("vote_guard")? {
+            Some(v) => VoteGuard::from_bytes(&v).map_err(LoadError::Corrupt)?,
+            None => VoteGuard::default(),
+        };
         let state = match get("state")? {
             Some(v) => {
                 ClusterState::from_bytes(&v).map_err(|e| LoadError::Corrupt(e.to_string()))?
@@ -322,6 +366,16 @@ impl DiskStore {
             applied,
             run_id,
             fresh,
+            vote_guard,
+        })
+    }
+
+    /// Saves the vote guard (its own fsync'd transaction).
+    pub fn save_vote_guard(&self, g: VoteGuard) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut meta = tx.open_table(META)?;
+            meta.insert("vote_guard", g.to_bytes().as_slice())?;
+            Ok(())
         })
     }
 

@@ -1,5 +1,6 @@
 //! The Raft peer transport over gRPC: Raft messages travel as opaque bytes.
 
+pub mod boot;
 mod peer_client;
 mod peer_server;
 

@@ -6,10 +6,10 @@ use raft::eraftpb::MessageType;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::consensus::{decode_message, RaftHandle};
+use crate::consensus::{decode_message, RaftHandle, INIT_INDEX};
 use crate::model::NodeId;
 use crate::pb::peer::raft_peer_server::RaftPeer;
-use crate::pb::peer::{Ack, RaftBatch};
+use crate::pb::peer::{Ack, HelloReply, HelloRequest, RaftBatch};
 
 /// The `RaftPeer` gRPC service of one node.
 pub struct PeerService {
@@ -91,5 +91,33 @@ impl RaftPeer for PeerService {
             );
         }
         Ok(Response::new(Ack { dropped }))
+    }
+
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let from = req.into_inner().from;
+        let st = self.raft.status();
+        let state = self.raft.state();
+        let configured = !st.voters.is_empty() || !st.learners.is_empty();
+        let initialized = configured && !st.boot_pending;
+        let asker_is_member = st.voters.contains(&from)
+            || st.learners.contains(&from)
+            || st.voters_outgoing.contains(&from);
+        let asker_has_run = state
+            .members
+            .get(&from)
+            .is_some_and(|m| m.info.run_id.is_some())
+            || st
+                .progress
+                .iter()
+                .any(|p| p.id == from && p.matched > INIT_INDEX);
+        Ok(Response::new(HelloReply {
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.raft.node_id(),
+            initialized,
+            asker_is_member,
+            asker_has_run,
+            commit_index: st.commit,
+            term: st.term,
+        }))
     }
 }

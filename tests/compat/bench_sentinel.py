@@ -117,6 +117,7 @@ def main():
             lines += [f'{k} = "127.0.0.1:{p}"' for k, p in ports[i].items()]
             for j in ids:
                 lines += ["[[peers]]", f"id = {j}", f'addr = "127.0.0.1:{ports[j]["peer"]}"']
+            lines += ["[raft]", 'initial_cluster_state = "new"']
             lines += ["[[masters]]", 'name = "mymaster"', f'addr = "127.0.0.1:{mport}"',
                       "quorum = 2"]
             with open(os.path.join(d, "config.toml"), "w") as f:

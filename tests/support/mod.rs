@@ -599,7 +599,7 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
         s.push_str(&format!("[[peers]]\nid = {id}\naddr = \"{addr}\"\n\n"));
     }
     s.push_str(&format!(
-        "[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\ncompact_threshold = {}\n\n",
+        "[raft]\ninitial_cluster_state = \"new\"\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\ncompact_threshold = {}\n\n",
         o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.compact_threshold
     ));
     if let Some(t) = &o.tls {

@@ -251,7 +251,7 @@ impl NetLab {
                 self.hosts[j].ip
             ));
         }
-        s.push_str("[raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
+        s.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
         s.push_str(&format!(
             "[[masters]]\nname = \"mymaster\"\naddr = \"{master}\"\nquorum = 2\ndown_after_ms = 1000\n{master_extra}"
         ));
