@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tracing::{error, info, info_span, Instrument};
 
 use crate::api::grpc::CoordinatorService;
+use crate::api::grpc_port::{Counted, CountedStream, GrpcPortStats};
 use crate::config::Config;
 use crate::config::InitialClusterState;
 use crate::consensus::{Boot, DiskStore, NodeConfig, RaftHandle, RaftNode, StartError, StoreError};
@@ -20,6 +22,15 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// How long tasks get to drain after shutdown is triggered.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// Descriptors of the services on the API port: reflection describes them, the port's
+/// metrics count calls per method of them.
+const API_DESCRIPTORS: [&[u8]; 4] = [
+    pb::API_FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +177,7 @@ impl Node {
             peer_l,
             server_tls.clone(),
             shutdown.clone(),
+            None,
             move |b| b.add_service(peer_svc),
         )?);
 
@@ -198,10 +210,14 @@ impl Node {
 
         // Metrics, health and readiness on their own port.
         let sentinel_stats = Arc::new(crate::api::resp::clients::Stats::default());
+        let grpc_stats = Arc::new(GrpcPortStats::new(&API_DESCRIPTORS));
         let node_metrics = crate::metrics::NodeMetrics::new(
             raft.clone(),
             monitor_view.clone(),
-            sentinel_stats.clone(),
+            crate::metrics::PortStats {
+                sentinel: sentinel_stats.clone(),
+                grpc: grpc_stats.clone(),
+            },
         );
         tasks.push(tokio::spawn(
             crate::metrics::count_events(raft.clone(), node_metrics.events(), shutdown.clone())
@@ -225,14 +241,10 @@ impl Node {
         // Reflection in both versions (many tools still speak only v1alpha), each describing
         // exactly the services this port serves.
         let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .include_reflection_service(false)
-                .register_encoded_file_descriptor_set(pb::API_FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                )
+            API_DESCRIPTORS.iter().fold(
+                tonic_reflection::server::Builder::configure().include_reflection_service(false),
+                |b, d| b.register_encoded_file_descriptor_set(d),
+            )
         };
         let reflection_v1 = reflection()
             .build_v1()
@@ -246,11 +258,12 @@ impl Node {
             grpc_l,
             server_tls,
             shutdown.clone(),
+            Some(grpc_stats.clone()),
             move |b| {
-                b.add_service(api)
-                    .add_service(health_svc)
-                    .add_service(reflection_v1)
-                    .add_service(reflection_v1alpha)
+                b.add_service(Counted::new(api, grpc_stats.clone()))
+                    .add_service(Counted::new(health_svc, grpc_stats.clone()))
+                    .add_service(Counted::new(reflection_v1, grpc_stats.clone()))
+                    .add_service(Counted::new(reflection_v1alpha, grpc_stats.clone()))
             },
         )?);
 
@@ -316,6 +329,7 @@ fn serve_grpc(
     listener: TcpListener,
     tls: Option<ServerTlsConfig>,
     mut shutdown: Shutdown,
+    count: Option<Arc<GrpcPortStats>>,
     add: impl FnOnce(&mut tonic::transport::Server) -> tonic::transport::server::Router,
 ) -> Result<tokio::task::JoinHandle<()>, AppError> {
     let mut server = tonic::transport::Server::builder()
@@ -329,7 +343,13 @@ fn serve_grpc(
     let router = add(&mut server);
     Ok(tokio::spawn(
         async move {
-            let incoming = TcpListenerStream::new(listener);
+            let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+                accepted.map(|s| {
+                    // Only tonic's own listener applies the builder's nodelay.
+                    let _ = s.set_nodelay(true);
+                    CountedStream::new(s, count.clone())
+                })
+            });
             let res = router
                 .serve_with_incoming_shutdown(incoming, async move { shutdown.recv().await })
                 .await;

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
+use crate::api::grpc_port::GrpcPortStats;
 use crate::api::resp::clients::Stats as SentinelPortStats;
 use crate::consensus::{RaftHandle, Role};
 use crate::monitor::MonitorView;
@@ -118,7 +119,16 @@ pub struct NodeMetrics {
     raft: RaftHandle,
     monitor: watch::Receiver<Arc<MonitorView>>,
     events: Arc<EventCounters>,
-    sentinel_port: Arc<SentinelPortStats>,
+    ports: PortStats,
+}
+
+/// The counters of the client ports.
+#[derive(Clone)]
+pub struct PortStats {
+    /// The Sentinel port's (also behind its INFO).
+    pub sentinel: Arc<SentinelPortStats>,
+    /// The gRPC API port's.
+    pub grpc: Arc<GrpcPortStats>,
 }
 
 fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
@@ -128,17 +138,17 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
 }
 
 impl NodeMetrics {
-    /// Metrics of the node behind `raft`; `sentinel_port` holds the Sentinel port's counters.
+    /// Metrics of the node behind `raft`, with the counters of its client ports.
     pub fn new(
         raft: RaftHandle,
         monitor: watch::Receiver<Arc<MonitorView>>,
-        sentinel_port: Arc<SentinelPortStats>,
+        ports: PortStats,
     ) -> Self {
         NodeMetrics {
             raft,
             monitor,
             events: Arc::default(),
-            sentinel_port,
+            ports,
         }
     }
 
@@ -300,43 +310,53 @@ impl NodeMetrics {
             "Times a master became objectively down",
             self.events.odown.clone(),
         );
-        // Per port (the Sentinel port; "port" leaves room for others), from startup.
-        let port = || vec![("port", "sentinel".to_string())];
-        let sp = &self.sentinel_port;
+        // Per port, from startup.
+        let port = |p: &str| vec![("port", p.to_string())];
+        let call = |p: &str, c: &str| vec![("port", p.to_string()), ("command", c.to_string())];
+        let sp = &self.ports.sentinel;
+        let gp = &self.ports.grpc;
         let connections: Family<Labels, Gauge> = Family::default();
         connections
-            .get_or_create(&port())
+            .get_or_create(&port("sentinel"))
             .set(sp.connected.load(Ordering::Relaxed) as i64);
+        connections
+            .get_or_create(&port("grpc"))
+            .set(gp.connections());
         let commands: Family<Labels, Counter> = Family::default();
         for (id, name) in crate::api::resp::cmd::table::runnable() {
             commands
-                .get_or_create(&vec![("port", "sentinel".into()), ("command", name.into())])
+                .get_or_create(&call("sentinel", name))
                 .inc_by(sp.commands.get(id));
         }
         commands
-            .get_or_create(&vec![
-                ("port", "sentinel".into()),
-                ("command", "other".into()),
-            ])
+            .get_or_create(&call("sentinel", "other"))
             .inc_by(sp.commands.other());
+        for (method, n) in gp.calls() {
+            commands.get_or_create(&call("grpc", method)).inc_by(n);
+        }
         let errors: Family<Labels, Counter> = Family::default();
         errors
-            .get_or_create(&port())
+            .get_or_create(&port("sentinel"))
             .inc_by(sp.error_replies.load(Ordering::Relaxed));
+        errors.get_or_create(&port("grpc")).inc_by(gp.errors());
         let rejected: Family<Labels, Counter> = Family::default();
         rejected
-            .get_or_create(&port())
+            .get_or_create(&port("sentinel"))
             .inc_by(sp.rejected_connections.load(Ordering::Relaxed));
         reg.register("port_connections", "Open client connections", connections);
         reg.register(
             "port_commands",
-            "Client requests by command (other: unknown command or wrong number of arguments)",
+            "Client requests by command or gRPC method (other: unknown command or method, or wrong number of arguments)",
             commands,
         );
-        reg.register("port_errors", "Error replies sent to clients", errors);
+        reg.register(
+            "port_errors",
+            "Error replies sent to clients (gRPC: calls that ended with an error status)",
+            errors,
+        );
         reg.register(
             "port_rejected_connections",
-            "Connections refused because the port was at its connection limit",
+            "Connections refused because the Sentinel port was at its connection limit",
             rejected,
         );
         let mut out = String::new();

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use raft_sentinel::pb::api as pb;
 use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 
 /// Minimal HTTP/1.0 GET: (status, body).
@@ -285,6 +286,9 @@ async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
         "raft_sentinel_port_errors_total{port=\"sentinel\"}",
         "raft_sentinel_port_rejected_connections_total{port=\"sentinel\"}",
         "raft_sentinel_port_commands_total{port=\"sentinel\",command=\"sentinel|failover\"}",
+        "raft_sentinel_port_commands_total{port=\"grpc\",command=\"raftsentinel.v1.Coordinator/Failover\"}",
+        "raft_sentinel_port_commands_total{port=\"grpc\",command=\"other\"}",
+        "raft_sentinel_port_errors_total{port=\"grpc\"}",
     ] {
         assert_eq!(s.get(series), Some(&0.0), "{series}");
     }
@@ -307,6 +311,32 @@ async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
     );
     assert!(s["raft_sentinel_port_commands_total{port=\"sentinel\",command=\"other\"}"] >= 1.0);
     assert!(s["raft_sentinel_port_errors_total{port=\"sentinel\"}"] >= 1.0);
+
+    // The gRPC port: a successful call and one that fails.
+    let mut api = n.client().await.unwrap();
+    let get = |name: &str| pb::GetMasterRequest {
+        name: name.into(),
+        consistency: pb::Consistency::Local.into(),
+    };
+    api.get_master(get("mymaster")).await.unwrap();
+    assert!(api.get_master(get("no-such-master")).await.is_err());
+    let s = scrape(n);
+    assert!(s["raft_sentinel_port_connections{port=\"grpc\"}"] >= 1.0);
+    assert_eq!(
+        s["raft_sentinel_port_commands_total{port=\"grpc\",command=\"raftsentinel.v1.Coordinator/GetMaster\"}"],
+        2.0
+    );
+    assert_eq!(s["raft_sentinel_port_errors_total{port=\"grpc\"}"], 1.0);
+    let open = s["raft_sentinel_port_connections{port=\"grpc\"}"];
+    drop(api);
+    eventually(
+        Duration::from_secs(10),
+        "gRPC connection counted closed",
+        || async {
+            (scrape(n)["raft_sentinel_port_connections{port=\"grpc\"}"] < open).then_some(())
+        },
+    )
+    .await;
 
     // A master monitored later has its series at 0 at once; a removed one loses them.
     let other = RedisProcess::start(&[]);

@@ -3,5 +3,6 @@
 //! the failover executor internals or the peer transport.
 
 pub mod grpc;
+pub mod grpc_port;
 pub mod resp;
 pub mod watch;
