@@ -92,6 +92,44 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
+/// Runs the shipped alert rules with promtool over two real scrapes of one node, `before`
+/// for 3 minutes and then `after`, and says whether `alert` fires at 5m with `labels`.
+fn promtool_fires(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    alert: &str,
+    labels: &str,
+) -> bool {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = std::env::temp_dir().join(format!("rs-promtool-{}-{alert}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut series = String::new();
+    for k in keys {
+        let value = |m: &BTreeMap<String, f64>| m.get(k).map_or("_".to_string(), |v| v.to_string());
+        let (b, a) = (value(before), value(after));
+        let key = match k.split_once('{') {
+            Some((name, rest)) => format!("{name}{{job=\"raft-sentinel\",instance=\"n1\",{rest}"),
+            None => format!("{k}{{job=\"raft-sentinel\",instance=\"n1\"}}"),
+        };
+        series.push_str(&format!(
+            "      - series: '{key}'\n        values: '{b} {b} {b} {a} {a} {a} {a} {a}'\n"
+        ));
+    }
+    let test = format!(
+        "rule_files: ['{root}/deploy/monitoring/alerts.yaml']\nevaluation_interval: 15s\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n      - eval_time: 5m\n        alertname: {alert}\n        exp_alerts:\n          - exp_labels: {labels}\n            exp_annotations: {{summary: \"Master mymaster was failed over\"}}\n"
+    );
+    let file = dir.join("test.yaml");
+    std::fs::write(&file, test).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian package prometheus) is needed: scripts/test.sh installs it");
+    std::fs::remove_dir_all(&dir).ok();
+    out.status.success()
+}
+
 fn scrape(n: &NodeProcess) -> BTreeMap<String, f64> {
     let (code, body) = http_get(n.metrics_port, "/metrics").expect("scrape");
     assert_eq!(code, 200);
@@ -143,6 +181,7 @@ async fn metrics_move_with_a_failover_and_ready_follows_leader_contact() {
         0.0
     );
     assert_eq!(before["raft_sentinel_raft_voters"], 3.0);
+    let before_1 = scrape(&c.nodes[1]);
     assert!(before.keys().all(|k| !k.contains("metrics-secret-pw")));
 
     // Fail over: kill the master.
@@ -164,6 +203,21 @@ async fn metrics_move_with_a_failover_and_ready_follows_leader_contact() {
         "raft_sentinel_master_last_failover_seconds{master=\"mymaster\",phase=\"promotion\"}"
     ));
     assert!(after["raft_sentinel_odown_events_total{master=\"mymaster\"}"] >= 1.0);
+    // The shipped rules, fed with these real scrapes, alert on this first failover (and do
+    // not without it).
+    let failover = "{master: mymaster, severity: info}";
+    assert!(promtool_fires(
+        &before_1,
+        &after,
+        "RaftSentinelFailover",
+        failover
+    ));
+    assert!(!promtool_fires(
+        &before_1,
+        &before_1,
+        "RaftSentinelFailover",
+        failover
+    ));
     let (_, raw) = http_get(c.nodes[2].metrics_port, "/metrics").unwrap();
     assert!(
         !raw.contains("metrics-secret-pw"),
