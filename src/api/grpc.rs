@@ -328,7 +328,7 @@ impl Coordinator for CoordinatorService {
             ..MasterSpec::new(r.name, addr, r.quorum)
         };
         self.raft
-            .propose(Command::Monitor { spec })
+            .propose_retrying(Command::Monitor { spec })
             .await
             .map_err(|e| self.status_of(e))?;
         Ok(Response::new(pb::MonitorReply {
@@ -342,7 +342,7 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::RemoveReply>, Status> {
         let name = req.into_inner().name;
         self.raft
-            .propose(Command::Remove { name })
+            .propose_retrying(Command::Remove { name })
             .await
             .map_err(|e| self.status_of(e))?;
         Ok(Response::new(pb::RemoveReply {
@@ -559,7 +559,7 @@ impl Coordinator for CoordinatorService {
         }
         let options = r.options.into_iter().map(|o| (o.key, o.value)).collect();
         self.raft
-            .propose(Command::Set {
+            .propose_retrying(Command::Set {
                 name: r.name,
                 options,
             })
@@ -575,7 +575,7 @@ impl Coordinator for CoordinatorService {
         let pattern = req.into_inner().pattern;
         let out = self
             .raft
-            .propose(Command::Reset { pattern })
+            .propose_retrying(Command::Reset { pattern })
             .await
             .map_err(|e| self.status_of(e))?;
         Ok(Response::new(pb::ResetReply { count: out.count }))

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::node::NodeMsg;
 use super::stats::ProposalStats;
-use crate::fsm::{ClusterState, Command, Event, Outcome, Rejection};
+use crate::fsm::{ClusterState, Command, Event, Outcome, RejectKind, Rejection};
 use crate::model::NodeId;
 
 /// Default time a proposal may take before the caller gets `Timeout`.
@@ -187,6 +187,79 @@ impl RaftHandle {
             .await;
         self.stats.record_outcome(&res, started.elapsed());
         res
+    }
+
+    /// Proposes an operator's command (MONITOR, SET, REMOVE, RESET) the way setup scripts
+    /// need it: with no leader known, or while leadership moves, it waits up to
+    /// [`RaftHandle::leader_wait`] for a leader and retries inside the node. These commands
+    /// are idempotent in the state machine (an identical MONITOR, a SET of the same values and
+    /// a RESET are no-ops the second time), so an attempt whose outcome is unknown is simply
+    /// proposed again, and the caller learns what actually happened rather than "unknown".
+    /// A REMOVE retried after an unknown outcome that finds the master gone answers success:
+    /// the first attempt removed it.
+    pub async fn propose_retrying(&self, cmd: Command) -> Result<Outcome, ProposeError> {
+        let leader_wait = self.leader_wait();
+        let deadline = Instant::now() + leader_wait + PROPOSE_TIMEOUT;
+        let mut unknown = false;
+        loop {
+            self.wait_for_leader(
+                leader_wait.min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await?;
+            // An attempt that outlives a leader's term is usually a proposal dropped by a
+            // leader in transfer: give up on it after an election and try again.
+            let attempt = (self.election_timeout * 2)
+                .max(Duration::from_millis(500))
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let err = match self.propose_with_timeout(cmd.clone(), attempt).await {
+                Ok(o) => return Ok(o),
+                Err(e) => e,
+            };
+            match err {
+                ProposeError::Rejected(r)
+                    if unknown
+                        && r.kind == RejectKind::NotFound
+                        && matches!(cmd, Command::Remove { .. }) =>
+                {
+                    return Ok(Outcome::default())
+                }
+                ProposeError::LeaderChanged | ProposeError::Timeout(_) => unknown = true,
+                ProposeError::NotLeader { .. } => {}
+                e => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(if unknown {
+                    ProposeError::Timeout(leader_wait + PROPOSE_TIMEOUT)
+                } else {
+                    self.not_leader_now()
+                });
+            }
+            // Let the election or transfer make progress before the next attempt.
+            tokio::time::sleep((self.election_timeout / 20).max(Duration::from_millis(5))).await;
+        }
+    }
+
+    /// How long an operator's command waits for a leader: 2 × the election timeout, counted
+    /// from when this node's first election could end when it has only just started (a fresh
+    /// node waits a randomized election timeout before it campaigns).
+    pub fn leader_wait(&self) -> Duration {
+        let wait = self.election_timeout * 2;
+        wait + wait.saturating_sub(self.epoch_start.elapsed())
+    }
+
+    /// Waits until this node knows a leader that is not handing leadership away; fails with
+    /// `NotLeader` after `limit`.
+    pub async fn wait_for_leader(&self, limit: Duration) -> Result<(), ProposeError> {
+        match self.wait_status(limit, |s| s.leader_id != 0).await {
+            Err(ProposeError::Timeout(_)) => Err(self.not_leader_now()),
+            r => r,
+        }
+    }
+
+    fn not_leader_now(&self) -> ProposeError {
+        ProposeError::NotLeader {
+            leader: self.status().leader(),
+        }
     }
 
     /// Waits until a linearizable read is safe on this node; returns the read index.

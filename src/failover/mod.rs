@@ -87,23 +87,50 @@ pub async fn request(
     }
     // Subscribe before proposing: the answer may be applied right after the request.
     let mut events = raft.subscribe_events();
+    let epoch_before = raft.state().current_epoch;
+    let at_ms = wall_ms();
     let cmd = Command::FailoverRequest {
         master: master.to_string(),
         reason,
         target,
-        at_ms: wall_ms(),
+        at_ms,
     };
-    let index = match raft.propose_with_timeout(cmd, timeout).await {
-        Ok(o) => o.count,
-        Err(ProposeError::Rejected(r)) => {
-            return Err(match r.kind {
-                RejectKind::NotFound => FailoverError::NoSuchMaster,
-                _ if r.message.starts_with("INPROG") => FailoverError::InProgress,
-                _ => FailoverError::Invalid(r.message),
-            })
+    // Like the other operator commands, wait for a leader and retry inside the node while
+    // leadership moves; a request is not idempotent, so after an attempt with an unknown
+    // outcome the committed state says whether it went through before anything is resent.
+    let leader_wait = raft.leader_wait();
+    let mut unknown = false;
+    let index = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if unknown {
+            match settled_request(raft, master, reason, at_ms, epoch_before, left).await {
+                Settled::Pending(index) => break index,
+                Settled::Started(epoch) => return Ok(epoch),
+                Settled::NotThere => {}
+                Settled::Unknown => return Err(FailoverError::Timeout(timeout)),
+            }
         }
-        Err(ProposeError::Timeout(_)) => return Err(FailoverError::Timeout(timeout)),
-        Err(e) => return Err(FailoverError::Propose(e)),
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = raft.wait_for_leader(leader_wait.min(left)).await {
+            return Err(FailoverError::Propose(e));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match raft.propose_with_timeout(cmd.clone(), left).await {
+            Ok(o) => break o.count,
+            Err(ProposeError::Rejected(r)) => {
+                return Err(match r.kind {
+                    RejectKind::NotFound => FailoverError::NoSuchMaster,
+                    _ if r.message.starts_with("INPROG") => FailoverError::InProgress,
+                    _ => FailoverError::Invalid(r.message),
+                })
+            }
+            Err(ProposeError::Timeout(_)) if !unknown => unknown = true,
+            Err(ProposeError::Timeout(_)) => return Err(FailoverError::Timeout(timeout)),
+            Err(ProposeError::LeaderChanged) => unknown = true,
+            Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {}
+            Err(e) => return Err(FailoverError::Propose(e)),
+        }
+        tokio::time::sleep((raft.election_timeout() / 20).max(Duration::from_millis(5))).await;
     };
     let mut tracker = AnswerTracker::new(index);
     let mut state_rx = raft.watch_state();
@@ -126,6 +153,67 @@ pub async fn request(
             },
             _ = tokio::time::sleep_until(deadline) => return Err(FailoverError::Timeout(timeout)),
         }
+    }
+}
+
+/// What the committed state says about a request whose proposal had an unknown outcome.
+enum Settled {
+    /// It is committed and waits for the leader (its entry index).
+    Pending(u64),
+    /// It is committed and a failover it asked for started (that epoch).
+    Started(Epoch),
+    /// It was lost with the old leader: propose it again.
+    NotThere,
+    /// No leader could confirm the state in time.
+    Unknown,
+}
+
+/// After a linearizable read (every entry of earlier terms is then committed or gone for
+/// good), finds this request by its timestamp, or a failover of its kind started since.
+async fn settled_request(
+    raft: &RaftHandle,
+    master: &str,
+    reason: FailoverReason,
+    at_ms: u64,
+    epoch_before: Epoch,
+    limit: Duration,
+) -> Settled {
+    let deadline = Instant::now() + limit;
+    let index = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Settled::Unknown;
+        }
+        if raft.wait_for_leader(left).await.is_err() {
+            return Settled::Unknown;
+        }
+        match raft.read_index(left).await {
+            Ok(i) => break i,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut rx = raft.watch_state();
+    let applied = tokio::time::timeout_at(deadline, rx.wait_for(|s| s.applied_index >= index));
+    let state = match applied.await {
+        Ok(Ok(s)) => s.clone(),
+        _ => return Settled::Unknown,
+    };
+    let Some(m) = state.masters.get(master) else {
+        return Settled::NotThere;
+    };
+    if let Some(r) = &m.failover_request {
+        if r.at_ms == at_ms && r.reason == reason {
+            return Settled::Pending(r.index);
+        }
+    }
+    let started = state
+        .history
+        .iter()
+        .rev()
+        .find(|r| r.master == master && r.epoch > epoch_before && r.reason == reason);
+    match started {
+        Some(r) => Settled::Started(r.epoch),
+        None => Settled::NotThere,
     }
 }
 

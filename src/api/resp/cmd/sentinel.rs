@@ -183,7 +183,12 @@ pub async fn run(id: CmdId, p: &mut Parse, _s: &mut Session, sh: &Shared) -> Rep
         CmdId::SentinelSet => set(p, sh).await.into(),
         CmdId::SentinelReset => {
             let pattern = name_of(&p.next_bytes().expect("arity checked"));
-            match sh.ctx.raft.propose(Command::Reset { pattern }).await {
+            match sh
+                .ctx
+                .raft
+                .propose_retrying(Command::Reset { pattern })
+                .await
+            {
                 Ok(o) => Frame::Integer(o.count as i64).into(),
                 Err(e) => propose_error(e).into(),
             }
@@ -212,7 +217,7 @@ pub fn get_master_addr(st: &ClusterState, name: &[u8]) -> Frame {
 
 async fn write(sh: &Shared, cmd: Command) -> Frame {
     let kind = cmd.kind();
-    match sh.ctx.raft.propose(cmd).await {
+    match sh.ctx.raft.propose_retrying(cmd).await {
         Ok(_) => {
             info!(command = kind, "applied a SENTINEL write");
             Frame::ok()
