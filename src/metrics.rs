@@ -203,6 +203,12 @@ impl NodeMetrics {
         );
         gauge(
             &mut reg,
+            "apply_halted_index",
+            "Index of a committed entry this node cannot decode and stopped applying at (0: applying)",
+            st.halted.as_ref().map_or(0, |(i, _)| *i as i64),
+        );
+        gauge(
+            &mut reg,
             "current_epoch",
             "Highest failover epoch",
             state.current_epoch as i64,
@@ -407,6 +413,11 @@ async fn health(State(m): State<NodeMetrics>) -> impl IntoResponse {
 async fn ready(State(m): State<NodeMetrics>) -> impl IntoResponse {
     let state = m.raft.state();
     let mut problems = Vec::new();
+    if let Some((index, error)) = &m.raft.status().halted {
+        problems.push(format!(
+            "stopped applying at committed entry {index}, which this version cannot decode: {error}"
+        ));
+    }
     if !m.raft.has_leader_contact() {
         problems.push("no contact with a Raft leader".to_string());
     }

@@ -495,3 +495,56 @@ async fn a_healed_node_vouches_only_once_it_has_applied_what_was_committed_meanw
     }
     c.stop().await;
 }
+
+/// Appends an entry with raw `data` through the leader, as a node of another version would.
+fn propose_raw(c: &TestCluster, leader: u64, data: &[u8]) {
+    let e = raft::eraftpb::Entry {
+        data: data.to_vec().into(),
+        ..Default::default()
+    };
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
+    m.from = leader;
+    m.to = leader;
+    m.mut_entries().push(e);
+    assert!(c.h(leader).step(m), "mailbox full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_cannot_be_decoded_halts_applying_and_is_never_skipped() {
+    let c = TestCluster::start(3, 1000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.wait_bootstrapped(&[1, 2, 3]).await;
+    c.h(leader).propose(monitor("before")).await.unwrap();
+    let first_bad = c.h(leader).status().last_index + 1;
+    // A command in a format from a later version, then a valid command after it.
+    propose_raw(&c, leader, br#"{"v":99,"cmd":{"op":"from_the_future"}}"#);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    propose_raw(&c, leader, &monitor("after").encode());
+    // Both are committed (the log itself is fine) ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (1..=3).any(|id| c.h(id).status().commit < first_bad + 1) {
+        assert!(Instant::now() < deadline, "entries not committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ... but no node applies past the entry it cannot read, nor vouches for its state.
+    for id in 1..=3 {
+        let st = c.h(id).state();
+        let halted = c.h(id).status().halted.clone();
+        let (at, why) = halted.unwrap_or_else(|| panic!("node {id} did not halt"));
+        assert!(
+            at >= first_bad,
+            "node {id} halted at {at}, before {first_bad}"
+        );
+        assert_eq!(st.applied_index, at - 1, "node {id} applied past {at}");
+        assert!(why.contains("version"), "{why}");
+        assert!(st.masters.contains_key("before"));
+        assert!(
+            !st.masters.contains_key("after"),
+            "node {id} skipped the entry it cannot decode"
+        );
+        assert!(!c.h(id).has_leader_contact(), "node {id} still vouches");
+    }
+    c.stop().await;
+}

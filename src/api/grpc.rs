@@ -275,6 +275,12 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::GetMasterRequest>,
     ) -> Result<Response<pb::GetMasterReply>, Status> {
         let r = req.into_inner();
+        if let Some((index, error)) = &self.raft.status().halted {
+            return Err(Status::unavailable(format!(
+                "this node stopped applying at committed entry {index}, which its version \
+                 cannot decode ({error}); ask another node"
+            )));
+        }
         if r.consistency() == pb::Consistency::Linearizable {
             self.raft
                 .read_index(READ_TIMEOUT)

@@ -87,6 +87,9 @@ pub struct RaftStatus {
     pub awaiting_replacement: bool,
     /// Still deciding whether to bootstrap a new cluster (asking the configured peers).
     pub boot_pending: bool,
+    /// Applying stopped at this committed entry, which this node cannot decode (index,
+    /// error). The node serves no master address until it runs a version that reads it.
+    pub halted: Option<(u64, String)>,
 }
 
 impl RaftStatus {

@@ -188,6 +188,10 @@ pub struct RaftNode {
     /// The guard changed in memory and is saved with the next batch.
     guard_dirty: bool,
     last_guard_warning: Option<Instant>,
+    /// A committed entry this node cannot decode: (index, error). Applying stops there for
+    /// good (until a binary that reads it restarts on this data dir); never skipped.
+    halted: Option<(u64, String)>,
+    last_halt_report: Option<Instant>,
 }
 
 /// The node could not start.
@@ -306,6 +310,8 @@ impl RaftNode {
             guard,
             guard_dirty: false,
             last_guard_warning: None,
+            halted: None,
+            last_halt_report: None,
             cfg,
         };
         node.update_peers();
@@ -326,7 +332,7 @@ impl RaftNode {
                 _ = ticker.tick() => {
                     // A node that must not vote must not campaign either: without ticks a
                     // follower never starts an election.
-                    if !self.boot_pending && !self.guard.awaiting {
+                    if !self.boot_pending && !self.guard.awaiting && self.halted.is_none() {
                         self.raw.tick();
                     }
                     self.on_tick();
@@ -457,6 +463,9 @@ impl RaftNode {
             MessageType::MsgTimeoutNow if self.guard.awaiting => {
                 Some("data dir was empty and this node is not re-admitted yet")
             }
+            MessageType::MsgTimeoutNow if self.halted.is_some() => {
+                Some("this node stopped applying at an entry it cannot decode")
+            }
             _ => None,
         }
     }
@@ -573,7 +582,11 @@ impl RaftNode {
         self.reads.retain(|_, r| !r.is_closed());
         self.parked_reads.retain(|(_, r)| !r.is_closed());
 
-        self.resync();
+        if self.halted.is_some() {
+            self.while_halted();
+        } else {
+            self.resync();
+        }
         self.self_tasks();
         if self.guard.awaiting
             && self
@@ -588,6 +601,47 @@ impl RaftNode {
                  `ctl add-node` if it is not a member)",
                 self.cfg.id
             );
+        }
+    }
+
+    /// A halted node vouches for nothing, hands leadership away, and says why periodically.
+    fn while_halted(&mut self) {
+        self.synced = false;
+        self.sync_index = None;
+        self.leader_contact.store(0, Ordering::Relaxed);
+        let Some((index, error)) = self.halted.clone() else {
+            return;
+        };
+        let due = self
+            .last_halt_report
+            .is_none_or(|t| t.elapsed() > self.cfg.election_timeout().max(Duration::from_secs(10)));
+        if !due {
+            return;
+        }
+        self.last_halt_report = Some(Instant::now());
+        error!(
+            index,
+            error = %error,
+            "stopped applying at committed entry {index}, which this version cannot decode; \
+             not serving master addresses. Upgrade this node to a version that reads it"
+        );
+        if self.raw.raft.state == StateRole::Leader {
+            let me = self.cfg.id;
+            let to = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != me && self.cs.voters.contains(id))
+                .max_by_key(|(_, p)| p.matched)
+                .map(|(id, _)| *id);
+            if let Some(to) = to {
+                warn!(
+                    to,
+                    "handing leadership away: this node cannot apply the log"
+                );
+                self.raw.transfer_leader(to);
+            }
         }
     }
 
@@ -740,6 +794,9 @@ impl RaftNode {
             ..
         } = &mut batch;
         for e in entries {
+            if self.halted.is_some() {
+                break; // never past an entry this node cannot read
+            }
             if e.index <= self.state.applied_index {
                 continue; // re-delivered after a restart: already in the applied state
             }
@@ -764,8 +821,18 @@ impl RaftNode {
                         }
                     }
                     Err(err) => {
-                        error!(index = e.index, error = %err, "skipping undecodable log entry");
-                        self.state.skip(e.index);
+                        // Skipping would make this state machine diverge from the nodes that
+                        // applied the entry: stop here instead.
+                        error!(
+                            index = e.index,
+                            term = e.term,
+                            error = %err,
+                            "cannot decode committed entry {}; this node stops applying and \
+                             serving until it runs a version that reads it",
+                            e.index
+                        );
+                        self.halted = Some((e.index, err.to_string()));
+                        self.while_halted();
                         if let Some(id) = own {
                             resolved.push((id, Err(ProposeError::Invalid(err.to_string()))));
                         }
@@ -931,6 +998,9 @@ impl RaftNode {
 
     fn release_reads(&mut self) {
         let applied = self.state.applied_index;
+        if self.halted.is_some() {
+            self.sync_index = None;
+        }
         if let Some((idx, at)) = self.sync_index.filter(|(idx, _)| applied >= *idx) {
             // Everything committed when a quorum confirmed the leader is applied here.
             let _ = idx;
@@ -1052,6 +1122,7 @@ impl RaftNode {
             progress,
             awaiting_replacement: self.guard.awaiting,
             boot_pending: self.boot_pending,
+            halted: self.halted.clone(),
         };
         self.status_tx.send_if_modified(|cur| {
             if **cur == status {
