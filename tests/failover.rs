@@ -793,3 +793,38 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     // Once it is a replica the hold is released: its own settings are back.
     wait_sync_settings_restored(&m, Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_restart_is_seen_when_the_keys_were_only_in_db_3() {
+    let _g = serial().await;
+    let mut m = RedisProcess::start(&DISK_SYNC);
+    let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
+    wait_synced(&m, &[&r1]).await;
+    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    let mut w = m.client();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut w).expect("SELECT");
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut w)
+            .expect("SET");
+    }
+    drop(w);
+    wait_synced(&m, &[&r1]).await;
+    assert_eq!(dbsize(&m), 0, "db 0 must stay empty for this test");
+    // Failovers paused: the hold alone keeps the replica's data.
+    let _grpc = restart_empty_while_paused(&c, &mut m).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let keys = info_field(&r1, "keyspace", "db3").and_then(|v| {
+        v.split(',')
+            .find_map(|kv| kv.strip_prefix("keys=").map(str::to_string))
+    });
+    assert_eq!(
+        keys.as_deref(),
+        Some("200"),
+        "the replica resynced from the empty master"
+    );
+}

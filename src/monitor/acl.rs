@@ -30,7 +30,6 @@ const DIRECT: &[(&str, &[&str])] = &[
     ("ping", &["PING"]),
     ("info", &["INFO", "replication"]),
     ("role", &["ROLE"]),
-    ("dbsize", &["DBSIZE"]),
 ];
 /// Commands checked by queueing them in a transaction that is then discarded.
 const QUEUED: &[(&str, &[&str])] = &[

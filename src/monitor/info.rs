@@ -229,6 +229,31 @@ pub fn parse_run_id(text: &str) -> Result<String, InfoError> {
     Ok(v.to_string())
 }
 
+/// Keys in every database, from `INFO keyspace` (`db<N>:keys=<n>,expires=...` lines; none
+/// when the instance is empty). Counting db 0 alone would take a master that lost
+/// everything in db 3 for an empty one that lost nothing.
+pub fn parse_keyspace_keys(text: &str) -> Result<i64, InfoError> {
+    const WHAT: &str = "INFO keyspace";
+    check_text(WHAT, text)?;
+    let mut total: i64 = 0;
+    for (k, v) in fields(text) {
+        let Some(n) = k.strip_prefix("db") else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(WHAT, k, v));
+        }
+        let keys = v
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("keys="))
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad(WHAT, k, v))?;
+        total = total.saturating_add(keys);
+    }
+    Ok(total)
+}
+
 /// A `ROLE` reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoleReply {
@@ -349,6 +374,16 @@ pub fn parse_role(v: &Value) -> Result<RoleReply, InfoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyspace_counts_every_database() {
+        let text =
+            "# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\ndb3:keys=40,expires=1,avg_ttl=5\r\n";
+        assert_eq!(parse_keyspace_keys(text), Ok(42));
+        assert_eq!(parse_keyspace_keys("# Keyspace\r\n"), Ok(0));
+        assert!(parse_keyspace_keys("db3:keys=x").is_err());
+        assert!(parse_keyspace_keys("dbx:keys=1").is_err());
+    }
 
     const MASTER: &str = include_str!("../../tests/fixtures/monitor-info-master.txt");
     const MASTER_HANDSHAKE: &str =

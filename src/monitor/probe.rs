@@ -1,5 +1,5 @@
 //! One long-lived task per Redis instance: PING on a short period, `INFO replication`,
-//! `INFO server`, `ROLE` and `DBSIZE` on a longer one, subjective down, and (for the
+//! `INFO server`, `ROLE` and `INFO keyspace` on a longer one, subjective down, and (for the
 //! instance that is currently a master) `Observe` proposals on transitions.
 
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::health::{self, Timings};
-use super::info::{parse_replication, parse_role, parse_run_id, value_text, RoleReply};
+use super::info::{
+    parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
+};
 use super::link::{server_error_line, Auth, Link, LinkError};
 use super::view::{InstanceInfo, MonitorView, ReportedRole};
 use crate::consensus::{wall_ms, ProposeError, RaftHandle};
@@ -37,6 +39,8 @@ const ORPHAN_HOLD_GRACE: Duration = Duration::from_secs(3);
 /// One `CLIENT PAUSE WRITE` of a master that restarted empty; renewed while the hold lasts, so
 /// it ends by itself if this node goes away.
 const PAUSE_MS: u64 = 2_000;
+/// How long a replica may take to tell how many keys it holds after its master restarted.
+const REPLICA_ASK_TIMEOUT: Duration = Duration::from_millis(300);
 /// Reconnect period to a master whose connection just broke: a restarted master must be seen
 /// before its replicas' next reconnect (once a second) resyncs them from it.
 const MASTER_RECONNECT: Duration = Duration::from_millis(10);
@@ -355,7 +359,8 @@ impl Probe {
             .cmd("INFO")
             .arg("server")
             .cmd("ROLE")
-            .cmd("DBSIZE");
+            .cmd("INFO")
+            .arg("keyspace");
         let replies = match link.pipeline(&p, 4, "INFO", limit).await {
             Ok(r) => r,
             Err(e) => {
@@ -409,10 +414,8 @@ impl Probe {
         if role == RoleReply::Sentinel {
             return Err("this is a Sentinel, not a Redis server".into());
         }
-        let dbsize = match &r[3] {
-            Value::Int(n) => Some(*n),
-            _ => None,
-        };
+        // Keys in every database: an empty restart must show however the data is spread.
+        let dbsize = value_text(&r[3]).and_then(|t| parse_keyspace_keys(&t).ok());
         let now = Instant::now();
         let i = &mut self.info;
         if i.role != Some(repl.role) {
@@ -489,21 +492,37 @@ impl Probe {
         }
         let auth = Auth::of(m);
         let master_keys = self.restart.keys.unwrap_or(0);
-        for r in replicas {
-            let keys = async {
-                let mut link = Link::connect(&r, &auth, t.connect_timeout).await?;
-                link.query(&redis::cmd("DBSIZE"), "DBSIZE", t.info_timeout)
-                    .await
+        // All at once, each bounded: the replicas reconnect and ask for a full sync within
+        // about a second, and dead addresses must not push the answer past that.
+        let limit = REPLICA_ASK_TIMEOUT
+            .min(t.connect_timeout + t.info_timeout)
+            .max(Duration::from_millis(50));
+        let asks = replicas.into_iter().map(|r| {
+            let auth = auth.clone();
+            async move {
+                let keys = tokio::time::timeout(limit, async {
+                    let mut link = Link::connect(&r, &auth, limit).await?;
+                    let mut c = redis::cmd("INFO");
+                    c.arg("keyspace");
+                    link.text(&c, "INFO keyspace", limit).await
+                })
+                .await;
+                (r, keys)
             }
-            .await;
+        });
+        for (r, keys) in futures::future::join_all(asks).await {
             match keys {
-                Ok(Value::Int(n)) if lost_keys(master_keys, Some(n)) => {
-                    debug!(replica = %r, keys = n, "a replica holds data the restarted master lost");
-                    self.mark_empty_restart(m, Instant::now());
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => debug!(replica = %r, error = %e, "cannot ask replica for DBSIZE"),
+                Ok(Ok(text)) => match parse_keyspace_keys(&text) {
+                    Ok(n) if lost_keys(master_keys, Some(n)) => {
+                        debug!(replica = %r, keys = n, "a replica holds data the restarted master lost");
+                        self.mark_empty_restart(m, Instant::now());
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(replica = %r, error = %e, "bad INFO keyspace from replica"),
+                },
+                Ok(Err(e)) => debug!(replica = %r, error = %e, "cannot ask replica for its keys"),
+                Err(_) => debug!(replica = %r, "no answer from replica about its keys in time"),
             }
         }
     }

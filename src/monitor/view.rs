@@ -66,7 +66,7 @@ pub struct InstanceInfo {
     pub failover_state: Option<String>,
     /// Why this node considers the instance subjectively down, while it does.
     pub sdown_reason: Option<ObserveReason>,
-    /// Keys in the current database (`DBSIZE`), from the last INFO round.
+    /// Keys in all databases (`INFO keyspace`), from the last INFO round.
     pub keys: Option<i64>,
     /// The last `INFO` text read (server and replication sections), for `SENTINEL INFO-CACHE`.
     pub info_text: Option<std::sync::Arc<str>>,
