@@ -6,7 +6,7 @@
 //! time; counters live in shared structures updated where things happen. No label or value
 //! ever carries a secret.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use tracing::warn;
 use crate::api::grpc_port::GrpcPortStats;
 use crate::api::resp::clients::Stats as SentinelPortStats;
 use crate::consensus::{RaftHandle, Role};
+use crate::fsm::FailoverRecord;
 use crate::monitor::MonitorView;
 use crate::shutdown::Shutdown;
 
@@ -62,6 +63,33 @@ fn abort_labels(master: &str, reason: &str) -> Labels {
         ("master", master.to_string()),
         ("reason", reason.to_string()),
     ]
+}
+
+/// The abort reason of a history record's outcome (`aborted: <code>: <detail>`), if aborted.
+fn abort_reason(outcome: &str) -> Option<&'static str> {
+    let why = outcome.strip_prefix("aborted: ")?;
+    let code = why.split(':').next().unwrap_or("").trim();
+    Some(
+        ABORT_REASONS
+            .into_iter()
+            .find(|r| *r == code)
+            .unwrap_or("other"),
+    )
+}
+
+/// When the last failover of `master` kept in `history` was aborted, per reason (0: never).
+/// State rather than event counters: the same on every node and across restarts, so a node
+/// that catches up on an old abort does not look like a new one.
+fn last_aborts(history: &VecDeque<FailoverRecord>, master: &str) -> [(&'static str, u64); 4] {
+    let mut out = ABORT_REASONS.map(|r| (r, 0));
+    for r in history.iter().filter(|r| r.master == master) {
+        if let (Some(reason), Some(end)) = (abort_reason(&r.outcome), r.ended_at_ms) {
+            if let Some(slot) = out.iter_mut().find(|(x, _)| *x == reason) {
+                slot.1 = slot.1.max(end);
+            }
+        }
+    }
+    out
 }
 
 impl EventCounters {
@@ -230,6 +258,8 @@ impl NodeMetrics {
         let paused: Family<Labels, Gauge> = Family::default();
         let in_progress: Family<Labels, Gauge> = Family::default();
         let last: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+        let last_abort: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> =
+            Family::default();
         for m in state.masters.values() {
             let l = || vec![("master", m.name.clone())];
             epoch.get_or_create(&l()).set(m.config_epoch as i64);
@@ -266,6 +296,11 @@ impl NodeMetrics {
             .set(seconds(record.and_then(|r| r.promoted_at_ms)));
             last.get_or_create(&vec![("master", m.name.clone()), ("phase", "total".into())])
                 .set(seconds(record.and_then(|r| r.ended_at_ms)));
+            for (reason, at_ms) in last_aborts(&state.history, &m.name) {
+                last_abort
+                    .get_or_create(&abort_labels(&m.name, reason))
+                    .set(at_ms as f64 / 1000.0);
+            }
         }
         self.events
             .sync(state.masters.values().map(|m| m.name.as_str()));
@@ -300,6 +335,11 @@ impl NodeMetrics {
             "master_last_failover_seconds",
             "Duration of the last failover by phase (promotion: until the address switched; total: until reconfiguration ended); 0 until a failover completed the phase",
             last,
+        );
+        reg.register(
+            "master_last_abort_timestamp_seconds",
+            "Unix time of the last aborted failover by reason, from the replicated failover history (0: none in it)",
+            last_abort,
         );
         reg.register(
             "failovers",
@@ -451,5 +491,54 @@ pub async fn serve(listener: TcpListener, m: NodeMetrics, mut shutdown: Shutdown
         .await;
     if let Err(e) = res {
         warn!(error = %e, "metrics server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::FailoverReason;
+    use crate::model::Addr;
+
+    fn record(master: &str, outcome: &str, ended: Option<u64>) -> FailoverRecord {
+        FailoverRecord {
+            master: master.into(),
+            epoch: 1,
+            reason: FailoverReason::Odown,
+            from: Addr::new("127.0.0.1", 6379).unwrap(),
+            candidate: None,
+            leader: 1,
+            started_at_ms: 1,
+            promoted_at_ms: None,
+            promoted_index: None,
+            ended_at_ms: ended,
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn last_abort_per_reason_comes_from_the_history() {
+        let h: VecDeque<_> = [
+            record(
+                "m",
+                "aborted: no-good-slave: 127.0.0.1:1 replica-priority 0",
+                Some(5_000),
+            ),
+            record("m", "aborted: no-good-slave: none", Some(7_000)),
+            record("m", "aborted: slave-timeout: late", Some(6_000)),
+            record("m", "aborted: something new", Some(8_000)),
+            record("m", "ended", Some(9_000)),
+            record("other", "aborted: not-elected", Some(9_500)),
+        ]
+        .into();
+        assert_eq!(
+            last_aborts(&h, "m"),
+            [
+                ("no-good-slave", 7_000),
+                ("slave-timeout", 6_000),
+                ("not-elected", 0),
+                ("other", 8_000)
+            ]
+        );
     }
 }

@@ -331,6 +331,7 @@ async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
         "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"slave-timeout\"}",
         "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"not-elected\"}",
         "raft_sentinel_failover_aborts_total{master=\"mymaster\",reason=\"other\"}",
+        "raft_sentinel_master_last_abort_timestamp_seconds{master=\"mymaster\",reason=\"no-good-slave\"}",
         "raft_sentinel_master_last_failover_seconds{master=\"mymaster\",phase=\"promotion\"}",
         "raft_sentinel_master_last_failover_seconds{master=\"mymaster\",phase=\"total\"}",
         "raft_sentinel_master_down_observed{master=\"mymaster\",node=\"1\"}",
@@ -429,6 +430,39 @@ async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
         left.is_empty(),
         "series of a removed master remain: {left:?}"
     );
-    drop(other);
+
+    // A master without replicas that goes down: its failover is aborted (no-good-slave), which
+    // the abort counter and the history-based timestamp the alert reads both show.
+    let _: String = redis::cmd("SENTINEL")
+        .arg("SET")
+        .arg("second")
+        .arg("down-after-milliseconds")
+        .arg(300)
+        .query(&mut conn)
+        .unwrap();
+    let mut other = other;
+    other.kill9();
+    let s = eventually(Duration::from_secs(20), "failover aborted", || async {
+        let s = scrape(n);
+        (*s.get("raft_sentinel_master_last_abort_timestamp_seconds{master=\"second\",reason=\"no-good-slave\"}")? > 0.0)
+            .then_some(s)
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let at = s["raft_sentinel_master_last_abort_timestamp_seconds{master=\"second\",reason=\"no-good-slave\"}"];
+    assert!(
+        (now - at).abs() < 60.0,
+        "abort time {at} is not now ({now})"
+    );
+    assert!(
+        s["raft_sentinel_failover_aborts_total{master=\"second\",reason=\"no-good-slave\"}"] >= 1.0
+    );
+    assert_eq!(
+        s["raft_sentinel_master_last_abort_timestamp_seconds{master=\"second\",reason=\"slave-timeout\"}"],
+        0.0
+    );
     drop(m);
 }
