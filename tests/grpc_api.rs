@@ -231,6 +231,19 @@ async fn get_master(node: &NodeProcess) -> Option<pb::MasterAddr> {
     .master
 }
 
+/// Waits until every running node has applied the configured master: it is proposed once the
+/// cluster has formed, so it may trail the election that `wait_leader` waits for.
+async fn wait_configured(c: &Cluster) {
+    for n in c.nodes.iter().filter(|n| n.is_running()) {
+        eventually(
+            Duration::from_secs(20),
+            &format!("node {} has applied the configured master", n.id),
+            || async { get_master(n).await.map(|_| ()) },
+        )
+        .await;
+    }
+}
+
 /// Waits until every running node knows two replicas of mymaster and nothing is in flight,
 /// so a forced failover has a candidate.
 async fn wait_ready_for_failover(c: &Cluster) {
@@ -333,6 +346,7 @@ async fn watch_sees_three_failovers_in_order_and_resumes_exactly() {
     let (m, r1, r2) = redis_set();
     let c = loopback_cluster(&m);
     c.wait_leader(Duration::from_secs(20)).await;
+    wait_configured(&c).await;
     let mut w = c.nodes[0]
         .client()
         .await
@@ -464,6 +478,7 @@ async fn every_ctl_subcommand_and_clear_errors() {
     let (m, _r1, _r2) = redis_set();
     let mut c = loopback_cluster(&m);
     c.wait_leader(Duration::from_secs(20)).await;
+    wait_configured(&c).await;
     let ok = |args: &[&str]| -> serde_json::Value {
         let mut a = args.to_vec();
         a.push("--json");
