@@ -477,7 +477,7 @@ impl Coordinator for CoordinatorService {
         let (initial, mut cursor) = if r.from_epoch == 0 {
             (changes::current(&state, &names), state.applied_index)
         } else {
-            let idx = changes::resume_index(&state, r.from_epoch).map_err(|e| match e {
+            let idx = changes::resume_index(&state, &names, r.from_epoch).map_err(|e| match e {
                 changes::ResumeError::Future(..) => Status::invalid_argument(e.to_string()),
                 changes::ResumeError::Expired(_) => Status::out_of_range(e.to_string()),
             })?;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::fsm::{ClusterState, HISTORY_LIMIT};
+use crate::fsm::ClusterState;
 use crate::pb::api::{master_change::Kind, MasterChange};
 
 /// A resume point could not be honoured.
@@ -46,8 +46,13 @@ pub fn current(state: &ClusterState, names: &BTreeSet<String>) -> Vec<MasterChan
         .collect()
 }
 
-/// The log index after which switches must be sent to a client resuming from `from_epoch`.
-pub fn resume_index(state: &ClusterState, from_epoch: u64) -> Result<u64, ResumeError> {
+/// The log index after which switches of the watched masters must be sent to a client
+/// resuming from `from_epoch`.
+pub fn resume_index(
+    state: &ClusterState,
+    names: &BTreeSet<String>,
+    from_epoch: u64,
+) -> Result<u64, ResumeError> {
     if from_epoch > state.current_epoch {
         return Err(ResumeError::Future(from_epoch, state.current_epoch));
     }
@@ -58,8 +63,12 @@ pub fn resume_index(state: &ClusterState, from_epoch: u64) -> Result<u64, Resume
     {
         return Ok(idx);
     }
-    if state.history.len() >= HISTORY_LIMIT
-        && state.history.front().is_some_and(|r| r.epoch > from_epoch)
+    // History is bounded per master: a watched master whose dropped records reach past the
+    // client's epoch may have had a switch the client never saw.
+    if state
+        .masters
+        .values()
+        .any(|m| watched(names, &m.name) && m.history_dropped_epoch > from_epoch)
     {
         return Err(ResumeError::Expired(from_epoch));
     }
@@ -175,13 +184,13 @@ mod tests {
             .collect();
         assert_eq!(got, [2, 1, 3]);
         // A client that saw epoch 2 missed 1 and 3, even though 1 < 2.
-        let idx = resume_index(&s, 2).unwrap();
+        let idx = resume_index(&s, &all, 2).unwrap();
         let got: Vec<u64> = switches_after(&s, &all, idx)
             .iter()
             .map(|c| c.epoch)
             .collect();
         assert_eq!(got, [1, 3]);
-        let idx = resume_index(&s, 3).unwrap();
+        let idx = resume_index(&s, &all, 3).unwrap();
         assert!(switches_after(&s, &all, idx).is_empty());
         // Filtering by name.
         let only_b: BTreeSet<String> = ["b".to_string()].into();
@@ -196,7 +205,7 @@ mod tests {
             (cur[0].host.as_str(), cur[0].port, cur[0].epoch),
             ("h", 12, 2)
         );
-        assert_eq!(resume_index(&s, 9), Err(ResumeError::Future(9, 3)));
+        assert_eq!(resume_index(&s, &all, 9), Err(ResumeError::Future(9, 3)));
     }
 
     #[test]
@@ -214,11 +223,46 @@ mod tests {
         );
         failover(&mut s, "a", 2, "h:11");
         done(&mut s, "a", 2, "h:11");
-        let idx = resume_index(&s, 1).unwrap();
+        let idx = resume_index(&s, &BTreeSet::new(), 1).unwrap();
         let got: Vec<u64> = switches_after(&s, &BTreeSet::new(), idx)
             .iter()
             .map(|c| c.epoch)
             .collect();
         assert_eq!(got, [2]);
+    }
+
+    /// A master that fails over again and again must not push another master's switches out
+    /// of the history: a watch of the quiet master resumes exactly.
+    #[test]
+    fn a_flapping_master_keeps_its_history_to_itself() {
+        let mut s = state();
+        failover(&mut s, "b", 1, "h:12");
+        done(&mut s, "b", 1, "h:12");
+        let to = ["h:11", "h:1"];
+        for e in 2..(2 + 3 * crate::fsm::HISTORY_LIMIT as u64) {
+            failover(&mut s, "a", e, to[(e % 2) as usize]);
+            done(&mut s, "a", e, to[(e % 2) as usize]);
+        }
+        let only_b: BTreeSet<String> = ["b".to_string()].into();
+        let got: Vec<u64> = switches_after(&s, &only_b, 0)
+            .iter()
+            .map(|c| c.epoch)
+            .collect();
+        assert_eq!(got, [1], "b's switch is still in the history");
+        let idx = resume_index(&s, &only_b, 0).unwrap();
+        let got: Vec<u64> = switches_after(&s, &only_b, idx)
+            .iter()
+            .map(|c| c.epoch)
+            .collect();
+        assert_eq!(got, [1]);
+        // a keeps only its last HISTORY_LIMIT, and a watch of a from before those is refused.
+        let a_records = s.history.iter().filter(|r| r.master == "a").count();
+        assert_eq!(a_records, crate::fsm::HISTORY_LIMIT);
+        let all = BTreeSet::new();
+        assert_eq!(resume_index(&s, &all, 5), Err(ResumeError::Expired(5)));
+        let only_a: BTreeSet<String> = ["a".to_string()].into();
+        assert_eq!(resume_index(&s, &only_a, 5), Err(ResumeError::Expired(5)));
+        let last = s.current_epoch;
+        assert!(resume_index(&s, &only_a, last - 3).is_ok());
     }
 }

@@ -184,6 +184,14 @@ pub enum Command {
         /// Replica addresses.
         replicas: Vec<Addr>,
     },
+    /// The leader forgets replicas that stayed unreachable, and absent from their master's
+    /// INFO, for longer than the master's `replica_forget_after_ms`.
+    ForgetReplicas {
+        /// Master name.
+        master: String,
+        /// Replica addresses.
+        replicas: Vec<Addr>,
+    },
     /// An operator asks for a failover (`SENTINEL FAILOVER`, gRPC `Failover`/`Switchover`) on
     /// any node; the leader's executor picks the request up and answers it with
     /// `FailoverStart` or an epoch-0 `FailoverAbort`, both of which clear it.
@@ -332,6 +340,7 @@ impl Command {
             Command::Reset { .. } => "reset",
             Command::Observe { .. } => "observe",
             Command::Replicas { .. } => "replicas",
+            Command::ForgetReplicas { .. } => "forget_replicas",
             Command::FailoverRequest { .. } => "failover_request",
             Command::FailoverStart { .. } => "failover_start",
             Command::FailoverDone { .. } => "failover_done",

@@ -38,6 +38,7 @@
 
 mod command;
 mod event;
+pub mod limits;
 mod state;
 
 pub use command::{

@@ -8,14 +8,27 @@ use super::command::{
     Command, FailoverReason, FenceKind, MasterSpec, MemberInfo, ObserveReason, ReconfStage,
 };
 use super::event::{master_details, replica_details, Event};
+use super::limits::{
+    check_addr, check_len, truncate, MAX_MASTERS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_REPLICAS,
+    MAX_RUN_ID_LEN, MAX_SECRET_LEN,
+};
 use crate::model::{glob_match, Addr, Epoch, NodeId};
 
-/// Failover history entries kept (oldest dropped first).
-pub const HISTORY_LIMIT: usize = 100;
+/// Failover history entries kept per master (that master's oldest dropped first). Sized with
+/// the other limits so the state fits one snapshot message (see `fsm::limits`).
+pub const HISTORY_LIMIT: usize = 20;
 
 /// Shortest time a down vote stays valid without being re-affirmed (Sentinel ignores peer
 /// replies older than about this).
 pub const VOTE_TTL_FLOOR_MS: u64 = 5_000;
+
+/// Default time after which an unreachable replica that its master no longer lists is
+/// forgotten: one hour.
+pub const DEFAULT_REPLICA_FORGET_AFTER_MS: u64 = 3_600_000;
+
+fn default_forget_after() -> u64 {
+    DEFAULT_REPLICA_FORGET_AFTER_MS
+}
 
 /// Default automatic failovers allowed per window (anti-flapping budget).
 const DEFAULT_BUDGET: u32 = 3;
@@ -141,10 +154,18 @@ pub struct MasterState {
     pub paused: bool,
     /// Start times of recent automatic failovers, for the budget.
     pub recent_failovers_ms: Vec<u64>,
+    /// A replica unreachable and absent from the master's INFO for this long is forgotten
+    /// (`SENTINEL SET <name> replica-forget-after <ms>`; 0 = never).
+    #[serde(default = "default_forget_after")]
+    pub replica_forget_after_ms: u64,
+    /// Highest epoch among this master's failover records dropped from the bounded history
+    /// (0: none dropped). A watch resuming from an older epoch cannot be served exactly.
+    #[serde(default)]
+    pub history_dropped_epoch: Epoch,
 }
 
 impl MasterState {
-    fn from_spec(spec: &MasterSpec) -> MasterState {
+    pub(crate) fn from_spec(spec: &MasterSpec) -> MasterState {
         MasterState {
             name: spec.name.clone(),
             addr: spec.addr.clone(),
@@ -168,6 +189,8 @@ impl MasterState {
             reconf: None,
             paused: false,
             recent_failovers_ms: Vec::new(),
+            history_dropped_epoch: 0,
+            replica_forget_after_ms: DEFAULT_REPLICA_FORGET_AFTER_MS,
         }
     }
 
@@ -332,7 +355,8 @@ pub struct ClusterState {
     pub masters: BTreeMap<String, MasterState>,
     /// Coordinator nodes by id (from the Raft configuration).
     pub members: BTreeMap<NodeId, Member>,
-    /// Recent failovers, oldest first.
+    /// Recent failovers of every monitored master, oldest first; at most [`HISTORY_LIMIT`]
+    /// per master.
     pub history: VecDeque<FailoverRecord>,
     /// Latest proposer time seen in an applied entry (ms). Evaluations triggered by entries
     /// without a time of their own (membership changes, `SENTINEL SET`) use it, so that
@@ -376,7 +400,7 @@ impl Rejection {
             message: "No such master with that name".into(),
         }
     }
-    fn invalid(message: impl Into<String>) -> Rejection {
+    pub(crate) fn invalid(message: impl Into<String>) -> Rejection {
         Rejection {
             kind: RejectKind::Invalid,
             message: message.into(),
@@ -505,10 +529,23 @@ impl ClusterState {
         self.masters.get_mut(name).ok_or_else(Rejection::not_found)
     }
 
+    /// Appends a failover record, dropping the oldest record of the same master beyond
+    /// [`HISTORY_LIMIT`]: one flapping master cannot push another's switches out, which a
+    /// watch resuming from an epoch relies on.
     fn push_history(&mut self, rec: FailoverRecord) {
+        let master = rec.master.clone();
         self.history.push_back(rec);
-        while self.history.len() > HISTORY_LIMIT {
-            self.history.pop_front();
+        let mut count = self.history.iter().filter(|r| r.master == master).count();
+        while count > HISTORY_LIMIT {
+            let Some(pos) = self.history.iter().position(|r| r.master == master) else {
+                break;
+            };
+            if let Some(old) = self.history.remove(pos) {
+                if let Some(m) = self.masters.get_mut(&master) {
+                    m.history_dropped_epoch = m.history_dropped_epoch.max(old.epoch);
+                }
+            }
+            count -= 1;
         }
     }
 
@@ -530,7 +567,10 @@ impl ClusterState {
                     return Ok(Outcome::default());
                 }
                 for spec in masters {
-                    if validate_spec(spec).is_ok() && !self.masters.contains_key(&spec.name) {
+                    if validate_spec(spec).is_ok()
+                        && !self.masters.contains_key(&spec.name)
+                        && self.masters.len() < MAX_MASTERS
+                    {
                         self.insert_master(spec, events);
                     }
                 }
@@ -546,16 +586,25 @@ impl ClusterState {
                     }
                     return Err(Rejection::invalid("Duplicate master name."));
                 }
+                if self.masters.len() >= MAX_MASTERS {
+                    return Err(Rejection::invalid(format!(
+                        "replicated state limit: at most {MAX_MASTERS} masters are monitored (the state must fit one snapshot message)"
+                    )));
+                }
                 self.insert_master(spec, events);
                 Ok(Outcome::default())
             }
             Command::Remove { name } => {
                 let m = self.masters.remove(name).ok_or_else(Rejection::not_found)?;
+                // Its history goes with it, or masters added and removed would grow the
+                // state without bound.
+                self.history.retain(|r| &r.master != name);
                 events.push(Event::new("-monitor", m.details(), Some(name)));
                 Ok(Outcome::default())
             }
             Command::Set { name, options } => self.apply_set(name, options, events),
             Command::Reset { pattern } => {
+                check_len("pattern", pattern, MAX_NAME_LEN)?;
                 let mut count = 0;
                 for m in self.masters.values_mut() {
                     if !glob_match(pattern.as_bytes(), m.name.as_bytes()) {
@@ -612,6 +661,13 @@ impl ClusterState {
             Command::Replicas { master, replicas } => {
                 let m = self.master_mut(master)?;
                 for r in replicas {
+                    // Bounded state: over-long hosts and replicas past the limit are not
+                    // recorded (the leader proposes what a Redis INFO reports).
+                    if check_addr("replica", r).is_err()
+                        || (m.replicas.len() >= MAX_REPLICAS && !m.replicas.contains(r))
+                    {
+                        continue;
+                    }
                     if r != &m.addr && m.replicas.insert(r.clone()) {
                         events.push(Event::new(
                             "+slave",
@@ -621,6 +677,32 @@ impl ClusterState {
                     }
                 }
                 Ok(Outcome::default())
+            }
+            Command::ForgetReplicas { master, replicas } => {
+                let m = self.master_mut(master)?;
+                // Never the ones a failover is working with.
+                let busy: BTreeSet<&Addr> = m
+                    .failover
+                    .iter()
+                    .map(|f| &f.candidate)
+                    .chain(m.reconf.iter().flat_map(|r| r.replicas.keys()))
+                    .collect();
+                let gone: Vec<Addr> = replicas
+                    .iter()
+                    .filter(|r| m.replicas.contains(*r) && !busy.contains(r))
+                    .cloned()
+                    .collect();
+                for r in &gone {
+                    m.replicas.remove(r);
+                    events.push(Event::new(
+                        "-slave",
+                        replica_details(r, &m.name, &m.addr),
+                        Some(master),
+                    ));
+                }
+                Ok(Outcome {
+                    count: gone.len() as u64,
+                })
             }
             Command::FailoverRequest {
                 master,
@@ -642,6 +724,9 @@ impl ClusterState {
                 }
                 if target.as_ref() == Some(&m.addr) {
                     return Err(Rejection::invalid("the target is already the master"));
+                }
+                if let Some(t) = target {
+                    check_addr("target", t)?;
                 }
                 m.failover_request = Some(FailoverRequestState {
                     reason: *reason,
@@ -674,6 +759,7 @@ impl ClusterState {
                 if candidate == &m.addr {
                     return Err(Rejection::invalid("the candidate is the current master"));
                 }
+                check_addr("candidate", candidate)?;
                 if *reason == FailoverReason::Odown {
                     if m.paused {
                         return Err(Rejection::precondition(
@@ -823,7 +909,7 @@ impl ClusterState {
                         events.push(Event::new(kind, m.details(), Some(master)));
                         if let Some(rec) = self.history_mut(master, *epoch) {
                             rec.ended_at_ms = Some(*at_ms);
-                            rec.outcome = format!("aborted: {why}");
+                            rec.outcome = format!("aborted: {}", truncate(why, MAX_REASON_LEN));
                         }
                         Ok(Outcome::default())
                     }
@@ -847,7 +933,7 @@ impl ClusterState {
                             promoted_at_ms: None,
                             promoted_index: None,
                             ended_at_ms: Some(*at_ms),
-                            outcome: format!("aborted: {why}"),
+                            outcome: format!("aborted: {}", truncate(why, MAX_REASON_LEN)),
                         });
                         Ok(Outcome::default())
                     }
@@ -875,6 +961,13 @@ impl ClusterState {
                 };
                 if r.replicas.get(replica) == Some(stage) {
                     return Ok(Outcome::default());
+                }
+                check_addr("replica", replica)?;
+                if r.replicas.len() > MAX_REPLICAS && !r.replicas.contains_key(replica) {
+                    return Err(Rejection::invalid(format!(
+                        "at most {} replicas are tracked in one reconfiguration",
+                        MAX_REPLICAS + 1
+                    )));
                 }
                 r.replicas.insert(replica.clone(), *stage);
                 let kind = match stage {
@@ -932,8 +1025,11 @@ impl ClusterState {
                 if instance == &m.addr {
                     return Err(Rejection::invalid("cannot fence the current master"));
                 }
-                // A demoted instance is a replica from now on.
-                m.replicas.insert(instance.clone());
+                check_addr("instance", instance)?;
+                // A demoted instance is a replica from now on (while the bound allows).
+                if m.replicas.len() < MAX_REPLICAS {
+                    m.replicas.insert(instance.clone());
+                }
                 let event = match kind {
                     FenceKind::ConvertToSlave => "+convert-to-slave",
                     FenceKind::FixSlaveConfig => "+fix-slave-config",
@@ -963,6 +1059,18 @@ impl ClusterState {
             }
             Command::Announce { node, info } => match self.members.get_mut(node) {
                 Some(m) => {
+                    for (what, v) in [
+                        ("peer address", &info.peer_addr),
+                        ("sentinel address", &info.sentinel_addr),
+                        ("gRPC address", &info.grpc_addr),
+                    ] {
+                        check_len(what, v.as_deref().unwrap_or(""), MAX_NAME_LEN + 8)?;
+                    }
+                    check_len(
+                        "run id",
+                        info.run_id.as_deref().unwrap_or(""),
+                        MAX_RUN_ID_LEN,
+                    )?;
                     // The peer address comes from the Raft configuration; keep it if the
                     // announcement leaves it out.
                     let peer_addr = info.peer_addr.clone().or(m.info.peer_addr.take());
@@ -1031,15 +1139,21 @@ impl ClusterState {
                     staged.failover_budget = val.parse::<u32>().map_err(|_| bad())?;
                     val.clone()
                 }
+                "replica-forget-after" => {
+                    staged.replica_forget_after_ms = val.parse::<u64>().map_err(|_| bad())?;
+                    val.clone()
+                }
                 "failover-budget-window" => {
                     staged.failover_budget_window_ms = positive()?;
                     val.clone()
                 }
                 "auth-pass" => {
+                    check_len("auth-pass", val, MAX_SECRET_LEN)?;
                     staged.auth_pass = (!val.is_empty()).then(|| val.clone());
                     "******".to_string()
                 }
                 "auth-user" => {
+                    check_len("auth-user", val, MAX_NAME_LEN)?;
                     staged.auth_user = (!val.is_empty()).then(|| val.clone());
                     val.clone()
                 }
@@ -1084,6 +1198,18 @@ fn entry_time(cmd: &Command) -> Option<u64> {
 }
 
 fn validate_spec(spec: &MasterSpec) -> Result<(), Rejection> {
+    check_len("master name", &spec.name, MAX_NAME_LEN)?;
+    check_addr("master", &spec.addr)?;
+    check_len(
+        "auth-user",
+        spec.auth_user.as_deref().unwrap_or(""),
+        MAX_NAME_LEN,
+    )?;
+    check_len(
+        "auth-pass",
+        spec.auth_pass.as_deref().unwrap_or(""),
+        MAX_SECRET_LEN,
+    )?;
     if spec.quorum == 0 {
         return Err(Rejection::invalid("Quorum must be 1 or greater."));
     }

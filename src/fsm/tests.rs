@@ -856,3 +856,167 @@ fn snapshots_without_the_new_fields_still_load() {
         serde_json::from_str(r#"{"down":true,"reason":"no_reply","at_ms":5}"#).unwrap();
     assert!(!o.ignored);
 }
+
+#[test]
+fn names_addresses_and_secrets_are_capped() {
+    use super::limits::{MAX_NAME_LEN, MAX_SECRET_LEN};
+    let mut f = Fixture::new();
+    let long = "n".repeat(MAX_NAME_LEN + 1);
+    let rej = f.err(Command::Monitor {
+        spec: spec(&long, "10.0.0.9:6379", 2),
+    });
+    assert_eq!(rej.kind, RejectKind::Invalid);
+    assert!(
+        rej.message
+            .contains("master name is 257 bytes long; the limit is 256"),
+        "{}",
+        rej.message
+    );
+    f.ok(Command::Monitor {
+        spec: spec(&"n".repeat(MAX_NAME_LEN), "10.0.0.9:6379", 2),
+    });
+    let host = "h".repeat(MAX_NAME_LEN + 1);
+    let rej = f.err(Command::Monitor {
+        spec: spec("other", &format!("{host}:6379"), 2),
+    });
+    assert!(
+        rej.message.contains("master host is 257 bytes"),
+        "{}",
+        rej.message
+    );
+    let rej = f.err(Command::Monitor {
+        spec: spec("other", "a\"b:6379", 2),
+    });
+    assert!(rej.message.contains("quote"), "{}", rej.message);
+    let rej = f.err(Command::Monitor {
+        spec: MasterSpec {
+            auth_pass: Some("p".repeat(MAX_SECRET_LEN + 1)),
+            ..spec("other", "10.0.0.8:6379", 2)
+        },
+    });
+    assert!(
+        rej.message.contains("auth-pass is 513 bytes"),
+        "{}",
+        rej.message
+    );
+    let rej = f.err(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("auth-pass".into(), "p".repeat(MAX_SECRET_LEN + 1))],
+    });
+    assert!(rej.message.contains("auth-pass"), "{}", rej.message);
+    f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("auth-pass".into(), "p".repeat(MAX_SECRET_LEN))],
+    });
+    let rej = f.err(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("auth-user".into(), "u".repeat(MAX_NAME_LEN + 1))],
+    });
+    assert!(rej.message.contains("auth-user"), "{}", rej.message);
+    let rej = f.err(Command::Announce {
+        node: 1,
+        info: MemberInfo {
+            run_id: Some("r".repeat(65)),
+            ..MemberInfo::default()
+        },
+    });
+    assert!(rej.message.contains("run id"), "{}", rej.message);
+}
+
+#[test]
+fn the_number_of_masters_and_replicas_is_capped() {
+    use super::limits::{MAX_MASTERS, MAX_REPLICAS};
+    let mut f = Fixture::new();
+    for i in 1..MAX_MASTERS {
+        f.ok(Command::Monitor {
+            spec: spec(
+                &format!("m{i}"),
+                &format!("10.1.{}.{}:6379", i / 200, i % 200),
+                2,
+            ),
+        });
+    }
+    assert_eq!(f.s.masters.len(), MAX_MASTERS);
+    let rej = f.err(Command::Monitor {
+        spec: spec("one-too-many", "10.2.0.1:6379", 2),
+    });
+    assert!(
+        rej.message.contains("at most 128 masters"),
+        "a clear error names the limit: {}",
+        rej.message
+    );
+    // Replicas past the cap (and over-long hosts) are not recorded.
+    let many: Vec<Addr> = (0..MAX_REPLICAS + 5)
+        .map(|i| addr(&format!("10.3.0.{}:6379", i + 1)))
+        .chain([addr(&format!("{}:6379", "h".repeat(300)))])
+        .collect();
+    f.ok(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: many,
+    });
+    assert_eq!(f.m().replicas.len(), MAX_REPLICAS);
+    assert!(f.m().replicas.iter().all(|r| r.host.len() < 20));
+}
+
+#[test]
+fn a_long_abort_reason_is_cut_in_the_history() {
+    let mut f = Fixture::new();
+    f.ok(Command::FailoverAbort {
+        master: "mymaster".into(),
+        epoch: 0,
+        why: format!("no-good-slave: {}", "é".repeat(1000)),
+        at_ms: 1,
+    });
+    let rec = f.s.history.back().unwrap();
+    assert!(rec.outcome.len() <= "aborted: ".len() + super::limits::MAX_REASON_LEN);
+    assert!(rec.outcome.starts_with("aborted: no-good-slave: é"));
+}
+
+#[test]
+fn forgotten_replicas_leave_with_a_minus_slave_event() {
+    let mut f = Fixture::new();
+    assert_eq!(
+        f.m().replica_forget_after_ms,
+        3_600_000,
+        "default: one hour"
+    );
+    f.ok(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: vec![addr("10.0.0.2:6379"), addr("10.0.0.3:6379")],
+    });
+    let a = f.apply(Command::ForgetReplicas {
+        master: "mymaster".into(),
+        replicas: vec![addr("10.0.0.3:6379"), addr("10.0.0.9:6379")],
+    });
+    assert_eq!(
+        a.result.as_ref().unwrap().count,
+        1,
+        "unknown ones are no-ops"
+    );
+    assert_eq!(Fixture::kinds(&a.events), ["-slave"]);
+    assert_eq!(
+        a.events[0].payload,
+        "slave 10.0.0.3:6379 10.0.0.3 6379 @ mymaster 10.0.0.1 6379"
+    );
+    assert!(!f.m().replicas.contains(&addr("10.0.0.3:6379")));
+    // Never the replica a failover is promoting.
+    f.observe(1, true);
+    f.observe(3, true);
+    f.start(1, "10.0.0.2:6379", FailoverReason::Odown);
+    let a = f.apply(Command::ForgetReplicas {
+        master: "mymaster".into(),
+        replicas: vec![addr("10.0.0.2:6379")],
+    });
+    assert_eq!(a.result.unwrap().count, 0);
+    assert!(f.m().replicas.contains(&addr("10.0.0.2:6379")));
+    // Configurable per master; 0 turns it off.
+    f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("replica-forget-after".into(), "0".into())],
+    });
+    assert_eq!(f.m().replica_forget_after_ms, 0);
+    f.err(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("replica-forget-after".into(), "soon".into())],
+    });
+}

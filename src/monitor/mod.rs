@@ -34,13 +34,15 @@ pub use health::{acceptable_ping_reply, Timings, INFO_PERIOD, INFO_PERIOD_FAST};
 pub use view::{InstanceInfo, MonitorView, ReportedRole};
 
 use crate::consensus::{ProposeError, RaftHandle, Role};
-use crate::fsm::{ClusterState, Command};
+use crate::fsm::{limits, ClusterState, Command};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use probe::{Probe, ViewTx};
 
 /// The leader proposes newly discovered replicas at most this often per master.
 const REPLICAS_RETRY: Duration = Duration::from_secs(1);
+/// A master's INFO counts as current for forgetting replicas while younger than this.
+const FORGET_INFO_FRESH: Duration = Duration::from_secs(15);
 
 /// Starts monitoring. Returns the local view (updated by every probe) and the supervisor
 /// task, which ends after `shutdown` once every probe has stopped.
@@ -54,6 +56,7 @@ pub fn spawn(
         view_tx: Arc::new(tx),
         probes: BTreeMap::new(),
         replicas_inflight: BTreeMap::new(),
+        forget_inflight: BTreeMap::new(),
         shutdown: shutdown.clone(),
     };
     let span = info_span!("monitor_supervisor", node_id = raft.node_id());
@@ -76,6 +79,8 @@ struct Supervisor {
     view_tx: ViewTx,
     probes: BTreeMap<Addr, ProbeTask>,
     replicas_inflight: BTreeMap<String, ReplicasProposal>,
+    /// `ForgetReplicas` proposals, one per master at a time.
+    forget_inflight: BTreeMap<String, ReplicasProposal>,
     shutdown: Shutdown,
 }
 
@@ -116,6 +121,7 @@ impl Supervisor {
             let view = view_rx.borrow_and_update().clone();
             self.reconcile(&state, &view).await;
             self.propose_discovered(&state, &view);
+            self.propose_forgotten(&state, &view);
             tokio::select! {
                 _ = shutdown.recv() => break,
                 r = state_rx.changed() => if r.is_err() { break },
@@ -128,6 +134,9 @@ impl Supervisor {
             let _ = p.handle.await;
         }
         for (_, r) in std::mem::take(&mut self.replicas_inflight) {
+            r.handle.abort();
+        }
+        for (_, r) in std::mem::take(&mut self.forget_inflight) {
             r.handle.abort();
         }
         debug!("monitor stopped");
@@ -173,6 +182,75 @@ impl Supervisor {
         }
     }
 
+    /// On the leader: forget known replicas that have been subjectively down for the master's
+    /// `replica_forget_after_ms` and that the master, answering right now, does not list.
+    /// Without a fresh INFO from the master nothing is forgotten: absence cannot be told.
+    fn propose_forgotten(&mut self, state: &ClusterState, view: &MonitorView) {
+        let now = Instant::now();
+        self.forget_inflight
+            .retain(|_, p| !p.handle.is_finished() || p.next_try > now);
+        if self.raft.status().role != Role::Leader {
+            return;
+        }
+        for m in state.masters.values() {
+            if m.replica_forget_after_ms == 0 || self.forget_inflight.contains_key(&m.name) {
+                continue;
+            }
+            let Some(mi) = view.get(&m.addr) else {
+                continue;
+            };
+            let fresh = mi
+                .info_refresh
+                .is_some_and(|t| t.elapsed() < FORGET_INFO_FRESH);
+            if mi.role != Some(ReportedRole::Master)
+                || !mi.connected
+                || mi.sdown_since.is_some()
+                || !fresh
+            {
+                continue;
+            }
+            let after = Duration::from_millis(m.replica_forget_after_ms);
+            let gone: Vec<Addr> = m
+                .replicas
+                .iter()
+                .filter(|r| !mi.replicas.contains(r))
+                .filter(|r| {
+                    view.get(r)
+                        .and_then(|i| i.sdown_since)
+                        .is_some_and(|t| t.elapsed() >= after)
+                })
+                .cloned()
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            info!(master = %m.name, replicas = ?gone, after_ms = m.replica_forget_after_ms,
+                "forgetting replicas unreachable and not listed by their master");
+            let raft = self.raft.clone();
+            let cmd = Command::ForgetReplicas {
+                master: m.name.clone(),
+                replicas: gone,
+            };
+            let handle = tokio::spawn(
+                async move {
+                    let r = raft.propose(cmd).await.map(|_| ());
+                    if let Err(e) = &r {
+                        warn!(error = %e, "could not commit forgotten replicas");
+                    }
+                    r
+                }
+                .in_current_span(),
+            );
+            self.forget_inflight.insert(
+                m.name.clone(),
+                ReplicasProposal {
+                    handle,
+                    next_try: now + REPLICAS_RETRY,
+                },
+            );
+        }
+    }
+
     /// On the leader: commit replicas seen in a master's INFO that the state does not know,
     /// so every node watches them and failover can consider them.
     fn propose_discovered(&mut self, state: &ClusterState, view: &MonitorView) {
@@ -184,9 +262,14 @@ impl Supervisor {
         }
         for m in state.masters.values() {
             let known: BTreeSet<&Addr> = m.replicas.iter().collect();
+            // The state records at most MAX_REPLICAS per master and no over-long host;
+            // proposing more would only be ignored, again every second.
+            let room = limits::MAX_REPLICAS.saturating_sub(m.replicas.len());
             let new: Vec<Addr> = discovered(m.addr.clone(), view)
                 .into_iter()
                 .filter(|r| !known.contains(r) && *r != m.addr)
+                .filter(limits::addr_within_limits)
+                .take(room)
                 .collect();
             if new.is_empty() || self.replicas_inflight.contains_key(&m.name) {
                 continue;

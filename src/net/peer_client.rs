@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -22,6 +23,8 @@ use crate::pb::peer::RaftBatch;
 const QUEUE: usize = 1024;
 /// Messages sent in one RPC at most.
 const BATCH: usize = 256;
+/// Encoded bytes in one RPC at most, beyond a single message (leaves room for framing).
+const BATCH_BYTES: usize = MAX_PEER_MESSAGE / 2;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -139,11 +142,31 @@ async fn sender_loop(
         .max_encoding_message_size(MAX_PEER_MESSAGE);
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u64;
-    while let Some(first) = rx.recv().await {
+    // A message that did not fit the previous batch starts the next one.
+    let mut carry: Option<Message> = None;
+    loop {
+        let first = match carry.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        // Bounded in bytes as well: a snapshot (at most half the message limit, see
+        // `fsm::limits`) never shares an RPC with appends that would push it over.
+        let mut bytes = first.compute_size() as usize;
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    let size = m.compute_size() as usize;
+                    if bytes + size > BATCH_BYTES {
+                        carry = Some(m);
+                        break;
+                    }
+                    bytes += size;
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }
@@ -181,6 +204,11 @@ async fn sender_loop(
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 // What queued up meanwhile is stale; Raft resends what still matters.
+                if let Some(m) = carry.take() {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        mailbox.report_snapshot(to, false);
+                    }
+                }
                 while let Ok(m) = rx.try_recv() {
                     if m.get_msg_type() == MessageType::MsgSnapshot {
                         mailbox.report_snapshot(to, false);
