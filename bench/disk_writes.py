@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Bytes a raft-sentinel node writes while one master's observation flaps every 5 s.
+
+Three real nodes on loopback (fsync on) monitor one Redis master with one replica, failover
+paused so nothing but observations changes. The master is stopped (SIGSTOP) for 2.5 s and
+continued for 2.5 s, over and over: every node's view of it goes down and up once per 5 s
+period. For every node it reads /proc/<pid>/io before and after (`wchar`: bytes handed to
+write(2)/pwrite(2), whatever the file system; `write_bytes`: bytes sent to the block device)
+and the applied index, and prints bytes per hour and per applied entry.
+
+Usage: bench/disk_writes.py [--seconds 60] [--bin target/debug/raft-sentinel] [--masters 1]
+`--masters N` monitors N-1 more healthy masters, to show how the figure grows with the state.
+"""
+import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_io(pid):
+    out = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            out[k.strip()] = int(v)
+    return out
+
+
+def ctl(bin, endpoints, *args):
+    r = subprocess.run([bin, "ctl", "--endpoint", ",".join(endpoints), "--timeout-ms", "3000", *args],
+                       capture_output=True, text=True, timeout=15)
+    return r.returncode, r.stdout, r.stderr
+
+
+def redis(dir, port, replicaof=None):
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", dir, "--protected-mode", "no"]
+    if replicaof:
+        args += ["--replicaof", "127.0.0.1", str(replicaof)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "raft-sentinel"))
+    ap.add_argument("--masters", type=int, default=1)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="rs-disk-")
+    procs = []
+    try:
+        mport, rport = free_port(), free_port()
+        master = redis(tmp, mport)
+        procs.append(master)
+        procs.append(redis(tmp, rport, mport))
+        others = []
+        for i in range(1, args.masters):
+            p = free_port()
+            others.append(p)
+            procs.append(redis(tmp, p))
+        ports = [{k: free_port() for k in ("sentinel", "grpc", "peer", "metrics")} for _ in range(3)]
+        nodes = []
+        for i in range(3):
+            d = os.path.join(tmp, f"node{i + 1}")
+            os.makedirs(d)
+            lines = [f"node_id = {i + 1}", f'data_dir = "{d}/data"', "[listen]"]
+            lines += [f'{k} = "127.0.0.1:{v}"' for k, v in ports[i].items()]
+            for j in range(3):
+                lines += ["[[peers]]", f"id = {j + 1}", f'addr = "127.0.0.1:{ports[j]["peer"]}"']
+            lines += ["[raft]", 'initial_cluster_state = "new"', "tick_ms = 50", "election_ticks = 10",
+                      "heartbeat_ticks = 2"]
+            masters = [("mymaster", mport)] + [(f"m{k}", p) for k, p in enumerate(others)]
+            for name, p in masters:
+                lines += ["[[masters]]", f'name = "{name}"', f'addr = "127.0.0.1:{p}"', "quorum = 2",
+                          "down_after_ms = 1000"]
+            cfg = os.path.join(d, "config.toml")
+            open(cfg, "w").write("\n".join(lines) + "\n")
+            log = open(os.path.join(d, "node.log"), "ab")
+            p = subprocess.Popen([args.bin, "run", "--config", cfg], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=log)
+            procs.append(p)
+            nodes.append(p)
+        eps = [f"127.0.0.1:{p['grpc']}" for p in ports]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            code, out, _ = ctl(args.bin, eps, "--json", "master", "mymaster")
+            if code == 0 and json.loads(out)["replicas"]:
+                break
+            time.sleep(0.3)
+        else:
+            sys.exit("cluster did not come up")
+        code, _, err = ctl(args.bin, eps, "pause", "mymaster")
+        if code != 0:
+            sys.exit(f"pause failed: {err}")
+        time.sleep(3)
+
+        def applied():
+            code, out, _ = ctl(args.bin, eps, "--json", "status")
+            st = json.loads(out)
+            return st.get("applied_index") or max(m.get("applied_index", 0) for m in st.get("members", [{}]))
+
+        before = [proc_io(p.pid) for p in nodes]
+        a0 = applied()
+        t0 = time.time()
+        flaps = 0
+        while time.time() - t0 < args.seconds:
+            master.send_signal(signal.SIGSTOP)
+            time.sleep(2.5)
+            master.send_signal(signal.SIGCONT)
+            time.sleep(2.5)
+            flaps += 1
+        elapsed = time.time() - t0
+        after = [proc_io(p.pid) for p in nodes]
+        a1 = applied()
+        entries = a1 - a0
+        print(f"masters {args.masters}, {flaps} flaps in {elapsed:.0f} s, {entries} entries applied "
+              f"({entries * 3600 / elapsed:.0f}/h)")
+        print(f"{'node':<6}{'wchar/h':>16}{'write_bytes/h':>16}{'wchar/entry':>14}")
+        for i, (b, a) in enumerate(zip(before, after)):
+            w = (a["wchar"] - b["wchar"]) * 3600 / elapsed
+            d = (a["write_bytes"] - b["write_bytes"]) * 3600 / elapsed
+            per = (a["wchar"] - b["wchar"]) / max(entries, 1)
+            print(f"{i + 1:<6}{w / 1e6:>13.1f} MB{d / 1e6:>13.1f} MB{per:>12.0f} B")
+    finally:
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
