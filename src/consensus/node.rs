@@ -27,6 +27,8 @@ use crate::shutdown::Shutdown;
 /// Capacity of the node's mailbox. Peer messages beyond it are dropped (Raft retransmits);
 /// local callers wait.
 pub const MAILBOX_CAPACITY: usize = 4096;
+/// At most this many lease rounds (ReadIndex) in flight per node.
+const MAX_LEASE_ROUNDS: usize = 8;
 /// Capacity of the applied-event broadcast; slow subscribers lag and resync from the state.
 const EVENT_CAPACITY: usize = 4096;
 
@@ -169,11 +171,11 @@ pub struct RaftNode {
     /// the node vouch for its state. Regaining contact alone is not enough: entries committed
     /// while it was cut off may not be applied yet.
     synced: bool,
-    /// In-flight confirmation round (a ReadIndex): (request id, started at in ms since
-    /// `epoch_start`).
-    sync_read: Option<(u64, u64)>,
-    /// A confirmed round waiting to be applied: (read index, started at in ms).
-    sync_index: Option<(u64, u64)>,
+    /// In-flight confirmation rounds (ReadIndex): (request id, started at in ms since
+    /// `epoch_start`). Several overlap, so one slow round does not let the lease lapse.
+    sync_read: Vec<(u64, u64)>,
+    /// Confirmed rounds waiting to be applied: (read index, started at in ms).
+    sync_index: Vec<(u64, u64)>,
     /// The term the confirmations were made in.
     last_term: u64,
     epoch_start: Instant,
@@ -299,8 +301,8 @@ impl RaftNode {
             last_heard: HashMap::new(),
             leader_contact,
             synced: false,
-            sync_read: None,
-            sync_index: None,
+            sync_read: Vec::new(),
+            sync_index: Vec::new(),
             last_term: 0,
             epoch_start,
             last_self_tasks: None,
@@ -607,7 +609,7 @@ impl RaftNode {
     /// A halted node vouches for nothing, hands leadership away, and says why periodically.
     fn while_halted(&mut self) {
         self.synced = false;
-        self.sync_index = None;
+        self.sync_index.clear();
         self.leader_contact.store(0, Ordering::Relaxed);
         let Some((index, error)) = self.halted.clone() else {
             return;
@@ -663,16 +665,22 @@ impl RaftNode {
             self.synced = false;
             return;
         }
-        // Renew at a third of the lease; a round that got no answer (no leader, message
-        // lost, leader not yet committed in its term) is retried after a lease.
-        let renew = last == 0 || now.saturating_sub(last) >= lease / 3;
+        // Renew from a quarter of the lease on, a new round every quarter lease while none
+        // has answered: a round can be slow (a loaded machine) or get no answer at all (no
+        // leader, message lost, leader not yet committed in its term) without the lease
+        // lapsing. A round older than the lease is of no use any more.
+        self.sync_read
+            .retain(|(_, at)| now.saturating_sub(*at) <= lease);
+        let step = (lease / 4).max(1);
+        let renew = last == 0 || now.saturating_sub(last) >= step;
         let due = self
             .sync_read
-            .is_none_or(|(_, at)| now.saturating_sub(at) > lease);
-        if renew && due && self.raw.raft.leader_id != 0 {
+            .iter()
+            .all(|(_, at)| now.saturating_sub(*at) >= step);
+        if renew && due && self.sync_read.len() < MAX_LEASE_ROUNDS && self.raw.raft.leader_id != 0 {
             let id = self.next_id();
             self.raw.read_index(self.ctx_bytes(id));
-            self.sync_read = Some((id, now));
+            self.sync_read.push((id, now));
         }
     }
 
@@ -982,12 +990,10 @@ impl RaftNode {
             let Some(id) = self.own_id(&rs.request_ctx) else {
                 continue;
             };
-            if let Some((sid, at)) = self.sync_read {
-                if sid == id {
-                    self.sync_read = None;
-                    self.sync_index = Some((rs.index, at));
-                    continue;
-                }
+            if let Some(pos) = self.sync_read.iter().position(|(sid, _)| *sid == id) {
+                let (_, at) = self.sync_read.swap_remove(pos);
+                self.sync_index.push((rs.index, at));
+                continue;
             }
             if let Some(reply) = self.reads.remove(&id) {
                 self.parked_reads.push((rs.index, reply));
@@ -999,12 +1005,18 @@ impl RaftNode {
     fn release_reads(&mut self) {
         let applied = self.state.applied_index;
         if self.halted.is_some() {
-            self.sync_index = None;
+            self.sync_index.clear();
         }
-        if let Some((idx, at)) = self.sync_index.filter(|(idx, _)| applied >= *idx) {
-            // Everything committed when a quorum confirmed the leader is applied here.
-            let _ = idx;
-            self.sync_index = None;
+        // Rounds whose index is applied: everything committed when a quorum confirmed the
+        // leader is applied here. The latest start counts.
+        let confirmed = self
+            .sync_index
+            .iter()
+            .filter(|(idx, _)| applied >= *idx)
+            .map(|(_, at)| *at)
+            .max();
+        if let Some(at) = confirmed {
+            self.sync_index.retain(|(idx, _)| applied < *idx);
             self.synced = true;
             let prev = self.leader_contact.load(Ordering::Relaxed);
             self.leader_contact
@@ -1029,8 +1041,8 @@ impl RaftNode {
             // Confirmations of an earlier term say nothing about this one.
             self.last_term = term;
             self.synced = false;
-            self.sync_index = None;
-            self.sync_read = None;
+            self.sync_index.clear();
+            self.sync_read.clear();
             self.leader_contact.store(0, Ordering::Relaxed);
         }
         if role != self.last_role || leader != self.last_leader {
@@ -1042,8 +1054,8 @@ impl RaftNode {
             if leader != self.last_leader {
                 // A new leader may hold entries this node has not applied: resync first.
                 self.synced = false;
-                self.sync_index = None;
-                self.sync_read = None;
+                self.sync_index.clear();
+                self.sync_read.clear();
                 self.leader_contact.store(0, Ordering::Relaxed);
                 // Proposals made under the old leader may be lost with it: answer them now
                 // (outcome unknown) rather than after a timeout.
