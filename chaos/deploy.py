@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -159,6 +160,16 @@ class Deployment:
 class RaftSentinel(Deployment):
     kind = "raft-sentinel"
 
+    def _secret_file(self, name):
+        """A generated secret shared by every node (nodes on 10.x addresses without TLS refuse
+        to start without a cluster secret and an API password)."""
+        path = os.path.join(self.dir, name)
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        return path
+
     def _conf(self, i, peers):
         d = os.path.join(self.dir, f"node{i}")
         os.makedirs(d, exist_ok=True)
@@ -184,6 +195,10 @@ class RaftSentinel(Deployment):
             f"tick_ms = {t.tick_ms}",
             f"election_ticks = {t.election_ticks}",
             "heartbeat_ticks = 2",
+            "",
+            "[security]",
+            f'cluster_secret_file = "{self._secret_file("cluster.secret")}"',
+            f'api_password_file = "{self._secret_file("api.secret")}"',
             "",
             "[[masters]]",
             f'name = "{NAME}"',
@@ -215,7 +230,7 @@ class RaftSentinel(Deployment):
     def ctl(self, *args, timeout=10):
         eps = ",".join(f"{self.ip(i)}:{GRPC_PORT}" for i in sorted(self.coord) if self.coord[i].alive())
         argv = [self.binary, "ctl", "--endpoint", eps or f"{self.ip(1)}:{GRPC_PORT}", "--timeout-ms", "2000",
-                "--json", *args]
+                "--password-file", self._secret_file("api.secret"), "--json", *args]
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

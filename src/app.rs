@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-use tracing::{error, info, info_span, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::api::grpc::CoordinatorService;
 use crate::api::grpc_port::{Counted, CountedStream, GrpcPortStats};
@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::config::InitialClusterState;
 use crate::consensus::{Boot, DiskStore, NodeConfig, RaftHandle, RaftNode, StartError, StoreError};
 use crate::fsm::MemberInfo;
-use crate::net::{PeerNetwork, PeerService, MAX_PEER_MESSAGE};
+use crate::net::{ClusterKey, PeerNetwork, PeerService, MAX_PEER_MESSAGE};
 use crate::pb;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
@@ -71,6 +71,10 @@ impl Node {
     /// Opens storage, binds every port and starts every task.
     pub async fn start(cfg: Config) -> Result<Node, AppError> {
         let cfg = Arc::new(cfg);
+        // Reached only with --insecure (otherwise loading the config refused these).
+        for (key, problem) in cfg.exposed() {
+            warn!(key, "INSECURE: {problem}");
+        }
         let (trigger, shutdown) = shutdown::channel();
         let (store, recovered) = DiskStore::open(&cfg.data_dir, cfg.node_id, &cfg.raft.cluster_id)?;
         info!(
@@ -136,12 +140,17 @@ impl Node {
                 .ca_certificate(Certificate::from_pem(&p.ca))
                 .identity(Identity::from_pem(&p.cert, &p.key))
         });
+        let cluster_key = cfg
+            .cluster_secret
+            .as_deref()
+            .map(|s| Arc::new(ClusterKey::new(s.as_bytes())));
         let mailbox = RaftNode::mailbox();
         let transport = PeerNetwork::new(
             cfg.node_id,
             cfg.raft.cluster_id.clone(),
             mailbox.0.clone(),
             client_tls.clone(),
+            cluster_key.clone(),
         );
         let (raft, node_task) = RaftNode::start_with(
             node_cfg,
@@ -170,6 +179,7 @@ impl Node {
             raft.clone(),
             cfg.raft.cluster_id.clone(),
             cfg.peers.clone(),
+            cluster_key,
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE);
         tasks.push(serve_grpc(
@@ -228,11 +238,19 @@ impl Node {
                 .instrument(info_span!("metrics_port")),
         ));
 
-        // Public API with grpc.health.v1 and server reflection beside it.
-        let api = pb::api::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
-            raft.clone(),
-            monitor_view.clone(),
-        ));
+        // Public API with grpc.health.v1 and server reflection beside it. The API checks its
+        // credential before any handler runs; health and reflection stay open (probes and
+        // tools that discover the schema carry no credential, and neither reveals state).
+        let api = crate::api::auth::Authenticated::new(
+            pb::api::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
+                raft.clone(),
+                monitor_view.clone(),
+            )),
+            Arc::new(crate::api::auth::ApiAuth::new(
+                cfg.api_credential(),
+                cfg.api_open_reads,
+            )),
+        );
         let (health, health_svc) = tonic_health::server::health_reporter();
         tasks.push(tokio::spawn(
             report_health(health, raft.clone(), shutdown.clone())

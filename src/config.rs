@@ -94,6 +94,10 @@ pub struct Overrides {
     /// answers and none belongs to a formed cluster (`initial_cluster_state = "new"`).
     #[arg(long)]
     pub bootstrap: bool,
+    /// Allow listening on a non-loopback peer or gRPC address with neither TLS nor a secret
+    /// protecting it (anyone who reaches the port can then act on the cluster).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +166,15 @@ struct SecurityFile {
     requirepass: Option<String>,
     /// File holding the password (a mounted secret); read by `Config::load`.
     requirepass_file: Option<PathBuf>,
+    /// Credential of the gRPC API (default: requirepass).
+    api_password: Option<String>,
+    /// File holding `api_password`.
+    api_password_file: Option<PathBuf>,
+    /// Read-only RPCs without a credential.
+    #[serde(default)]
+    api_open_reads: bool,
+    /// File holding the secret every node shares to authenticate peer-port traffic.
+    cluster_secret_file: Option<PathBuf>,
     tls: Option<TlsFile>,
     redis_tls: Option<RedisTlsFile>,
     sentinel_tls: Option<SentinelTlsFile>,
@@ -375,6 +388,14 @@ pub struct Config {
     pub raft: RaftSettings,
     /// Password clients of the Sentinel port must AUTH with.
     pub requirepass: Option<String>,
+    /// Credential of the gRPC API when it differs from `requirepass`.
+    pub api_password: Option<String>,
+    /// Read-only RPCs are answered without a credential.
+    pub api_open_reads: bool,
+    /// Secret shared by every node, authenticating peer-port traffic.
+    pub cluster_secret: Option<String>,
+    /// Started with `--insecure`: exposed ports without TLS or a secret are only warned about.
+    pub insecure: bool,
     /// TLS for gRPC and peer ports.
     pub tls: Option<TlsPaths>,
     /// TLS material for Redis connections.
@@ -395,7 +416,14 @@ pub enum SecretTarget {
     Requirepass,
     /// `auth_pass` of the master at this index.
     MasterAuthPass(usize),
+    /// `security.api_password`.
+    ApiPassword,
+    /// The cluster secret.
+    ClusterSecret,
 }
+
+/// Shortest accepted cluster secret: it stands between the network and the Raft log.
+pub const MIN_CLUSTER_SECRET: usize = 16;
 
 impl Config {
     /// Reads `path` and resolves it with the overrides; also checks that TLS files exist and
@@ -430,9 +458,64 @@ impl Config {
             match target {
                 SecretTarget::Requirepass => cfg.requirepass = Some(secret),
                 SecretTarget::MasterAuthPass(i) => cfg.masters[i].auth_pass = Some(secret),
+                SecretTarget::ApiPassword => cfg.api_password = Some(secret),
+                SecretTarget::ClusterSecret => {
+                    if secret.len() < MIN_CLUSTER_SECRET {
+                        return Err(invalid(
+                            &key,
+                            format!(
+                                "{} holds fewer than {MIN_CLUSTER_SECRET} bytes: use a long random secret (e.g. openssl rand -hex 32)",
+                                file.display()
+                            ),
+                        ));
+                    }
+                    cfg.cluster_secret = Some(secret)
+                }
+            }
+        }
+        if !cfg.insecure {
+            if let Some((key, problem)) = cfg.exposed().into_iter().next() {
+                return Err(invalid(
+                    key,
+                    format!("{problem}; start with --insecure to accept that"),
+                ));
             }
         }
         Ok(cfg)
+    }
+
+    /// The credential the gRPC API requires: `api_password`, else `requirepass`.
+    pub fn api_credential(&self) -> Option<&str> {
+        self.api_password.as_deref().or(self.requirepass.as_deref())
+    }
+
+    /// Ports reachable from other hosts with nothing authenticating who uses them: the peer port
+    /// without TLS or a cluster secret, the API without TLS or a credential. A node refuses to
+    /// start with any of these unless started with `--insecure`.
+    pub fn exposed(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.tls.is_some() {
+            return out;
+        }
+        if !self.listen.peer.ip().is_loopback() && self.cluster_secret.is_none() {
+            out.push((
+                "listen.peer",
+                format!(
+                    "{} is not a loopback address and neither [security] tls nor cluster_secret_file is set: anyone who reaches the peer port could forge Raft messages",
+                    self.listen.peer
+                ),
+            ));
+        }
+        if !self.listen.grpc.ip().is_loopback() && self.api_credential().is_none() {
+            out.push((
+                "listen.grpc",
+                format!(
+                    "{} is not a loopback address and neither [security] tls nor api_password(_file) nor requirepass(_file) is set: anyone who reaches the gRPC API could fail masters over",
+                    self.listen.grpc
+                ),
+            ));
+        }
+        out
     }
 
     /// Parses, merges and validates. Pure.
@@ -636,6 +719,34 @@ impl Config {
                 SecretTarget::Requirepass,
             ));
         }
+        if let Some(p) = &f.security.api_password {
+            if p.is_empty() {
+                return Err(invalid(
+                    "security.api_password",
+                    "must not be empty (leave it out to use requirepass)",
+                ));
+            }
+        }
+        if let Some(path) = f.security.api_password_file.clone() {
+            if f.security.api_password.is_some() {
+                return Err(invalid(
+                    "security.api_password_file",
+                    "set api_password or api_password_file, not both",
+                ));
+            }
+            secret_files.push((
+                "security.api_password_file".to_string(),
+                path,
+                SecretTarget::ApiPassword,
+            ));
+        }
+        if let Some(path) = f.security.cluster_secret_file.clone() {
+            secret_files.push((
+                "security.cluster_secret_file".to_string(),
+                path,
+                SecretTarget::ClusterSecret,
+            ));
+        }
         let redis_tls = match f.security.redis_tls {
             None => None,
             Some(t) => Some(RedisTlsPaths {
@@ -725,6 +836,10 @@ impl Config {
             peers,
             raft,
             requirepass: f.security.requirepass,
+            api_password: f.security.api_password,
+            api_open_reads: f.security.api_open_reads,
+            cluster_secret: None,
+            insecure: o.insecure,
             tls,
             redis_tls,
             sentinel_tls: f.security.sentinel_tls.map(|t| (t.cert, t.key, t.ca)),
@@ -959,6 +1074,10 @@ quorum = 2
         let text = format!(
             "{}\n[security]\nrequirepass_file = \"{}\"\n",
             GOOD.replace(
+                "sentinel = \"127.0.0.1:26379\"",
+                "sentinel = \"127.0.0.1:26379\"\ngrpc = \"127.0.0.1:7700\"\npeer = \"127.0.0.1:7701\"",
+            )
+            .replace(
                 "quorum = 2",
                 &format!("quorum = 2\nauth_pass_file = \"{}\"", ap.display())
             ),
@@ -987,6 +1106,36 @@ quorum = 2
         );
         let both = text.replace("[security]\n", "[security]\nrequirepass = \"x\"\n");
         assert!(err(&both).contains("not both"));
+    }
+
+    #[test]
+    fn exposed_ports_need_tls_or_a_secret() {
+        let mut c = resolve(GOOD).unwrap();
+        let keys = |c: &Config| c.exposed().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(&c), ["listen.peer", "listen.grpc"]);
+        c.cluster_secret = Some("s".repeat(MIN_CLUSTER_SECRET));
+        assert_eq!(keys(&c), ["listen.grpc"]);
+        c.requirepass = Some("pw".into());
+        assert!(keys(&c).is_empty(), "requirepass is the API credential");
+        c.requirepass = None;
+        c.api_password = Some("pw".into());
+        assert!(keys(&c).is_empty());
+        let mut c = resolve(GOOD).unwrap();
+        c.tls = Some(TlsPaths {
+            cert: "c".into(),
+            key: "k".into(),
+            ca: "a".into(),
+        });
+        assert!(keys(&c).is_empty(), "mutual TLS authenticates both ports");
+        let mut c = resolve(GOOD).unwrap();
+        c.listen.peer = "127.0.0.2:7701".parse().unwrap();
+        c.listen.grpc = "[::1]:7700".parse().unwrap();
+        assert!(keys(&c).is_empty(), "loopback is not exposed");
+        let o = Overrides {
+            insecure: true,
+            ..Overrides::default()
+        };
+        assert!(Config::resolve("t", GOOD, &o).unwrap().insecure);
     }
 
     #[test]

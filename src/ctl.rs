@@ -4,7 +4,8 @@
 //! `UNAVAILABLE` reply for operations only the leader can do.
 //!
 //! Exit codes: 0 success, 1 other failure, 3 no node reachable or no leader,
-//! 4 not found, 5 invalid argument or refused by the cluster's current state.
+//! 4 not found, 5 invalid argument or refused by the cluster's current state,
+//! 6 credentials missing or refused.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,8 +16,29 @@ use raft_sentinel::api::grpc::LEADER_ADDR_HEADER;
 use raft_sentinel::pb::api as pb;
 use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
 use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
+
+/// Environment variable holding the API password when `--password-file` is not given.
+pub const PASSWORD_ENV: &str = "RAFT_SENTINEL_PASSWORD";
+
+/// A client that sends the credential with every call.
+type Client = CoordinatorClient<InterceptedService<Channel, Credential>>;
+
+/// Adds `authorization` to each request (nothing when no password was given).
+#[derive(Clone)]
+struct Credential(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credential {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// Arguments of `ctl`.
 #[derive(Args)]
@@ -39,6 +61,14 @@ pub struct CtlArgs {
     /// Private key (PEM) of the client certificate.
     #[arg(long, requires = "ca")]
     key: Option<std::path::PathBuf>,
+    /// File holding the API password (`api_password` or, by default, `requirepass` of the
+    /// nodes). Without it, the password is read from the environment variable
+    /// RAFT_SENTINEL_PASSWORD when set.
+    #[arg(long, global = true)]
+    password_file: Option<std::path::PathBuf>,
+    /// User name sent with the password (the nodes know only `default`).
+    #[arg(long, global = true)]
+    user: Option<String>,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
@@ -186,16 +216,29 @@ enum CtlCmd {
 
 /// Runs one ctl command and maps the outcome to an exit code.
 pub async fn run(args: CtlArgs) -> ExitCode {
+    // A bad --password-file is an error of its own, not an unreachable node.
+    if let Err(e) = credential(&args) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match execute(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<Status>()
+                .is_some_and(|s| s.code() == Code::Unauthenticated)
+            {
+                eprintln!(
+                    "the node requires the API password: --password-file FILE or {PASSWORD_ENV}"
+                );
+            }
             let code = e
                 .downcast_ref::<Status>()
                 .map(|s| match s.code() {
                     Code::Unavailable | Code::DeadlineExceeded => 3,
                     Code::NotFound => 4,
                     Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => 5,
+                    Code::Unauthenticated => 6,
                     _ => 1,
                 })
                 .unwrap_or(if e.to_string().contains("no node reachable") {
@@ -208,11 +251,39 @@ pub async fn run(args: CtlArgs) -> ExitCode {
     }
 }
 
-async fn connect(
-    args: &CtlArgs,
-    addr: &str,
-    timeout: Duration,
-) -> anyhow::Result<CoordinatorClient<Channel>> {
+/// The `authorization` value from --password-file or the environment, if any.
+fn credential(args: &CtlArgs) -> anyhow::Result<Credential> {
+    let password = match &args.password_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read --password-file {}", p.display()))?;
+            Some(text.trim_end_matches(['\r', '\n']).to_string())
+        }
+        None => std::env::var(PASSWORD_ENV).ok(),
+    }
+    .filter(|p| !p.is_empty());
+    let Some(password) = password else {
+        if args.user.is_some() {
+            anyhow::bail!("--user needs a password: --password-file or {PASSWORD_ENV}");
+        }
+        return Ok(Credential(None));
+    };
+    use base64::Engine as _;
+    let value = match &args.user {
+        Some(u) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{password}"))
+        ),
+        None => format!("Bearer {password}"),
+    };
+    // Not echoed in the error: it would print the secret.
+    let value = value.parse().map_err(|_| {
+        anyhow!("the password holds characters that cannot be sent (use printable ASCII)")
+    })?;
+    Ok(Credential(Some(value)))
+}
+
+async fn connect(args: &CtlArgs, addr: &str, timeout: Duration) -> anyhow::Result<Client> {
     let scheme = if args.ca.is_some() { "https" } else { "http" };
     let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .with_context(|| format!("bad endpoint '{addr}'"))?
@@ -231,13 +302,13 @@ async fn connect(
         .connect()
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(CoordinatorClient::new(ch))
+    Ok(CoordinatorClient::with_interceptor(ch, credential(args)?))
 }
 
 /// Calls `f` on the first reachable endpoint, following leader hints (at most 3 hops).
 async fn call<T, F, Fut>(args: &CtlArgs, mut f: F) -> anyhow::Result<T>
 where
-    F: FnMut(CoordinatorClient<Channel>) -> Fut,
+    F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -638,7 +709,7 @@ async fn bench(
                         .map(|_| ())
                     }
                 };
-                res.map_err(|e| anyhow!("request {i}: {e}"))?;
+                res.map_err(|e| anyhow::Error::new(e).context(format!("request {i}")))?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             Ok::<_, anyhow::Error>(lat)
@@ -698,7 +769,10 @@ async fn watch(
                 Err(st)
                     if matches!(
                         st.code(),
-                        Code::NotFound | Code::InvalidArgument | Code::OutOfRange
+                        Code::NotFound
+                            | Code::InvalidArgument
+                            | Code::OutOfRange
+                            | Code::Unauthenticated
                     ) =>
                 {
                     return Err(anyhow::Error::new(st));

@@ -112,6 +112,7 @@ async fn api_port_serves_and_lists_only_the_public_services() {
         from: 1,
         to: 1,
         msgs: Vec::new(),
+        mac: Vec::new(),
     };
     let err = RaftPeerClient::new(channel(n.grpc_addr()).await)
         .send(batch.clone())

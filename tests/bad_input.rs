@@ -166,6 +166,7 @@ async fn raft_messages_from_strangers_are_rejected() {
         from,
         to: target.id,
         msgs,
+        mac: Vec::new(),
     };
     // Not a member.
     let e = client

@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
 use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 use tokio::time::Instant;
 
@@ -109,10 +108,7 @@ const HOLD_DELAY: &str = "117";
 /// Pauses failovers of `mymaster`, then kills the master and brings it back empty within
 /// 200 ms, well before down_after: only the restart detection can save the replicas' data.
 /// Returns once the hold is on, with the client that can resume failovers.
-async fn restart_empty_while_paused(
-    c: &Cluster,
-    m: &mut RedisProcess,
-) -> CoordinatorClient<tonic::transport::Channel> {
+async fn restart_empty_while_paused(c: &Cluster, m: &mut RedisProcess) -> support::ApiClient {
     let mut grpc = c.nodes[0].client().await.expect("gRPC client");
     grpc.pause(pb::PauseRequest {
         name: "mymaster".into(),

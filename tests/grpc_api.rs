@@ -13,6 +13,7 @@ use tokio::time::Instant;
 fn ctl(lab: &NetLab, host: usize, endpoints: &str, args: &[&str]) -> (i32, String, String) {
     let out = lab
         .command(host, BIN)
+        .env("RAFT_SENTINEL_PASSWORD", support::netns::API_PASSWORD)
         .args(["ctl", "--endpoint", endpoints, "--timeout-ms", "5000"])
         .args(args)
         .output()

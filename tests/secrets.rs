@@ -12,6 +12,8 @@ use support::{eventually, Cluster, ClusterOpts, RedisProcess};
 const REDIS_PW: &str = "redis-pw-7f3a9c";
 const NEW_REDIS_PW: &str = "rotated-pw-51e0d2";
 const CLIENT_PW: &str = "client-pw-c0ffee";
+const API_PW: &str = "api-pw-4b1d9e";
+const CLUSTER_SECRET: &str = "cluster-secret-8e2f60a17c";
 
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -22,7 +24,7 @@ fn http_get(port: u16, path: &str) -> String {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    for secret in [REDIS_PW, NEW_REDIS_PW, CLIENT_PW] {
+    for secret in [REDIS_PW, NEW_REDIS_PW, CLIENT_PW, API_PW, CLUSTER_SECRET] {
         assert!(!text.contains(secret), "{what} contains a secret:\n{text}");
     }
 }
@@ -36,6 +38,8 @@ async fn secrets_stay_secret() {
         tick_ms: 20,
         // Debug logging everywhere: the most a log can show.
         log_filter: Some("debug,raft_rs=debug".into()),
+        api_password: Some(API_PW.into()),
+        cluster_secret: Some(CLUSTER_SECRET.into()),
         extra_toml: format!(
             "[security]\nrequirepass = \"{CLIENT_PW}\"\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 1000\nauth_pass = \"{REDIS_PW}\"\n",
             m.addr()
@@ -78,6 +82,23 @@ async fn secrets_stay_secret() {
     ] {
         let (_, out, err) = c.ctl(args);
         assert_clean(&format!("ctl {args:?}"), &format!("{out}{err}"));
+    }
+    // Refused calls (no password, a wrong one, one that is the secret with a typo) say nothing
+    // about the secret either, in the reply or the log.
+    for env in [None, Some("wrong"), Some(&API_PW[..API_PW.len() - 1])] {
+        let mut cmd = std::process::Command::new(support::BIN);
+        cmd.args(["ctl", "--endpoint", &c.endpoints(), "pause", "mymaster"]);
+        if let Some(pw) = env {
+            cmd.env("RAFT_SENTINEL_PASSWORD", pw);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(6), "refused as unauthenticated");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_clean("refused ctl", &text);
     }
     for n in &c.nodes {
         assert_clean("metrics", &http_get(n.metrics_port, "/metrics"));

@@ -303,6 +303,7 @@ async fn every_client_gets_the_new_master_while_one_node_is_partitioned() {
     let (code, out, err) = {
         let o = lab
             .command(x, BIN)
+            .env("RAFT_SENTINEL_PASSWORD", support::netns::API_PASSWORD)
             .args([
                 "ctl",
                 "--endpoint",

@@ -99,6 +99,7 @@ async fn mtls_cluster_fails_over_and_refuses_strangers() {
                     from: 1,
                     to: 2,
                     msgs: vec![],
+                    mac: Vec::new(),
                 })
                 .await
                 .is_ok(),
@@ -118,6 +119,7 @@ async fn mtls_cluster_fails_over_and_refuses_strangers() {
             from: 1,
             to: 2,
             msgs: vec![],
+            mac: Vec::new(),
         })
         .await
         .unwrap();

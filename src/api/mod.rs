@@ -2,6 +2,7 @@
 //! They read applied state and propose through `RaftHandle`; they never touch the monitor,
 //! the failover executor internals or the peer transport.
 
+pub mod auth;
 pub mod grpc;
 pub mod grpc_port;
 pub mod resp;

@@ -1,9 +1,11 @@
 //! The Raft peer transport over gRPC: Raft messages travel as opaque bytes.
 
+mod auth;
 pub mod boot;
 mod peer_client;
 mod peer_server;
 
+pub use auth::ClusterKey;
 pub use peer_client::PeerNetwork;
 pub use peer_server::PeerService;
 

@@ -2,6 +2,7 @@
 //! jittered exponential backoff, and failures reported back to Raft.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::MAX_PEER_MESSAGE;
+use super::{ClusterKey, MAX_PEER_MESSAGE};
 use crate::consensus::{encode, Mailbox, Transport};
 use crate::model::NodeId;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
@@ -35,6 +36,8 @@ pub struct PeerNetwork {
     mailbox: Mailbox,
     /// Client side of mutual TLS (None: plaintext).
     tls: Option<ClientTlsConfig>,
+    /// Signs every batch with the cluster secret, when one is configured.
+    key: Option<Arc<ClusterKey>>,
     peers: Mutex<HashMap<NodeId, PeerSender>>,
 }
 
@@ -57,12 +60,14 @@ impl PeerNetwork {
         cluster_id: String,
         mailbox: Mailbox,
         tls: Option<ClientTlsConfig>,
+        key: Option<Arc<ClusterKey>>,
     ) -> Self {
         PeerNetwork {
             me,
             cluster_id,
             mailbox,
             tls,
+            key,
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -86,6 +91,7 @@ impl PeerNetwork {
                 self.me,
                 to,
                 self.cluster_id.clone(),
+                self.key.clone(),
                 channel,
                 rx,
                 self.mailbox.clone(),
@@ -133,6 +139,7 @@ async fn sender_loop(
     me: NodeId,
     to: NodeId,
     cluster_id: String,
+    key: Option<Arc<ClusterKey>>,
     channel: Channel,
     mut rx: mpsc::Receiver<Message>,
     mailbox: Mailbox,
@@ -173,12 +180,16 @@ async fn sender_loop(
         let has_snap = batch
             .iter()
             .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
-        let req = RaftBatch {
+        let mut req = RaftBatch {
             cluster_id: cluster_id.clone(),
             from: me,
             to,
             msgs: batch.iter().map(encode).collect(),
+            mac: Vec::new(),
         };
+        if let Some(k) = &key {
+            req.mac = k.sign(&req);
+        }
         match client.send(req).await {
             Ok(_) => {
                 if failures > 0 {
@@ -194,7 +205,11 @@ async fn sender_loop(
                 failures += 1;
                 // Log the first failure and then rarely: a dead peer must not flood the log.
                 if failures == 1 || failures.is_power_of_two() {
-                    warn!(failures, error = %status.message(), code = ?status.code(), "sending to peer failed");
+                    if status.code() == tonic::Code::Unauthenticated {
+                        warn!(failures, "peer refused our batches: every node needs the same [security] cluster_secret_file");
+                    } else {
+                        warn!(failures, error = %status.message(), code = ?status.code(), "sending to peer failed");
+                    }
                 }
                 mailbox.report_unreachable(to);
                 if has_snap {

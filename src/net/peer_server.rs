@@ -1,11 +1,13 @@
 //! Receiving side of the peer port: checks who is sending and hands messages to the node.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use raft::eraftpb::MessageType;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
+use super::ClusterKey;
 use crate::consensus::{decode_message, RaftHandle, INIT_INDEX};
 use crate::model::NodeId;
 use crate::pb::peer::raft_peer_server::RaftPeer;
@@ -17,15 +19,23 @@ pub struct PeerService {
     cluster_id: String,
     /// Peers from the config: accepted while this node has no Raft configuration yet.
     configured: BTreeMap<NodeId, String>,
+    /// The cluster secret: when set, every batch must carry its MAC.
+    key: Option<Arc<ClusterKey>>,
 }
 
 impl PeerService {
     /// A service delivering into `raft`.
-    pub fn new(raft: RaftHandle, cluster_id: String, configured: BTreeMap<NodeId, String>) -> Self {
+    pub fn new(
+        raft: RaftHandle,
+        cluster_id: String,
+        configured: BTreeMap<NodeId, String>,
+        key: Option<Arc<ClusterKey>>,
+    ) -> Self {
         PeerService {
             raft,
             cluster_id,
             configured,
+            key,
         }
     }
 
@@ -41,7 +51,17 @@ impl PeerService {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn send(&self, req: Request<RaftBatch>) -> Result<Response<Ack>, Status> {
+        let remote = req.remote_addr();
         let batch = req.into_inner();
+        // Authenticity first: nothing in an unauthenticated batch is looked at, let alone
+        // stepped. The reply says nothing about why.
+        if let Some(key) = &self.key {
+            if !key.verify(&batch) {
+                let remote = remote.map(|a| a.to_string()).unwrap_or_default();
+                warn!(%remote, "rejecting raft batch without a valid cluster secret MAC");
+                return Err(Status::unauthenticated("unauthenticated"));
+            }
+        }
         let me = self.raft.node_id();
         if batch.cluster_id != self.cluster_id {
             warn!(peer_id = batch.from, cluster = %batch.cluster_id, "rejecting raft batch from another cluster");

@@ -20,6 +20,23 @@ use tempfile::TempDir;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+/// A Coordinator client that sends the API password, when the node has one.
+pub type ApiClient =
+    CoordinatorClient<tonic::service::interceptor::InterceptedService<Channel, ApiCredential>>;
+
+/// Adds `authorization: Bearer <password>` to every call.
+#[derive(Clone)]
+pub struct ApiCredential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for ApiCredential {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_raft-sentinel");
 
@@ -273,6 +290,8 @@ pub struct NodeProcess {
     pub tls: Option<tls::TlsFiles>,
     /// Log filter passed to the process.
     pub log_filter: Option<String>,
+    /// API password [`NodeProcess::client`] sends.
+    pub api_password: Option<String>,
 }
 
 impl NodeProcess {
@@ -368,7 +387,7 @@ impl NodeProcess {
     }
 
     /// A gRPC client (fails if the node is down).
-    pub async fn client(&self) -> Result<CoordinatorClient<Channel>, tonic::transport::Error> {
+    pub async fn client(&self) -> Result<ApiClient, tonic::transport::Error> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut ep =
             tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.grpc_addr()))
@@ -386,7 +405,15 @@ impl NodeProcess {
                     )),
             )?;
         }
-        Ok(CoordinatorClient::new(ep.connect().await?))
+        let cred = ApiCredential(
+            self.api_password
+                .as_ref()
+                .map(|p| format!("Bearer {p}").parse().expect("ascii password")),
+        );
+        Ok(CoordinatorClient::with_interceptor(
+            ep.connect().await?,
+            cred,
+        ))
     }
 
     /// `ClusterStatus` of this node, or None when unreachable.
@@ -430,6 +457,12 @@ pub struct ClusterOpts {
     pub tls: Option<tls::TlsFiles>,
     /// Log filter for the nodes (default `info,raft_rs=info`).
     pub log_filter: Option<String>,
+    /// `[security] api_password_file` with this password (ctl passes it).
+    pub api_password: Option<String>,
+    /// `[security] api_open_reads`.
+    pub api_open_reads: bool,
+    /// `[security] cluster_secret_file` with this secret.
+    pub cluster_secret: Option<String>,
 }
 
 impl Default for ClusterOpts {
@@ -443,6 +476,9 @@ impl Default for ClusterOpts {
             extra_toml: String::new(),
             tls: None,
             log_filter: None,
+            api_password: None,
+            api_open_reads: false,
+            cluster_secret: None,
         }
     }
 }
@@ -465,6 +501,7 @@ impl Cluster {
                 let mut n = new_node(dir.path(), id);
                 n.tls = opts.tls.clone();
                 n.log_filter = opts.log_filter.clone();
+                n.api_password = opts.api_password.clone();
                 n
             })
             .collect();
@@ -484,6 +521,7 @@ impl Cluster {
         let mut n = new_node(self.dir.path(), id);
         n.tls = self.opts.tls.clone();
         n.log_filter = self.opts.log_filter.clone();
+        n.api_password = self.opts.api_password.clone();
         let mut peers: Vec<(u64, String)> =
             self.nodes.iter().map(|n| (n.id, n.peer_addr())).collect();
         peers.push((id, n.peer_addr()));
@@ -538,6 +576,12 @@ impl Cluster {
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(BIN);
         cmd.arg("ctl").args(["--endpoint", &self.endpoints()]);
+        if self.opts.api_password.is_some() {
+            cmd.args([
+                "--password-file",
+                &self.dir.path().join("api.secret").display().to_string(),
+            ]);
+        }
         if let Some(t) = &self.opts.tls {
             for (flag, p) in [("--ca", &t.ca), ("--cert", &t.cert), ("--key", &t.key)] {
                 cmd.args([flag, &p.display().to_string()]);
@@ -582,6 +626,7 @@ fn new_node(dir: &Path, id: u64) -> NodeProcess {
         child: None,
         tls: None,
         log_filter: None,
+        api_password: None,
     }
 }
 
@@ -602,14 +647,45 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
         "[raft]\ninitial_cluster_state = \"new\"\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\ncompact_threshold = {}\n\n",
         o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.compact_threshold
     ));
+    let mut security = String::new();
     if let Some(t) = &o.tls {
-        s.push_str(&format!(
-            "[security]\ntls = {{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}\n\n",
+        security.push_str(&format!(
+            "tls = {{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}\n",
             t.cert.display(),
             t.key.display(),
             t.ca.display()
         ));
     }
-    s.push_str(&o.extra_toml);
+    // Secret files live beside the node directories, in the cluster's temp dir.
+    let shared = n
+        .config
+        .parent()
+        .and_then(Path::parent)
+        .expect("cluster dir");
+    if let Some(p) = &o.api_password {
+        let f = shared.join("api.secret");
+        std::fs::write(&f, format!("{p}\n")).expect("write api secret");
+        security.push_str(&format!("api_password_file = \"{}\"\n", f.display()));
+    }
+    if o.api_open_reads {
+        security.push_str("api_open_reads = true\n");
+    }
+    if let Some(sec) = &o.cluster_secret {
+        let f = shared.join("cluster.secret");
+        std::fs::write(&f, format!("{sec}\n")).expect("write cluster secret");
+        security.push_str(&format!("cluster_secret_file = \"{}\"\n", f.display()));
+    }
+    // One [security] table: merged into the one extra_toml brings, if any.
+    if o.extra_toml.contains("[security]\n") {
+        s.push_str(
+            &o.extra_toml
+                .replacen("[security]\n", &format!("[security]\n{security}"), 1),
+        );
+    } else {
+        if !security.is_empty() {
+            s.push_str(&format!("[security]\n{security}\n"));
+        }
+        s.push_str(&o.extra_toml);
+    }
     std::fs::write(&n.config, s).expect("write config");
 }

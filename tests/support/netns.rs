@@ -22,6 +22,12 @@ pub struct Host {
     sw_if: String,
 }
 
+/// API password of the nodes `NetLab::node_config` configures (for `ctl`, in the environment
+/// variable RAFT_SENTINEL_PASSWORD).
+pub const API_PASSWORD: &str = "netlab-api-password-5d1e";
+/// Cluster secret of those nodes.
+pub const CLUSTER_SECRET: &str = "netlab-cluster-secret-93b7a0c4";
+
 /// A set of hosts on one bridge.
 pub struct NetLab {
     /// Switch namespace holding the bridge.
@@ -252,6 +258,17 @@ impl NetLab {
             ));
         }
         s.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
+        // Nodes listen on non-loopback addresses without TLS, so they need the cluster secret
+        // and an API password (the secured path); ctl passes API_PASSWORD.
+        let cluster = dir.join("cluster.secret");
+        let api = dir.join("api.secret");
+        std::fs::write(&cluster, format!("{CLUSTER_SECRET}\n")).unwrap();
+        std::fs::write(&api, format!("{API_PASSWORD}\n")).unwrap();
+        s.push_str(&format!(
+            "[security]\ncluster_secret_file = \"{}\"\napi_password_file = \"{}\"\n",
+            cluster.display(),
+            api.display()
+        ));
         s.push_str(&format!(
             "[[masters]]\nname = \"mymaster\"\naddr = \"{master}\"\nquorum = 2\ndown_after_ms = 1000\n{master_extra}"
         ));
