@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use raft_sentinel::config::{Config, Overrides};
+use raft_sentinel::config::{Config, Overrides, SecretTarget};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
@@ -58,6 +58,84 @@ fn load_config(origin: &str, text: &str, o: &Overrides) -> Config {
     Config::resolve(origin, text, o).unwrap_or_else(|e| panic!("{origin}: {e}"))
 }
 
+/// A shipped config starts secured: a cluster secret for the peer port and a credential for the
+/// API (both from secret files), and nothing a node would refuse as exposed.
+fn assert_secured(what: &str, cfg: &Config) {
+    let mut loaded = cfg.clone();
+    for (_, _, target) in &cfg.secret_files {
+        let v = Some("x".repeat(64));
+        match target {
+            SecretTarget::Requirepass => loaded.requirepass = v,
+            SecretTarget::ApiPassword => loaded.api_password = v,
+            SecretTarget::ClusterSecret => loaded.cluster_secret = v,
+            SecretTarget::MasterAuthPass(_) => {}
+        }
+    }
+    assert!(
+        loaded.cluster_secret.is_some(),
+        "{what}: no [security] cluster_secret_file"
+    );
+    assert!(
+        loaded.api_credential().is_some(),
+        "{what}: no API credential (api_password_file or requirepass_file)"
+    );
+    assert!(
+        cfg.requirepass.is_none() && cfg.api_password.is_none(),
+        "{what}: secrets belong in files, not in the config"
+    );
+    assert!(!loaded.api_open_reads, "{what}: reads opened by default");
+    assert_eq!(loaded.exposed(), Vec::new(), "{what}");
+}
+
+/// Names `deploy/gen-secrets.sh FORM` generates.
+fn generated_secrets(form: &str) -> Vec<String> {
+    let script = read("deploy/gen-secrets.sh");
+    let line = script
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{form})")))
+        .unwrap_or_else(|| panic!("gen-secrets.sh has no {form} case"));
+    line.split("set --")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn secrets_generator_makes_long_random_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let run = || {
+        let st = std::process::Command::new(root().join("deploy/gen-secrets.sh"))
+            .arg(&out)
+            .args(["one", "two"])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{st:?}");
+    };
+    run();
+    let one = std::fs::read_to_string(out.join("one")).unwrap();
+    let two = std::fs::read_to_string(out.join("two")).unwrap();
+    assert_eq!(one.trim().len(), 64, "{one}");
+    assert!(one.trim().chars().all(|c| c.is_ascii_hexdigit()), "{one}");
+    assert_ne!(one, two);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("one")), 0o600);
+    // Running it again keeps what exists (no silent rotation).
+    run();
+    assert_eq!(std::fs::read_to_string(out.join("one")).unwrap(), one);
+    // Nothing generated is ever committed.
+    for d in ["deploy/compose/secrets", "deploy/k8s/secrets"] {
+        assert!(read(&format!("{d}/.gitignore")).lines().any(|l| l == "*"));
+    }
+}
+
 fn host_port(s: &str) -> (String, u16) {
     let (h, p) = s.rsplit_once(':').unwrap();
     (h.to_string(), p.parse().unwrap())
@@ -94,11 +172,15 @@ fn compose_file_agrees_with_node_configs() {
         .filter_map(|k| k.as_str().map(str::to_string))
         .collect();
     let secrets = doc["secrets"].as_hash().unwrap();
+    let generated = generated_secrets("compose");
     for (k, v) in secrets {
         let file = v["file"].as_str().unwrap();
+        let name = file
+            .strip_prefix("./secrets/")
+            .expect("compose secrets come from secrets/");
         assert!(
-            root().join("deploy/compose").join(file).exists(),
-            "secret {k:?} file {file} missing"
+            generated.iter().any(|g| g == name),
+            "secret {k:?} file {file} is not made by gen-secrets.sh compose"
         );
     }
     let volumes: BTreeSet<String> = doc["volumes"]
@@ -137,6 +219,7 @@ fn compose_file_agrees_with_node_configs() {
             "sentinel-{i} mounts the config of node {}",
             cfg.node_id
         );
+        assert_secured(&format!("compose node {i}"), &cfg);
         ids.insert(cfg.node_id);
         let data = mounts
             .iter()
@@ -174,12 +257,19 @@ fn compose_file_agrees_with_node_configs() {
                 "sentinel-{i} publishes container port {port}"
             );
         }
-        // The health check talks to the gRPC port the node listens on.
+        // The health check talks to the gRPC port the node listens on, with the credential.
         let hc = strs(&svc["healthcheck"]["test"]).join(" ");
         assert!(
             hc.contains(&format!("127.0.0.1:{}", cfg.listen.grpc.port())),
             "{hc}"
         );
+        let api_file = cfg
+            .secret_files
+            .iter()
+            .find(|(_, _, t)| *t == SecretTarget::ApiPassword)
+            .map(|(_, p, _)| p.display().to_string())
+            .expect("api_password_file");
+        assert!(hc.contains(&format!("--password-file {api_file}")), "{hc}");
         // Masters are Redis services of this file; secrets are mounted where the config reads them.
         for m in &cfg.masters {
             assert!(
@@ -215,7 +305,7 @@ fn compose_file_agrees_with_node_configs() {
 #[test]
 fn kubernetes_manifests_agree_with_each_other_and_the_config() {
     let mut kinds: BTreeMap<String, Yaml> = BTreeMap::new();
-    for f in ["configmap", "secret", "service", "statefulset", "pdb"] {
+    for f in ["configmap", "service", "statefulset", "pdb"] {
         for d in yaml_docs(&format!("deploy/k8s/{f}.yaml")) {
             let kind = d["kind"].as_str().unwrap().to_string();
             let name = d["metadata"]["name"].as_str().unwrap().to_string();
@@ -223,7 +313,32 @@ fn kubernetes_manifests_agree_with_each_other_and_the_config() {
         }
     }
     let kust = &yaml_docs("deploy/k8s/kustomization.yaml")[0];
-    assert_eq!(strs(&kust["resources"]).len(), 5);
+    assert_eq!(strs(&kust["resources"]).len(), 4);
+    // The Secret is generated from files gen-secrets.sh makes: no example passwords shipped.
+    let gen = &kust["secretGenerator"][0];
+    assert_eq!(gen["name"].as_str(), Some("raft-sentinel"));
+    assert_eq!(
+        gen["options"]["disableNameSuffixHash"].as_bool(),
+        Some(true)
+    );
+    let generated = generated_secrets("k8s");
+    let secret_keys: BTreeSet<String> = strs(&gen["files"])
+        .iter()
+        .map(|f| {
+            let key = f.strip_prefix("secrets/").expect("files from secrets/");
+            assert!(generated.iter().any(|g| g == key), "{key} is not generated");
+            key.to_string()
+        })
+        .collect();
+    // The documented cert-manager path issues a certificate valid for every pod's peer name.
+    let certs = yaml_docs("deploy/k8s/cert-manager.yaml");
+    let node_cert = certs
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("raft-sentinel-tls"))
+        .expect("node certificate");
+    let dns = strs(&node_cert["spec"]["dnsNames"]);
+    let usages = strs(&node_cert["spec"]["usages"]);
+    assert!(usages.iter().any(|u| u == "server auth") && usages.iter().any(|u| u == "client auth"));
     let sts = &kinds["StatefulSet/raft-sentinel"];
     let replicas = sts["spec"]["replicas"].as_i64().unwrap() as usize;
     let svc_name = sts["spec"]["serviceName"].as_str().unwrap();
@@ -283,8 +398,12 @@ fn kubernetes_manifests_agree_with_each_other_and_the_config() {
         assert_eq!(ports["grpc"], cfg.listen.grpc.port() as i64);
         assert_eq!(ports["peer"], cfg.listen.peer.port() as i64);
         assert_eq!(ports["metrics"], cfg.listen.metrics.port() as i64);
+        assert_secured("k8s configmap", &cfg);
+        for (id, addr) in &cfg.peers {
+            let host = host_port(addr).0;
+            assert!(dns.contains(&host), "certificate lacks {host} (node {id})");
+        }
         // Secrets are mounted where the config reads them, with keys the Secret has.
-        let secret = &kinds["Secret/raft-sentinel"]["stringData"];
         let mounts = c["volumeMounts"].as_vec().unwrap();
         let secret_dir = mounts
             .iter()
@@ -299,7 +418,7 @@ fn kubernetes_manifests_agree_with_each_other_and_the_config() {
                 .to_str()
                 .unwrap()
                 .trim_start_matches('/');
-            assert!(!secret[key].is_badvalue(), "Secret has key {key}");
+            assert!(secret_keys.contains(key), "Secret has key {key}");
         }
         let data_mount = mounts
             .iter()
@@ -395,6 +514,20 @@ fn systemd_unit_matches_the_example_configs() {
             &Overrides::default(),
         );
         assert_eq!(cfg.node_id, i);
+        assert_secured(&format!("systemd {i}.toml"), &cfg);
+        // Every secret comes through LoadCredential= into this unit's credentials directory.
+        for (key, path, _) in &cfg.secret_files {
+            let name = path
+                .strip_prefix(format!("/run/credentials/raft-sentinel@{i}.service"))
+                .unwrap_or_else(|_| panic!("{key}: {} is not a credential", path.display()))
+                .to_str()
+                .unwrap();
+            assert!(
+                kv.iter()
+                    .any(|(k, v)| k == "LoadCredential" && v.starts_with(&format!("{name}:"))),
+                "LoadCredential={name}: missing"
+            );
+        }
         // ProtectSystem=strict leaves only the StateDirectory writable: data_dir must be it.
         assert_eq!(
             cfg.data_dir,
