@@ -169,6 +169,7 @@ impl Node {
                     cfg.raft.cluster_id.clone(),
                     cfg.peers.clone(),
                     client_tls.clone(),
+                    cluster_key.clone(),
                     shutdown.clone(),
                 )
                 .instrument(info_span!("boot")),

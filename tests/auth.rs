@@ -160,6 +160,7 @@ const MUTATING: &[&[&str]] = &[
     &["resume", "mymaster"],
     &["add-node", "--id", "9", "--addr", "127.0.0.1:1"],
     &["remove-node", "--id", "1"],
+    &["replace-node", "--id", "1"],
     &["transfer-leader", "--to", "1"],
     &["bench", "--count", "2"],
 ];

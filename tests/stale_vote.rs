@@ -43,6 +43,7 @@ fn redis_args(ip: &str, replica_of: Option<&str>) -> Vec<String> {
 fn ctl_json(lab: &NetLab, endpoints: &str, args: &[&str]) -> Option<serde_json::Value> {
     let out = lab
         .command(REPLICA, BIN)
+        .env("RAFT_SENTINEL_PASSWORD", support::netns::API_PASSWORD)
         .args([
             "ctl",
             "--endpoint",

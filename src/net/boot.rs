@@ -15,11 +15,13 @@
 //! cluster's log would fork it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{error, info, warn};
 
+use super::ClusterKey;
 use crate::consensus::{BootDecision, RaftHandle};
 use crate::model::NodeId;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
@@ -90,6 +92,7 @@ async fn ask(
     cluster_id: &str,
     addr: &str,
     tls: Option<&ClientTlsConfig>,
+    key: Option<&ClusterKey>,
 ) -> Option<HelloReply> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
@@ -100,14 +103,34 @@ async fn ask(
         ep = ep.tls_config(t.clone()).ok()?;
     }
     let ch = ep.connect().await.ok()?;
-    let r = RaftPeerClient::new(ch)
-        .hello(HelloRequest {
-            cluster_id: cluster_id.to_string(),
-            from: me,
-        })
-        .await
-        .ok()?;
-    Some(r.into_inner())
+    let mut req = HelloRequest {
+        cluster_id: cluster_id.to_string(),
+        from: me,
+        nonce: Vec::new(),
+        mac: Vec::new(),
+    };
+    if let Some(k) = key {
+        req.nonce = rand::random::<[u8; 16]>().to_vec();
+        req.mac = k.sign_hello(&req);
+    }
+    let nonce = req.nonce.clone();
+    let r = match RaftPeerClient::new(ch).hello(req).await {
+        Ok(r) => r.into_inner(),
+        Err(st) => {
+            if st.code() == tonic::Code::Unauthenticated {
+                warn!(%addr, "peer refused our hello: every node needs the same [security] cluster_secret_file");
+            }
+            return None;
+        }
+    };
+    // An answer that is not from a holder of the secret counts as no answer.
+    if let Some(k) = key {
+        if !k.verify_hello_reply(&nonce, &r) {
+            warn!(%addr, "ignoring a hello reply without a valid cluster secret MAC");
+            return None;
+        }
+    }
+    Some(r)
 }
 
 /// Asks the configured peers until a decision is possible, then hands it to the node.
@@ -116,14 +139,15 @@ pub async fn decide(
     cluster_id: String,
     peers: BTreeMap<NodeId, String>,
     tls: Option<ClientTlsConfig>,
+    key: Option<Arc<ClusterKey>>,
     mut shutdown: Shutdown,
 ) {
     let me = raft.node_id();
     let mut last_report: Option<tokio::time::Instant> = None;
     loop {
         let asks = peers.iter().filter(|(id, _)| **id != me).map(|(id, addr)| {
-            let (cluster_id, tls) = (&cluster_id, tls.as_ref());
-            async move { (*id, ask(me, cluster_id, addr, tls).await) }
+            let (cluster_id, tls, key) = (&cluster_id, tls.as_ref(), key.as_deref());
+            async move { (*id, ask(me, cluster_id, addr, tls, key).await) }
         });
         let answers: BTreeMap<NodeId, Option<HelloReply>> =
             futures::future::join_all(asks).await.into_iter().collect();
@@ -188,6 +212,7 @@ mod tests {
             asker_has_run: has_run,
             commit_index: 0,
             term: 0,
+            mac: Vec::new(),
         })
     }
 

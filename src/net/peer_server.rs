@@ -114,7 +114,16 @@ impl RaftPeer for PeerService {
     }
 
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
-        let from = req.into_inner().from;
+        let remote = req.remote_addr();
+        let req = req.into_inner();
+        if let Some(key) = &self.key {
+            if !key.verify_hello(&req) {
+                let remote = remote.map(|a| a.to_string()).unwrap_or_default();
+                warn!(%remote, "rejecting hello without a valid cluster secret MAC");
+                return Err(Status::unauthenticated("unauthenticated"));
+            }
+        }
+        let from = req.from;
         let st = self.raft.status();
         let state = self.raft.state();
         let configured = !st.voters.is_empty() || !st.learners.is_empty();
@@ -130,7 +139,7 @@ impl RaftPeer for PeerService {
                 .progress
                 .iter()
                 .any(|p| p.id == from && p.matched > INIT_INDEX);
-        Ok(Response::new(HelloReply {
+        let mut reply = HelloReply {
             cluster_id: self.cluster_id.clone(),
             node_id: self.raft.node_id(),
             initialized,
@@ -138,6 +147,11 @@ impl RaftPeer for PeerService {
             asker_has_run,
             commit_index: st.commit,
             term: st.term,
-        }))
+            mac: Vec::new(),
+        };
+        if let Some(key) = &self.key {
+            reply.mac = key.sign_hello_reply(&req.nonce, &reply);
+        }
+        Ok(Response::new(reply))
     }
 }
