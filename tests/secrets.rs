@@ -47,6 +47,21 @@ async fn secrets_stay_secret() {
         ..ClusterOpts::default()
     });
     c.wait_leader(Duration::from_secs(20)).await;
+    // Lookups on the Sentinel port need a leader lease (a node without one drops the
+    // connection); a leader that has only just been elected may not have one yet.
+    eventually(
+        Duration::from_secs(20),
+        "every node has leader contact",
+        || async {
+            for n in &c.nodes {
+                if !n.status().await?.leader_contact {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
     let mut conn = RespClient::connect(&c.nodes[0].sentinel_addr()).await;
     let v = conn.cmd(&["AUTH", CLIENT_PW]).await;
     assert_eq!(v.text().as_deref(), Some("OK"));
