@@ -282,9 +282,26 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
     // A migration forms a new cluster; a node that later loses its data dir still does not
     // re-bootstrap while a peer knows it.
     let _ = writeln!(out, "[raft]\ninitial_cluster_state = \"new\"\n");
+    // The peer and gRPC ports listen on all interfaces by default: a node refuses to start
+    // that way without TLS or a secret, so say what to set.
+    let _ = writeln!(out, "[security]");
     if let Some(p) = &requirepass {
-        let _ = writeln!(out, "[security]\nrequirepass = {}\n", toml_str(p));
+        let _ = writeln!(out, "requirepass = {}", toml_str(p));
     }
+    let _ = writeln!(
+        out,
+        "# Required beyond loopback (see the threat model in deploy/README.md): the same long\n\
+         # random secret on every node, e.g. from `openssl rand -hex 32`, or `tls = {{ ... }}`.\n\
+         # cluster_secret_file = \"/etc/raft-sentinel/cluster-secret\""
+    );
+    if requirepass.is_none() {
+        let _ = writeln!(
+            out,
+            "# The gRPC API password (ctl --password-file); requirepass serves when it is set.\n\
+             # api_password_file = \"/etc/raft-sentinel/api-password\""
+        );
+    }
+    out.push('\n');
     let mut names = Vec::new();
     for (name, m) in &masters {
         let addr = m
