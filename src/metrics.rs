@@ -229,6 +229,13 @@ impl NodeMetrics {
             "1 while this node is in contact with a Raft leader (its answers can be trusted)",
             i64::from(self.raft.has_leader_contact()),
         );
+        let tilt_since = self.monitor.borrow().tilt_since;
+        gauge(
+            &mut reg,
+            "tilt",
+            "1 while this node is in TILT: it stalled or its clock jumped, so its probe results are void and it casts no down vote",
+            i64::from(tilt_since.is_some()),
+        );
         gauge(
             &mut reg,
             "apply_halted_index",

@@ -168,3 +168,76 @@ async fn a_timeout_after_the_promotion_finishes_the_failover() {
         "the promoted replica was demoted"
     );
 }
+
+/// `INFO sentinel` field of a node's Sentinel port.
+fn sentinel_info(n: &NodeProcess, field: &str) -> Option<String> {
+    let mut c = redis::Client::open(format!("redis://{}/", n.sentinel_addr()))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    let text: String = redis::cmd("INFO").arg("sentinel").query(&mut c).ok()?;
+    text.lines()
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .find(|(k, _)| *k == field)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Every coordinator stalls (SIGSTOP) for 3 x down_after while Redis is healthy. When they
+/// resume, their probes' silence is their own: no down vote, no failover, same epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_every_coordinator_is_not_a_master_failure() {
+    let _g = SERIAL.lock().await;
+    let m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    eventually(Duration::from_secs(10), "replica synced", || async {
+        follows(&r1, &m).then_some(())
+    })
+    .await;
+    let c = cluster("mymaster", &m.addr(), "");
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    let epoch = get_master(&c.nodes[0], "mymaster")
+        .await
+        .expect("GetMaster")
+        .current_epoch;
+    for n in &c.nodes {
+        n.pause();
+    }
+    tokio::time::sleep(Duration::from_millis(3 * DOWN_AFTER)).await;
+    for n in &c.nodes {
+        n.resume();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tilted = c
+        .nodes
+        .iter()
+        .filter(|n| sentinel_info(n, "sentinel_tilt").as_deref() == Some("1"))
+        .count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("sdown") || l.contains("tilt"))
+        {
+            eprintln!("node {}: {l}", n.id);
+        }
+        for bad in ["+sdown master mymaster", "+odown", "+try-failover"] {
+            assert!(
+                !log.contains(bad),
+                "node {}: {bad} after a stall of the coordinators",
+                n.id
+            );
+        }
+        let r = get_master(n, "mymaster").await.expect("GetMaster");
+        assert_eq!(r.current_epoch, epoch, "the epoch moved");
+        assert_eq!(addr_of(&r).as_deref(), Some(m.addr().as_str()));
+    }
+    assert_eq!(tilted, 3, "every stalled node reports sentinel_tilt:1");
+    for n in &c.nodes {
+        let since: i64 = sentinel_info(n, "sentinel_tilt_since_seconds")
+            .and_then(|v| v.parse().ok())
+            .expect("sentinel_tilt_since_seconds");
+        assert!(since >= 3, "node {}: tilt since {since} s", n.id);
+    }
+}

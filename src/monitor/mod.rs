@@ -19,6 +19,7 @@ mod health;
 pub mod info;
 pub mod link;
 mod probe;
+mod tilt;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,9 +52,14 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> (watch::Receiver<Arc<MonitorView>>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(Arc::new(MonitorView::default()));
+    let view_tx = Arc::new(tx);
+    let tilt = tilt::Tilt::new();
+    let watcher = tilt_watcher(tilt.clone(), view_tx.clone(), shutdown.clone());
+    tokio::spawn(watcher.instrument(info_span!("tilt", node_id = raft.node_id())));
     let sup = Supervisor {
         raft: raft.clone(),
-        view_tx: Arc::new(tx),
+        tilt,
+        view_tx,
         probes: BTreeMap::new(),
         replicas_inflight: BTreeMap::new(),
         forget_inflight: BTreeMap::new(),
@@ -74,8 +80,28 @@ struct ReplicasProposal {
     next_try: Instant,
 }
 
+/// Beats the TILT detector and publishes its state in the view.
+async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(tilt::BEAT) => {}
+        }
+        tilt.beat();
+        let since = tilt.since();
+        view_tx.send_if_modified(|v| {
+            if v.tilt_since == since {
+                return false;
+            }
+            Arc::make_mut(v).tilt_since = since;
+            true
+        });
+    }
+}
+
 struct Supervisor {
     raft: RaftHandle,
+    tilt: Arc<tilt::Tilt>,
     view_tx: ViewTx,
     probes: BTreeMap<Addr, ProbeTask>,
     replicas_inflight: BTreeMap<String, ReplicasProposal>,
@@ -175,6 +201,7 @@ impl Supervisor {
                 master.clone(),
                 self.raft.clone(),
                 self.view_tx.clone(),
+                self.tilt.clone(),
             );
             let span = info_span!("monitor", master = %master, addr = %addr);
             let handle = tokio::spawn(probe.run(self.shutdown.clone()).instrument(span));

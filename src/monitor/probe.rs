@@ -16,6 +16,7 @@ use super::info::{
     parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
 };
 use super::link::{server_error_line, Auth, Link, LinkError};
+use super::tilt::Tilt;
 use super::view::{InstanceInfo, MonitorView, ReportedRole};
 use crate::consensus::{wall_ms, ProposeError, RaftHandle};
 use crate::fsm::{ClusterState, Command, MasterState, ObserveReason, RejectKind};
@@ -104,6 +105,8 @@ pub(crate) struct Probe {
     inflight: Option<JoinHandle<Result<(), ProposeError>>>,
     observe_backoff: Duration,
     next_observe: Instant,
+    /// This process's own stalls (see [`super::tilt`]).
+    tilt: Arc<Tilt>,
 }
 
 impl Drop for Probe {
@@ -115,7 +118,13 @@ impl Drop for Probe {
 }
 
 impl Probe {
-    pub(crate) fn new(addr: Addr, master: String, raft: RaftHandle, view_tx: ViewTx) -> Probe {
+    pub(crate) fn new(
+        addr: Addr,
+        master: String,
+        raft: RaftHandle,
+        view_tx: ViewTx,
+        tilt: Arc<Tilt>,
+    ) -> Probe {
         let now = Instant::now();
         let view_rx = view_tx.subscribe();
         Probe {
@@ -135,6 +144,7 @@ impl Probe {
             inflight: None,
             observe_backoff: MIN_OBSERVE_BACKOFF,
             next_observe: now,
+            tilt,
         }
     }
 
@@ -632,6 +642,15 @@ impl Probe {
             self.restart.empty_since.is_some(),
         );
         let was = self.info.sdown_reason;
+        // After a stall of this process the silence measured is its own: no new down state
+        // from it (recovering is fine).
+        let reason = match (was, reason) {
+            (None, Some(_)) if self.tilt.active() => {
+                debug!("not judging the instance down: in TILT");
+                None
+            }
+            _ => reason,
+        };
         match (was, reason) {
             (None, Some(r)) => {
                 self.info.sdown_since = Some(now);
@@ -705,6 +724,10 @@ impl Probe {
             return;
         }
         let down = self.info.sdown_reason.is_some();
+        if down && self.tilt.active() {
+            // No down vote (not even a renewal) from results this node's stall voided.
+            return;
+        }
         let cmd = Command::Observe {
             node: me,
             master: m.name.clone(),

@@ -109,6 +109,8 @@ impl InstanceInfo {
 pub struct MonitorView {
     /// Every watched instance (masters and replicas of every monitored master).
     pub instances: BTreeMap<Addr, InstanceInfo>,
+    /// In TILT since (this process stalled or its clock jumped: probe results are void).
+    pub tilt_since: Option<Instant>,
 }
 
 impl MonitorView {
