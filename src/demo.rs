@@ -10,6 +10,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use raft_sentinel::app::Node;
 use raft_sentinel::config::{Config, Overrides};
+use raft_sentinel::consensus::{wall_ms, AppliedEvent};
+use raft_sentinel::fsm::Event;
+use tokio::sync::broadcast;
+use tracing::Instrument;
 
 /// Arguments of `demo`.
 #[derive(Args)]
@@ -56,6 +60,9 @@ fn start_redis(dir: &Path, port: u16, replica_of: Option<u16>) -> anyhow::Result
         "",
         "--appendonly",
         "no",
+        // Redis 7 refuses DEBUG (the demo's DEBUG SLEEP) unless enabled; local connections only.
+        "--enable-debug-command",
+        "local",
     ])
     .args(["--dir", &rdir.display().to_string()])
     .args(["--logfile", &rdir.join("redis.log").display().to_string()])
@@ -107,12 +114,18 @@ fn node_config(a: &DemoArgs, dir: &Path, id: u16) -> String {
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let tmp;
     let dir = match &a.dir {
-        Some(d) => d.clone(),
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d.clone()
+        }
         None => {
             tmp = tempfile::tempdir()?;
             tmp.path().to_path_buf()
         }
     };
+    let log_file = dir.join("demo.log");
+    raft_sentinel::telemetry::init_demo(&log_file)
+        .with_context(|| format!("cannot open {}", log_file.display()))?;
     let _redis = RedisSet(vec![
         start_redis(&dir, a.redis_port, None)?,
         start_redis(&dir, a.redis_port + 1, Some(a.redis_port))?,
@@ -128,37 +141,136 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("starting node {id}"))?,
         );
     }
+    // Every committed event, from node 1's log (all nodes apply the same ones).
+    let events = nodes[0].raft.subscribe_events();
+    // The instructions only make sense once the cluster answers: every node knows the
+    // master and is in contact with a leader (otherwise it refuses lookups).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !nodes
+        .iter()
+        .all(|n| n.raft.has_leader_contact() && n.raft.state().masters.contains_key("mymaster"))
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the nodes did not form a cluster within 30 s; see {}",
+                log_file.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    print!("{}", instructions(&a, &dir, &log_file));
+    let printer = tokio::spawn(print_events(events).instrument(tracing::info_span!("demo_events")));
+    raft_sentinel::shutdown::signal().await;
+    println!("stopping the demo");
+    printer.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+    Ok(())
+}
+
+fn instructions(a: &DemoArgs, dir: &Path, log_file: &Path) -> String {
     let s = a.sentinel_port;
     let g = a.grpc_port;
     let r = a.redis_port;
-    println!(
+    format!(
         "\nraft-sentinel demo is running (data in {dir}):
   Redis master 127.0.0.1:{r}, replicas 127.0.0.1:{r1} and 127.0.0.1:{r2}
   coordinator nodes: Sentinel ports {s}, {s1}, {s2}; gRPC ports {g}, {g1}, {g2}
+  full logs: {log}
 
 Ask for the master:
   redis-cli -p {s} SENTINEL get-master-addr-by-name mymaster
   raft-sentinel ctl --endpoint 127.0.0.1:{g} get-master mymaster --linearizable
   raft-sentinel ctl --endpoint 127.0.0.1:{g} status
 Trigger a failover:
-  redis-cli -p {r} DEBUG SLEEP 30        (or kill the master's redis-server)
   redis-cli -p {s} SENTINEL failover mymaster
+  redis-cli -p {r} DEBUG SLEEP 30        (or kill the master's redis-server)
 Watch the switch:
   redis-cli -p {s} SUBSCRIBE +switch-master
 
-Press Ctrl-C to stop everything.\n",
+Committed events are printed below as they happen. Press Ctrl-C to stop everything.\n\n",
         dir = dir.display(),
+        log = log_file.display(),
         r1 = r + 1,
         r2 = r + 2,
         s1 = s + 1,
         s2 = s + 2,
         g1 = g + 10,
         g2 = g + 20,
-    );
-    raft_sentinel::shutdown::signal().await;
-    println!("stopping the demo");
-    for n in nodes {
-        n.stop().await;
+    )
+}
+
+/// Prints each committed event as one line: time, event, what it means, Sentinel's payload.
+async fn print_events(mut rx: broadcast::Receiver<AppliedEvent>) {
+    loop {
+        match rx.recv().await {
+            Ok(ev) => println!("{}", event_line(&ev.event, wall_ms())),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                println!("({n} events not shown: the terminal fell behind)")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
-    Ok(())
+}
+
+/// `HH:MM:SS  +kind  meaning: payload`, e.g.
+/// `12:00:03  +odown           master is down by quorum: master mymaster 127.0.0.1 16379 #quorum 2/2`.
+fn event_line(ev: &Event, now_ms: u64) -> String {
+    let secs = now_ms / 1000;
+    let meaning = match ev.kind.as_str() {
+        "+monitor" => "now monitored",
+        "-monitor" => "no longer monitored",
+        "+sdown" => "a node sees it down",
+        "-sdown" => "a node sees it up again",
+        "+odown" => "master is down by quorum",
+        "-odown" => "master is no longer down by quorum",
+        "+new-epoch" => "new failover epoch",
+        "+try-failover" => "failover starting",
+        "+selected-slave" => "replica chosen for promotion",
+        "+promoted-slave" => "replica promoted",
+        "+failover-state-reconf-slaves" => "repointing the other replicas",
+        "+slave-reconf-sent" => "replica told to follow the new master",
+        "+slave-reconf-done" => "replica follows the new master",
+        "+failover-end" => "failover finished",
+        "+switch-master" => "clients now get the new master",
+        "+slave" => "replica discovered",
+        "+set" => "setting changed",
+        "+reset-master" => "master state reset",
+        k if k.starts_with("-failover-abort") => "failover aborted",
+        _ => "",
+    };
+    let node = ev.node.map(|n| format!(" (node {n})")).unwrap_or_default();
+    let meaning = if meaning.is_empty() {
+        String::new()
+    } else {
+        format!("{meaning}{node}: ")
+    };
+    format!(
+        "{:02}:{:02}:{:02}  {:<16} {meaning}{}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        ev.kind,
+        ev.payload
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_are_one_readable_line() {
+        let ev = Event {
+            kind: "+switch-master".into(),
+            payload: "mymaster 127.0.0.1 16379 127.0.0.1 16380".into(),
+            master: Some("mymaster".into()),
+            node: None,
+        };
+        assert_eq!(
+            event_line(&ev, 3_723_000),
+            "01:02:03  +switch-master   clients now get the new master: mymaster 127.0.0.1 16379 127.0.0.1 16380"
+        );
+    }
 }

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             output,
         } => import_sentinel_conf(&file, node_id, &peers, data_dir, output.as_deref()),
         Cmd::Demo(args) => {
-            telemetry::init(LogFormat::Plain);
+            // The demo sets up its own logging once it knows its directory.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

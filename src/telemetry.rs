@@ -44,3 +44,36 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
+
+/// Logging for `raft-sentinel demo`: warnings and errors on the terminal, so the demo's own
+/// output stays readable, and everything `RAFT_SENTINEL_LOG` (or the default filter) selects
+/// in `file`.
+pub fn init_demo(file: &std::path::Path) -> std::io::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    let file_filter = match std::env::var(LOG_ENV) {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+        }
+        _ => EnvFilter::new(DEFAULT_FILTER),
+    };
+    let terminal = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(EnvFilter::new("warn,raft_rs=error"));
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_writer(std::sync::Arc::new(log))
+        .with_ansi(false)
+        .with_filter(file_filter);
+    let _ = tracing_subscriber::registry()
+        .with(terminal)
+        .with(to_file)
+        .try_init();
+    Ok(())
+}

@@ -171,3 +171,198 @@ async fn sets_keep_answering_ok_while_leadership_moves() {
         "only {total} SETs were sent during the transfers"
     );
 }
+
+/// `n` consecutive free ports (the demo numbers its ports from a base).
+fn port_block(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if (1..n).all(|i| free_port() == base + i) {
+            return base;
+        }
+    }
+}
+
+/// Runs one command the demo printed; returns what it wrote (stdout and stderr).
+fn run_printed(line: &str) -> String {
+    let mut argv: Vec<&str> = line.split_whitespace().collect();
+    if argv[0] == "raft-sentinel" {
+        argv[0] = support::BIN;
+    }
+    let blocking = line.contains("SUBSCRIBE") || line.contains("DEBUG SLEEP");
+    let mut child = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run `{line}`: {e}"));
+    if blocking {
+        // These wait by design (a sleep, a subscription): they must still be waiting, not
+        // refused, after a while.
+        std::thread::sleep(Duration::from_millis(1500));
+        let exited = child.try_wait().expect("try_wait");
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(exited.is_none(), "`{line}` ended at once: {text}");
+        return text;
+    }
+    for _ in 0..300 {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hung = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!hung, "`{line}` got no answer within 15 s: {text}");
+    assert!(out.status.success(), "`{line}` failed: {text}");
+    text
+}
+
+/// The demo process: stopped like Ctrl-C (so it stops its Redis servers) even when the test
+/// fails, and killed if that does not work.
+struct Demo(std::process::Child);
+
+impl Demo {
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        support::signal(self.0.id(), "-TERM");
+        for _ in 0..400 {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        None
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_the_demo_prints_works() {
+    use parking_lot::Mutex;
+    use std::io::BufRead;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo_dir = dir.path().join("demo");
+    let redis = port_block(3);
+    let sentinel = port_block(3);
+    let grpc = port_block(23);
+    let stderr_path = dir.path().join("terminal-stderr");
+    let mut demo = Demo(
+        std::process::Command::new(support::BIN)
+            .args(["demo", "--redis-port", &redis.to_string()])
+            .args(["--sentinel-port", &sentinel.to_string()])
+            .args(["--grpc-port", &grpc.to_string()])
+            .args(["--dir", &demo_dir.display().to_string()])
+            .env_remove("RAFT_SENTINEL_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("start the demo"),
+    );
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let out = demo.0.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                lines.lock().push(l);
+            }
+        })
+    };
+    let has = |needle: &'static str| {
+        let lines = lines.clone();
+        move || {
+            let found = lines.lock().iter().any(|l| l.contains(needle));
+            async move { found.then_some(()) }
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the demo prints its instructions",
+        has("Press Ctrl-C"),
+    )
+    .await;
+    let printed: Vec<String> = lines
+        .lock()
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("redis-cli") || l.starts_with("raft-sentinel ctl"))
+        // Drop the annotation after a run of spaces, e.g. "(or kill the master's ...)".
+        .map(|l| l.split("  ").next().unwrap_or(l).to_string())
+        .collect();
+    assert!(printed.len() >= 6, "commands printed: {printed:#?}");
+    for line in &printed {
+        let out = tokio::task::block_in_place(|| run_printed(line));
+        assert!(
+            !out.contains("ERR") && !out.contains("(error)"),
+            "`{line}` answered an error: {out}"
+        );
+        if line.contains("get-master-addr-by-name") {
+            assert!(out.contains("127.0.0.1"), "`{line}`: {out}");
+        }
+        if line.contains("SENTINEL failover") {
+            assert!(out.trim() == "OK", "`{line}`: {out}");
+            // The switch shows up as one readable line on the demo's terminal.
+            eventually(
+                Duration::from_secs(30),
+                "the demo prints the committed +switch-master",
+                has("+switch-master   clients now get the new master"),
+            )
+            .await;
+        }
+        if line.contains("SUBSCRIBE") {
+            assert!(out.contains("+switch-master"), "`{line}`: {out}");
+        }
+    }
+    let shown = lines.lock().clone();
+    let switch = shown
+        .iter()
+        .find(|l| l.contains("+switch-master   "))
+        .expect("a +switch-master line");
+    assert!(
+        switch.contains("clients now get the new master: mymaster 127.0.0.1"),
+        "{switch}"
+    );
+
+    let status = tokio::task::block_in_place(|| demo.stop()).expect("the demo stops on SIGTERM");
+    reader.join().expect("reader");
+    assert!(status.success(), "the demo exited with {status}");
+    // The terminal only gets warnings; the full log is in the demo's directory.
+    let terminal = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        !terminal.contains("Z  INFO "),
+        "info lines on the terminal:\n{terminal}"
+    );
+    let full = std::fs::read_to_string(demo_dir.join("demo.log")).expect("demo.log");
+    assert!(full.contains("Z  INFO "), "demo.log has no info lines");
+    for port in [redis, redis + 1, redis + 2] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the demo left redis-server on {port} running"
+        );
+    }
+}
