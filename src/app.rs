@@ -295,6 +295,7 @@ impl Node {
             advertise(&sentinel_l, cfg.listen.sentinel),
         );
         resp_ctx.stats = sentinel_stats;
+        resp_ctx.options = crate::api::resp::RespOptions::from_config(&cfg.sentinel_port);
         if let Some((cert, key, ca)) = &cfg.sentinel_tls {
             let read = |k: &str, p: &std::path::Path| {
                 crate::config::read_pem(k, p).map_err(|e| AppError::Tls(e.to_string()))
@@ -307,10 +308,7 @@ impl Node {
                 .transpose()?;
             let acceptor = crate::api::resp::stream::acceptor(&cert, &key, ca.as_deref())
                 .map_err(|e| AppError::Tls(e.to_string()))?;
-            resp_ctx = resp_ctx.with_options(crate::api::resp::RespOptions {
-                tls: Some(acceptor),
-                ..Default::default()
-            });
+            resp_ctx.options.tls = Some(acceptor);
         }
         tasks.push(tokio::spawn(
             crate::api::resp::serve(sentinel_l, resp_ctx, shutdown.clone())

@@ -115,6 +115,8 @@ struct FileConfig {
     security: SecurityFile,
     #[serde(default)]
     masters: Vec<MasterFile>,
+    #[serde(default)]
+    sentinel_port: SentinelPort,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,8 +407,98 @@ pub struct Config {
     pub sentinel_tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     /// Masters proposed when the cluster first forms.
     pub masters: Vec<MasterSpec>,
+    /// Connection and buffer limits of the Sentinel port (`[sentinel_port]`).
+    pub sentinel_port: SentinelPort,
     /// Secret files to read at load: (config key, path, what to fill).
     pub secret_files: Vec<(String, PathBuf, SecretTarget)>,
+}
+
+/// Connection and buffer limits of the Sentinel port (`[sentinel_port]`). Sizes are bytes,
+/// times seconds, 0 turns a timeout off. The defaults hold a node well inside a 256 MiB
+/// memory limit whatever its clients send.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelPort {
+    /// Connections served at once; more get `-ERR max number of clients reached`.
+    pub max_connections: usize,
+    /// Largest request an authenticated connection may buffer (Redis's
+    /// `client-query-buffer-limit`); over it the connection is closed.
+    pub max_request_bytes: usize,
+    /// The same before AUTH (only with `requirepass`).
+    pub unauth_max_request_bytes: usize,
+    /// Input and output buffered by all connections together. Over it, new connections get
+    /// an error and the connections holding the largest buffers are closed first.
+    pub buffer_budget_bytes: usize,
+    /// Close connections idle this long (Redis `timeout`; 0 = never, as in Sentinel, whose
+    /// clients keep idle connections). Never applies to Pub/Sub clients.
+    pub idle_timeout_secs: u64,
+    /// Close a connection that has not authenticated within this long (with `requirepass`).
+    pub unauth_idle_timeout_secs: u64,
+    /// A request must arrive whole within this long of its first byte (slow-client defence).
+    pub request_timeout_secs: u64,
+    /// A client that takes none of its pending replies for this long is closed.
+    pub write_timeout_secs: u64,
+    /// Pub/Sub output limit (Redis's `client-output-buffer-limit pubsub`): a subscriber with
+    /// more than this many bytes of events not yet taken is closed at once ...
+    pub pubsub_hard_limit_bytes: usize,
+    /// ... and one above this for `pubsub_soft_limit_secs` in a row is closed too.
+    pub pubsub_soft_limit_bytes: usize,
+    /// See `pubsub_soft_limit_bytes`.
+    pub pubsub_soft_limit_secs: u64,
+}
+
+impl Default for SentinelPort {
+    fn default() -> Self {
+        SentinelPort {
+            max_connections: 10_000,
+            max_request_bytes: 1024 * 1024,
+            unauth_max_request_bytes: 16 * 1024,
+            buffer_budget_bytes: 64 * 1024 * 1024,
+            idle_timeout_secs: 0,
+            unauth_idle_timeout_secs: 10,
+            request_timeout_secs: 10,
+            write_timeout_secs: 30,
+            pubsub_hard_limit_bytes: 8 * 1024 * 1024,
+            pubsub_soft_limit_bytes: 2 * 1024 * 1024,
+            pubsub_soft_limit_secs: 60,
+        }
+    }
+}
+
+impl SentinelPort {
+    fn validated(self) -> Result<SentinelPort, ConfigError> {
+        let key = |k: &str| format!("sentinel_port.{k}");
+        if self.max_connections == 0 {
+            return Err(invalid(key("max_connections"), "must be at least 1"));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid(key("max_request_bytes"), "must be at least 1024"));
+        }
+        if self.unauth_max_request_bytes < 256
+            || self.unauth_max_request_bytes > self.max_request_bytes
+        {
+            return Err(invalid(
+                key("unauth_max_request_bytes"),
+                "must be between 256 and max_request_bytes",
+            ));
+        }
+        if self.buffer_budget_bytes < self.max_request_bytes {
+            return Err(invalid(
+                key("buffer_budget_bytes"),
+                "must be at least max_request_bytes",
+            ));
+        }
+        if self.write_timeout_secs == 0 {
+            return Err(invalid(key("write_timeout_secs"), "must be at least 1"));
+        }
+        if self.pubsub_soft_limit_bytes > self.pubsub_hard_limit_bytes {
+            return Err(invalid(
+                key("pubsub_soft_limit_bytes"),
+                "must not exceed pubsub_hard_limit_bytes",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// Which value a secret file fills.
@@ -844,6 +936,7 @@ impl Config {
             redis_tls,
             sentinel_tls: f.security.sentinel_tls.map(|t| (t.cert, t.key, t.ca)),
             masters,
+            sentinel_port: f.sentinel_port.validated()?,
             secret_files,
         };
         cfg.raft_config()

@@ -49,8 +49,12 @@ pub struct ClientHandle {
     pub created: Instant,
     /// Fields other connections read.
     pub meta: Mutex<ClientMeta>,
-    /// Wakes the connection to close it (CLIENT KILL).
+    /// Wakes the connection to close it (CLIENT KILL, buffer budget).
     pub kill: Notify,
+    /// Bytes its buffers hold (input and output capacity), for the buffer budget.
+    pub buffered: AtomicUsize,
+    /// Closed to bring the port back under its buffer budget.
+    pub evicted: std::sync::atomic::AtomicBool,
 }
 
 impl ClientHandle {
@@ -138,8 +142,11 @@ impl CommandCounts {
 pub struct Stats {
     /// `total_connections_received`
     pub connections_received: AtomicU64,
-    /// `rejected_connections` (over the cap)
+    /// `rejected_connections` (over the cap or the buffer budget)
     pub rejected_connections: AtomicU64,
+    /// Connections closed for a limit: request too large or too slow, buffer budget,
+    /// Pub/Sub output limit, unauthenticated or idle too long.
+    pub limit_disconnections: AtomicU64,
     /// `total_commands_processed`
     pub commands_processed: AtomicU64,
     /// `total_error_replies`
@@ -188,6 +195,8 @@ impl Registry {
                 ..ClientMeta::default()
             }),
             kill: Notify::new(),
+            buffered: AtomicUsize::new(0),
+            evicted: Default::default(),
         });
         self.clients.lock().insert(id, h.clone());
         h

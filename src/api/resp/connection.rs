@@ -33,6 +33,15 @@ pub enum Incoming {
     Pending,
 }
 
+/// What [`Connection::read_or_write`] did.
+#[derive(Debug)]
+pub enum Io {
+    /// Read this many bytes (0: EOF).
+    Read(usize),
+    /// Wrote some pending output.
+    Wrote,
+}
+
 /// Where a lookup request and its name argument sit in the input buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Lookup {
@@ -58,8 +67,10 @@ impl Connection {
     pub fn new(stream: ClientStream, limits: Limits, write_timeout: Duration) -> Connection {
         Connection {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            // Buffers are allocated on first use and given back when empty, so idle
+            // connections hold no buffer memory.
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             limits,
             write_timeout,
             read_bytes: 0,
@@ -74,11 +85,64 @@ impl Connection {
 
     /// Reads whatever the socket has. Cancel-safe: may sit in `select!`. `Ok(0)` is EOF.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        let n = match &mut self.stream {
+            // Wait for input before taking a buffer, so an idle connection holds none.
+            ClientStream::Plain(s) => loop {
+                s.readable().await?;
+                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                    self.rbuf.reserve(READ_CHUNK);
+                }
+                match s.try_read_buf(&mut self.rbuf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            ClientStream::Tls(s) => {
+                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                    self.rbuf.reserve(READ_CHUNK);
+                }
+                s.read_buf(&mut self.rbuf).await?
+            }
+        };
         self.read_bytes += n as u64;
+        Ok(n)
+    }
+
+    /// Bytes of memory the two buffers hold (charged against the port's buffer budget).
+    pub fn footprint(&self) -> usize {
+        self.rbuf.capacity() + self.wbuf.capacity()
+    }
+
+    /// Gives back the input buffer's memory once everything in it is consumed.
+    pub fn release_input(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Writes some pending output when `write`, else reads. Cancel-safe.
+    pub async fn read_or_write(&mut self, write: bool) -> io::Result<Io> {
+        if write {
+            self.write_some().await.map(|_| Io::Wrote)
+        } else {
+            self.read_more().await.map(Io::Read)
+        }
+    }
+
+    /// Writes some pending output without waiting for all of it (Pub/Sub delivery, where
+    /// events keep arriving while a slow subscriber reads). Cancel-safe.
+    pub async fn write_some(&mut self) -> io::Result<usize> {
+        let n = self.stream.write(&self.wbuf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.written_bytes += n as u64;
+        self.wbuf.advance(n);
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+            self.stream.flush().await?;
+        }
         Ok(n)
     }
 
@@ -151,11 +215,10 @@ impl Connection {
             }
         }
         self.written_bytes += n as u64;
-        self.wbuf.clear();
-        // Give back memory a large reply (INFO-CACHE, CLIENT LIST) made us hold.
-        if self.wbuf.capacity() > 4 * FLUSH_AT {
-            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
-        }
+        // Give the memory back: most connections send one request now and then.
+        self.wbuf = BytesMut::new();
+        // TLS may hold the last record until flushed.
+        self.stream.flush().await?;
         Ok(())
     }
 

@@ -208,6 +208,8 @@ pub struct Limits {
     /// Largest single request (all of its bytes) a connection may buffer before it is closed
     /// (Redis: `client-query-buffer-limit`).
     pub max_request_len: usize,
+    /// [`Limits::max_request_len`] before the connection has authenticated.
+    pub unauth_max_request_len: usize,
     /// A header line (`*n` / `$n`) or an inline command longer than this without a newline is
     /// an error (Redis: `PROTO_INLINE_MAX_SIZE`, 64 KiB).
     pub max_inline_len: usize,
@@ -218,7 +220,8 @@ impl Default for Limits {
         Limits {
             max_bulk_len: 1024 * 1024,
             max_args: 1024 * 1024,
-            max_request_len: 8 * 1024 * 1024,
+            max_request_len: 1024 * 1024 + 1024,
+            unauth_max_request_len: 16 * 1024,
             max_inline_len: 64 * 1024,
         }
     }
@@ -327,11 +330,16 @@ pub fn check_heads(
     heads: &mut Heads,
 ) -> Result<Check, ProtocolError> {
     heads.count = 0;
+    let max_request_len = if authed {
+        limits.max_request_len
+    } else {
+        limits.unauth_max_request_len
+    };
     if buf.is_empty() {
         return Ok(Check::Incomplete);
     }
     if buf[0] != b'*' {
-        return check_inline(buf, limits);
+        return check_inline(buf, limits.max_inline_len.min(max_request_len));
     }
     let Some((count, mut pos)) = header(buf, 1, limits, ProtocolError::TooBigMultibulkCount)?
     else {
@@ -349,14 +357,14 @@ pub fn check_heads(
     }
     for i in 0..count as usize {
         if pos >= buf.len() {
-            return too_large_or_incomplete(buf, limits);
+            return too_large_or_incomplete(buf, max_request_len);
         }
         if buf[pos] != b'$' {
             return Err(ProtocolError::ExpectedBulk(buf[pos]));
         }
         let Some((len, next)) = header(buf, pos + 1, limits, ProtocolError::TooBigBulkCount)?
         else {
-            return too_large_or_incomplete(buf, limits);
+            return too_large_or_incomplete(buf, max_request_len);
         };
         let len = len.ok_or(ProtocolError::InvalidBulkLength)?;
         if len < 0 || len > limits.max_bulk_len as i64 {
@@ -370,8 +378,8 @@ pub fn check_heads(
         }
         // Data plus CRLF. Like Redis, the two trailing bytes are skipped, not checked.
         pos = next + len as usize + 2;
-        if pos > limits.max_request_len {
-            return Err(ProtocolError::RequestTooLarge(limits.max_request_len));
+        if pos > max_request_len {
+            return Err(ProtocolError::RequestTooLarge(max_request_len));
         }
     }
     if pos > buf.len() {
@@ -384,9 +392,9 @@ pub fn check_heads(
     })
 }
 
-fn too_large_or_incomplete(buf: &[u8], limits: &Limits) -> Result<Check, ProtocolError> {
-    if buf.len() > limits.max_request_len {
-        return Err(ProtocolError::RequestTooLarge(limits.max_request_len));
+fn too_large_or_incomplete(buf: &[u8], max_request_len: usize) -> Result<Check, ProtocolError> {
+    if buf.len() > max_request_len {
+        return Err(ProtocolError::RequestTooLarge(max_request_len));
     }
     Ok(Check::Incomplete)
 }
@@ -449,17 +457,17 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
-fn check_inline(buf: &[u8], limits: &Limits) -> Result<Check, ProtocolError> {
+fn check_inline(buf: &[u8], max_inline_len: usize) -> Result<Check, ProtocolError> {
     match buf.iter().position(|&c| c == b'\n') {
         None => {
-            if buf.len() > limits.max_inline_len {
+            if buf.len() > max_inline_len {
                 Err(ProtocolError::TooBigInline)
             } else {
                 Ok(Check::Incomplete)
             }
         }
         Some(i) => {
-            if i > limits.max_inline_len {
+            if i > max_inline_len {
                 return Err(ProtocolError::TooBigInline);
             }
             let line = trim_cr(&buf[..i]);
@@ -872,6 +880,7 @@ mod tests {
             max_bulk_len: 4096,
             max_args: 64,
             max_request_len: 16 * 1024,
+            unauth_max_request_len: 16 * 1024,
             max_inline_len: 1024,
         };
         let seeds = [

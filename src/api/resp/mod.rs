@@ -24,10 +24,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::SentinelPort;
 use crate::consensus::RaftHandle;
 use crate::monitor::MonitorView;
 use crate::shutdown::Shutdown;
 
+pub mod budget;
 pub mod clients;
 pub mod cmd;
 pub mod connection;
@@ -56,6 +58,20 @@ pub struct RespOptions {
     /// Close connections idle for this long (Redis `timeout`, off by default as in Sentinel,
     /// because client libraries keep idle sentinel connections). Never applies to Pub/Sub.
     pub idle_timeout: Option<Duration>,
+    /// Close a connection that has not authenticated within this long (with `requirepass`).
+    pub unauth_idle_timeout: Option<Duration>,
+    /// A request must arrive whole within this long of its first byte: a client trickling
+    /// bytes (slowloris) is closed instead of holding a connection and a buffer forever.
+    pub request_timeout: Option<Duration>,
+    /// Bytes buffered (input and output) by all connections together; see [`budget`].
+    pub buffer_budget: usize,
+    /// A subscriber with more event output than this not yet taken is closed at once.
+    pub pubsub_hard_limit: usize,
+    /// A subscriber above this much pending event output for
+    /// [`RespOptions::pubsub_soft_time`] in a row is closed.
+    pub pubsub_soft_limit: usize,
+    /// See [`RespOptions::pubsub_soft_limit`].
+    pub pubsub_soft_time: Duration,
     /// After shutdown is triggered, connections get this long to finish their command.
     pub drain_grace: Duration,
     /// Serve TLS instead of plain TCP (see [`stream::acceptor`]).
@@ -69,6 +85,12 @@ impl std::fmt::Debug for RespOptions {
             .field("max_connections", &self.max_connections)
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("unauth_idle_timeout", &self.unauth_idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("buffer_budget", &self.buffer_budget)
+            .field("pubsub_hard_limit", &self.pubsub_hard_limit)
+            .field("pubsub_soft_limit", &self.pubsub_soft_limit)
+            .field("pubsub_soft_time", &self.pubsub_soft_time)
             .field("drain_grace", &self.drain_grace)
             .field("tls", &self.tls.is_some())
             .finish()
@@ -77,11 +99,31 @@ impl std::fmt::Debug for RespOptions {
 
 impl Default for RespOptions {
     fn default() -> Self {
+        RespOptions::from_config(&SentinelPort::default())
+    }
+}
+
+impl RespOptions {
+    /// The options a `[sentinel_port]` configuration section gives (TLS not included).
+    pub fn from_config(c: &SentinelPort) -> RespOptions {
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         RespOptions {
-            limits: Limits::default(),
-            max_connections: 10_000,
-            write_timeout: Duration::from_secs(30),
-            idle_timeout: None,
+            limits: Limits {
+                // The whole request: the largest bulk plus its headers.
+                max_request_len: c.max_request_bytes,
+                unauth_max_request_len: c.unauth_max_request_bytes,
+                max_bulk_len: c.max_request_bytes.min(Limits::default().max_bulk_len),
+                ..Limits::default()
+            },
+            max_connections: c.max_connections,
+            write_timeout: Duration::from_secs(c.write_timeout_secs.max(1)),
+            idle_timeout: secs(c.idle_timeout_secs),
+            unauth_idle_timeout: secs(c.unauth_idle_timeout_secs),
+            request_timeout: secs(c.request_timeout_secs),
+            buffer_budget: c.buffer_budget_bytes,
+            pubsub_hard_limit: c.pubsub_hard_limit_bytes,
+            pubsub_soft_limit: c.pubsub_soft_limit_bytes,
+            pubsub_soft_time: Duration::from_secs(c.pubsub_soft_limit_secs),
             drain_grace: Duration::from_secs(3),
             tls: None,
         }

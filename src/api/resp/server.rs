@@ -29,8 +29,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use super::budget::Charge;
 use super::cmd::{self, pubsub, sentinel, Reply, Session, Shared};
-use super::connection::{Connection, Incoming, FLUSH_AT};
+use super::connection::{Connection, Incoming, Io, FLUSH_AT};
 use super::fast::{AddrView, LOOKUP_FULLNAME};
 use super::frame::{Frame, Protocol};
 use super::RespContext;
@@ -41,6 +42,8 @@ use crate::shutdown::Shutdown;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Events coalesced into one write.
 const EVENT_BATCH: usize = 64;
+/// Sent to a connection refused while the port is over its buffer budget.
+const OVER_BUDGET: &[u8] = b"-ERR server is over its client buffer budget, try again later\r\n";
 
 /// Why a connection ended (logged at debug).
 #[derive(Debug)]
@@ -55,6 +58,30 @@ enum Close {
     Lagged(u64),
     Idle,
     Stale,
+    /// Did not authenticate in time.
+    Unauthenticated,
+    /// A request did not arrive whole within the request timeout.
+    SlowRequest,
+    /// Closed to bring the port back under its buffer budget.
+    OverBudget,
+    /// A subscriber over its Pub/Sub output limit.
+    PubsubOutput(usize),
+}
+
+impl Close {
+    /// Whether a limit closed it (counted in `limit_disconnections`).
+    fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Close::Idle
+                | Close::Unauthenticated
+                | Close::SlowRequest
+                | Close::OverBudget
+                | Close::PubsubOutput(_)
+                | Close::Lagged(_)
+                | Close::Protocol(super::ProtocolError::RequestTooLarge(_))
+        ) || matches!(self, Close::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+    }
 }
 
 /// Runs the port until `shutdown`, then drains.
@@ -63,6 +90,7 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
     let sh = Arc::new(Shared::new(ctx, port));
     let opts = sh.ctx.options.clone();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let budget = sh.budget.clone();
     let mut conns = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     info!(
@@ -85,6 +113,12 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
                         warn!(%peer, "connection refused: max number of clients reached");
                         continue;
                     };
+                    if budget.over() {
+                        sh.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                        let _ = stream.try_write(OVER_BUDGET);
+                        debug!(%peer, used = budget.used(), "connection refused: client buffers over budget");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let sh = sh.clone();
                     let shutdown = shutdown.clone();
@@ -158,7 +192,18 @@ async fn handle(
     sh.stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut conn = Connection::new(stream, opts.limits, opts.write_timeout);
     let mut session = Session::new(client.clone(), sh.ctx.requirepass.is_some());
-    let why = serve_client(&mut conn, &mut session, &sh, &mut shutdown).await;
+    let mut charge = Charge::new(sh.budget.clone(), client.clone());
+    let why = serve_client(&mut conn, &mut session, &sh, &mut shutdown, &mut charge).await;
+    drop(charge);
+    let why = match why {
+        Close::Killed if client.evicted.load(Ordering::Relaxed) => Close::OverBudget,
+        other => other,
+    };
+    if why.is_limit() {
+        sh.stats
+            .limit_disconnections
+            .fetch_add(1, Ordering::Relaxed);
+    }
     match &why {
         Close::Lagged(n) => warn!(
             missed = n,
@@ -168,6 +213,10 @@ async fn handle(
             warn!(error = %e, "client stopped reading its replies; disconnected")
         }
         Close::Protocol(e) => debug!(error = %e, "protocol error; disconnected"),
+        Close::PubsubOutput(n) => warn!(
+            pending = n,
+            "subscriber over the Pub/Sub output limit; disconnected"
+        ),
         other => debug!(reason = ?other, "connection closed"),
     }
     sh.stats.add_traffic(conn.take_traffic());
@@ -192,14 +241,30 @@ async fn idle(limit: Option<Duration>) {
     }
 }
 
+/// Sleeps until `at`, or forever when None.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve_client(
     conn: &mut Connection,
     s: &mut Session,
     sh: &Shared,
     shutdown: &mut Shutdown,
+    charge: &mut Charge,
 ) -> Close {
     let me = sh.ctx.raft.node_id();
-    let idle_limit = sh.ctx.options.idle_timeout;
+    let opts = &sh.ctx.options;
+    let idle_limit = opts.idle_timeout;
+    let auth_deadline = opts.unauth_idle_timeout.map(|d| Instant::now() + d);
+    // When the request now at the front of the input started to arrive.
+    let mut partial_since: Option<Instant> = None;
+    // When pending Pub/Sub output last went out, and since when it is above the soft limit.
+    let mut out_progress = Instant::now();
+    let mut soft_since: Option<Instant> = None;
     let mut view = AddrView::new(sh.ctx.raft.watch_state(), &sh.addr_tables);
     loop {
         let mut processed = 0u64;
@@ -280,13 +345,35 @@ async fn serve_client(
         if errors > 0 {
             sh.stats.error_replies.fetch_add(errors, Ordering::Relaxed);
         }
-        if let Err(e) = conn.flush().await {
-            return Close::Io(e);
+        // Pending Pub/Sub output goes out by `write_some` below; replies to requests are
+        // written in one go before more input is read (backpressure).
+        if processed > 0 || outcome.is_some() {
+            if let Err(e) = conn.flush().await {
+                return Close::Io(e);
+            }
+            out_progress = Instant::now();
+            soft_since = None;
         }
         if let Some(close) = outcome {
             return close;
         }
         sh.stats.add_traffic(conn.take_traffic());
+        if conn.has_partial_input() {
+            if processed > 0 || partial_since.is_none() {
+                partial_since = Some(Instant::now());
+            }
+        } else {
+            partial_since = None;
+            conn.release_input();
+        }
+        if charge.set(conn.footprint()) {
+            sh.budget.evict(&sh.clients);
+        }
+        let pending_out = conn.pending_output();
+        let write_deadline = (pending_out > 0).then(|| out_progress + opts.write_timeout);
+        let soft_deadline = soft_since.map(|t| t + opts.pubsub_soft_time);
+        let request_deadline = partial_since.zip(opts.request_timeout).map(|(t, d)| t + d);
+        let auth_deadline = auth_deadline.filter(|_| !s.authed);
 
         tokio::select! {
             biased;
@@ -314,13 +401,33 @@ async fn serve_client(
                 Err(broadcast::error::RecvError::Lagged(n)) => return Close::Lagged(n),
                 Err(broadcast::error::RecvError::Closed) => return Close::Shutdown,
             },
-            read = conn.read_more() => match read {
-                Ok(0) if conn.has_partial_input() => return Close::EofMidRequest,
-                Ok(0) => return Close::Eof,
-                Ok(_) => {}
+            // Pending Pub/Sub output first: input waits until the client takes its events,
+            // the same backpressure as for replies.
+            io = conn.read_or_write(pending_out > 0) => match io {
+                Ok(Io::Wrote) => out_progress = Instant::now(),
+                Ok(Io::Read(0)) if conn.has_partial_input() => return Close::EofMidRequest,
+                Ok(Io::Read(0)) => return Close::Eof,
+                Ok(Io::Read(_)) => {}
                 Err(e) => return Close::Io(e),
             },
             _ = idle(idle_limit), if !s.subscribed() => return Close::Idle,
+            _ = until(auth_deadline) => return Close::Unauthenticated,
+            _ = until(request_deadline) => return Close::SlowRequest,
+            _ = until(soft_deadline) => return Close::PubsubOutput(conn.pending_output()),
+            _ = until(write_deadline) => return Close::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("client took no output for {:?}", opts.write_timeout),
+            )),
+        }
+        // Pub/Sub output limit, checked whenever events were queued or written.
+        let pending = conn.pending_output();
+        if pending > opts.pubsub_hard_limit {
+            return Close::PubsubOutput(pending);
+        }
+        if pending > opts.pubsub_soft_limit {
+            soft_since.get_or_insert_with(Instant::now);
+        } else {
+            soft_since = None;
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Connected clients.
     pub clients: Registry,
+    /// Bytes buffered by all connections against `buffer_budget`.
+    pub budget: Arc<crate::api::resp::budget::Budget>,
     /// Node-local settings of `SENTINEL CONFIG SET`.
     pub config: parking_lot::Mutex<sentinel::SentinelConfig>,
     /// Server start, for uptime.
@@ -48,6 +50,9 @@ impl Shared {
     pub fn new(ctx: RespContext, port: u16) -> Shared {
         Shared {
             stats: ctx.stats.clone(),
+            budget: Arc::new(crate::api::resp::budget::Budget::new(
+                ctx.options.buffer_budget,
+            )),
             ctx,
             clients: Registry::default(),
             config: parking_lot::Mutex::new(sentinel::SentinelConfig::default()),
