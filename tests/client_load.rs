@@ -16,6 +16,8 @@ fn one_node(extra_toml: &str) -> Cluster {
     Cluster::start(ClusterOpts {
         nodes: 1,
         extra_toml: extra_toml.into(),
+        // The test helpers reach the gRPC API with it (requirepass alone would guard it).
+        api_password: Some("api-pw".into()),
         ..ClusterOpts::default()
     })
 }
