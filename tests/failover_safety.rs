@@ -241,3 +241,44 @@ async fn a_stall_of_every_coordinator_is_not_a_master_failure() {
         assert!(since >= 3, "node {}: tilt since {since} s", n.id);
     }
 }
+
+/// A stray master that cannot be demoted (the coordinator's ACL lacks REPLICAOF there): the
+/// fence keeps failing and must back off instead of committing an entry every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_fence_backs_off() {
+    let _g = SERIAL.lock().await;
+    let user = ["--user", "coord", "on", ">pw", "~*", "&*", "+@all"];
+    let m = RedisProcess::start(&user);
+    let args = [&user[..], &["--masteruser", "coord", "--masterauth", "pw"]].concat();
+    let r1 = RedisProcess::start_replica(&m, &args);
+    eventually(Duration::from_secs(10), "replica synced", || async {
+        follows(&r1, &m).then_some(())
+    })
+    .await;
+    let c = cluster(
+        "mymaster",
+        &m.addr(),
+        "auth_user = \"coord\"\nauth_pass = \"pw\"\n",
+    );
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    acl(&r1, &["-replicaof", "-slaveof"]);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r1.client())
+        .expect("REPLICAOF NO ONE");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    let fences = log
+        .lines()
+        .filter(|l| l.contains("consensus::node") && l.contains("+convert-to-slave"))
+        .count();
+    eprintln!("fence entries committed in 10 s: {fences}");
+    assert!(fences >= 2, "the fence was not retried ({fences})");
+    assert!(
+        fences <= 5,
+        "the failing fence did not back off: {fences} entries in 10 s"
+    );
+    assert_eq!(r1.role().as_deref(), Some("master"));
+}

@@ -61,6 +61,10 @@ const FORCED_CATCH_UP: Duration = Duration::from_millis(500);
 /// After `FAILOVER TO` was accepted, an old master still idle and master this much later
 /// means Redis rolled the handover back.
 const SWITCHOVER_SETTLE: Duration = Duration::from_millis(1_000);
+/// Longest wait between two tries of a fence that keeps failing.
+const MAX_FENCE_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest wait between two committed no-candidate aborts of a master that stays down.
+const MAX_ABORT_BACKOFF: Duration = Duration::from_secs(600);
 /// How long a leadership check before fencing may take.
 const LEADER_CHECK: Duration = Duration::from_millis(500);
 
@@ -76,6 +80,7 @@ pub fn spawn(
             raft,
             view: monitor_view,
             abort_rate: Arc::new(Mutex::new(BTreeMap::new())),
+            fence_backoff: Arc::new(Mutex::new(BTreeMap::new())),
         },
         jobs: BTreeMap::new(),
         fences: BTreeMap::new(),
@@ -91,8 +96,11 @@ pub fn spawn(
 struct Ctx {
     raft: RaftHandle,
     view: watch::Receiver<Arc<MonitorView>>,
-    /// Last epoch-0 abort committed per master for ODOWN (rate limit).
-    abort_rate: Arc<Mutex<BTreeMap<String, Instant>>>,
+    /// Per master, the last epoch-0 abort committed for ODOWN and the wait before the next
+    /// (doubling while no candidate appears).
+    abort_rate: Arc<Mutex<BTreeMap<String, (Instant, Duration)>>>,
+    /// Per instance whose fence failed: failures in a row and the earliest next try.
+    fence_backoff: Arc<Mutex<BTreeMap<Addr, (u32, Instant)>>>,
 }
 
 impl Ctx {
@@ -224,6 +232,9 @@ impl Executor {
     }
 
     fn plan(&mut self, m: &MasterState, view: &MonitorView) {
+        if !m.is_odown() {
+            self.ctx.abort_rate.lock().remove(&m.name);
+        }
         let key = if let Some(f) = &m.failover {
             Some(JobKey::Promote(f.epoch))
         } else if let Some(r) = &m.reconf {
@@ -315,6 +326,15 @@ impl Executor {
             if self.fences.contains_key(&i.addr) {
                 continue;
             }
+            let backing_off = self
+                .ctx
+                .fence_backoff
+                .lock()
+                .get(&i.addr)
+                .is_some_and(|(_, next)| now < *next);
+            if backing_off {
+                continue;
+            }
             let ctx = self.ctx.clone();
             let (name, addr, master_addr, epoch) = (
                 m.name.clone(),
@@ -389,8 +409,22 @@ async fn fence_one(
         actions::replicaof(&mut link, Some(&master)).await
     }
     .await;
-    if let Err(e) = result {
-        warn!(error = %e, "could not repoint instance to the current master");
+    let mut backoff = ctx.fence_backoff.lock();
+    match result {
+        Ok(()) => {
+            backoff.remove(&addr);
+        }
+        Err(e) => {
+            // Back off (1 s, 2 s, 4 s ... 60 s): each try commits an entry and an event.
+            let failures = backoff.get(&addr).map_or(0, |(n, _)| *n) + 1;
+            let wait = (FENCE_RESEND * 2u32.saturating_pow(failures - 1)).min(MAX_FENCE_BACKOFF);
+            backoff.insert(addr.clone(), (failures, Instant::now() + wait));
+            if failures == 1 || wait == MAX_FENCE_BACKOFF {
+                warn!(error = %e, failures, retry_in_s = wait.as_secs(), "could not repoint instance to the current master");
+            } else {
+                debug!(error = %e, failures, retry_in_s = wait.as_secs(), "could not repoint instance to the current master");
+            }
+        }
     }
 }
 
@@ -456,12 +490,16 @@ async fn start(ctx: Ctx, name: String) {
             if request.is_none() {
                 // ODOWN without a candidate is retried every tick; commit the reason only
                 // now and then, so operators see it without flooding the log.
-                let limit = Duration::from_millis(m.failover_timeout_ms.clamp(1000, 30_000));
+                // The wait doubles while it lasts, so a master nobody can replace does not
+                // commit an entry forever at the same pace.
+                let first = Duration::from_millis(m.failover_timeout_ms.clamp(1000, 30_000));
                 let mut rate = ctx.abort_rate.lock();
-                if rate.get(&name).is_some_and(|t| t.elapsed() < limit) {
-                    return;
-                }
-                rate.insert(name.clone(), Instant::now());
+                let wait = match rate.get(&name) {
+                    Some((at, wait)) if at.elapsed() < *wait => return,
+                    Some((_, wait)) => (*wait * 2).min(MAX_ABORT_BACKOFF),
+                    None => first,
+                };
+                rate.insert(name.clone(), (Instant::now(), wait));
             }
             warn!(reason = %none, "-failover-abort-no-good-slave");
             abort0(&ctx, &name, format!("no-good-slave: {none}")).await;
