@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use raft_sentinel::api::resp::{self, RespContext, RespOptions};
 use raft_sentinel::consensus::{DiskStore, MemNetwork, NodeConfig, RaftHandle, RaftNode, Role};
-use raft_sentinel::fsm::{MasterSpec, MemberInfo};
+use raft_sentinel::fsm::{Command, MasterSpec, MemberInfo, ObserveReason};
 use raft_sentinel::monitor::{InstanceInfo, MonitorView, ReportedRole};
 use raft_sentinel::shutdown::{self, ShutdownTrigger};
 use support::resp::{encode, RespClient, Value};
@@ -1307,5 +1307,87 @@ async fn pipelined_lookups_follow_every_switch_on_one_connection() {
             .await),
         "-ERR Can't execute 'sentinel|get-master-addr-by-name': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_master_down_by_addr_and_simulate_failure() {
+    let h = Harness::start(3, None, RespOptions::default()).await;
+    let mut c = h.client(1).await;
+    let q = [
+        "SENTINEL",
+        "IS-MASTER-DOWN-BY-ADDR",
+        "127.0.0.1",
+        "6379",
+        "0",
+        "*",
+    ];
+    // Up (no committed observation of node 1 says down): 0, no vote.
+    assert_eq!(s(&c.raw(&q).await), "*3\r\n:0\r\n$1\r\n*\r\n:0\r\n");
+    // An address nobody monitors, and a vote request (never granted: Raft elects).
+    assert_eq!(
+        s(&c.raw(&[
+            "SENTINEL",
+            "IS-MASTER-DOWN-BY-ADDR",
+            "127.0.0.1",
+            "1",
+            "5",
+            &"b".repeat(40)
+        ])
+        .await),
+        "*3\r\n:0\r\n$1\r\n*\r\n:0\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&[
+            "SENTINEL",
+            "IS-MASTER-DOWN-BY-ADDR",
+            "127.0.0.1",
+            "x",
+            "0",
+            "*"
+        ])
+        .await),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    // Node 1's committed observation says down: 1 on node 1, still 0 on node 2.
+    h.nodes[&1]
+        .raft
+        .propose(Command::Observe {
+            node: 1,
+            master: "mymaster".into(),
+            addr: master_spec().addr,
+            down: true,
+            reason: ObserveReason::NoReply,
+            at_ms: raft_sentinel::consensus::wall_ms(),
+        })
+        .await
+        .expect("observation committed");
+    assert_eq!(s(&c.raw(&q).await), "*3\r\n:1\r\n$1\r\n*\r\n:0\r\n");
+    support::eventually(Duration::from_secs(5), "node 2 applied it", || {
+        let addr = h.addr(2).to_string();
+        async move {
+            let mut o = RespClient::connect(&addr).await;
+            let raw = o.raw(&q).await;
+            (s(&raw) == "*3\r\n:0\r\n$1\r\n*\r\n:0\r\n").then_some(())
+        }
+    })
+    .await;
+
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "SIMULATE-FAILURE", "help"]).await),
+        "*2\r\n$20\r\ncrash-after-election\r\n$21\r\ncrash-after-promotion\r\n"
+    );
+    assert_eq!(
+        s(&c.raw(&["SENTINEL", "SIMULATE-FAILURE", "bogus"]).await),
+        "-ERR Unknown failure simulation specified\r\n"
+    );
+    let refused = s(&c
+        .raw(&["SENTINEL", "SIMULATE-FAILURE", "crash-after-election"])
+        .await);
+    assert!(
+        refused.starts_with("-ERR SIMULATE-FAILURE is not supported"),
+        "{refused}"
+    );
+    assert_eq!(s(&c.raw(&["SENTINEL", "FLUSHCONFIG"]).await), "+OK\r\n");
     h.stop().await;
 }

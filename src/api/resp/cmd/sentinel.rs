@@ -174,6 +174,8 @@ pub async fn run(id: CmdId, p: &mut Parse, _s: &mut Session, sh: &Shared) -> Rep
         }
         CmdId::SentinelPendingScripts => Frame::Array(Vec::new()).into(),
         CmdId::SentinelInfoCache => info_cache(p, sh).into(),
+        CmdId::SentinelIsMasterDownByAddr => is_master_down_by_addr(p, sh).into(),
+        CmdId::SentinelSimulateFailure => simulate_failure(p).into(),
         CmdId::SentinelConfig => config(p, sh).into(),
         CmdId::SentinelMonitor => monitor(p, sh).await.into(),
         CmdId::SentinelRemove => {
@@ -357,6 +359,61 @@ async fn failover(sh: &Shared, name: String) -> Frame {
     }
 }
 
+/// `SENTINEL IS-MASTER-DOWN-BY-ADDR <ip> <port> <current-epoch> <runid>`: Sentinel's peer
+/// query, answered from the committed state: `1` when this node's committed observation says
+/// the master at that address is down. Nodes here elect their failover leader through Raft,
+/// not through these votes, so a vote request is never granted: the leader is always `*`
+/// with epoch 0, which a Sentinel peer reads as "no vote".
+fn is_master_down_by_addr(p: &mut Parse, sh: &Shared) -> Frame {
+    let host = name_of(&p.next_bytes().expect("arity checked"));
+    let port = p.next_bytes().expect("arity checked");
+    let epoch = p.next_bytes().expect("arity checked");
+    let not_int = || Frame::error("value is not an integer or out of range");
+    let Some(port) = parse_int(&port) else {
+        return not_int();
+    };
+    if parse_int(&epoch).is_none() {
+        return not_int();
+    }
+    let st = sh.ctx.raft.state();
+    let me = sh.ctx.raft.node_id();
+    let down = st
+        .masters
+        .values()
+        .find(|m| m.addr.host == host && i64::from(m.addr.port) == port)
+        .and_then(|m| m.observations.get(&me))
+        .is_some_and(|o| o.down);
+    Frame::Array(vec![
+        Frame::Integer(i64::from(down)),
+        Frame::bulk_static("*"),
+        Frame::Integer(0),
+    ])
+}
+
+/// `SENTINEL SIMULATE-FAILURE`: Sentinel's crash points exist to test its own election;
+/// exiting a node on purpose here would only test Raft's recovery, which kill -9 already
+/// does. Refused with a clear error; HELP lists Sentinel's flags as Sentinel does.
+fn simulate_failure(p: &mut Parse) -> Frame {
+    let mut flags = Vec::new();
+    while let Ok(f) = p.next_string() {
+        flags.push(f.to_ascii_lowercase());
+    }
+    if flags.iter().any(|f| f == "help") {
+        return Frame::Array(vec![
+            Frame::bulk_static("crash-after-election"),
+            Frame::bulk_static("crash-after-promotion"),
+        ]);
+    }
+    for f in &flags {
+        if f != "crash-after-election" && f != "crash-after-promotion" {
+            return Frame::error("Unknown failure simulation specified");
+        }
+    }
+    Frame::error(
+        "SIMULATE-FAILURE is not supported: nodes elect through Raft; stop a node (kill -9) to test failures",
+    )
+}
+
 /// `SENTINEL INFO-CACHE [name ...]`: per master, `[age-ms, INFO]` of the master and each
 /// replica: the server and replication sections this node last read, and their age (null
 /// before the first successful INFO).
@@ -514,6 +571,9 @@ fn help() -> Reply {
         "    Sentinel state.",
         "INFO-CACHE <master-name>",
         "    Return last cached INFO output from masters and all its replicas.",
+        "IS-MASTER-DOWN-BY-ADDR <ip> <port> <current-epoch> <runid>",
+        "    Check if the master specified by ip:port is down from current Sentinel's",
+        "    point of view.",
         "MASTER <master-name>",
         "    Show the state and info of the specified master.",
         "MASTERS",
@@ -534,6 +594,8 @@ fn help() -> Reply {
         "    Show a list of Sentinel instances for this master and their state.",
         "SET <master-name> <option> <value> [<option> <value> ...]",
         "    Set configuration parameters for certain masters.",
+        "SIMULATE-FAILURE [CRASH-AFTER-ELECTION] [CRASH-AFTER-PROMOTION] [HELP]",
+        "    Simulate a Sentinel crash.",
         "HELP",
         "    Prints this help.",
     ];

@@ -49,6 +49,8 @@ pub enum CmdId {
     SentinelInfoCache,
     SentinelFlushconfig,
     SentinelPendingScripts,
+    SentinelIsMasterDownByAddr,
+    SentinelSimulateFailure,
     SentinelHelp,
 }
 
@@ -377,7 +379,7 @@ static COMMAND_SUBS: [Spec; 6] = [
 ];
 
 /// `SENTINEL` subcommands served, Valkey's `PRIMARY` aliases included.
-static SENTINEL_SUBS: [Spec; 21] = [
+static SENTINEL_SUBS: [Spec; 23] = [
     sentinel_sub!(
         "ckquorum",
         3,
@@ -439,6 +441,13 @@ static SENTINEL_SUBS: [Spec; 21] = [
         SentinelInfoCache,
         "3.2.0",
         "Returns the cached INFO replies from the deployment's instances."
+    ),
+    sentinel_sub!(
+        "is-master-down-by-addr",
+        6,
+        SentinelIsMasterDownByAddr,
+        "2.8.4",
+        "Determines whether a master Redis instance is down."
     ),
     sentinel_sub!(
         "master",
@@ -511,6 +520,13 @@ static SENTINEL_SUBS: [Spec; 21] = [
         SentinelSet,
         "2.8.4",
         "Changes the configuration of a monitored Redis master."
+    ),
+    sentinel_sub!(
+        "simulate-failure",
+        -3,
+        SentinelSimulateFailure,
+        "3.2.0",
+        "Simulates failover scenarios."
     ),
     sentinel_sub!(
         "slaves",
