@@ -97,6 +97,7 @@ impl Node {
             sentinel_addr: Some(advertise(&sentinel_l, cfg.listen.sentinel)),
             grpc_addr: Some(advertise(&grpc_l, cfg.listen.grpc)),
             run_id: Some(run_id.clone()),
+            command_version: Some(crate::fsm::SUPPORTED_VERSION),
         };
 
         let node_cfg = NodeConfig {

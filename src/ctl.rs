@@ -376,7 +376,8 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
                            "last_index": st.last_index, "members": members,
                            "voters_outgoing": st.voters_outgoing, "leader_contact": st.leader_contact,
                            "current_epoch": st.current_epoch,
-                           "awaiting_replacement": st.awaiting_replacement})
+                           "awaiting_replacement": st.awaiting_replacement,
+                           "cluster_version": st.cluster_version})
                 );
             } else {
                 println!(

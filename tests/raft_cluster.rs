@@ -37,7 +37,13 @@ fn spec(name: &str) -> MasterSpec {
     }
 }
 
-fn node_config(id: u64, voters: &[u64], compact_threshold: u64) -> NodeConfig {
+/// `command_version`: the command format the node announces that it reads.
+fn node_config_v(
+    id: u64,
+    voters: &[u64],
+    compact_threshold: u64,
+    command_version: Option<u32>,
+) -> NodeConfig {
     NodeConfig {
         id,
         tick: TICK,
@@ -47,6 +53,7 @@ fn node_config(id: u64, voters: &[u64], compact_threshold: u64) -> NodeConfig {
         bootstrap_masters: vec![spec("mymaster")],
         self_info: MemberInfo {
             sentinel_addr: Some(format!("127.0.0.1:{}", 26000 + id)),
+            command_version,
             ..MemberInfo::default()
         },
         configured_peers: voters.iter().map(|v| (*v, format!("n{v}:1"))).collect(),
@@ -129,12 +136,23 @@ fn start_node(
     dir: Arc<TempDir>,
     compact_threshold: u64,
 ) -> TestNode {
+    start_node_v(net, id, voters, dir, compact_threshold, None)
+}
+
+fn start_node_v(
+    net: &MemNetwork,
+    id: u64,
+    voters: &[u64],
+    dir: Arc<TempDir>,
+    compact_threshold: u64,
+    command_version: Option<u32>,
+) -> TestNode {
     let (store, rec) = DiskStore::open(dir.path(), id, "test").unwrap();
     let mailbox = RaftNode::mailbox();
     let transport = net.register(id, mailbox.0.clone());
     let (trigger, shutdown) = shutdown::channel();
     let (handle, task) = RaftNode::start(
-        node_config(id, voters, compact_threshold),
+        node_config_v(id, voters, compact_threshold, command_version),
         store,
         rec,
         voters,
@@ -210,6 +228,8 @@ async fn elects_a_leader_and_applies_in_the_same_order_everywhere() {
 async fn isolated_minority_cannot_commit_and_catches_up_after_healing() {
     let c = TestCluster::start(3, 1000);
     let leader = c.leader(&[1, 2, 3]).await;
+    // What was committed before the cut may still be applying: start from a settled state.
+    c.wait_bootstrapped(&[1, 2, 3]).await;
     let minority = if leader == 3 { 1 } else { 3 };
     let majority: Vec<u64> = (1..=3).filter(|id| *id != minority).collect();
     c.net.isolate(minority);
@@ -519,13 +539,15 @@ async fn an_entry_that_cannot_be_decoded_halts_applying_and_is_never_skipped() {
     let first_bad = c.h(leader).status().last_index + 1;
     // A command in a format from a later version, then a valid command after it.
     propose_raw(&c, leader, br#"{"v":99,"cmd":{"op":"from_the_future"}}"#);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    propose_raw(&c, leader, &monitor("after").encode());
-    // Both are committed (the log itself is fine) ...
+    // Both are committed (the log itself is fine) ... The halted leader hands leadership
+    // away (which its peers, halted too, refuse) and drops proposals meanwhile: retry.
     let deadline = Instant::now() + Duration::from_secs(10);
     while (1..=3).any(|id| c.h(id).status().commit < first_bad + 1) {
         assert!(Instant::now() < deadline, "entries not committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(l) = (1..=3).find(|id| c.h(*id).status().role == Role::Leader) {
+            propose_raw(&c, l, &monitor("after").encode());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // ... but no node applies past the entry it cannot read, nor vouches for its state.
@@ -545,6 +567,78 @@ async fn an_entry_that_cannot_be_decoded_halts_applying_and_is_never_skipped() {
             "node {id} skipped the entry it cannot decode"
         );
         assert!(!c.h(id).has_leader_contact(), "node {id} still vouches");
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgraded() {
+    use raft_sentinel::fsm::{BASE_VERSION, SUPPORTED_VERSION};
+    const { assert!(SUPPORTED_VERSION > BASE_VERSION) };
+    let net = MemNetwork::new();
+    let voters = [1, 2, 3];
+    let dirs: Vec<Arc<TempDir>> = (0..3)
+        .map(|_| Arc::new(tempfile::tempdir().unwrap()))
+        .collect();
+    // Nodes 1 and 2 read the newest format; node 3 runs an older version.
+    let announced = |id: u64| (id != 3).then_some(SUPPORTED_VERSION);
+    let mut nodes = BTreeMap::new();
+    for id in voters {
+        let dir = dirs[id as usize - 1].clone();
+        nodes.insert(
+            id,
+            start_node_v(&net, id, &voters, dir, 1000, announced(id)),
+        );
+    }
+    let mut c = TestCluster { net, nodes };
+    let leader = c.leader(&voters).await;
+    c.wait_bootstrapped(&voters).await;
+    // Every announcement is applied, and then some (the leader would raise it by now).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(1..=3).all(|id| {
+        c.h(leader).state().members[&id]
+            .info
+            .sentinel_addr
+            .is_some()
+    }) {
+        assert!(Instant::now() < deadline, "announcements not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for id in voters {
+        assert_eq!(c.h(id).state().cluster_version(), BASE_VERSION, "node {id}");
+    }
+    // Nothing in the newer format is written, also when asked for explicitly.
+    let err = c
+        .h(leader)
+        .propose(Command::ClusterVersion {
+            version: SUPPORTED_VERSION,
+        })
+        .await
+        .expect_err("a format node 3 cannot read was written");
+    assert!(matches!(err, ProposeError::Invalid(_)), "{err}");
+    c.h(leader).propose(monitor("old-format")).await.unwrap();
+
+    // Node 3 is upgraded (restarted on its data dir with the new version): the cluster moves on.
+    let n3 = c.nodes.remove(&3).unwrap();
+    n3.trigger.trigger();
+    let _ = n3.task.await;
+    let n3 = start_node_v(
+        &c.net,
+        3,
+        &voters,
+        dirs[2].clone(),
+        1000,
+        Some(SUPPORTED_VERSION),
+    );
+    c.nodes.insert(3, n3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(1..=3).all(|id| c.h(id).state().cluster_version() == SUPPORTED_VERSION) {
+        assert!(
+            Instant::now() < deadline,
+            "cluster version not raised after the upgrade"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.stop().await;
 }

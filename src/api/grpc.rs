@@ -204,6 +204,7 @@ impl Coordinator for CoordinatorService {
             leader_contact: self.raft.has_leader_contact(),
             current_epoch: state.current_epoch,
             awaiting_replacement: st.awaiting_replacement,
+            cluster_version: state.cluster_version(),
         }))
     }
 

@@ -333,8 +333,11 @@ impl RaftNode {
             tokio::select! {
                 _ = ticker.tick() => {
                     // A node that must not vote must not campaign either: without ticks a
-                    // follower never starts an election.
-                    if !self.boot_pending && !self.guard.awaiting && self.halted.is_none() {
+                    // follower never starts an election. A halted leader keeps ticking
+                    // (heartbeats, the end of a leadership transfer) but never campaigns again.
+                    let halted_follower =
+                        self.halted.is_some() && self.raw.raft.state != StateRole::Leader;
+                    if !self.boot_pending && !self.guard.awaiting && !halted_follower {
                         self.raw.tick();
                     }
                     self.on_tick();
@@ -397,6 +400,10 @@ impl RaftNode {
                 }
             }
             NodeMsg::Propose { cmd, reply } => {
+                if let Err(e) = self.format_allowed(&cmd) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let id = self.next_id();
                 let ctx = self.ctx_bytes(id);
                 match self.raw.propose(ctx, cmd.encode()) {
@@ -448,6 +455,26 @@ impl RaftNode {
             }
             NodeMsg::Boot(d) => self.on_boot_decision(d),
         }
+    }
+
+    /// A command whose format some member may not read is never written: it would halt
+    /// that member (see [`Self::apply_entries`]).
+    fn format_allowed(&self, cmd: &Command) -> Result<(), ProposeError> {
+        let v = cmd.format_version();
+        let allowed = match cmd {
+            // Raising the version needs every member to read the new one.
+            Command::ClusterVersion { .. } => self.state.members_version(),
+            _ => self.state.cluster_version(),
+        };
+        if v > allowed || v > crate::fsm::SUPPORTED_VERSION {
+            return Err(ProposeError::Invalid(format!(
+                "{} needs command format {v}, but the cluster is at format {} (every member \
+                 must run a version that reads it first)",
+                cmd.kind(),
+                self.state.cluster_version()
+            )));
+        }
+        Ok(())
     }
 
     /// Why a vote request (or a request to campaign) is refused under the vote guard.
@@ -715,6 +742,20 @@ impl RaftNode {
                 node: self.cfg.id,
                 info: mine,
             };
+            let _ = self.raw.propose(Vec::new(), cmd.encode());
+        }
+        // Every member reads a newer command format: commit it, so new command types may
+        // be written from then on.
+        let target = self
+            .state
+            .members_version()
+            .min(crate::fsm::SUPPORTED_VERSION);
+        if leader && target > self.state.cluster_version() {
+            info!(
+                version = target,
+                "every member reads a newer command format: raising the cluster version"
+            );
+            let cmd = Command::ClusterVersion { version: target };
             let _ = self.raw.propose(Vec::new(), cmd.encode());
         }
         if leader

@@ -129,6 +129,10 @@ pub struct MemberInfo {
     pub grpc_addr: Option<String>,
     /// 40-hex run id, stable across restarts (Sentinel's `myid`).
     pub run_id: Option<String>,
+    /// Highest command format version the node reads (`None`: [`BASE_VERSION`], a node
+    /// from before versions were announced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_version: Option<u32>,
 }
 
 /// A replicated command. Encoded as JSON with a version tag in [`Envelope`].
@@ -293,6 +297,12 @@ pub enum Command {
         /// Its addresses.
         info: MemberInfo,
     },
+    /// Raises the cluster's command format version: every member reported that it reads
+    /// it. Commands of a newer format are proposed only from then on.
+    ClusterVersion {
+        /// The new version.
+        version: u32,
+    },
 }
 
 /// Versioned wrapper, so a later release can read entries written by this one.
@@ -304,7 +314,12 @@ struct Envelope {
 }
 
 /// Encoding version written by this build.
-const VERSION: u32 = 1;
+/// The command format every version reads; what older nodes expect in every entry.
+pub const BASE_VERSION: u32 = 1;
+/// The highest command format this version reads. A format above the committed cluster
+/// version is never proposed (see `ClusterState::cluster_version`), so a node of an older
+/// version never meets an entry it cannot read in a cluster it is a member of.
+pub const SUPPORTED_VERSION: u32 = 2;
 
 /// A log entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -315,7 +330,7 @@ impl Command {
     /// Bytes stored in the Raft entry's data.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&Envelope {
-            v: VERSION,
+            v: self.format_version(),
             cmd: self.clone(),
         })
         .expect("commands always serialize")
@@ -324,10 +339,22 @@ impl Command {
     /// Reads an entry's data back.
     pub fn decode(data: &[u8]) -> Result<Command, DecodeError> {
         let env: Envelope = serde_json::from_slice(data).map_err(|e| DecodeError(e.to_string()))?;
-        if env.v != VERSION {
-            return Err(DecodeError(format!("unknown version {}", env.v)));
+        if env.v == 0 || env.v > SUPPORTED_VERSION {
+            return Err(DecodeError(format!(
+                "command format version {} (this version reads up to {SUPPORTED_VERSION})",
+                env.v
+            )));
         }
         Ok(env.cmd)
+    }
+
+    /// The command format an entry of this command is written in: the oldest version that
+    /// reads it. Existing commands stay at [`BASE_VERSION`], so older nodes read them.
+    pub fn format_version(&self) -> u32 {
+        match self {
+            Command::ClusterVersion { .. } => 2,
+            _ => BASE_VERSION,
+        }
     }
 
     /// Short name for logs and metrics.
@@ -351,6 +378,37 @@ impl Command {
             Command::Pause { .. } => "pause",
             Command::Resume { .. } => "resume",
             Command::Announce { .. } => "announce",
+            Command::ClusterVersion { .. } => "cluster_version",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_commands_keep_the_base_format_and_newer_formats_are_refused() {
+        let announce = Command::Announce {
+            node: 1,
+            info: MemberInfo {
+                command_version: Some(SUPPORTED_VERSION),
+                ..MemberInfo::default()
+            },
+        };
+        let bytes = announce.encode();
+        // What an older node checks: the envelope says the base format.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["v"], BASE_VERSION);
+        assert_eq!(Command::decode(&bytes).unwrap(), announce);
+
+        let raise = Command::ClusterVersion { version: 2 };
+        assert_eq!(raise.format_version(), 2);
+        assert_eq!(Command::decode(&raise.encode()).unwrap(), raise);
+
+        let future = br#"{"v":3,"op":"pause","master":"m"}"#;
+        let e = Command::decode(future).unwrap_err().to_string();
+        assert!(e.contains("format version 3"), "{e}");
+        assert!(Command::decode(br#"{"v":2,"op":"from_the_future"}"#).is_err());
     }
 }

@@ -43,7 +43,7 @@ mod state;
 
 pub use command::{
     Command, DecodeError, FailoverReason, FenceKind, MasterSpec, MemberInfo, ObserveReason,
-    ReconfStage,
+    ReconfStage, BASE_VERSION, SUPPORTED_VERSION,
 };
 pub use event::{master_details, replica_details, Event};
 pub use state::{

@@ -363,6 +363,10 @@ pub struct ClusterState {
     /// every node computes the same result.
     #[serde(default)]
     pub clock_ms: u64,
+    /// Committed command format version (0 reads as [`super::BASE_VERSION`]). Raised by
+    /// `ClusterVersion` once every member announced that it reads it; never lowered.
+    #[serde(default)]
+    pub cluster_version: u32,
 }
 
 /// What a successful command returns to its proposer.
@@ -474,6 +478,22 @@ impl ClusterState {
             self.clock_ms = self.clock_ms.max(t);
         }
         Applied { result, events }
+    }
+
+    /// The committed command format version: commands of a newer format must not be
+    /// proposed (a member could not read them).
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version.max(super::BASE_VERSION)
+    }
+
+    /// The version every member reads, by their announcements: what the cluster version may
+    /// be raised to.
+    pub fn members_version(&self) -> u32 {
+        self.members
+            .values()
+            .map(|m| m.info.command_version.unwrap_or(super::BASE_VERSION))
+            .min()
+            .unwrap_or(super::BASE_VERSION)
     }
 
     /// Records that an entry without a command (leader no-op, conf change) was applied.
@@ -1057,6 +1077,34 @@ impl ClusterState {
                 }
                 Ok(Outcome::default())
             }
+            Command::ClusterVersion { version } => {
+                let readers = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| {
+                        m.info.command_version.unwrap_or(super::BASE_VERSION) < *version
+                    })
+                    .map(|(id, _)| id.to_string())
+                    .collect::<Vec<_>>();
+                if !readers.is_empty() {
+                    return Err(Rejection {
+                        kind: RejectKind::Precondition,
+                        message: format!(
+                            "nodes {} do not read command format {version}",
+                            readers.join(", ")
+                        ),
+                    });
+                }
+                if *version > self.cluster_version() {
+                    self.cluster_version = *version;
+                    events.push(Event::new(
+                        "+cluster-version",
+                        format!("command format {version}"),
+                        None,
+                    ));
+                }
+                Ok(Outcome::default())
+            }
             Command::Announce { node, info } => match self.members.get_mut(node) {
                 Some(m) => {
                     for (what, v) in [
@@ -1227,4 +1275,47 @@ fn validate_spec(spec: &MasterSpec) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+    use crate::fsm::{MemberInfo, SUPPORTED_VERSION};
+
+    #[test]
+    fn the_cluster_version_rises_only_when_every_member_reads_it() {
+        let mut st = ClusterState::with_voters([(1, None), (2, None)]);
+        assert_eq!(st.cluster_version(), 1);
+        let announce = |node, v| Command::Announce {
+            node,
+            info: MemberInfo {
+                command_version: v,
+                ..MemberInfo::default()
+            },
+        };
+        assert!(st
+            .apply(10, &announce(1, Some(SUPPORTED_VERSION)))
+            .result
+            .is_ok());
+        assert_eq!(st.members_version(), 1);
+        let raise = Command::ClusterVersion { version: 2 };
+        let r = st.apply(11, &raise);
+        assert!(r.result.unwrap_err().message.contains("nodes 2"));
+        assert_eq!(st.cluster_version(), 1);
+        assert!(st
+            .apply(12, &announce(2, Some(SUPPORTED_VERSION)))
+            .result
+            .is_ok());
+        assert_eq!(st.members_version(), 2);
+        let r = st.apply(13, &raise);
+        assert!(r.result.is_ok());
+        assert_eq!(r.events[0].kind, "+cluster-version");
+        assert_eq!(st.cluster_version(), 2);
+        // Never lowered.
+        assert!(st
+            .apply(14, &Command::ClusterVersion { version: 1 })
+            .result
+            .is_ok());
+        assert_eq!(st.cluster_version(), 2);
+    }
 }

@@ -528,6 +528,7 @@ fn membership_change_drops_observations_of_departed_nodes() {
             sentinel_addr: Some("n4:26379".into()),
             grpc_addr: Some("n4:7700".into()),
             run_id: Some("a".repeat(40)),
+            command_version: None,
         },
     });
     let m = &f.s.members[&4];
