@@ -45,6 +45,13 @@ async fn an_unreachable_unlisted_replica_is_forgotten_with_a_minus_slave_event()
         (replicas(&d).len() == 2).then_some(())
     })
     .await;
+    // The option is written in command format 2, which the cluster accepts once every node
+    // announced that it reads it.
+    support::eventually(Duration::from_secs(20), "cluster version 2", || async {
+        let st = c.nodes[0].status().await?;
+        (st.cluster_version >= 2).then_some(())
+    })
+    .await;
     let (code, _, err) = c.ctl(&["set", "mymaster", "replica-forget-after", "2000"]);
     assert_eq!(code, 0, "{err}");
 

@@ -352,7 +352,16 @@ impl Command {
     /// reads it. Existing commands stay at [`BASE_VERSION`], so older nodes read them.
     pub fn format_version(&self) -> u32 {
         match self {
-            Command::ClusterVersion { .. } => 2,
+            // Versions before format 2 know neither of these.
+            Command::ClusterVersion { .. } | Command::ForgetReplicas { .. } => 2,
+            // An older node would refuse the option and apply none of the others.
+            Command::Set { options, .. }
+                if options
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("replica-forget-after")) =>
+            {
+                2
+            }
             _ => BASE_VERSION,
         }
     }
@@ -404,6 +413,15 @@ mod tests {
 
         let raise = Command::ClusterVersion { version: 2 };
         assert_eq!(raise.format_version(), 2);
+        let set = |k: &str| Command::Set {
+            name: "m".into(),
+            options: vec![(k.into(), "1".into())],
+        };
+        assert_eq!(
+            set("down-after-milliseconds").format_version(),
+            BASE_VERSION
+        );
+        assert_eq!(set("Replica-Forget-After").format_version(), 2);
         assert_eq!(Command::decode(&raise.encode()).unwrap(), raise);
 
         let future = br#"{"v":3,"op":"pause","master":"m"}"#;

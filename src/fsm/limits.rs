@@ -114,6 +114,7 @@ mod tests {
                     sentinel_addr: Some(worst(MAX_NAME_LEN + 8)),
                     grpc_addr: Some(worst(MAX_NAME_LEN + 8)),
                     run_id: Some(worst(MAX_RUN_ID_LEN)),
+                    command_version: Some(u32::MAX),
                 };
                 (id, Member { voter: true, info })
             })
@@ -124,6 +125,7 @@ mod tests {
             bootstrapped: true,
             members,
             clock_ms: u64::MAX,
+            cluster_version: u32::MAX,
             ..ClusterState::default()
         };
         let mut n = 0;
