@@ -272,6 +272,19 @@ class RaftSentinel(Deployment):
         r, err = self.ctl("add-node", "--id", str(i), "--addr", f"{self.ip(i)}:{PEER_PORT}", timeout=20)
         return r, err
 
+    def wipe_coord(self, i):
+        # A replaced disk: the Raft data dir is gone, the configuration file is as shipped.
+        shutil.rmtree(os.path.join(self.dir, f"node{i}", "data"), ignore_errors=True)
+
+    def replace_node(self, i):
+        # The leader may still be settling after the restarts: retry for a while.
+        end = time.monotonic() + 20
+        while True:
+            r, err = self.ctl("replace-node", "--id", str(i), timeout=20)
+            if r is not None or time.monotonic() > end:
+                return r, err
+            time.sleep(1)
+
     def remove_node(self, i):
         r, err = self.ctl("remove-node", "--id", str(i), timeout=20)
         return r, err
@@ -351,6 +364,15 @@ class RedisSentinel(Deployment):
     def add_node(self, i):
         self.start_coord(i)
         return True, None
+
+    def wipe_coord(self, i):
+        # A replaced disk: the rewritten sentinel.conf (epochs, known master) is gone and the
+        # configuration is back to what was deployed.
+        os.remove(os.path.join(self.dir, f"sentinel{i}", "sentinel.conf"))
+
+    def replace_node(self, i):
+        # Sentinel has no such step: a restarted Sentinel learns from its peers' hellos.
+        return {"ok": True}, None
 
     def remove_node(self, i):
         # Sentinel's documented procedure: stop it, then SENTINEL RESET on every other one.

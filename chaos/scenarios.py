@@ -289,6 +289,42 @@ def stale_vote(ctx):
     ctx.heal()
 
 
+def disk_replaced(ctx):
+    """A failover commits on {A, C} while B's coordinator is down; C's disk is replaced and C
+    restarts with its original configuration; A's coordinator dies and B returns. The two
+    coordinators left must not answer the pre-failover master or fail over again with an
+    epoch already used. A then returns and C is re-admitted (raft-sentinel: ctl replace-node)."""
+    m = ctx.master_host()
+    a = m  # the coordinator beside the master survives the failover, then dies
+    b, c = ctx.others(m)
+    ctx.nem("coordinator down", "info", {"host": b})
+    ctx.d.coord[b].kill9()
+    ctx.sleep(1)
+    ctx.nem("kill -9 master while one coordinator is down", detail={"host": m, "coordinator_down": b})
+    ctx.d.redis[m].kill9()
+    ctx.sleep(4 * ctx.down_after + 2)
+    ctx.nem("restart old master", "info", {"host": m})
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(2)
+    ctx.nem("coordinator disk replaced: state wiped, restarted with its original config",
+            detail={"host": c})
+    ctx.d.coord[c].kill9()
+    ctx.d.wipe_coord(c)
+    ctx.nem("coordinator dies; the down one returns", "info", {"dead": a, "back": b})
+    ctx.d.coord[a].kill9()
+    ctx.d.start_coord(c)
+    ctx.d.start_coord(b)
+    # Long enough for B and C to elect, answer clients and detect anything they would act on.
+    ctx.sleep(6 * ctx.down_after + 4)
+    ctx.nem("dead coordinator back", "info", {"host": a})
+    ctx.d.start_coord(a)
+    ctx.sleep(3)
+    r, err = ctx.d.replace_node(c)
+    ctx.nem("wiped coordinator re-admitted", "info", {"host": c, "ok": r is not None, "err": err})
+    ctx.sleep(1)
+    ctx.heal()
+
+
 # name -> (function, needs partitions, a coordinator majority survives, zero loss expected,
 #          no promotion expected)
 SCENARIOS = {
@@ -307,6 +343,7 @@ SCENARIOS = {
     "coordinator-churn": (coordinator_churn, False, True, False, False),
     "switchover": (switchover, False, True, True, False),
     "stale-vote": (stale_vote, True, True, True, True),
+    "disk-replaced": (disk_replaced, False, True, False, False),
 }
 
 SMOKE = ["kill-master", "partition-master", "master-restart-empty"]
