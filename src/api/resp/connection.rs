@@ -14,7 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::fast::{is_addr_lookup, AddrTable};
-use super::frame::{self, Check, Frame, Heads, Limits, Protocol, ProtocolError};
+use super::frame::{self, Check, Frame, Heads, Limits, Protocol, ProtocolError, Scan};
 
 /// Output is written out once this much is pending, even mid-pipeline.
 pub const FLUSH_AT: usize = 64 * 1024;
@@ -56,6 +56,10 @@ pub struct Connection {
     rbuf: BytesMut,
     wbuf: BytesMut,
     limits: Limits,
+    /// Where the request at the front of `rbuf` was left by the last scan (see
+    /// [`frame::check_resume`]).
+    heads: Heads,
+    scan: Scan,
     write_timeout: Duration,
     /// Bytes read and written since the last [`Connection::take_traffic`], for INFO stats.
     read_bytes: u64,
@@ -72,6 +76,8 @@ impl Connection {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             limits,
+            heads: Heads::default(),
+            scan: Scan::default(),
             write_timeout,
             read_bytes: 0,
             written_bytes: 0,
@@ -160,15 +166,23 @@ impl Connection {
     /// `lookups`, a master-address lookup is returned as [`Incoming::Lookup`] instead of
     /// being split into owned arguments.
     pub fn next_request(&mut self, authed: bool, lookups: bool) -> Result<Incoming, ProtocolError> {
-        let mut heads = Heads::default();
         loop {
-            match frame::check_heads(&self.rbuf, &self.limits, authed, &mut heads)? {
+            let check = frame::check_resume(
+                &self.rbuf,
+                &self.limits,
+                authed,
+                &mut self.heads,
+                &mut self.scan,
+            )?;
+            match check {
                 Check::Incomplete => return Ok(Incoming::Pending),
                 Check::Empty(n) => self.rbuf.advance(n),
-                Check::Request { len, .. } if lookups && is_addr_lookup(&self.rbuf, &heads) => {
+                Check::Request { len, .. }
+                    if lookups && is_addr_lookup(&self.rbuf, &self.heads) =>
+                {
                     return Ok(Incoming::Lookup(Lookup {
                         len,
-                        name: heads.args[2],
+                        name: self.heads.args[2],
                     }));
                 }
                 Check::Request { len, multibulk } => {

@@ -329,6 +329,48 @@ pub fn check_heads(
     authed: bool,
     heads: &mut Heads,
 ) -> Result<Check, ProtocolError> {
+    check_resume(buf, limits, authed, heads, &mut Scan::default())
+}
+
+/// How far [`check_resume`] got through a request that is not complete yet. Kept by the
+/// connection between reads, so a request that arrives a few bytes at a time is scanned once
+/// in total instead of from its first byte on every read (which is quadratic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Arguments announced by the `*n` header; 0 while it is not read yet.
+    count: usize,
+    /// Offset of the next argument header (all before it are validated).
+    pos: usize,
+    /// Index of that argument.
+    next_arg: usize,
+    /// Inline requests: bytes already searched for the newline.
+    inline_from: usize,
+}
+
+/// [`check_heads`] that resumes from `scan`, which must come from the previous call on the
+/// same request (the same buffer, possibly longer) with the same `authed` and `heads`, or be
+/// fresh. It is reset whenever the call returns anything but [`Check::Incomplete`].
+pub fn check_resume(
+    buf: &[u8],
+    limits: &Limits,
+    authed: bool,
+    heads: &mut Heads,
+    scan: &mut Scan,
+) -> Result<Check, ProtocolError> {
+    let r = check_from(buf, limits, authed, heads, scan);
+    if !matches!(r, Ok(Check::Incomplete)) {
+        *scan = Scan::default();
+    }
+    r
+}
+
+fn check_from(
+    buf: &[u8],
+    limits: &Limits,
+    authed: bool,
+    heads: &mut Heads,
+    scan: &mut Scan,
+) -> Result<Check, ProtocolError> {
     heads.count = 0;
     let max_request_len = if authed {
         limits.max_request_len
@@ -339,24 +381,39 @@ pub fn check_heads(
         return Ok(Check::Incomplete);
     }
     if buf[0] != b'*' {
-        return check_inline(buf, limits.max_inline_len.min(max_request_len));
+        return check_inline(
+            buf,
+            limits.max_inline_len.min(max_request_len),
+            &mut scan.inline_from,
+        );
     }
-    let Some((count, mut pos)) = header(buf, 1, limits, ProtocolError::TooBigMultibulkCount)?
-    else {
-        return Ok(Check::Incomplete);
+    let (count, mut pos, first) = if scan.count > 0 {
+        (scan.count, scan.pos, scan.next_arg)
+    } else {
+        let Some((count, pos)) = header(buf, 1, limits, ProtocolError::TooBigMultibulkCount)?
+        else {
+            return Ok(Check::Incomplete);
+        };
+        let count = count.ok_or(ProtocolError::InvalidMultibulkLength)?;
+        if count > i32::MAX as i64 || count > limits.max_args as i64 {
+            return Err(ProtocolError::InvalidMultibulkLength);
+        }
+        if count > UNAUTH_MAX_ARGS && !authed {
+            return Err(ProtocolError::UnauthenticatedMultibulkLength);
+        }
+        if count <= 0 {
+            return Ok(Check::Empty(pos));
+        }
+        (count as usize, pos, 0)
     };
-    let count = count.ok_or(ProtocolError::InvalidMultibulkLength)?;
-    if count > i32::MAX as i64 || count > limits.max_args as i64 {
-        return Err(ProtocolError::InvalidMultibulkLength);
-    }
-    if count > UNAUTH_MAX_ARGS && !authed {
-        return Err(ProtocolError::UnauthenticatedMultibulkLength);
-    }
-    if count <= 0 {
-        return Ok(Check::Empty(pos));
-    }
-    for i in 0..count as usize {
+    for i in first..count {
         if pos >= buf.len() {
+            *scan = Scan {
+                count,
+                pos,
+                next_arg: i,
+                inline_from: 0,
+            };
             return too_large_or_incomplete(buf, max_request_len);
         }
         if buf[pos] != b'$' {
@@ -364,6 +421,12 @@ pub fn check_heads(
         }
         let Some((len, next)) = header(buf, pos + 1, limits, ProtocolError::TooBigBulkCount)?
         else {
+            *scan = Scan {
+                count,
+                pos,
+                next_arg: i,
+                inline_from: 0,
+            };
             return too_large_or_incomplete(buf, max_request_len);
         };
         let len = len.ok_or(ProtocolError::InvalidBulkLength)?;
@@ -383,9 +446,15 @@ pub fn check_heads(
         }
     }
     if pos > buf.len() {
+        *scan = Scan {
+            count,
+            pos,
+            next_arg: count,
+            inline_from: 0,
+        };
         return Ok(Check::Incomplete);
     }
-    heads.count = count as usize;
+    heads.count = count;
     Ok(Check::Request {
         len: pos,
         multibulk: true,
@@ -457,9 +526,19 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
-fn check_inline(buf: &[u8], max_inline_len: usize) -> Result<Check, ProtocolError> {
-    match buf.iter().position(|&c| c == b'\n') {
+fn check_inline(
+    buf: &[u8],
+    max_inline_len: usize,
+    searched: &mut usize,
+) -> Result<Check, ProtocolError> {
+    let from = (*searched).min(buf.len());
+    match buf[from..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|i| from + i)
+    {
         None => {
+            *searched = buf.len();
             if buf.len() > max_inline_len {
                 Err(ProtocolError::TooBigInline)
             } else {
@@ -869,6 +948,86 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+    }
+
+    /// Resuming from the saved scan gives what a scan from byte 0 gives, for every way of
+    /// splitting the input, including errors found late and pipelined requests.
+    #[test]
+    fn resumed_scan_matches_a_fresh_scan_at_every_split() {
+        let mut many = b"*40\r\n".to_vec();
+        for i in 0..40 {
+            let a = format!("arg{i}");
+            many.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        let inputs: Vec<Vec<u8>> = vec![
+            many,
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n*1\r\n$4\r\nPING\r\n".to_vec(),
+            b"PING hello world\r\nPING\r\n".to_vec(),
+            b"*2\r\n$4\r\nPING\r\n:12\r\n".to_vec(),
+            b"*2\r\n$4\r\nPING\r\n$x\r\n".to_vec(),
+            b"*0\r\n*1\r\n$4\r\nPING\r\n".to_vec(),
+        ];
+        for input in &inputs {
+            for authed in [true, false] {
+                let (mut heads, mut scan) = (Heads::default(), Scan::default());
+                for end in 1..=input.len() {
+                    let buf = &input[..end];
+                    let mut fresh_heads = Heads::default();
+                    let fresh = check_heads(buf, &lim(), authed, &mut fresh_heads);
+                    let resumed = check_resume(buf, &lim(), authed, &mut heads, &mut scan);
+                    assert_eq!(
+                        resumed,
+                        fresh,
+                        "{:?} at {end}",
+                        String::from_utf8_lossy(buf)
+                    );
+                    if let Ok(Check::Request { .. }) = fresh {
+                        assert_eq!(heads.count, fresh_heads.count);
+                        for a in 0..fresh_heads.count.min(Heads::MAX) {
+                            assert_eq!(heads.args[a], fresh_heads.args[a]);
+                        }
+                    }
+                    if !matches!(fresh, Ok(Check::Incomplete)) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Trickled one byte at a time, a request is scanned a bounded number of times per byte
+    /// (each call looks at most at one header), not from byte 0 on every call.
+    #[test]
+    fn trickled_request_costs_linear_work() {
+        let mut req = format!("*{}\r\n", 5000).into_bytes();
+        for _ in 0..5000 {
+            req.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let big = Limits {
+            max_args: 10_000,
+            ..lim()
+        };
+        let (mut heads, mut scan) = (Heads::default(), Scan::default());
+        let mut done = false;
+        let mut last_pos = 0;
+        for end in 1..=req.len() {
+            let r = check_resume(&req[..end], &big, true, &mut heads, &mut scan).unwrap();
+            if r != Check::Incomplete {
+                assert_eq!(
+                    r,
+                    Check::Request {
+                        len: req.len(),
+                        multibulk: true
+                    }
+                );
+                done = true;
+                break;
+            }
+            // Progress only moves forward: the next call starts where this one stopped.
+            assert!(scan.pos >= last_pos);
+            last_pos = scan.pos;
+        }
+        assert!(done);
     }
 
     /// Random bytes, and random mutations of valid requests, fed in random chunk sizes:

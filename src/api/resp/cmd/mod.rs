@@ -72,9 +72,9 @@ pub struct Session {
     /// Its registry entry.
     pub handle: Arc<ClientHandle>,
     /// Channels subscribed, in subscription order.
-    pub channels: Vec<Bytes>,
+    pub channels: pubsub::NameSet,
     /// Patterns subscribed, in subscription order.
-    pub patterns: Vec<Bytes>,
+    pub patterns: pubsub::NameSet,
     /// Applied events, while subscribed to anything.
     pub events: Option<broadcast::Receiver<AppliedEvent>>,
     /// Close once the pending replies are written (QUIT, CLIENT KILL of itself).
@@ -88,8 +88,8 @@ impl Session {
             proto: Protocol::Resp2,
             authed: !requirepass,
             handle,
-            channels: Vec::new(),
-            patterns: Vec::new(),
+            channels: Default::default(),
+            patterns: Default::default(),
             events: None,
             close_after_reply: false,
         }

@@ -5,6 +5,8 @@
 //! entries applied on this node, so every node publishes every cluster-wide event. `+sdown` and
 //! `-sdown` describe one node's own view; a node publishes only its own, as a Sentinel does.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 
 use super::{Reply, Session, Shared};
@@ -12,6 +14,65 @@ use crate::api::resp::frame::Frame;
 use crate::api::resp::parse::Parse;
 use crate::consensus::AppliedEvent;
 use crate::model::{glob_match, NodeId};
+
+/// Names subscribed, in subscription order, with O(1) insert, lookup and removal (a client
+/// may subscribe to many names in one command; a list would make that quadratic).
+#[derive(Debug, Default)]
+pub struct NameSet {
+    /// In subscription order; removed names leave a hole until the next compaction.
+    order: Vec<Option<Bytes>>,
+    index: HashMap<Bytes, usize>,
+}
+
+impl NameSet {
+    /// Adds `name`; false if it was there.
+    pub fn insert(&mut self, name: Bytes) -> bool {
+        if self.index.contains_key(&name) {
+            return false;
+        }
+        self.index.insert(name.clone(), self.order.len());
+        self.order.push(Some(name));
+        true
+    }
+
+    /// Removes `name`; false if it was not there.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        let Some(i) = self.index.remove(name) else {
+            return false;
+        };
+        self.order[i] = None;
+        // Compact once holes outnumber names, so the list stays O(names).
+        if self.order.len() > 2 * self.index.len() + 8 {
+            self.order.retain(Option::is_some);
+            for (i, n) in self.order.iter().enumerate() {
+                if let Some(n) = n {
+                    self.index.insert(n.clone(), i);
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether `name` is in.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Names in.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The names in subscription order.
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.order.iter().flatten()
+    }
+}
 
 fn confirmation(kind: &'static str, name: Option<Bytes>, count: usize) -> Frame {
     Frame::Push(vec![
@@ -33,9 +94,7 @@ pub fn subscribe(p: &mut Parse, s: &mut Session, sh: &Shared, pattern: bool) -> 
         } else {
             &mut s.channels
         };
-        if !list.contains(&name) {
-            list.push(name.clone());
-        }
+        list.insert(name.clone());
         let kind = if pattern { "psubscribe" } else { "subscribe" };
         out.push(confirmation(kind, Some(name), s.subscription_count()));
     }
@@ -57,11 +116,8 @@ pub fn unsubscribe(p: &mut Parse, s: &mut Session, pattern: bool) -> Reply {
     }
     let all = names.is_empty();
     if all {
-        names = if pattern {
-            s.patterns.clone()
-        } else {
-            s.channels.clone()
-        };
+        let list = if pattern { &s.patterns } else { &s.channels };
+        names = list.iter().cloned().collect();
     }
     let mut out = Vec::new();
     for name in names {
@@ -70,7 +126,7 @@ pub fn unsubscribe(p: &mut Parse, s: &mut Session, pattern: bool) -> Reply {
         } else {
             &mut s.channels
         };
-        list.retain(|c| c != &name);
+        list.remove(&name);
         out.push(confirmation(kind, Some(name), s.subscription_count()));
     }
     if all && out.is_empty() {
@@ -93,14 +149,14 @@ pub fn deliver(ev: &AppliedEvent, s: &Session, me: NodeId) -> Vec<Frame> {
     }
     let ch = e.kind.as_bytes();
     let mut out = Vec::new();
-    if s.channels.iter().any(|c| c.as_ref() == ch) {
+    if s.channels.contains(ch) {
         out.push(Frame::Push(vec![
             Frame::bulk_static("message"),
             Frame::bulk(e.kind.clone()),
             Frame::bulk(e.payload.clone()),
         ]));
     }
-    for pat in &s.patterns {
+    for pat in s.patterns.iter() {
         if glob_match(pat, ch) {
             out.push(Frame::Push(vec![
                 Frame::bulk_static("pmessage"),
@@ -111,4 +167,37 @@ pub fn deliver(ev: &AppliedEvent, s: &Session, me: NodeId) -> Vec<Frame> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_set_keeps_order_and_removes_in_constant_time() {
+        let mut set = NameSet::default();
+        let n = 20_000;
+        for i in 0..n {
+            assert!(set.insert(Bytes::from(format!("ch{i}"))));
+        }
+        assert!(!set.insert(Bytes::from("ch7")));
+        assert_eq!(set.len(), n);
+        for i in (0..n).filter(|i| i % 3 != 0) {
+            assert!(set.remove(format!("ch{i}").as_bytes()));
+        }
+        assert!(!set.remove(b"ch1"));
+        assert!(set.contains(b"ch3") && !set.contains(b"ch4"));
+        let left: Vec<&Bytes> = set.iter().collect();
+        assert_eq!(left.len(), set.len());
+        let expect: Vec<String> = (0..n)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("ch{i}"))
+            .collect();
+        assert!(left
+            .iter()
+            .zip(&expect)
+            .all(|(a, b)| a.as_ref() == b.as_bytes()));
+        // Holes were compacted away.
+        assert!(set.order.len() <= 2 * set.len() + 8);
+    }
 }
