@@ -6,8 +6,10 @@
 //! host runs fewer monitored masters than its own. Hosts are compared by the host part of the
 //! address each node announces (its peer address unless `announce_ip` is set).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::{debug, info};
 
@@ -20,6 +22,10 @@ use crate::shutdown::Shutdown;
 const PERIOD: Duration = Duration::from_secs(2);
 /// A transfer target may lag the leader's last index by at most this many entries.
 const MAX_LAG: u64 = 5;
+/// A target that did not take leadership is not asked again for this long. A node waiting to
+/// be re-admitted after losing its data, or one halted on an entry it cannot read, ignores
+/// the request; asking every period would stall proposals for an election timeout each time.
+const REFUSED_FOR: Duration = Duration::from_secs(300);
 
 fn host_of(addr: &str) -> Option<String> {
     addr.parse::<Addr>().ok().map(|a| a.host)
@@ -52,8 +58,13 @@ fn masters_on(state: &ClusterState, host: &str) -> usize {
 
 /// Whom the leader should hand leadership to, if anyone: a voter that is reachable, caught up,
 /// and whose host runs strictly fewer monitored masters (the fewest, then the most caught up).
-/// No failover may be running: moving the leader mid-failover only delays it.
-pub fn choose_target(state: &ClusterState, status: &RaftStatus) -> Option<NodeId> {
+/// No failover may be running: moving the leader mid-failover only delays it. Voters in
+/// `refused` recently failed to take leadership and are passed over.
+pub fn choose_target(
+    state: &ClusterState,
+    status: &RaftStatus,
+    refused: &BTreeSet<NodeId>,
+) -> Option<NodeId> {
     if status.role != Role::Leader || !status.voters_outgoing.is_empty() {
         return None;
     }
@@ -73,6 +84,7 @@ pub fn choose_target(state: &ClusterState, status: &RaftStatus) -> Option<NodeId
         .progress
         .iter()
         .filter(|p| p.id != status.id && status.voters.contains(&p.id) && p.recent_active)
+        .filter(|p| !refused.contains(&p.id))
         .filter(|p| p.matched + MAX_LAG >= status.last_index)
         .filter_map(|p| Some((p, masters_on(state, hosts.get(&p.id)?))))
         .filter(|(_, n)| *n < mine)
@@ -84,13 +96,16 @@ pub fn choose_target(state: &ClusterState, status: &RaftStatus) -> Option<NodeId
 pub async fn run(raft: RaftHandle, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refused: BTreeMap<NodeId, Instant> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.recv() => return,
         }
+        refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
         let status = raft.status();
-        let Some(to) = choose_target(&raft.state(), &status) else {
+        let skip: BTreeSet<NodeId> = refused.keys().copied().collect();
+        let Some(to) = choose_target(&raft.state(), &status, &skip) else {
             continue;
         };
         info!(
@@ -99,6 +114,7 @@ pub async fn run(raft: RaftHandle, mut shutdown: Shutdown) {
         );
         if let Err(e) = raft.transfer_leader(to, raft.election_timeout() * 2).await {
             debug!(to, error = %e, "leadership transfer did not complete");
+            refused.insert(to, Instant::now());
         }
     }
 }
@@ -150,22 +166,40 @@ mod tests {
     fn leader_on_the_master_host_moves_to_a_caught_up_healthy_voter() {
         let s = state("10.0.0.1");
         assert_eq!(
-            choose_target(&s, &status(1, [100, 100, 100], [true; 3])),
+            choose_target(&s, &status(1, [100, 100, 100], [true; 3]), &BTreeSet::new()),
             Some(2)
         );
         // Node 2 lags: pick node 3.
         assert_eq!(
-            choose_target(&s, &status(1, [100, 50, 100], [true; 3])),
+            choose_target(&s, &status(1, [100, 50, 100], [true; 3]), &BTreeSet::new()),
             Some(3)
         );
         // Node 3 unreachable and node 2 lagging: stay.
         assert_eq!(
-            choose_target(&s, &status(1, [100, 50, 100], [true, true, false])),
+            choose_target(
+                &s,
+                &status(1, [100, 50, 100], [true, true, false]),
+                &BTreeSet::new()
+            ),
+            None
+        );
+        // Node 2 refused a transfer lately: pick node 3, or stay when it is the only one.
+        let refused2 = BTreeSet::from([2]);
+        assert_eq!(
+            choose_target(&s, &status(1, [100, 100, 100], [true; 3]), &refused2),
+            Some(3)
+        );
+        assert_eq!(
+            choose_target(
+                &s,
+                &status(1, [100, 100, 100], [true, true, false]),
+                &refused2
+            ),
             None
         );
         // Not on the master's host: stay.
         assert_eq!(
-            choose_target(&s, &status(2, [100, 100, 100], [true; 3])),
+            choose_target(&s, &status(2, [100, 100, 100], [true; 3]), &BTreeSet::new()),
             None
         );
     }
@@ -180,7 +214,10 @@ mod tests {
                 ..MemberInfo::default()
             };
         }
-        assert_eq!(choose_target(&s, &status(1, [100; 3], [true; 3])), None);
+        assert_eq!(
+            choose_target(&s, &status(1, [100; 3], [true; 3]), &BTreeSet::new()),
+            None
+        );
         let mut s = state("10.0.0.1");
         s.masters.get_mut("m").unwrap().failover_request = Some(crate::fsm::FailoverRequestState {
             reason: crate::fsm::FailoverReason::Forced,
@@ -188,13 +225,19 @@ mod tests {
             at_ms: 0,
             index: 1,
         });
-        assert_eq!(choose_target(&s, &status(1, [100; 3], [true; 3])), None);
+        assert_eq!(
+            choose_target(&s, &status(1, [100; 3], [true; 3]), &BTreeSet::new()),
+            None
+        );
     }
 
     #[test]
     fn announced_sentinel_address_wins_over_peer_address() {
         let mut s = state("10.9.9.9");
         s.members.get_mut(&1).unwrap().info.sentinel_addr = Some("10.9.9.9:26379".into());
-        assert_eq!(choose_target(&s, &status(1, [100; 3], [true; 3])), Some(2));
+        assert_eq!(
+            choose_target(&s, &status(1, [100; 3], [true; 3]), &BTreeSet::new()),
+            Some(2)
+        );
     }
 }
