@@ -110,7 +110,7 @@ async fn redis_over_tls_is_monitored_and_failed_over() {
 }
 
 /// The rules of the least-privilege user documented in deploy/README.md.
-const LEAST_PRIVILEGE: &str = "on >acl-pw resetkeys resetchannels -@all +ping +info +role +dbsize +multi +exec +discard +replicaof +config|rewrite +config|get +config|set +client|kill +client|pause +client|unpause +client|setname +failover +hello +auth";
+const LEAST_PRIVILEGE: &str = "on >acl-pw resetkeys resetchannels -@all +ping +info +role +multi +exec +discard +replicaof +config|rewrite +config|get +config|set +client|kill +client|pause +client|unpause +client|setname +failover +hello +auth";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_acl_user_is_monitored_and_failed_over() {
