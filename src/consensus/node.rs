@@ -205,6 +205,9 @@ pub enum StartError {
     /// Raft refused the configuration or the stored state.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// The node's thread could not be started.
+    #[error("cannot start the Raft node thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl RaftNode {
@@ -316,11 +319,41 @@ impl RaftNode {
             last_halt_report: None,
             cfg,
         };
-        node.update_peers();
         node.publish_status();
+        // The node runs on its own thread and runtime: client load on the shared runtime
+        // (thousands of connections, pipelines) cannot delay its ticks, heartbeats or
+        // message handling, and its fsyncs block only this thread, never an async worker.
+        // The peer senders it spawns run here too. The returned task ends when it does.
+        let span = tracing::info_span!("node", node_id = handle.node_id());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("raft-node-{}", handle.node_id()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime can be built");
+                rt.block_on(tracing::Instrument::instrument(
+                    async move {
+                        node.update_peers();
+                        node.run(shutdown).await
+                    },
+                    span,
+                ));
+                // Dropping the runtime stops what the node spawned (peer senders).
+                drop(rt);
+                let _ = done_tx.send(());
+            })
+            .map_err(StartError::Thread)?;
         let task = tokio::spawn(tracing::Instrument::instrument(
-            node.run(shutdown),
-            tracing::info_span!("node", node_id = handle.node_id()),
+            async move {
+                if done_rx.await.is_err() {
+                    // The thread ended without finishing the node: it panicked. Surface it
+                    // the way a panicking task would.
+                    panic!("the Raft node thread panicked");
+                }
+            },
+            tracing::info_span!("node_thread", node_id = handle.node_id()),
         ));
         Ok((handle, task))
     }
