@@ -214,6 +214,18 @@ impl Node {
             shutdown.clone(),
         ));
 
+        // Notification and client-reconfig scripts, on every node.
+        let scripts = Arc::new(crate::scripts::Scripts::default());
+        tasks.push(tokio::spawn(
+            crate::scripts::run(
+                raft.clone(),
+                scripts.clone(),
+                cfg.data_dir.clone(),
+                shutdown.clone(),
+            )
+            .instrument(info_span!("scripts")),
+        ));
+
         // Keep the Raft leader off hosts that run monitored masters (acts only on the leader).
         tasks.push(tokio::spawn(
             crate::placement::run(raft.clone(), shutdown.clone())
@@ -296,6 +308,8 @@ impl Node {
             advertise(&sentinel_l, cfg.listen.sentinel),
         );
         resp_ctx.stats = sentinel_stats;
+        resp_ctx.scripts = scripts;
+        resp_ctx.deny_scripts_reconfig = cfg.deny_scripts_reconfig;
         resp_ctx.options = crate::api::resp::RespOptions::from_config(&cfg.sentinel_port);
         if let Some((cert, key, ca)) = &cfg.sentinel_tls {
             let read = |k: &str, p: &std::path::Path| {

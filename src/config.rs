@@ -117,6 +117,8 @@ struct FileConfig {
     masters: Vec<MasterFile>,
     #[serde(default)]
     sentinel_port: SentinelPort,
+    /// Refuse `SENTINEL SET` of script paths (Sentinel's `deny-scripts-reconfig`).
+    deny_scripts_reconfig: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +226,8 @@ struct MasterFile {
     auth_pass_file: Option<PathBuf>,
     #[serde(default)]
     tls: bool,
+    notification_script: Option<String>,
+    client_reconfig_script: Option<String>,
 }
 
 fn default_down_after() -> u64 {
@@ -411,6 +415,8 @@ pub struct Config {
     pub sentinel_port: SentinelPort,
     /// Secret files to read at load: (config key, path, what to fill).
     pub secret_files: Vec<(String, PathBuf, SecretTarget)>,
+    /// `SENTINEL SET` of script paths is refused on this node (default true, as Sentinel).
+    pub deny_scripts_reconfig: bool,
 }
 
 /// Connection and buffer limits of the Sentinel port (`[sentinel_port]`). Sizes are bytes,
@@ -908,6 +914,16 @@ impl Config {
                 }
                 secret_files.push((key("auth_pass_file"), path, SecretTarget::MasterAuthPass(i)));
             }
+            for (k, v) in [
+                ("notification_script", &m.notification_script),
+                ("client_reconfig_script", &m.client_reconfig_script),
+            ] {
+                if let Some(path) = v.as_deref().filter(|s| !s.is_empty()) {
+                    if !path.starts_with('/') || path.chars().any(|c| c.is_control()) {
+                        return Err(invalid(key(k), "must be an absolute path"));
+                    }
+                }
+            }
             masters.push(MasterSpec {
                 name: m.name,
                 addr,
@@ -918,6 +934,8 @@ impl Config {
                 auth_user: m.auth_user.filter(|u| !u.is_empty()),
                 auth_pass: m.auth_pass.filter(|p| !p.is_empty()),
                 tls: m.tls,
+                notification_script: m.notification_script.filter(|s| !s.is_empty()),
+                client_reconfig_script: m.client_reconfig_script.filter(|s| !s.is_empty()),
             });
         }
 
@@ -938,6 +956,7 @@ impl Config {
             masters,
             sentinel_port: f.sentinel_port.validated()?,
             secret_files,
+            deny_scripts_reconfig: f.deny_scripts_reconfig.unwrap_or(true),
         };
         cfg.raft_config()
             .validate()

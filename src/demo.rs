@@ -267,6 +267,7 @@ mod tests {
             payload: "mymaster 127.0.0.1 16379 127.0.0.1 16380".into(),
             master: Some("mymaster".into()),
             node: None,
+            switch: None,
         };
         assert_eq!(
             event_line(&ev, 3_723_000),

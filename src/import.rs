@@ -56,6 +56,8 @@ struct Master {
     parallel_syncs: Option<u32>,
     auth_pass: Option<String>,
     auth_user: Option<String>,
+    notification_script: Option<String>,
+    client_reconfig_script: Option<String>,
     line: usize,
 }
 
@@ -136,6 +138,7 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
     let mut bind: Option<String> = None;
     let mut requirepass: Option<String> = None;
     let mut announce_ip: Option<String> = None;
+    let mut deny_scripts_reconfig: Option<bool> = None;
     let num = |line: usize, v: &str, what: &str| -> Result<u64, ImportError> {
         v.parse().map_err(|_| ImportError::Line {
             line,
@@ -223,9 +226,34 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
                     | "leader-epoch" | "current-epoch" | "myid" => skipped.push(skip(
                         "Sentinel state; here the Raft log holds it (replicas are rediscovered)",
                     )),
-                    "notification-script" | "client-reconfig-script" => skipped.push(skip(
-                        "scripts are not run; watch +switch-master on the Sentinel port or gRPC WatchMasters instead",
-                    )),
+                    "notification-script" | "client-reconfig-script" if args.len() == 4 => {
+                        per_master(&mut masters)?;
+                        let m = masters.get_mut(&name).expect("checked");
+                        let path = (!args[3].is_empty()).then(|| args[3].clone());
+                        if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                            return Err(ImportError::Line {
+                                line,
+                                problem: format!("{sub} must be an absolute path"),
+                            });
+                        }
+                        if sub == "notification-script" {
+                            m.notification_script = path;
+                        } else {
+                            m.client_reconfig_script = path;
+                        }
+                    }
+                    "deny-scripts-reconfig" if args.len() == 3 => {
+                        deny_scripts_reconfig = Some(match lower[2].as_str() {
+                            "yes" => true,
+                            "no" => false,
+                            _ => {
+                                return Err(ImportError::Line {
+                                    line,
+                                    problem: "deny-scripts-reconfig must be yes or no".into(),
+                                })
+                            }
+                        })
+                    }
                     "announce-port" => skipped.push(skip("set [listen].sentinel to the port clients should use")),
                     "sentinel-user" | "sentinel-pass" => skipped.push(skip(
                         "no Sentinel-to-Sentinel links; nodes talk over the peer port (use [security] tls)",
@@ -233,7 +261,7 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
                     "master-reboot-down-after-period" | "rename-command" => {
                         skipped.push(skip("not supported yet; set it with SENTINEL SET if needed later"))
                     }
-                    "deny-scripts-reconfig" | "resolve-hostnames" | "announce-hostnames" => {
+                    "resolve-hostnames" | "announce-hostnames" => {
                         skipped.push(skip("no equivalent setting"))
                     }
                     _ => skipped.push(skip("unknown or malformed sentinel directive")),
@@ -269,7 +297,11 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
         "# Converted from sentinel.conf by raft-sentinel import-sentinel-conf."
     );
     let _ = writeln!(out, "node_id = {}", target.node_id);
-    let _ = writeln!(out, "data_dir = {}\n", toml_str(&target.data_dir));
+    let _ = writeln!(out, "data_dir = {}", toml_str(&target.data_dir));
+    if let Some(d) = deny_scripts_reconfig {
+        let _ = writeln!(out, "deny_scripts_reconfig = {d}");
+    }
+    out.push('\n');
     let _ = writeln!(out, "[listen]");
     let _ = writeln!(out, "sentinel = {}", toml_str(&format!("{host}:{port}")));
     if let Some(ip) = &announce_ip {
@@ -336,6 +368,12 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
         if let Some(p) = &m.auth_pass {
             let _ = writeln!(out, "auth_pass = {}", toml_str(p));
         }
+        if let Some(p) = &m.notification_script {
+            let _ = writeln!(out, "notification_script = {}", toml_str(p));
+        }
+        if let Some(p) = &m.client_reconfig_script {
+            let _ = writeln!(out, "client_reconfig_script = {}", toml_str(p));
+        }
         out.push('\n');
         names.push(name.clone());
     }
@@ -362,6 +400,8 @@ sentinel parallel-syncs mymaster 1
 sentinel known-replica mymaster 127.0.0.1 6380
 sentinel myid 0123456789012345678901234567890123456789
 sentinel notification-script mymaster /bin/notify
+sentinel client-reconfig-script mymaster /usr/local/bin/reconfig.sh
+sentinel deny-scripts-reconfig no
 "#;
 
     fn target() -> ImportTarget {
@@ -391,15 +431,18 @@ sentinel notification-script mymaster /bin/notify
             (2, 5000, 10000, 1)
         );
         assert_eq!(m.auth_pass.as_deref(), Some("s3cret pass"));
-        assert_eq!(out.skipped.len(), 4, "{:?}", out.skipped);
+        assert_eq!(out.skipped.len(), 3, "{:?}", out.skipped);
         assert!(out
             .skipped
             .iter()
             .any(|s| s.contains("known-replica") && s.contains("Raft log")));
-        assert!(out
-            .skipped
-            .iter()
-            .any(|s| s.contains("notification-script")));
+        // Script lines are imported.
+        assert_eq!(m.notification_script.as_deref(), Some("/bin/notify"));
+        assert_eq!(
+            m.client_reconfig_script.as_deref(),
+            Some("/usr/local/bin/reconfig.sh")
+        );
+        assert!(!cfg.deny_scripts_reconfig);
         assert!(out.skipped.iter().any(|s| s.contains("daemonize")));
     }
 

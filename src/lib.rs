@@ -36,5 +36,6 @@ pub mod monitor;
 pub mod net;
 pub mod pb;
 pub mod placement;
+pub mod scripts;
 pub mod shutdown;
 pub mod telemetry;

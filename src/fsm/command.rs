@@ -31,6 +31,13 @@ pub struct MasterSpec {
     /// Connect to Redis with TLS.
     #[serde(default)]
     pub tls: bool,
+    /// Sentinel's `notification-script`: run on every node for warning-level events of this
+    /// master. Absent from the encoding when unset, so older nodes read the entry unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_script: Option<String>,
+    /// Sentinel's `client-reconfig-script`: run on every node once per committed switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_reconfig_script: Option<String>,
 }
 
 impl MasterSpec {
@@ -53,6 +60,8 @@ impl MasterSpec {
             auth_user: None,
             auth_pass: None,
             tls: false,
+            notification_script: None,
+            client_reconfig_script: None,
         }
     }
 }
@@ -319,7 +328,7 @@ pub const BASE_VERSION: u32 = 1;
 /// The highest command format this version reads. A format above the committed cluster
 /// version is never proposed (see `ClusterState::cluster_version`), so a node of an older
 /// version never meets an entry it cannot read in a cluster it is a member of.
-pub const SUPPORTED_VERSION: u32 = 2;
+pub const SUPPORTED_VERSION: u32 = 3;
 
 /// A log entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +370,15 @@ impl Command {
                     .any(|(k, _)| k.eq_ignore_ascii_case("replica-forget-after")) =>
             {
                 2
+            }
+            // Format 2 nodes refuse script options (and the whole SET with them).
+            Command::Set { options, .. }
+                if options.iter().any(|(k, _)| {
+                    k.eq_ignore_ascii_case("notification-script")
+                        || k.eq_ignore_ascii_case("client-reconfig-script")
+                }) =>
+            {
+                3
             }
             _ => BASE_VERSION,
         }
@@ -422,11 +440,16 @@ mod tests {
             BASE_VERSION
         );
         assert_eq!(set("Replica-Forget-After").format_version(), 2);
+        assert_eq!(set("client-reconfig-script").format_version(), 3);
+        assert_eq!(set("NOTIFICATION-SCRIPT").format_version(), 3);
+        // A spec without scripts encodes as before (older nodes read it unchanged).
+        let spec = MasterSpec::new("m", "10.0.0.1:6379".parse().unwrap(), 2);
+        assert!(!serde_json::to_string(&spec).unwrap().contains("script"));
         assert_eq!(Command::decode(&raise.encode()).unwrap(), raise);
 
-        let future = br#"{"v":3,"op":"pause","master":"m"}"#;
+        let future = br#"{"v":4,"op":"pause","master":"m"}"#;
         let e = Command::decode(future).unwrap_err().to_string();
-        assert!(e.contains("format version 3"), "{e}");
-        assert!(Command::decode(br#"{"v":2,"op":"from_the_future"}"#).is_err());
+        assert!(e.contains("format version 4"), "{e}");
+        assert!(Command::decode(br#"{"v":3,"op":"from_the_future"}"#).is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Addr, NodeId};
+use crate::model::{Addr, Epoch, NodeId};
 
 /// One event: a Sentinel channel name and its payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -16,6 +16,10 @@ pub struct Event {
     pub master: Option<String>,
     /// Node whose own view the event describes (`+sdown`/`-sdown`); None for cluster-wide events.
     pub node: Option<NodeId>,
+    /// For `+switch-master`: the failover's epoch and the node that ran it (the
+    /// `client-reconfig-script`'s `leader`/`observer` role and its once-per-switch record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<(Epoch, NodeId)>,
 }
 
 impl Event {
@@ -25,7 +29,13 @@ impl Event {
             payload,
             master: master.map(str::to_string),
             node: None,
+            switch: None,
         }
+    }
+
+    pub(crate) fn of_switch(mut self, epoch: Epoch, leader: NodeId) -> Event {
+        self.switch = Some((epoch, leader));
+        self
     }
 
     pub(crate) fn of_node(mut self, node: NodeId) -> Event {

@@ -162,6 +162,12 @@ pub struct MasterState {
     /// (0: none dropped). A watch resuming from an older epoch cannot be served exactly.
     #[serde(default)]
     pub history_dropped_epoch: Epoch,
+    /// Sentinel's `notification-script` (path run on every node; None: none).
+    #[serde(default)]
+    pub notification_script: Option<String>,
+    /// Sentinel's `client-reconfig-script`.
+    #[serde(default)]
+    pub client_reconfig_script: Option<String>,
 }
 
 impl MasterState {
@@ -191,6 +197,8 @@ impl MasterState {
             recent_failovers_ms: Vec::new(),
             history_dropped_epoch: 0,
             replica_forget_after_ms: DEFAULT_REPLICA_FORGET_AFTER_MS,
+            notification_script: spec.notification_script.clone(),
+            client_reconfig_script: spec.client_reconfig_script.clone(),
         }
     }
 
@@ -885,14 +893,17 @@ impl ClusterState {
                     old_addr: old.clone(),
                     replicas: BTreeMap::new(),
                 });
-                events.push(Event::new(
-                    "+switch-master",
-                    format!(
-                        "{master} {} {} {} {}",
-                        old.host, old.port, new_addr.host, new_addr.port
-                    ),
-                    Some(master),
-                ));
+                events.push(
+                    Event::new(
+                        "+switch-master",
+                        format!(
+                            "{master} {} {} {} {}",
+                            old.host, old.port, new_addr.host, new_addr.port
+                        ),
+                        Some(master),
+                    )
+                    .of_switch(*epoch, f.leader),
+                );
                 for r in &m.replicas {
                     events.push(Event::new(
                         "+slave",
@@ -1205,10 +1216,17 @@ impl ClusterState {
                     staged.auth_user = (!val.is_empty()).then(|| val.clone());
                     val.clone()
                 }
-                "notification-script" | "client-reconfig-script" => {
-                    return Err(Rejection::invalid(
-                        "Reconfiguration of scripts path is denied for security reasons. Check the deny-scripts-reconfig configuration directive in your Sentinel configuration",
-                    ));
+                // Whether a node may set these (deny_scripts_reconfig) and whether the path is
+                // executable are checked by the node that proposes the SET; here only the form.
+                "notification-script" => {
+                    check_script(val).map_err(|_| bad())?;
+                    staged.notification_script = (!val.is_empty()).then(|| val.clone());
+                    val.clone()
+                }
+                "client-reconfig-script" => {
+                    check_script(val).map_err(|_| bad())?;
+                    staged.client_reconfig_script = (!val.is_empty()).then(|| val.clone());
+                    val.clone()
                 }
                 _ => {
                     return Err(Rejection::invalid(format!(
@@ -1245,7 +1263,26 @@ fn entry_time(cmd: &Command) -> Option<u64> {
     }
 }
 
+/// A script path: empty (none) or absolute, bounded, without control characters.
+fn check_script(path: &str) -> Result<(), Rejection> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    if !path.starts_with('/') || path.len() > 4096 || path.chars().any(|c| c.is_control()) {
+        return Err(Rejection::invalid(format!(
+            "script path must be absolute, without control characters: {path:?}"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_spec(spec: &MasterSpec) -> Result<(), Rejection> {
+    for s in [&spec.notification_script, &spec.client_reconfig_script]
+        .into_iter()
+        .flatten()
+    {
+        check_script(s)?;
+    }
     check_len("master name", &spec.name, MAX_NAME_LEN)?;
     check_addr("master", &spec.addr)?;
     check_len(
@@ -1306,7 +1343,7 @@ mod version_tests {
             .apply(12, &announce(2, Some(SUPPORTED_VERSION)))
             .result
             .is_ok());
-        assert_eq!(st.members_version(), 2);
+        assert_eq!(st.members_version(), SUPPORTED_VERSION);
         let r = st.apply(13, &raise);
         assert!(r.result.is_ok());
         assert_eq!(r.events[0].kind, "+cluster-version");

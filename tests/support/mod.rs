@@ -453,6 +453,8 @@ pub struct ClusterOpts {
     pub compact_threshold: u64,
     /// Extra TOML appended to every node's config (e.g. `[[masters]]` tables).
     pub extra_toml: String,
+    /// Top-level keys put at the start of every node's config (before any table).
+    pub top_toml: String,
     /// Mutual TLS on the peer and API ports with these files (shared by all nodes).
     pub tls: Option<tls::TlsFiles>,
     /// Log filter for the nodes (default `info,raft_rs=info`).
@@ -474,6 +476,7 @@ impl Default for ClusterOpts {
             heartbeat_ticks: 2,
             compact_threshold: 1000,
             extra_toml: String::new(),
+            top_toml: String::new(),
             tls: None,
             log_filter: None,
             api_password: None,
@@ -631,7 +634,8 @@ fn new_node(dir: &Path, id: u64) -> NodeProcess {
 }
 
 fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
-    let mut s = format!(
+    let mut s = o.top_toml.clone();
+    s += &format!(
         "node_id = {}\ndata_dir = \"{}\"\n\n[listen]\nsentinel = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n",
         n.id,
         n.data_dir.display(),

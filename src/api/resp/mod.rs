@@ -147,6 +147,10 @@ pub struct RespContext {
     pub options: RespOptions,
     /// The port's counters; the metrics port reads them too.
     pub stats: Arc<clients::Stats>,
+    /// This node's script queue (`SENTINEL PENDING-SCRIPTS`, `INFO sentinel`).
+    pub scripts: Arc<crate::scripts::Scripts>,
+    /// `SENTINEL SET` of script paths is refused (`deny_scripts_reconfig`).
+    pub deny_scripts_reconfig: bool,
 }
 
 impl RespContext {
@@ -166,6 +170,8 @@ impl RespContext {
             announce,
             options: RespOptions::default(),
             stats: Arc::default(),
+            scripts: Arc::default(),
+            deny_scripts_reconfig: true,
         }
     }
 

@@ -165,18 +165,21 @@ fn stats(o: &mut String, sh: &Shared) {
 
 fn sentinel(o: &mut String, sh: &Shared, st: &ClusterState) {
     let tilt_since = sh.ctx.monitor.borrow().tilt_since;
+    let (running, queued) = sh.ctx.scripts.counts();
     let _ = write!(
         o,
         "# Sentinel\r\n\
          sentinel_masters:{}\r\n\
          sentinel_tilt:{}\r\n\
          sentinel_tilt_since_seconds:{}\r\n\
-         sentinel_running_scripts:0\r\n\
-         sentinel_scripts_queue_length:0\r\n\
+         sentinel_running_scripts:{}\r\n\
+         sentinel_scripts_queue_length:{}\r\n\
          sentinel_simulate_failure_flags:0\r\n",
         st.masters.len(),
         u8::from(tilt_since.is_some()),
         tilt_since.map_or(-1, |t| t.elapsed().as_secs() as i64),
+        running,
+        queued,
     );
     let sentinels = super::instance::other_sentinels(sh, st).len() + 1;
     let me = sh.ctx.raft.node_id();

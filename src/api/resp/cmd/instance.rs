@@ -178,6 +178,12 @@ pub fn master_map(
     b.num("quorum", m.quorum as i64);
     b.num("failover-timeout", m.failover_timeout_ms as i64);
     b.num("parallel-syncs", m.parallel_syncs as i64);
+    if let Some(s) = &m.notification_script {
+        b.kv("notification-script", s.clone());
+    }
+    if let Some(s) = &m.client_reconfig_script {
+        b.kv("client-reconfig-script", s.clone());
+    }
     Frame::Map(b.0)
 }
 

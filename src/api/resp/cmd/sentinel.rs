@@ -172,7 +172,7 @@ pub async fn run(id: CmdId, p: &mut Parse, _s: &mut Session, sh: &Shared) -> Rep
             // The replicated state is the configuration and is always durable.
             Frame::ok().into()
         }
-        CmdId::SentinelPendingScripts => Frame::Array(Vec::new()).into(),
+        CmdId::SentinelPendingScripts => pending_scripts(sh).into(),
         CmdId::SentinelInfoCache => info_cache(p, sh).into(),
         CmdId::SentinelIsMasterDownByAddr => is_master_down_by_addr(p, sh).into(),
         CmdId::SentinelSimulateFailure => simulate_failure(p).into(),
@@ -327,7 +327,15 @@ async fn set(p: &mut Parse, sh: &Shared) -> Frame {
             ));
         }
         match p.next_string() {
-            Ok(val) => options.push((opt, val)),
+            Ok(val) => {
+                let lower = opt.to_ascii_lowercase();
+                if lower == "notification-script" || lower == "client-reconfig-script" {
+                    if let Err(e) = script_allowed(sh, &lower, &val) {
+                        return e;
+                    }
+                }
+                options.push((opt, val))
+            }
             Err(_) => {
                 return Frame::error(format!(
                     "Unknown option or number of arguments for SENTINEL SET '{opt}'"
@@ -336,6 +344,74 @@ async fn set(p: &mut Parse, sh: &Shared) -> Frame {
         }
     }
     write(sh, Command::Set { name, options }).await
+}
+
+/// Sentinel's checks of a script path in `SENTINEL SET`, made on the node that receives it:
+/// its `deny_scripts_reconfig`, and that the path is executable here.
+fn script_allowed(sh: &Shared, opt: &str, path: &str) -> Result<(), Frame> {
+    if sh.ctx.deny_scripts_reconfig {
+        return Err(Frame::error(
+            "Reconfiguration of scripts path is denied for security reasons. Check the deny-scripts-reconfig configuration directive in your Sentinel configuration",
+        ));
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !executable || !path.starts_with('/') {
+        return Err(Frame::error(if opt == "notification-script" {
+            "Notification script seems non existing or non executable"
+        } else {
+            "Client reconfiguration script seems non existing or non executable"
+        }));
+    }
+    Ok(())
+}
+
+/// `SENTINEL PENDING-SCRIPTS`: this node's queue, in Sentinel's shape.
+fn pending_scripts(sh: &Shared) -> Frame {
+    let now = tokio::time::Instant::now();
+    let ms = |d: std::time::Duration| Frame::bulk(d.as_millis().to_string());
+    Frame::Array(
+        sh.ctx
+            .scripts
+            .pending()
+            .into_iter()
+            .map(|j| {
+                let mut m = vec![(
+                    Frame::bulk_static("argv"),
+                    Frame::Array(j.argv.into_iter().map(Frame::bulk).collect()),
+                )];
+                let running = j.pid.is_some();
+                m.push((
+                    Frame::bulk_static("flags"),
+                    Frame::bulk_static(if running { "running" } else { "scheduled" }),
+                ));
+                m.push((
+                    Frame::bulk_static("pid"),
+                    Frame::bulk(j.pid.unwrap_or(0).to_string()),
+                ));
+                if running {
+                    m.push((
+                        Frame::bulk_static("run-time"),
+                        ms(now.saturating_duration_since(j.at)),
+                    ));
+                } else {
+                    m.push((
+                        Frame::bulk_static("run-delay"),
+                        ms(j.at.saturating_duration_since(now)),
+                    ));
+                }
+                m.push((
+                    Frame::bulk_static("retry-num"),
+                    Frame::bulk(j.retry_num.to_string()),
+                ));
+                Frame::Map(m)
+            })
+            .collect(),
+    )
 }
 
 /// `SENTINEL FAILOVER <name>`: asks the leader for a forced failover and answers once the

@@ -1,0 +1,278 @@
+//! `client-reconfig-script` and `notification-script` with real processes: a master kill, the
+//! shipped HAProxy map script run once per switch on every node (one `leader`, the others
+//! `observer`), not again after a node restart; `SENTINEL SET` of script paths.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::resp::RespClient;
+use support::{eventually, Cluster, ClusterOpts, RedisProcess};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const DENIED: &str = "Reconfiguration of scripts path is denied for security reasons. Check the deny-scripts-reconfig configuration directive in your Sentinel configuration";
+
+fn executable(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The master address `addr` answers, or None while that node is not answering yet (a node
+/// still starting may accept and close a connection).
+async fn master_addr(addr: &str) -> Option<String> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut s = RespClient::connect(addr).await;
+    s.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+        .await;
+    let items = s.try_read().await?.1.items();
+    Some(format!(
+        "{}:{}",
+        items.first()?.text()?,
+        items.get(1)?.text()?
+    ))
+}
+
+fn expect_error(v: &support::resp::Value, text: &str) {
+    assert_eq!(v, &support::resp::Value::Error(format!("ERR {text}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_script_runs_once_per_switch_on_every_node_and_not_after_restart() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped example, configured by the file beside it.
+    let script: PathBuf = dir.path().join("haproxy-map-reconfig.sh");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/scripts/haproxy-map-reconfig.sh"
+        ),
+        &script,
+    )
+    .unwrap();
+    let map = dir.path().join("masters.map");
+    let log = dir.path().join("reconfig.log");
+    std::fs::write(
+        dir.path().join("haproxy-map-reconfig.conf"),
+        format!("MAP_FILE={}\nLOG_FILE={}\n", map.display(), log.display()),
+    )
+    .unwrap();
+    let notes = dir.path().join("notes.log");
+    let notify = dir.path().join("notify.sh");
+    executable(
+        &notify,
+        &format!(
+            "#!/bin/sh\n[ -z \"$HOME$USER\" ] || exit 2\necho \"$1|$2\" >> {}\n",
+            notes.display()
+        ),
+    );
+
+    let m = RedisProcess::start(&[]);
+    let r1 = RedisProcess::start_replica(&m, &[]);
+    let mut m = m;
+    let toml = format!(
+        "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\nfailover_timeout_ms = 5000\nclient_reconfig_script = \"{}\"\nnotification_script = \"{}\"\n",
+        m.addr(),
+        script.display(),
+        notify.display()
+    );
+    let mut c = Cluster::start(ClusterOpts {
+        tick_ms: 20,
+        extra_toml: toml,
+        ..ClusterOpts::default()
+    });
+    c.wait_leader(Duration::from_secs(20)).await;
+    for id in 1..=3 {
+        let addr = c.node(id).sentinel_addr();
+        eventually(Duration::from_secs(20), "node answers", || async {
+            master_addr(&addr).await
+        })
+        .await;
+    }
+    let mut s1 = RespClient::connect(&c.node(1).sentinel_addr()).await;
+    // Every node monitors the replica before the master dies.
+    let mut s3 = RespClient::connect(&c.node(3).sentinel_addr()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s3
+        .cmd(&["SENTINEL", "REPLICAS", "mymaster"])
+        .await
+        .items()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "replica not known");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let master = s1.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert_eq!(
+        master.field("client-reconfig-script").as_deref(),
+        Some(script.to_str().unwrap())
+    );
+    // deny_scripts_reconfig defaults to true.
+    let v = s1
+        .cmd(&[
+            "SENTINEL",
+            "SET",
+            "mymaster",
+            "client-reconfig-script",
+            "/bin/true",
+        ])
+        .await;
+    expect_error(&v, DENIED);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    m.kill9();
+    let new = r1.addr();
+    for id in 1..=3 {
+        let addr = c.node(id).sentinel_addr();
+        eventually(Duration::from_secs(15), "node switched", || async {
+            (master_addr(&addr).await? == new).then_some(())
+        })
+        .await;
+    }
+    let got = eventually(Duration::from_secs(10), "three script runs", || async {
+        let l = lines(&log);
+        (l.len() >= 3).then_some(l)
+    })
+    .await;
+    // Late extra runs would show up here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got2 = lines(&log);
+    assert_eq!(got, got2, "no further runs");
+    let (ip, port) = new.split_once(':').unwrap();
+    let (oip, oport) = m
+        .addr()
+        .split_once(':')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let tail = |role: &str| format!("mymaster {role} start {oip} {oport} {ip} {port}");
+    let leaders = got.iter().filter(|l| l.ends_with(&tail("leader"))).count();
+    let observers = got
+        .iter()
+        .filter(|l| l.ends_with(&tail("observer")))
+        .count();
+    assert_eq!((leaders, observers), (1, 2), "runs: {got:#?}");
+    assert_eq!(lines(&map), vec![format!("mymaster {new}")]);
+    // The notification script got the warning-level events, with an empty environment.
+    let n = lines(&notes);
+    assert_eq!(
+        n.iter()
+            .filter(|l| l.starts_with("+switch-master|mymaster "))
+            .count(),
+        3,
+        "{n:#?}"
+    );
+    assert!(
+        n.iter().any(|l| l.starts_with("+odown|master mymaster")),
+        "{n:#?}"
+    );
+    assert!(
+        !n.iter().any(|l| l.starts_with("+slave|")),
+        "notice-level events are not passed: {n:#?}"
+    );
+    let pending = s1.cmd(&["SENTINEL", "PENDING-SCRIPTS"]).await;
+    assert!(pending.items().is_empty(), "{pending:?}");
+
+    // Restarts (the log replays, the state is recovered) do not run it again.
+    for id in [1, 2] {
+        // A crash: whatever was not yet saved is applied again at start.
+        c.node_mut(id).kill9();
+        c.node_mut(id).spawn();
+        let addr = c.node(id).sentinel_addr();
+        eventually(
+            Duration::from_secs(15),
+            "restarted node answers",
+            || async { (master_addr(&addr).await? == new).then_some(()) },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lines(&log), got, "a restart ran the script again");
+    drop(r1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_scripts_when_allowed() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ok = dir.path().join("ok.sh");
+    executable(&ok, "#!/bin/sh\nexit 0\n");
+    let not_exec = dir.path().join("plain.sh");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    let m = RedisProcess::start(&[]);
+    let c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        tick_ms: 20,
+        top_toml: "deny_scripts_reconfig = false\n".into(),
+        extra_toml: format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 1\n",
+            m.addr()
+        ),
+        ..ClusterOpts::default()
+    });
+    c.wait_leader(Duration::from_secs(20)).await;
+    let addr = c.node(1).sentinel_addr();
+    eventually(Duration::from_secs(10), "master monitored", || async {
+        master_addr(&addr).await
+    })
+    .await;
+    let mut s = RespClient::connect(&addr).await;
+    let v = s
+        .cmd(&[
+            "SENTINEL",
+            "SET",
+            "mymaster",
+            "notification-script",
+            not_exec.to_str().unwrap(),
+        ])
+        .await;
+    expect_error(
+        &v,
+        "Notification script seems non existing or non executable",
+    );
+    let v = s
+        .cmd(&[
+            "SENTINEL",
+            "SET",
+            "mymaster",
+            "client-reconfig-script",
+            "/nonexistent/x",
+        ])
+        .await;
+    expect_error(
+        &v,
+        "Client reconfiguration script seems non existing or non executable",
+    );
+    let v = s
+        .cmd(&[
+            "SENTINEL",
+            "SET",
+            "mymaster",
+            "client-reconfig-script",
+            ok.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(v.text().as_deref(), Some("OK"), "{v:?}");
+    let master = s.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert_eq!(
+        master.field("client-reconfig-script").as_deref(),
+        Some(ok.to_str().unwrap())
+    );
+    // Empty clears it.
+    let v = s
+        .cmd(&["SENTINEL", "SET", "mymaster", "client-reconfig-script", ""])
+        .await;
+    assert_eq!(v.text().as_deref(), Some("OK"), "{v:?}");
+    let master = s.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+    assert_eq!(master.field("client-reconfig-script"), None);
+}
