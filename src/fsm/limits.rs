@@ -1,7 +1,7 @@
 //! Size limits of the replicated state.
 //!
 //! The whole state travels as one Raft snapshot, and a snapshot travels in one message on the
-//! peer port (at most 16 MiB). Rather than chunking it, every part of the state is bounded so
+//! peer port (at most 32 MiB). Rather than chunking it, every part of the state is bounded so
 //! that the largest state the commands can build stays well under that (the test
 //! `worst_case_state_fits_one_peer_message` builds it):
 //!
@@ -20,7 +20,7 @@ use super::state::Rejection;
 use crate::model::Addr;
 
 /// Masters monitored by one cluster.
-pub const MAX_MASTERS: usize = 128;
+pub const MAX_MASTERS: usize = 256;
 /// Master names, hosts of addresses and ACL user names, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 /// Passwords, in bytes.
@@ -33,7 +33,7 @@ pub const MAX_REASON_LEN: usize = 256;
 pub const MAX_RUN_ID_LEN: usize = 64;
 /// Upper bound the limits above keep a snapshot under: half the peer port's message limit,
 /// leaving room for the snapshot's metadata and for growth the limits do not foresee.
-pub const MAX_STATE_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
 
 pub(crate) fn check_len(what: &str, value: &str, max: usize) -> Result<(), Rejection> {
     if value.len() > max {

@@ -942,7 +942,7 @@ fn the_number_of_masters_and_replicas_is_capped() {
         spec: spec("one-too-many", "10.2.0.1:6379", 2),
     });
     assert!(
-        rej.message.contains("at most 128 masters"),
+        rej.message.contains("at most 256 masters"),
         "a clear error names the limit: {}",
         rej.message
     );
