@@ -226,6 +226,13 @@ impl Node {
             .instrument(info_span!("scripts")),
         ));
 
+        for hook in cfg.webhooks.clone() {
+            let span = info_span!("webhook", url = %hook.url);
+            tasks.push(tokio::spawn(
+                crate::webhooks::run(raft.clone(), hook, shutdown.clone()).instrument(span),
+            ));
+        }
+
         // Keep the Raft leader off hosts that run monitored masters (acts only on the leader).
         tasks.push(tokio::spawn(
             crate::placement::run(raft.clone(), shutdown.clone())

@@ -119,6 +119,61 @@ struct FileConfig {
     sentinel_port: SentinelPort,
     /// Refuse `SENTINEL SET` of script paths (Sentinel's `deny-scripts-reconfig`).
     deny_scripts_reconfig: Option<bool>,
+    #[serde(default)]
+    webhooks: Vec<WebhookFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookFile {
+    url: String,
+    secret_file: Option<PathBuf>,
+}
+
+/// A URL that receives every committed event as JSON (`[[webhooks]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// As configured (`http://host:port/path`).
+    pub url: String,
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// Request target (path and query).
+    pub path: String,
+    /// HMAC-SHA256 key for the `X-Raft-Sentinel-Signature` header (read from `secret_file`).
+    pub secret: Option<String>,
+}
+
+impl Webhook {
+    /// Parses an `http://` URL (TLS is not spoken; use a local relay for https).
+    fn parse(url: &str) -> Result<Webhook, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("only http:// URLs are supported")?;
+        let (auth, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if auth.is_empty()
+            || auth.contains('@')
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err("expected http://host[:port]/path".into());
+        }
+        let authority = if auth
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            auth.to_string()
+        } else {
+            format!("{auth}:80")
+        };
+        Ok(Webhook {
+            url: url.to_string(),
+            authority,
+            path: path.to_string(),
+            secret: None,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -417,6 +472,8 @@ pub struct Config {
     pub secret_files: Vec<(String, PathBuf, SecretTarget)>,
     /// `SENTINEL SET` of script paths is refused on this node (default true, as Sentinel).
     pub deny_scripts_reconfig: bool,
+    /// `[[webhooks]]`.
+    pub webhooks: Vec<Webhook>,
 }
 
 /// Connection and buffer limits of the Sentinel port (`[sentinel_port]`). Sizes are bytes,
@@ -518,6 +575,8 @@ pub enum SecretTarget {
     ApiPassword,
     /// The cluster secret.
     ClusterSecret,
+    /// The HMAC key of the webhook at this index.
+    WebhookSecret(usize),
 }
 
 /// Shortest accepted cluster secret: it stands between the network and the Raft log.
@@ -557,6 +616,7 @@ impl Config {
                 SecretTarget::Requirepass => cfg.requirepass = Some(secret),
                 SecretTarget::MasterAuthPass(i) => cfg.masters[i].auth_pass = Some(secret),
                 SecretTarget::ApiPassword => cfg.api_password = Some(secret),
+                SecretTarget::WebhookSecret(i) => cfg.webhooks[i].secret = Some(secret),
                 SecretTarget::ClusterSecret => {
                     if secret.len() < MIN_CLUSTER_SECRET {
                         return Err(invalid(
@@ -939,6 +999,15 @@ impl Config {
             });
         }
 
+        let mut webhooks = Vec::new();
+        for (i, w) in f.webhooks.into_iter().enumerate() {
+            let key = |k: &str| format!("webhooks[{i}].{k}");
+            webhooks.push(Webhook::parse(&w.url).map_err(|e| invalid(key("url"), e))?);
+            if let Some(p) = w.secret_file {
+                secret_files.push((key("secret_file"), p, SecretTarget::WebhookSecret(i)));
+            }
+        }
+
         let cfg = Config {
             node_id,
             data_dir,
@@ -957,6 +1026,7 @@ impl Config {
             sentinel_port: f.sentinel_port.validated()?,
             secret_files,
             deny_scripts_reconfig: f.deny_scripts_reconfig.unwrap_or(true),
+            webhooks,
         };
         cfg.raft_config()
             .validate()
@@ -1256,5 +1326,24 @@ quorum = 2
         let c = Config::resolve("node1.toml", text, &Overrides::default()).unwrap();
         assert_eq!(c.peers.len(), 3);
         assert!(!c.masters.is_empty());
+    }
+
+    #[test]
+    fn webhook_urls_are_http_with_a_host() {
+        let w = Webhook::parse("http://127.0.0.1:9000/a/b?c=1").unwrap();
+        assert_eq!(
+            (w.authority.as_str(), w.path.as_str()),
+            ("127.0.0.1:9000", "/a/b?c=1")
+        );
+        let w = Webhook::parse("http://hooks.example").unwrap();
+        assert_eq!(
+            (w.authority.as_str(), w.path.as_str()),
+            ("hooks.example:80", "/")
+        );
+        assert!(Webhook::parse("https://x/")
+            .unwrap_err()
+            .contains("http://"));
+        assert!(Webhook::parse("http:///x").is_err());
+        assert!(Webhook::parse("http://u:p@x/").is_err());
     }
 }

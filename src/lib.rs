@@ -39,3 +39,4 @@ pub mod placement;
 pub mod scripts;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;

@@ -68,7 +68,7 @@ fn assert_secured(what: &str, cfg: &Config) {
             SecretTarget::Requirepass => loaded.requirepass = v,
             SecretTarget::ApiPassword => loaded.api_password = v,
             SecretTarget::ClusterSecret => loaded.cluster_secret = v,
-            SecretTarget::MasterAuthPass(_) => {}
+            SecretTarget::MasterAuthPass(_) | SecretTarget::WebhookSecret(_) => {}
         }
     }
     assert!(

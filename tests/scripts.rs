@@ -276,3 +276,116 @@ async fn set_scripts_when_allowed() {
     let master = s.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
     assert_eq!(master.field("client-reconfig-script"), None);
 }
+
+/// Reads one HTTP request (headers and a Content-Length body).
+async fn read_request(s: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "request cut short: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return (head, buf[end + 4..end + 4 + len].to_vec());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_posts_signed_events_and_retries() {
+    use tokio::io::AsyncWriteExt;
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "hook-secret\n").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let m = RedisProcess::start(&[]);
+    let c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        tick_ms: 20,
+        extra_toml: format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 1\n\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hooks/sentinel\"\nsecret_file = \"{}\"\n",
+            m.addr(),
+            secret_file.display()
+        ),
+        ..ClusterOpts::default()
+    });
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"hook-secret");
+    let mut seen = Vec::new();
+    let mut refused_once = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|(e, _): &(String, serde_json::Value)| e == "+monitor")
+    {
+        let (mut s, _) = tokio::time::timeout_at(deadline, listener.accept())
+            .await
+            .expect("a webhook request")
+            .unwrap();
+        let (head, body) = read_request(&mut s).await;
+        assert!(
+            head.starts_with("POST /hooks/sentinel HTTP/1.1\r\n"),
+            "{head}"
+        );
+        let sig = head
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Raft-Sentinel-Signature: sha256="))
+            .expect("signature header")
+            .to_string();
+        let tag: Vec<u8> = (0..sig.len() / 2)
+            .map(|i| u8::from_str_radix(&sig[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        ring::hmac::verify(&key, &body, &tag).expect("HMAC-SHA256 of the body with the secret");
+        if !refused_once {
+            // The first delivery fails: the same event must come again.
+            refused_once = true;
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            let (mut s2, _) = tokio::time::timeout_at(deadline, listener.accept())
+                .await
+                .expect("a retry")
+                .unwrap();
+            let (_, again) = read_request(&mut s2).await;
+            assert_eq!(again, body, "the retry carries the same event");
+            s = s2;
+        }
+        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        seen.push((v["event"].as_str().unwrap().to_string(), v));
+    }
+    let (_, monitor) = seen.iter().find(|(e, _)| e == "+monitor").unwrap();
+    assert_eq!(monitor["master"], "mymaster");
+    assert_eq!(monitor["node_id"], 1);
+    assert_eq!(
+        monitor["payload"],
+        format!("master mymaster {} quorum 1", m.addr().replace(':', " "))
+    );
+    assert!(monitor["index"].as_u64().unwrap() > 0);
+    drop(c);
+}
