@@ -14,7 +14,7 @@
 //! Scripts run without a shell and with an empty environment; at most 16 at once; a queue of
 //! 256 (the oldest waiting job is dropped when full); exit 1 or a signal is retried up to 10
 //! attempts, the delay doubling from `retry_delay`; a script still running after
-//! `max_runtime` is killed.
+//! `max_runtime` is killed (and, as in Sentinel, retried like any signalled script).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -368,7 +368,8 @@ pub async fn run(
                     Ended::Failed(why) => warn!(?argv, why, "-script-error"),
                     Ended::TimedOut => warn!(?argv, "-script-timeout; killed"),
                 }
-                scripts.finish(id, matches!(ended, Ended::Retry(_)));
+                // Sentinel collects a killed script as signalled, and retries it.
+                scripts.finish(id, matches!(ended, Ended::Retry(_) | Ended::TimedOut));
             }
             _ = tick.tick() => {}
         }

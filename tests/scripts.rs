@@ -275,6 +275,44 @@ async fn set_scripts_when_allowed() {
     assert_eq!(v.text().as_deref(), Some("OK"), "{v:?}");
     let master = s.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
     assert_eq!(master.field("client-reconfig-script"), None);
+
+    // SENTINEL DEBUG: node-local timing knobs.
+    let v = s.cmd(&["SENTINEL", "DEBUG"]).await;
+    assert_eq!(v.field("SCRIPT-MAX-RUNTIME").as_deref(), Some("60000"));
+    assert_eq!(v.field("SCRIPT-RETRY-DELAY").as_deref(), Some("30000"));
+    let v = s
+        .cmd(&[
+            "SENTINEL",
+            "DEBUG",
+            "script-max-runtime",
+            "1500",
+            "DEFAULT-DOWN-AFTER",
+            "1234",
+        ])
+        .await;
+    assert_eq!(v.text().as_deref(), Some("OK"), "{v:?}");
+    let v = s.cmd(&["SENTINEL", "DEBUG"]).await;
+    assert_eq!(v.field("SCRIPT-MAX-RUNTIME").as_deref(), Some("1500"));
+    assert_eq!(v.field("DEFAULT-DOWN-AFTER").as_deref(), Some("1234"));
+    let v = s.cmd(&["SENTINEL", "DEBUG", "no-such-param", "1"]).await;
+    expect_error(
+        &v,
+        "Unknown option or number of arguments for SENTINEL DEBUG 'no-such-param'",
+    );
+    let v = s
+        .cmd(&["SENTINEL", "DEBUG", "script-retry-delay", "0"])
+        .await;
+    expect_error(
+        &v,
+        "Invalid argument '0' for SENTINEL DEBUG 'script-retry-delay'",
+    );
+    // The default applies to masters MONITOR adds on this node.
+    let v = s
+        .cmd(&["SENTINEL", "MONITOR", "other", "127.0.0.1", "1", "1"])
+        .await;
+    assert_eq!(v.text().as_deref(), Some("OK"), "{v:?}");
+    let v = s.cmd(&["SENTINEL", "MASTER", "other"]).await;
+    assert_eq!(v.field("down-after-milliseconds").as_deref(), Some("1234"));
 }
 
 /// Reads one HTTP request (headers and a Content-Length body).

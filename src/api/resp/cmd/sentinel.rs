@@ -53,6 +53,10 @@ pub struct SentinelConfig {
     pub sentinel_pass: String,
     /// Reported only.
     pub loglevel: String,
+    /// `down_after_ms` of masters added by MONITOR on this node (`SENTINEL DEBUG`).
+    pub default_down_after_ms: u64,
+    /// `failover_timeout_ms` of masters added by MONITOR on this node.
+    pub default_failover_timeout_ms: u64,
 }
 
 impl Default for SentinelConfig {
@@ -65,6 +69,8 @@ impl Default for SentinelConfig {
             sentinel_user: String::new(),
             sentinel_pass: String::new(),
             loglevel: "notice".into(),
+            default_down_after_ms: MasterSpec::DEFAULT_DOWN_AFTER_MS,
+            default_failover_timeout_ms: MasterSpec::DEFAULT_FAILOVER_TIMEOUT_MS,
         }
     }
 }
@@ -173,6 +179,7 @@ pub async fn run(id: CmdId, p: &mut Parse, _s: &mut Session, sh: &Shared) -> Rep
             Frame::ok().into()
         }
         CmdId::SentinelPendingScripts => pending_scripts(sh).into(),
+        CmdId::SentinelDebug => debug(p, sh).into(),
         CmdId::SentinelInfoCache => info_cache(p, sh).into(),
         CmdId::SentinelIsMasterDownByAddr => is_master_down_by_addr(p, sh).into(),
         CmdId::SentinelSimulateFailure => simulate_failure(p).into(),
@@ -312,7 +319,12 @@ async fn monitor(p: &mut Parse, sh: &Shared) -> Frame {
         return Frame::error("Invalid quorum");
     };
     // The config file's defaults, so a master added either way behaves the same.
-    let spec = MasterSpec::new(name, addr, quorum);
+    let mut spec = MasterSpec::new(name, addr, quorum);
+    {
+        let c = sh.config.lock();
+        spec.down_after_ms = c.default_down_after_ms;
+        spec.failover_timeout_ms = c.default_failover_timeout_ms;
+    }
     write(sh, Command::Monitor { spec }).await
 }
 
@@ -368,6 +380,80 @@ fn script_allowed(sh: &Shared, opt: &str, path: &str) -> Result<(), Frame> {
         }));
     }
     Ok(())
+}
+
+/// `SENTINEL DEBUG [<param> <value> ...]`: the timing parameters of Sentinel that map onto
+/// this node's own knobs, all node-local (the replicated per-master timings are changed with
+/// `SENTINEL SET`). Values are milliseconds, greater than 0.
+fn debug(p: &mut Parse, sh: &Shared) -> Frame {
+    let mut pairs = Vec::new();
+    while let Ok(opt) = p.next_string() {
+        let Ok(val) = p.next_string() else {
+            return Frame::error(format!(
+                "Unknown option or number of arguments for SENTINEL DEBUG '{opt}'"
+            ));
+        };
+        pairs.push((opt, val));
+    }
+    if pairs.is_empty() {
+        let c = sh.config.lock();
+        let t = sh.ctx.scripts.timing();
+        let ms = |v: u64| Frame::bulk(v.to_string());
+        return Frame::Map(vec![
+            (
+                Frame::bulk_static("DEFAULT-DOWN-AFTER"),
+                ms(c.default_down_after_ms),
+            ),
+            (
+                Frame::bulk_static("DEFAULT-FAILOVER-TIMEOUT"),
+                ms(c.default_failover_timeout_ms),
+            ),
+            (
+                Frame::bulk_static("SCRIPT-MAX-RUNTIME"),
+                ms(t.max_runtime.as_millis() as u64),
+            ),
+            (
+                Frame::bulk_static("SCRIPT-RETRY-DELAY"),
+                ms(t.retry_delay.as_millis() as u64),
+            ),
+        ]);
+    }
+    // Everything is checked before anything changes.
+    let mut parsed = Vec::new();
+    for (opt, val) in &pairs {
+        let lower = opt.to_ascii_lowercase();
+        if !matches!(
+            lower.as_str(),
+            "default-down-after"
+                | "default-failover-timeout"
+                | "script-max-runtime"
+                | "script-retry-delay"
+        ) {
+            return Frame::error(format!(
+                "Unknown option or number of arguments for SENTINEL DEBUG '{opt}'"
+            ));
+        }
+        match val.parse::<u64>() {
+            Ok(v) if v > 0 => parsed.push((lower, v)),
+            _ => {
+                return Frame::error(format!(
+                    "Invalid argument '{val}' for SENTINEL DEBUG '{opt}'"
+                ))
+            }
+        }
+    }
+    let mut t = sh.ctx.scripts.timing();
+    let mut c = sh.config.lock();
+    for (opt, v) in parsed {
+        match opt.as_str() {
+            "default-down-after" => c.default_down_after_ms = v,
+            "default-failover-timeout" => c.default_failover_timeout_ms = v,
+            "script-max-runtime" => t.max_runtime = Duration::from_millis(v),
+            _ => t.retry_delay = Duration::from_millis(v),
+        }
+    }
+    sh.ctx.scripts.set_timing(t);
+    Frame::ok()
 }
 
 /// `SENTINEL PENDING-SCRIPTS`: this node's queue, in Sentinel's shape.
@@ -637,6 +723,9 @@ fn help() -> Reply {
         "    Set a global Sentinel configuration parameter.",
         "CONFIG GET <param> [param param param ...]",
         "    Get global Sentinel configuration parameter.",
+        "DEBUG [<param> <value> ...]",
+        "    Show a list of configurable time parameters and their values (milliseconds).",
+        "    Or update current configurable parameters values (one or more).",
         "GET-MASTER-ADDR-BY-NAME <master-name>",
         "    Return the ip and port number of the master with that name.",
         "FAILOVER <master-name>",

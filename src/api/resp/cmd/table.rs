@@ -49,6 +49,7 @@ pub enum CmdId {
     SentinelInfoCache,
     SentinelFlushconfig,
     SentinelPendingScripts,
+    SentinelDebug,
     SentinelIsMasterDownByAddr,
     SentinelSimulateFailure,
     SentinelHelp,
@@ -379,7 +380,7 @@ static COMMAND_SUBS: [Spec; 6] = [
 ];
 
 /// `SENTINEL` subcommands served, Valkey's `PRIMARY` aliases included.
-static SENTINEL_SUBS: [Spec; 23] = [
+static SENTINEL_SUBS: [Spec; 24] = [
     sentinel_sub!(
         "ckquorum",
         3,
@@ -393,6 +394,13 @@ static SENTINEL_SUBS: [Spec; 23] = [
         SentinelConfig,
         "6.2.0",
         "Configures Redis Sentinel."
+    ),
+    sentinel_sub!(
+        "debug",
+        -2,
+        SentinelDebug,
+        "7.0.0",
+        "Lists or updates the current configurable parameters of Redis Sentinel."
     ),
     sentinel_sub!(
         "failover",
