@@ -824,3 +824,94 @@ async fn an_empty_restart_is_seen_when_the_keys_were_only_in_db_3() {
         "the replica resynced from the empty master"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
+    let _g = serial().await;
+    // Settings of the user's own, neither the hold's nor Redis's defaults.
+    let user = [
+        "--repl-diskless-sync",
+        "no",
+        "--repl-diskless-sync-delay",
+        "3",
+    ];
+    let mut m = RedisProcess::start(&user);
+    let r1 = RedisProcess::start_replica(&m, &user);
+    wait_synced(&m, &[&r1]).await;
+    let mut c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    write_keys(&m, "acked", 100);
+    wait_synced(&m, &[&r1]).await;
+    let _grpc = restart_empty_while_paused(&c, &mut m).await;
+    let holders = || -> Vec<u64> {
+        c.nodes
+            .iter()
+            .filter(|n| {
+                std::fs::read_to_string(&n.log)
+                    .is_ok_and(|s| s.contains("holding full syncs from the empty master"))
+            })
+            .map(|n| n.id)
+            .collect()
+    };
+    // The owner logs it once its record is committed, just after the hold is set.
+    eventually(Duration::from_secs(2), "the hold's owner known", || async {
+        (!holders().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let holders = holders();
+    // One owner: the node whose record of the settings was committed first.
+    assert_eq!(holders.len(), 1, "nodes holding the syncs: {holders:?}");
+    let owner = holders[0];
+    c.node_mut(owner).kill9();
+    let t0 = Instant::now();
+    // The two others fail the empty master over and demote it; the hold ends there.
+    for _ in 0..10 {
+        let mut other = c
+            .nodes
+            .iter()
+            .find(|n| n.id != owner)
+            .expect("a live node")
+            .client()
+            .await
+            .expect("gRPC client");
+        if other
+            .resume(pb::ResumeRequest {
+                name: "mymaster".into(),
+            })
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the user's sync settings restored on the old master",
+        || async {
+            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some("3")
+                && config_get(&m, "repl-diskless-sync").as_deref() == Some("no"))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!("owner killed to settings restored: {:?}", t0.elapsed());
+    assert!(
+        grep_logs(
+            &c,
+            "restored the sync settings of an instance whose hold ended"
+        ),
+        "a surviving node restores them"
+    );
+    print_timeline(&c);
+    assert_eq!(dbsize(&r1), 100, "the replica lost acknowledged writes");
+    // Restored for good: nothing writes defaults over them later.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        config_get(&m, "repl-diskless-sync-delay").as_deref(),
+        Some("3")
+    );
+    assert_eq!(config_get(&m, "repl-diskless-sync").as_deref(), Some("no"));
+}

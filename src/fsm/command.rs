@@ -306,6 +306,21 @@ pub enum Command {
         /// Its addresses.
         info: MemberInfo,
     },
+    /// A node holds back full syncs from a master that restarted empty (`original` is the
+    /// instance's own `repl-diskless-sync` and `repl-diskless-sync-delay`, kept so that any
+    /// node can restore them), or the hold ended and they were restored (`None`).
+    SyncHold {
+        /// Master name.
+        master: String,
+        /// The held instance.
+        instance: Addr,
+        /// The node that holds it (the first record's node owns the hold).
+        node: NodeId,
+        /// The settings to restore; `None` clears the record.
+        original: Option<(String, String)>,
+        /// Proposer's wall clock.
+        at_ms: u64,
+    },
     /// Raises the cluster's command format version: every member reported that it reads
     /// it. Commands of a newer format are proposed only from then on.
     ClusterVersion {
@@ -328,7 +343,7 @@ pub const BASE_VERSION: u32 = 1;
 /// The highest command format this version reads. A format above the committed cluster
 /// version is never proposed (see `ClusterState::cluster_version`), so a node of an older
 /// version never meets an entry it cannot read in a cluster it is a member of.
-pub const SUPPORTED_VERSION: u32 = 3;
+pub const SUPPORTED_VERSION: u32 = 4;
 
 /// A log entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -380,6 +395,8 @@ impl Command {
             {
                 3
             }
+            // Format 4: committed hold settings.
+            Command::SyncHold { .. } => 4,
             _ => BASE_VERSION,
         }
     }
@@ -406,6 +423,7 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Announce { .. } => "announce",
             Command::ClusterVersion { .. } => "cluster_version",
+            Command::SyncHold { .. } => "sync_hold",
         }
     }
 }
@@ -447,9 +465,18 @@ mod tests {
         assert!(!serde_json::to_string(&spec).unwrap().contains("script"));
         assert_eq!(Command::decode(&raise.encode()).unwrap(), raise);
 
-        let future = br#"{"v":4,"op":"pause","master":"m"}"#;
+        let future = br#"{"v":5,"op":"pause","master":"m"}"#;
         let e = Command::decode(future).unwrap_err().to_string();
-        assert!(e.contains("format version 4"), "{e}");
+        assert!(e.contains("format version 5"), "{e}");
         assert!(Command::decode(br#"{"v":3,"op":"from_the_future"}"#).is_err());
+        let hold = Command::SyncHold {
+            master: "m".into(),
+            instance: "127.0.0.1:6379".parse().unwrap(),
+            node: 1,
+            original: Some(("no".into(), "3".into())),
+            at_ms: 1,
+        };
+        assert_eq!(hold.format_version(), 4);
+        assert_eq!(Command::decode(&hold.encode()).unwrap(), hold);
     }
 }

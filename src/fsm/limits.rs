@@ -200,6 +200,19 @@ mod tests {
             }
             state.masters.insert(name, m);
         }
+        for k in 0..crate::fsm::MAX_SYNC_HOLDS {
+            let rec = crate::fsm::SyncHoldRecord {
+                master: worst(MAX_NAME_LEN),
+                owner: u64::MAX,
+                diskless_sync: worst(20),
+                diskless_sync_delay: worst(20),
+                since_ms: u64::MAX,
+                auth_user: Some(worst(MAX_NAME_LEN)),
+                auth_pass: Some(worst(MAX_SECRET_LEN)),
+                tls: true,
+            };
+            state.sync_holds.insert(addr(n + k), rec);
+        }
         let bytes = state.to_bytes().len();
         eprintln!("worst-case snapshot: {bytes} bytes");
         assert!(

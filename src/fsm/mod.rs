@@ -49,7 +49,7 @@ pub use event::{master_details, replica_details, Event};
 pub use state::{
     Applied, ClusterState, FailoverRecord, FailoverRequestState, FailoverState, MasterState,
     Member, Observation, Outcome, ReconfState, RejectKind, Rejection, SnapshotError, StaleVote,
-    HISTORY_LIMIT, VOTE_TTL_FLOOR_MS,
+    SyncHoldRecord, HISTORY_LIMIT, MAX_SYNC_HOLDS, VOTE_TTL_FLOOR_MS,
 };
 
 #[cfg(test)]

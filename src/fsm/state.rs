@@ -375,6 +375,37 @@ pub struct ClusterState {
     /// `ClusterVersion` once every member announced that it reads it; never lowered.
     #[serde(default)]
     pub cluster_version: u32,
+    /// Instances whose full syncs a node holds back, with the settings to restore when the
+    /// hold ends (by any node: the one that set it may be gone).
+    #[serde(default)]
+    pub sync_holds: BTreeMap<Addr, SyncHoldRecord>,
+}
+
+/// Most sync holds recorded at once (one per instance that restarted empty).
+pub const MAX_SYNC_HOLDS: usize = 16;
+/// Longest `repl-diskless-sync*` value recorded.
+const MAX_SYNC_VALUE_LEN: usize = 20;
+
+/// The own sync settings of a held instance, and how to reach it even after its master is
+/// removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncHoldRecord {
+    /// Master name the hold was taken for.
+    pub master: String,
+    /// The node that set the hold (and releases it while it lives).
+    pub owner: NodeId,
+    /// `repl-diskless-sync` to restore.
+    pub diskless_sync: String,
+    /// `repl-diskless-sync-delay` to restore.
+    pub diskless_sync_delay: String,
+    /// Proposer's wall clock when the hold was recorded.
+    pub since_ms: u64,
+    /// The master's credentials when it was recorded.
+    pub auth_user: Option<String>,
+    /// The master's password when it was recorded.
+    pub auth_pass: Option<String>,
+    /// TLS to the instance.
+    pub tls: bool,
 }
 
 /// What a successful command returns to its proposer.
@@ -1113,6 +1144,48 @@ impl ClusterState {
                         format!("command format {version}"),
                         None,
                     ));
+                }
+                Ok(Outcome::default())
+            }
+            Command::SyncHold {
+                master,
+                instance,
+                node,
+                original,
+                at_ms,
+            } => {
+                match original {
+                    Some((diskless, delay)) => {
+                        check_len("repl-diskless-sync", diskless, MAX_SYNC_VALUE_LEN)?;
+                        check_len("repl-diskless-sync-delay", delay, MAX_SYNC_VALUE_LEN)?;
+                        let m = self.masters.get(master).ok_or_else(Rejection::not_found)?;
+                        // The first record wins: a later one may have read the hold itself.
+                        if !self.sync_holds.contains_key(instance) {
+                            if self.sync_holds.len() >= MAX_SYNC_HOLDS {
+                                return Err(Rejection::precondition("too many sync holds"));
+                            }
+                            let rec = SyncHoldRecord {
+                                master: master.clone(),
+                                owner: *node,
+                                diskless_sync: diskless.clone(),
+                                diskless_sync_delay: delay.clone(),
+                                since_ms: *at_ms,
+                                auth_user: m.auth_user.clone(),
+                                auth_pass: m.auth_pass.clone(),
+                                tls: m.tls,
+                            };
+                            self.sync_holds.insert(instance.clone(), rec);
+                        }
+                    }
+                    None => {
+                        if self
+                            .sync_holds
+                            .get(instance)
+                            .is_some_and(|r| &r.master == master)
+                        {
+                            self.sync_holds.remove(instance);
+                        }
+                    }
                 }
                 Ok(Outcome::default())
             }

@@ -16,6 +16,7 @@
 
 pub mod acl;
 mod health;
+mod hold;
 pub mod info;
 pub mod link;
 mod probe;
@@ -63,6 +64,8 @@ pub fn spawn(
         probes: BTreeMap::new(),
         replicas_inflight: BTreeMap::new(),
         forget_inflight: BTreeMap::new(),
+        hold_keeper: None,
+        next_hold_check: Instant::now(),
         shutdown: shutdown.clone(),
     };
     let span = info_span!("monitor_supervisor", node_id = raft.node_id());
@@ -107,6 +110,9 @@ struct Supervisor {
     replicas_inflight: BTreeMap<String, ReplicasProposal>,
     /// `ForgetReplicas` proposals, one per master at a time.
     forget_inflight: BTreeMap<String, ReplicasProposal>,
+    /// The leader's pass over committed sync holds (see [`hold`]), one at a time.
+    hold_keeper: Option<JoinHandle<()>>,
+    next_hold_check: Instant,
     shutdown: Shutdown,
 }
 
@@ -148,6 +154,7 @@ impl Supervisor {
             self.reconcile(&state, &view).await;
             self.propose_discovered(&state, &view);
             self.propose_forgotten(&state, &view);
+            self.end_sync_holds(&state);
             tokio::select! {
                 _ = shutdown.recv() => break,
                 r = state_rx.changed() => if r.is_err() { break },
@@ -164,6 +171,9 @@ impl Supervisor {
         }
         for (_, r) in std::mem::take(&mut self.forget_inflight) {
             r.handle.abort();
+        }
+        if let Some(h) = self.hold_keeper.take() {
+            h.abort();
         }
         debug!("monitor stopped");
     }
@@ -207,6 +217,26 @@ impl Supervisor {
             let handle = tokio::spawn(probe.run(self.shutdown.clone()).instrument(span));
             self.probes.insert(addr, ProbeTask { master, handle });
         }
+    }
+
+    /// On the leader, about once a second while holds are recorded: restore the settings of
+    /// instances whose hold ended, whoever set it.
+    fn end_sync_holds(&mut self, state: &ClusterState) {
+        if self.hold_keeper.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let now = Instant::now();
+        if state.sync_holds.is_empty()
+            || now < self.next_hold_check
+            || self.raft.status().role != Role::Leader
+        {
+            return;
+        }
+        self.next_hold_check = now + Duration::from_secs(1);
+        let span = info_span!("sync_hold_keeper");
+        self.hold_keeper = Some(tokio::spawn(
+            hold::restore_ended_holds(self.raft.clone()).instrument(span),
+        ));
     }
 
     /// On the leader: forget known replicas that have been subjectively down for the master's

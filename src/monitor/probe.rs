@@ -30,13 +30,13 @@ const MIN_OBSERVE_BACKOFF: Duration = Duration::from_millis(100);
 /// `repl-diskless-sync-delay` while full syncs from a master that restarted empty are held
 /// back: far longer than a failover takes, bounded so a hold nobody releases ends by itself.
 /// An odd value, so that other nodes recognise the hold and do not take it for a setting.
-const HOLD_DELAY_SECS: u64 = 117;
+pub(super) const HOLD_DELAY_SECS: u64 = 117;
 /// Redis's default `repl-diskless-sync-delay`, restored on a hold whose owner is gone.
 const DEFAULT_DISKLESS_DELAY: &str = "5";
 /// How long a majority may take to confirm this node before it holds syncs.
 const HOLD_QUORUM_TIMEOUT: Duration = Duration::from_millis(150);
 /// How long the node that set a hold has to release it before others reset it.
-const ORPHAN_HOLD_GRACE: Duration = Duration::from_secs(3);
+pub(super) const ORPHAN_HOLD_GRACE: Duration = Duration::from_secs(3);
 /// One `CLIENT PAUSE WRITE` of a master that restarted empty; renewed while the hold lasts, so
 /// it ends by itself if this node goes away.
 const PAUSE_MS: u64 = 2_000;
@@ -393,7 +393,7 @@ impl Probe {
                     && self.restart.hold.is_none()
                     && !m.replicas.is_empty()
                 {
-                    self.hold_syncs(t).await;
+                    self.hold_syncs(m, t).await;
                 }
             }
             Err(msg) => {
@@ -542,7 +542,7 @@ impl Probe {
     /// a diskless full sync only after `repl-diskless-sync-delay`, so a long delay parks the
     /// replicas' sync requests; a replica repointed or promoted meanwhile keeps its data.
     /// Only with a confirmed majority: a minority never acts on Redis.
-    async fn hold_syncs(&mut self, t: &Timings) {
+    async fn hold_syncs(&mut self, m: &MasterState, t: &Timings) {
         if let Err(e) = self.raft.read_index(HOLD_QUORUM_TIMEOUT).await {
             debug!(error = %e, "not holding full syncs: no majority confirmed");
             return;
@@ -565,27 +565,54 @@ impl Probe {
             return;
         }
         let hold = HOLD_DELAY_SECS.to_string();
-        match config_set_sync(link, ("yes", &hold), false, t.info_timeout).await {
-            Ok(()) => {
-                warn!(
-                    diskless_sync = %current.0,
-                    diskless_sync_delay = %current.1,
-                    hold_secs = HOLD_DELAY_SECS,
-                    "holding full syncs from the empty master until a replica takes over"
-                );
-                // Writes it took now would be lost when it is demoted: clients wait instead.
-                let paused_until = pause_writes(link, t.info_timeout).await;
-                self.restart.hold = Some(SyncHold {
-                    original: Some(current),
-                    since: Instant::now(),
-                    paused_until,
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot hold full syncs from the empty master; its replicas may resync from it");
-                self.restart.hold = Some(SyncHold::foreign());
+        // Set at once: the replicas reconnect and ask for a full sync within about a second,
+        // and a commit under load may take a good part of that.
+        if let Err(e) = config_set_sync(link, ("yes", &hold), false, t.info_timeout).await {
+            warn!(error = %e, "cannot hold full syncs from the empty master; its replicas may resync from it");
+            self.restart.hold = Some(SyncHold::foreign());
+            return;
+        }
+        // Writes it took now would be lost when it is demoted: clients wait instead.
+        let paused_until = pause_writes(link, t.info_timeout).await;
+        // Then the instance's own settings are committed, so that any node can put them back
+        // if this one goes away. The first record's node owns the hold. Without a record (a
+        // member cannot read it yet, or no commit) this node alone restores them.
+        let mut current = current;
+        if self.raft.state().cluster_version() >= 4 {
+            let cmd = Command::SyncHold {
+                master: m.name.clone(),
+                instance: self.addr.clone(),
+                node: self.raft.node_id(),
+                original: Some(current.clone()),
+                at_ms: wall_ms(),
+            };
+            match self.raft.propose(cmd).await {
+                Ok(_) => match self.raft.state().sync_holds.get(&self.addr) {
+                    Some(r) if r.owner == self.raft.node_id() => {
+                        current = (r.diskless_sync.clone(), r.diskless_sync_delay.clone());
+                    }
+                    _ => {
+                        debug!("full syncs held by another node");
+                        self.restart.hold = Some(SyncHold::foreign());
+                        return;
+                    }
+                },
+                Err(e) => {
+                    warn!(error = %e, "cannot record the sync settings of the empty master; only this node can restore them");
+                }
             }
         }
+        warn!(
+            diskless_sync = %current.0,
+            diskless_sync_delay = %current.1,
+            hold_secs = HOLD_DELAY_SECS,
+            "holding full syncs from the empty master until a replica takes over"
+        );
+        self.restart.hold = Some(SyncHold {
+            original: Some(current),
+            since: Instant::now(),
+            paused_until,
+        });
     }
 
     /// Ends this node's hold once the instance is a replica (the failover moved past it) or
@@ -598,7 +625,11 @@ impl Probe {
         let given_up = is_master && self.restart.empty_since.is_none();
         match self.restart.hold.take() {
             Some(hold) if demoted || given_up => {
+                let mine = hold.original.is_some();
                 self.restart.hold = release_hold(link, hold, t).await;
+                if mine && self.restart.hold.is_none() {
+                    self.clear_hold_record(m).await;
+                }
             }
             Some(mut hold) => {
                 renew_pause(link, &mut hold, m, t).await;
@@ -609,11 +640,31 @@ impl Probe {
                     .restart
                     .orphan_check_at
                     .is_some_and(|at| Instant::now() >= at);
-                if due && demoted {
+                // A committed hold is the leader's to end, with the instance's own settings.
+                let recorded = self.raft.state().sync_holds.contains_key(&self.addr);
+                if due && demoted && !recorded {
                     self.restart.orphan_check_at = None;
                     reset_orphan_hold(link, t).await;
                 }
             }
+        }
+    }
+
+    /// The hold this node set ended and its settings are back: the record goes.
+    async fn clear_hold_record(&self, m: &MasterState) {
+        if !self.raft.state().sync_holds.contains_key(&self.addr) {
+            return;
+        }
+        let cmd = Command::SyncHold {
+            master: m.name.clone(),
+            instance: self.addr.clone(),
+            node: self.raft.node_id(),
+            original: None,
+            at_ms: wall_ms(),
+        };
+        if let Err(e) = self.raft.propose(cmd).await {
+            // The leader clears it when it sees the hold gone.
+            debug!(error = %e, "cannot clear the sync hold record");
         }
     }
 
@@ -865,7 +916,10 @@ async fn unpause_writes(link: &mut Link, timeout: Duration) {
 }
 
 /// `repl-diskless-sync` and `repl-diskless-sync-delay` of an instance.
-async fn config_get_sync(link: &mut Link, timeout: Duration) -> Result<(String, String), String> {
+pub(super) async fn config_get_sync(
+    link: &mut Link,
+    timeout: Duration,
+) -> Result<(String, String), String> {
     let mut p = redis::pipe();
     p.cmd("CONFIG")
         .arg("GET")
@@ -895,7 +949,7 @@ async fn config_get_sync(link: &mut Link, timeout: Duration) -> Result<(String, 
 /// Sets `repl-diskless-sync-delay` then `repl-diskless-sync` (one pipeline: Redis applies both
 /// before its replication cron can run in between), then `CONFIG REWRITE` if `persist` (its
 /// failure, for example no config file, is ignored).
-async fn config_set_sync(
+pub(super) async fn config_set_sync(
     link: &mut Link,
     (diskless, delay): (&str, &str),
     persist: bool,
