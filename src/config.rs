@@ -1220,6 +1220,33 @@ quorum = 2
                 "duplicate master name",
             ),
             ("node_id = \"one\"".to_string(), "test.toml"),
+            (
+                format!("{GOOD}\n[sentinel_port]\nmax_connections = 0\n"),
+                "sentinel_port.max_connections",
+            ),
+            (
+                format!("{GOOD}\n[sentinel_port]\nunauth_max_request_bytes = 2000000\n"),
+                "sentinel_port.unauth_max_request_bytes",
+            ),
+            (
+                format!("{GOOD}\n[sentinel_port]\nbuffer_budget_bytes = 2048\n"),
+                "sentinel_port.buffer_budget_bytes",
+            ),
+            (
+                format!("{GOOD}\n[sentinel_port]\npubsub_soft_limit_bytes = 99999999999\n"),
+                "sentinel_port.pubsub_soft_limit_bytes",
+            ),
+            (
+                GOOD.replace(
+                    "quorum = 2",
+                    "quorum = 2\nclient_reconfig_script = \"reconf.sh\"",
+                ),
+                "masters[0].client_reconfig_script",
+            ),
+            (
+                format!("{GOOD}\n[[webhooks]]\nurl = \"https://hooks.example/\"\n"),
+                "webhooks[0].url",
+            ),
         ];
         for (text, want) in cases {
             let e = err(&text);
