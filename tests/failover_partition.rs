@@ -16,8 +16,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::netns::NetLab;
+use support::wait_for_every;
 use support::BIN;
-use tokio::time::Instant;
 
 const REDIS: usize = 3;
 /// The lab's Raft settings (`NetLab::node_config`): tick 50 ms, 10 election ticks; the lease
@@ -72,17 +72,6 @@ fn cli(lab: &NetLab, ip: &str, port: u16, args: &[&str]) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// One `MONITOR` line: (unix time, client ip, command in lower case).
@@ -182,7 +171,8 @@ async fn a_leader_cut_off_mid_reconfiguration_sends_nothing_once_its_lease_is_ov
     }
     let ips: Vec<String> = lab.hosts.iter().map(|h| h.ip.clone()).collect();
     for ip in &ips[..3] {
-        wait_for(
+        wait_for_every(
+            Duration::from_millis(10),
             "every node knows both replicas",
             Duration::from_secs(30),
             || {
@@ -211,7 +201,8 @@ async fn a_leader_cut_off_mid_reconfiguration_sends_nothing_once_its_lease_is_ov
 
     lab.kill(m_idx);
     // The first REPLICAOF transaction to the refusing replica: the reconfiguration runs.
-    let (first, leader_ip) = wait_for(
+    let (first, leader_ip) = wait_for_every(
+        Duration::from_millis(10),
         "the reconfiguration's first send",
         Duration::from_secs(20),
         || {
@@ -240,12 +231,17 @@ async fn a_leader_cut_off_mid_reconfiguration_sends_nothing_once_its_lease_is_ov
     let cut = unix_now();
     // The old leader's resend falls due ~0.47 s after the cut; the majority elects a new
     // leader after an election timeout and re-sends from there.
-    let new_first = wait_for("a new leader's send", Duration::from_secs(10), || {
-        mutating(&mon_other)
-            .into_iter()
-            .find(|(ts, ip, _)| *ts > cut && *ip != leader_ip)
-            .map(|(ts, _, _)| ts)
-    })
+    let new_first = wait_for_every(
+        Duration::from_millis(10),
+        "a new leader's send",
+        Duration::from_secs(10),
+        || {
+            mutating(&mon_other)
+                .into_iter()
+                .find(|(ts, ip, _)| *ts > cut && *ip != leader_ip)
+                .map(|(ts, _, _)| ts)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for m in &mut mons {

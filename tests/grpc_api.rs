@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use support::netns::NetLab;
+use support::wait_for;
 use support::BIN;
-use tokio::time::Instant;
 
 /// Runs `ctl` inside host `host` against `endpoints`; returns (exit code, stdout, stderr).
 fn ctl(lab: &NetLab, host: usize, endpoints: &str, args: &[&str]) -> (i32, String, String) {
@@ -27,17 +27,6 @@ fn ctl(lab: &NetLab, host: usize, endpoints: &str, args: &[&str]) -> (i32, Strin
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad ctl json {e}: {out}"))
-}
-
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

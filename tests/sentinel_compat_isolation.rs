@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::netns::NetLab;
+use support::wait_for;
 use support::BIN;
 use tokio::time::Instant;
 
@@ -80,17 +81,6 @@ fn lookup(lab: &NetLab, sentinel: &str) -> Option<String> {
     );
     let l: Vec<&str> = out.lines().collect();
     (l.len() == 2 && l[1].parse::<u16>().is_ok()).then(|| format!("{}:{}", l[0], l[1]))
-}
-
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn compat_dir() -> PathBuf {

@@ -9,8 +9,8 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use support::netns::NetLab;
+use support::wait_for;
 use support::BIN;
-use tokio::time::Instant;
 
 /// Hosts 0-2 run nodes A, B and C; host 3 runs the master, host 4 its replica.
 const A: usize = 0;
@@ -59,17 +59,6 @@ fn ctl_json(lab: &NetLab, endpoints: &str, args: &[&str]) -> Option<serde_json::
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
-}
-
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `redis-cli PSUBSCRIBE *` on a node's Sentinel port, its output in `out`.

@@ -67,6 +67,29 @@ pub fn free_port() -> u16 {
     panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
+/// Polls the blocking check `f` (a command run, a file read) every 100 ms until it returns
+/// `Some`, or panics after `limit` with `what`.
+pub async fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_every(Duration::from_millis(100), what, limit, f).await
+}
+
+/// [`wait_for`] with its own polling period, for checks that time an event closely.
+pub async fn wait_for_every<T>(
+    poll: Duration,
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
