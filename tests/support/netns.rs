@@ -35,6 +35,8 @@ pub struct NetLab {
     /// The hosts.
     pub hosts: Vec<Host>,
     children: Vec<Child>,
+    /// Where each spawned process writes its stderr (printed when the test fails).
+    logs: Vec<std::path::PathBuf>,
 }
 
 fn ip(args: &[&str]) -> Output {
@@ -110,6 +112,7 @@ impl NetLab {
             sw,
             hosts,
             children: Vec::new(),
+            logs: Vec::new(),
         }
     }
 
@@ -143,6 +146,7 @@ impl NetLab {
             .spawn()
             .expect("spawn in namespace");
         self.children.push(child);
+        self.logs.push(log.to_path_buf());
         self.children.len() - 1
     }
 
@@ -172,6 +176,15 @@ fn shorten(s: &str) -> String {
 
 impl Drop for NetLab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed run on a CI machine leaves nothing else behind to read.
+            for log in &self.logs {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+                eprintln!("===== {} (last 80 lines) =====\n{tail}", log.display());
+            }
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
