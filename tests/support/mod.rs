@@ -656,6 +656,14 @@ fn new_node(dir: &Path, id: u64) -> NodeProcess {
     }
 }
 
+/// Writes a secret file shared by the nodes by rename: rewritten in place (for the next
+/// node's config), a running node could read it truncated, empty.
+pub fn write_secret(path: &Path, secret: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{secret}\n")).expect("write secret");
+    std::fs::rename(&tmp, path).expect("rename secret");
+}
+
 fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
     let mut s = o.top_toml.clone();
     s += &format!(
@@ -691,7 +699,7 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
         .expect("cluster dir");
     if let Some(p) = &o.api_password {
         let f = shared.join("api.secret");
-        std::fs::write(&f, format!("{p}\n")).expect("write api secret");
+        write_secret(&f, p);
         security.push_str(&format!("api_password_file = \"{}\"\n", f.display()));
     }
     if o.api_open_reads {
@@ -699,7 +707,7 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
     }
     if let Some(sec) = &o.cluster_secret {
         let f = shared.join("cluster.secret");
-        std::fs::write(&f, format!("{sec}\n")).expect("write cluster secret");
+        write_secret(&f, sec);
         security.push_str(&format!("cluster_secret_file = \"{}\"\n", f.display()));
     }
     // One [security] table: merged into the one extra_toml brings, if any.

@@ -275,8 +275,8 @@ impl NetLab {
         // and an API password (the secured path); ctl passes API_PASSWORD.
         let cluster = dir.join("cluster.secret");
         let api = dir.join("api.secret");
-        std::fs::write(&cluster, format!("{CLUSTER_SECRET}\n")).unwrap();
-        std::fs::write(&api, format!("{API_PASSWORD}\n")).unwrap();
+        super::write_secret(&cluster, CLUSTER_SECRET);
+        super::write_secret(&api, API_PASSWORD);
         s.push_str(&format!(
             "[security]\ncluster_secret_file = \"{}\"\napi_password_file = \"{}\"\n",
             cluster.display(),
