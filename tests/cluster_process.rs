@@ -89,11 +89,15 @@ async fn leader_kill_restart_and_full_restart() {
     .await;
     let took = t0.elapsed();
     eprintln!("new leader {new_leader} after {took:?} (election timeout {et:?})");
-    // Followers time out at a random point in [ET, 2ET) after the last heartbeat; the extra
-    // 400 ms covers the status polling and scheduling on a loaded 2-core machine.
+    // Followers time out at a random point in [ET, 2ET) after the last heartbeat. When both
+    // time out within a message's flight of each other, both pass pre-vote and split the
+    // vote: Raft then waits one more randomized timeout, so the bound is two rounds (4 ET).
+    // The extra 400 ms covers the status polling and scheduling on a loaded 2-core machine.
+    // Measured here: 530-950 ms in 27 runs (ET 500 ms); once 1.47 s, which a 2 ET bound
+    // called a failure although Raft worked as designed.
     assert!(
-        took <= et * 2 + Duration::from_millis(400),
-        "new leader took {took:?}, more than two election timeouts ({et:?} each)"
+        took <= et * 4 + Duration::from_millis(400),
+        "new leader took {took:?}, more than two election rounds ({et:?} election timeout)"
     );
     for id in &survivors {
         wait_has(c.node(*id), &acked).await;
