@@ -614,7 +614,13 @@ impl Config {
             }
             match target {
                 SecretTarget::Requirepass => cfg.requirepass = Some(secret),
-                SecretTarget::MasterAuthPass(i) => cfg.masters[i].auth_pass = Some(secret),
+                SecretTarget::MasterAuthPass(i) => {
+                    let max = crate::fsm::limits::MAX_SECRET_LEN;
+                    if secret.len() > max {
+                        return Err(invalid(&key, format!("holds more than {max} bytes")));
+                    }
+                    cfg.masters[i].auth_pass = Some(secret)
+                }
                 SecretTarget::ApiPassword => cfg.api_password = Some(secret),
                 SecretTarget::WebhookSecret(i) => cfg.webhooks[i].secret = Some(secret),
                 SecretTarget::ClusterSecret => {
@@ -927,6 +933,16 @@ impl Config {
             ca: t.ca,
         });
 
+        if f.masters.len() > crate::fsm::limits::MAX_MASTERS {
+            return Err(invalid(
+                "masters",
+                format!(
+                    "{} masters; at most {} are monitored by one cluster",
+                    f.masters.len(),
+                    crate::fsm::limits::MAX_MASTERS
+                ),
+            ));
+        }
         let mut masters = Vec::new();
         let mut names = BTreeSet::new();
         for (i, m) in f.masters.into_iter().enumerate() {
@@ -944,6 +960,42 @@ impl Config {
                 .addr
                 .parse()
                 .map_err(|e: crate::model::AddrError| invalid(key("addr"), e.to_string()))?;
+            // The replicated state's limits (a cluster may apply the bootstrap entry before
+            // its version enforces them, see fsm::limits).
+            use crate::fsm::limits;
+            if m.name.len() > limits::MAX_NAME_LEN {
+                return Err(invalid(
+                    key("name"),
+                    format!("longer than {} bytes", limits::MAX_NAME_LEN),
+                ));
+            }
+            if !limits::addr_within_limits(&addr) {
+                return Err(invalid(
+                    key("addr"),
+                    format!(
+                        "host longer than {} bytes or with a quote or backslash",
+                        limits::MAX_NAME_LEN
+                    ),
+                ));
+            }
+            if m.auth_user
+                .as_ref()
+                .is_some_and(|u| u.len() > limits::MAX_NAME_LEN)
+            {
+                return Err(invalid(
+                    key("auth_user"),
+                    format!("longer than {} bytes", limits::MAX_NAME_LEN),
+                ));
+            }
+            if m.auth_pass
+                .as_ref()
+                .is_some_and(|p| p.len() > limits::MAX_SECRET_LEN)
+            {
+                return Err(invalid(
+                    key("auth_pass"),
+                    format!("longer than {} bytes", limits::MAX_SECRET_LEN),
+                ));
+            }
             if m.quorum == 0 {
                 return Err(invalid(key("quorum"), "must be 1 or greater"));
             }
@@ -1201,6 +1253,32 @@ quorum = 2
                 "masters[0].quorum",
             ),
             (GOOD.replace("quorum = 2", "quorum = 4"), "more than the 3"),
+            // The replicated state's limits (fsm::limits).
+            (
+                GOOD.replace(
+                    "name = \"mymaster\"",
+                    &format!("name = \"{}\"", "n".repeat(257)),
+                ),
+                "masters[0].name",
+            ),
+            (
+                GOOD.replace(
+                    "quorum = 2",
+                    &format!("quorum = 2\nauth_pass = \"{}\"", "p".repeat(513)),
+                ),
+                "masters[0].auth_pass",
+            ),
+            (
+                format!(
+                    "{GOOD}{}",
+                    (0..256)
+                        .map(|i| format!(
+                            "\n[[masters]]\nname = \"m{i}\"\naddr = \"h:1\"\nquorum = 1\n"
+                        ))
+                        .collect::<String>()
+                ),
+                "at most 256",
+            ),
             (
                 GOOD.replace("\"127.0.0.1:26379\"", "\"localhost\""),
                 "listen.sentinel",

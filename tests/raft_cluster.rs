@@ -618,6 +618,13 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
         .expect_err("a format node 3 cannot read was written");
     assert!(matches!(err, ProposeError::Invalid(_)), "{err}");
     c.h(leader).propose(monitor("old-format")).await.unwrap();
+    // A size limit the older version does not have is not enforced either: node 3 applies the
+    // entry, so every node must (a refusal on 1 and 2 alone would make them diverge).
+    let long = "n".repeat(raft_sentinel::fsm::limits::MAX_NAME_LEN + 1);
+    c.h(leader)
+        .propose(monitor(&long))
+        .await
+        .expect("applied as a node of the older format applies it");
 
     // Node 3 is upgraded (restarted on its data dir with the new version): the cluster moves on.
     let n3 = c.nodes.remove(&3).unwrap();
@@ -639,6 +646,28 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
             "cluster version not raised after the upgrade"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every node now reads the format that has the limits: every node enforces them.
+    let longer = "o".repeat(raft_sentinel::fsm::limits::MAX_NAME_LEN + 1);
+    let leader = c.leader(&voters).await;
+    let err = c
+        .h(leader)
+        .propose(monitor(&longer))
+        .await
+        .expect_err("over-long name applied after the upgrade");
+    assert!(
+        matches!(&err, ProposeError::Rejected(r) if r.message.contains("master name is 257 bytes")),
+        "{err}"
+    );
+    let applied = c.h(leader).state().applied_index;
+    for id in voters {
+        while c.h(id).state().applied_index < applied {
+            assert!(Instant::now() < deadline + Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let st = c.h(id).state();
+        assert!(st.masters.contains_key(&long), "node {id}");
+        assert!(!st.masters.contains_key(&longer), "node {id}");
     }
     c.stop().await;
 }

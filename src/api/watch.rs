@@ -152,7 +152,11 @@ mod tests {
     }
 
     fn state() -> ClusterState {
-        let mut s = ClusterState::default();
+        // At the newest format, as a cluster of this version runs (per-master history).
+        let mut s = ClusterState {
+            cluster_version: crate::fsm::SUPPORTED_VERSION,
+            ..ClusterState::default()
+        };
         for (n, a) in [("a", "h:1"), ("b", "h:2")] {
             apply(
                 &mut s,

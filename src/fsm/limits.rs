@@ -15,6 +15,21 @@
 //!
 //! A command that would pass a limit is refused with a message that names it; nothing is
 //! truncated silently except a free-text abort reason.
+//!
+//! # The limits are part of command format 2
+//!
+//! Whether a command passes a limit is decided where the entry is applied, so every node that
+//! applies it must decide the same way: a node that refuses the 257th master while another
+//! monitors it has diverged for good. Builds from before the limits (command format 1, which
+//! announce no format) apply every such command. The state machine therefore enforces the
+//! limits, and keeps the failover history per master, only once the committed cluster version
+//! is at least [`BOUNDED_STATE_VERSION`] (format 2: every build that reads format 2 has them),
+//! and behaves as format 1 did before that ([`Limits`]). The cluster version is itself a
+//! committed value, so every node switches at the same entry. A cluster that still has a
+//! format 1 member therefore runs with an unbounded state (as that member does) until the last
+//! member is upgraded; a new cluster runs at format 1 only until its first leader has seen
+//! every member's announcement (about one election timeout), and the config's masters are
+//! checked against the limits when the config is loaded.
 
 use super::state::Rejection;
 use crate::model::Addr;
@@ -34,6 +49,63 @@ pub const MAX_RUN_ID_LEN: usize = 64;
 /// Upper bound the limits above keep a snapshot under: half the peer port's message limit,
 /// leaving room for the snapshot's metadata and for growth the limits do not foresee.
 pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The first command format whose state machine enforces these limits.
+pub const BOUNDED_STATE_VERSION: u32 = 2;
+
+/// Failover records kept in one shared list before [`BOUNDED_STATE_VERSION`] (format 1 kept
+/// the last 100 of all masters together).
+pub const LEGACY_HISTORY_LIMIT: usize = 100;
+
+/// The limits in force at a cluster version: the ones above from [`BOUNDED_STATE_VERSION`] on,
+/// none before (what a format 1 node decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Enforced.
+    pub on: bool,
+}
+
+impl Limits {
+    pub(crate) fn at(cluster_version: u32) -> Limits {
+        Limits {
+            on: cluster_version >= BOUNDED_STATE_VERSION,
+        }
+    }
+
+    /// `check` when the limits are in force, `Ok` otherwise.
+    pub(crate) fn check(self, check: Result<(), Rejection>) -> Result<(), Rejection> {
+        if self.on {
+            check
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn max_masters(self) -> usize {
+        if self.on {
+            MAX_MASTERS
+        } else {
+            usize::MAX
+        }
+    }
+
+    pub(crate) fn max_replicas(self) -> usize {
+        if self.on {
+            MAX_REPLICAS
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// A free-text reason as it is kept in the history.
+    pub(crate) fn reason(self, why: &str) -> String {
+        if self.on {
+            truncate(why, MAX_REASON_LEN)
+        } else {
+            why.to_string()
+        }
+    }
+}
 
 pub(crate) fn check_len(what: &str, value: &str, max: usize) -> Result<(), Rejection> {
     if value.len() > max {

@@ -9,8 +9,8 @@ use super::command::{
 };
 use super::event::{master_details, replica_details, Event};
 use super::limits::{
-    check_addr, check_len, truncate, MAX_MASTERS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_REPLICAS,
-    MAX_RUN_ID_LEN, MAX_SECRET_LEN,
+    check_addr, check_len, Limits, LEGACY_HISTORY_LIMIT, MAX_NAME_LEN, MAX_RUN_ID_LEN,
+    MAX_SECRET_LEN,
 };
 use crate::model::{glob_match, Addr, Epoch, NodeId};
 
@@ -588,12 +588,30 @@ impl ClusterState {
         self.masters.get_mut(name).ok_or_else(Rejection::not_found)
     }
 
+    /// The size limits in force (they depend on the committed cluster version, see
+    /// `fsm::limits`).
+    fn limits(&self) -> Limits {
+        Limits::at(self.cluster_version())
+    }
+
     /// Appends a failover record, dropping the oldest record of the same master beyond
     /// [`HISTORY_LIMIT`]: one flapping master cannot push another's switches out, which a
-    /// watch resuming from an epoch relies on.
+    /// watch resuming from an epoch relies on. (Before the limits' format: the oldest record
+    /// of any master beyond the shared [`LEGACY_HISTORY_LIMIT`], as format 1 did.)
     fn push_history(&mut self, rec: FailoverRecord) {
         let master = rec.master.clone();
         self.history.push_back(rec);
+        if !self.limits().on {
+            while self.history.len() > LEGACY_HISTORY_LIMIT {
+                if let Some(old) = self.history.pop_front() {
+                    // Still recorded for watch resumption on the nodes that serve it.
+                    if let Some(m) = self.masters.get_mut(&old.master) {
+                        m.history_dropped_epoch = m.history_dropped_epoch.max(old.epoch);
+                    }
+                }
+            }
+            return;
+        }
         let mut count = self.history.iter().filter(|r| r.master == master).count();
         while count > HISTORY_LIMIT {
             let Some(pos) = self.history.iter().position(|r| r.master == master) else {
@@ -620,15 +638,16 @@ impl ClusterState {
         cmd: &Command,
         events: &mut Vec<Event>,
     ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
         match cmd {
             Command::Bootstrap { masters } => {
                 if self.bootstrapped {
                     return Ok(Outcome::default());
                 }
                 for spec in masters {
-                    if validate_spec(spec).is_ok()
+                    if validate_spec(spec, lim).is_ok()
                         && !self.masters.contains_key(&spec.name)
-                        && self.masters.len() < MAX_MASTERS
+                        && self.masters.len() < lim.max_masters()
                     {
                         self.insert_master(spec, events);
                     }
@@ -637,7 +656,7 @@ impl ClusterState {
                 Ok(Outcome::default())
             }
             Command::Monitor { spec } => {
-                validate_spec(spec)?;
+                validate_spec(spec, lim)?;
                 if let Some(m) = self.masters.get(&spec.name) {
                     let same_addr = m.addr == spec.addr || m.monitored_addr == spec.addr;
                     if same_addr && m.quorum == spec.quorum {
@@ -645,9 +664,10 @@ impl ClusterState {
                     }
                     return Err(Rejection::invalid("Duplicate master name."));
                 }
-                if self.masters.len() >= MAX_MASTERS {
+                if self.masters.len() >= lim.max_masters() {
                     return Err(Rejection::invalid(format!(
-                        "replicated state limit: at most {MAX_MASTERS} masters are monitored (the state must fit one snapshot message)"
+                        "replicated state limit: at most {} masters are monitored (the state must fit one snapshot message)",
+                        lim.max_masters()
                     )));
                 }
                 self.insert_master(spec, events);
@@ -657,13 +677,15 @@ impl ClusterState {
                 let m = self.masters.remove(name).ok_or_else(Rejection::not_found)?;
                 // Its history goes with it, or masters added and removed would grow the
                 // state without bound.
-                self.history.retain(|r| &r.master != name);
+                if lim.on {
+                    self.history.retain(|r| &r.master != name);
+                }
                 events.push(Event::new("-monitor", m.details(), Some(name)));
                 Ok(Outcome::default())
             }
             Command::Set { name, options } => self.apply_set(name, options, events),
             Command::Reset { pattern } => {
-                check_len("pattern", pattern, MAX_NAME_LEN)?;
+                lim.check(check_len("pattern", pattern, MAX_NAME_LEN))?;
                 let mut count = 0;
                 for m in self.masters.values_mut() {
                     if !glob_match(pattern.as_bytes(), m.name.as_bytes()) {
@@ -722,8 +744,8 @@ impl ClusterState {
                 for r in replicas {
                     // Bounded state: over-long hosts and replicas past the limit are not
                     // recorded (the leader proposes what a Redis INFO reports).
-                    if check_addr("replica", r).is_err()
-                        || (m.replicas.len() >= MAX_REPLICAS && !m.replicas.contains(r))
+                    if lim.check(check_addr("replica", r)).is_err()
+                        || (m.replicas.len() >= lim.max_replicas() && !m.replicas.contains(r))
                     {
                         continue;
                     }
@@ -785,7 +807,7 @@ impl ClusterState {
                     return Err(Rejection::invalid("the target is already the master"));
                 }
                 if let Some(t) = target {
-                    check_addr("target", t)?;
+                    lim.check(check_addr("target", t))?;
                 }
                 m.failover_request = Some(FailoverRequestState {
                     reason: *reason,
@@ -818,7 +840,7 @@ impl ClusterState {
                 if candidate == &m.addr {
                     return Err(Rejection::invalid("the candidate is the current master"));
                 }
-                check_addr("candidate", candidate)?;
+                lim.check(check_addr("candidate", candidate))?;
                 if *reason == FailoverReason::Odown {
                     if m.paused {
                         return Err(Rejection::precondition(
@@ -971,7 +993,7 @@ impl ClusterState {
                         events.push(Event::new(kind, m.details(), Some(master)));
                         if let Some(rec) = self.history_mut(master, *epoch) {
                             rec.ended_at_ms = Some(*at_ms);
-                            rec.outcome = format!("aborted: {}", truncate(why, MAX_REASON_LEN));
+                            rec.outcome = format!("aborted: {}", lim.reason(why));
                         }
                         Ok(Outcome::default())
                     }
@@ -995,7 +1017,7 @@ impl ClusterState {
                             promoted_at_ms: None,
                             promoted_index: None,
                             ended_at_ms: Some(*at_ms),
-                            outcome: format!("aborted: {}", truncate(why, MAX_REASON_LEN)),
+                            outcome: format!("aborted: {}", lim.reason(why)),
                         });
                         Ok(Outcome::default())
                     }
@@ -1024,11 +1046,11 @@ impl ClusterState {
                 if r.replicas.get(replica) == Some(stage) {
                     return Ok(Outcome::default());
                 }
-                check_addr("replica", replica)?;
-                if r.replicas.len() > MAX_REPLICAS && !r.replicas.contains_key(replica) {
+                lim.check(check_addr("replica", replica))?;
+                if r.replicas.len() > lim.max_replicas() && !r.replicas.contains_key(replica) {
                     return Err(Rejection::invalid(format!(
                         "at most {} replicas are tracked in one reconfiguration",
-                        MAX_REPLICAS + 1
+                        lim.max_replicas() + 1
                     )));
                 }
                 r.replicas.insert(replica.clone(), *stage);
@@ -1087,9 +1109,9 @@ impl ClusterState {
                 if instance == &m.addr {
                     return Err(Rejection::invalid("cannot fence the current master"));
                 }
-                check_addr("instance", instance)?;
+                lim.check(check_addr("instance", instance))?;
                 // A demoted instance is a replica from now on (while the bound allows).
-                if m.replicas.len() < MAX_REPLICAS {
+                if m.replicas.len() < lim.max_replicas() {
                     m.replicas.insert(instance.clone());
                 }
                 let event = match kind {
@@ -1196,13 +1218,17 @@ impl ClusterState {
                         ("sentinel address", &info.sentinel_addr),
                         ("gRPC address", &info.grpc_addr),
                     ] {
-                        check_len(what, v.as_deref().unwrap_or(""), MAX_NAME_LEN + 8)?;
+                        lim.check(check_len(
+                            what,
+                            v.as_deref().unwrap_or(""),
+                            MAX_NAME_LEN + 8,
+                        ))?;
                     }
-                    check_len(
+                    lim.check(check_len(
                         "run id",
                         info.run_id.as_deref().unwrap_or(""),
                         MAX_RUN_ID_LEN,
-                    )?;
+                    ))?;
                     // The peer address comes from the Raft configuration; keep it if the
                     // announcement leaves it out.
                     let peer_addr = info.peer_addr.clone().or(m.info.peer_addr.take());
@@ -1237,6 +1263,7 @@ impl ClusterState {
         events: &mut Vec<Event>,
     ) -> Result<Outcome, Rejection> {
         let clock = self.clock_ms;
+        let lim = self.limits();
         let m = self.master_mut(name)?;
         // Validate everything first: unlike Sentinel, a bad option changes nothing.
         let mut staged = m.clone();
@@ -1280,12 +1307,12 @@ impl ClusterState {
                     val.clone()
                 }
                 "auth-pass" => {
-                    check_len("auth-pass", val, MAX_SECRET_LEN)?;
+                    lim.check(check_len("auth-pass", val, MAX_SECRET_LEN))?;
                     staged.auth_pass = (!val.is_empty()).then(|| val.clone());
                     "******".to_string()
                 }
                 "auth-user" => {
-                    check_len("auth-user", val, MAX_NAME_LEN)?;
+                    lim.check(check_len("auth-user", val, MAX_NAME_LEN))?;
                     staged.auth_user = (!val.is_empty()).then(|| val.clone());
                     val.clone()
                 }
@@ -1349,25 +1376,25 @@ fn check_script(path: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn validate_spec(spec: &MasterSpec) -> Result<(), Rejection> {
+fn validate_spec(spec: &MasterSpec, lim: Limits) -> Result<(), Rejection> {
     for s in [&spec.notification_script, &spec.client_reconfig_script]
         .into_iter()
         .flatten()
     {
         check_script(s)?;
     }
-    check_len("master name", &spec.name, MAX_NAME_LEN)?;
-    check_addr("master", &spec.addr)?;
-    check_len(
+    lim.check(check_len("master name", &spec.name, MAX_NAME_LEN))?;
+    lim.check(check_addr("master", &spec.addr))?;
+    lim.check(check_len(
         "auth-user",
         spec.auth_user.as_deref().unwrap_or(""),
         MAX_NAME_LEN,
-    )?;
-    check_len(
+    ))?;
+    lim.check(check_len(
         "auth-pass",
         spec.auth_pass.as_deref().unwrap_or(""),
         MAX_SECRET_LEN,
-    )?;
+    ))?;
     if spec.quorum == 0 {
         return Err(Rejection::invalid("Quorum must be 1 or greater."));
     }

@@ -18,9 +18,16 @@ fn spec(name: &str, a: &str, quorum: u32) -> MasterSpec {
     }
 }
 
-/// A state with voters 1..=3 and `mymaster` at 10.0.0.1:6379, quorum 2.
+/// A state with voters 1..=3 and `mymaster` at 10.0.0.1:6379, quorum 2, at the newest
+/// command format (as a cluster of this version runs).
 fn base() -> (ClusterState, u64) {
+    base_at(SUPPORTED_VERSION)
+}
+
+/// [`base`] at a given committed cluster version.
+fn base_at(version: u32) -> (ClusterState, u64) {
     let mut s = ClusterState::with_voters((1..=3).map(|i| (i, Some(format!("n{i}:7701")))));
+    s.cluster_version = version;
     let mut idx = 5;
     s.applied_index = idx;
     idx += 1;
@@ -1020,4 +1027,178 @@ fn forgotten_replicas_leave_with_a_minus_slave_event() {
         name: "mymaster".into(),
         options: vec![("replica-forget-after".into(), "soon".into())],
     });
+}
+
+/// Every voter of `base` announces that it reads the newest format.
+fn upgraded() -> Vec<Command> {
+    (1..=3)
+        .map(|node| Command::Announce {
+            node,
+            info: MemberInfo {
+                command_version: Some(SUPPORTED_VERSION),
+                ..MemberInfo::default()
+            },
+        })
+        .collect()
+}
+
+/// Every node that applies an entry must decide a limit the same way. A format 1 node (from
+/// before the limits) applies whatever the limits would refuse, so until the committed cluster
+/// version says every member enforces them, no node does; from the entry that raises it on,
+/// every node does.
+#[test]
+fn limits_are_enforced_only_from_the_cluster_version_that_has_them() {
+    use super::limits::{
+        BOUNDED_STATE_VERSION, LEGACY_HISTORY_LIMIT, MAX_MASTERS, MAX_NAME_LEN, MAX_REASON_LEN,
+        MAX_REPLICAS, MAX_SECRET_LEN,
+    };
+    let (s, idx) = base_at(BASE_VERSION);
+    let mut f = Fixture { s, idx };
+    const { assert!(BOUNDED_STATE_VERSION > BASE_VERSION) };
+    // What a format 1 node decides: all of these are applied.
+    for i in 1..=MAX_MASTERS {
+        f.ok(Command::Monitor {
+            spec: spec(
+                &format!("m{i}"),
+                &format!("10.1.{}.{}:6379", i / 200, i % 200),
+                2,
+            ),
+        });
+    }
+    assert_eq!(f.s.masters.len(), MAX_MASTERS + 1);
+    let long_name = "n".repeat(MAX_NAME_LEN + 1);
+    f.ok(Command::Monitor {
+        spec: MasterSpec {
+            auth_pass: Some("p".repeat(MAX_SECRET_LEN + 1)),
+            ..spec(&long_name, "10.0.0.9:6379", 2)
+        },
+    });
+    f.ok(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("auth-user".into(), "u".repeat(MAX_NAME_LEN + 1))],
+    });
+    f.ok(Command::Reset {
+        pattern: "x".repeat(MAX_NAME_LEN + 1),
+    });
+    f.ok(Command::Announce {
+        node: 1,
+        info: MemberInfo {
+            run_id: Some("r".repeat(65)),
+            ..MemberInfo::default()
+        },
+    });
+    let many: Vec<Addr> = (0..MAX_REPLICAS + 5)
+        .map(|i| addr(&format!("10.3.0.{}:6379", i + 1)))
+        .collect();
+    f.ok(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: many.clone(),
+    });
+    assert_eq!(f.m().replicas.len(), MAX_REPLICAS + 5);
+    let why = format!("no-good-slave: {}", "w".repeat(2 * MAX_REASON_LEN));
+    f.ok(Command::FailoverAbort {
+        master: "mymaster".into(),
+        epoch: 0,
+        why: why.clone(),
+        at_ms: 1,
+    });
+    assert_eq!(
+        f.s.history.back().unwrap().outcome,
+        format!("aborted: {why}"),
+        "the reason is kept whole, as format 1 keeps it"
+    );
+    // The history is one shared list of LEGACY_HISTORY_LIMIT, as in format 1.
+    for i in 0..LEGACY_HISTORY_LIMIT {
+        f.ok(Command::FailoverAbort {
+            master: format!("m{}", 1 + i % 2),
+            epoch: 0,
+            why: "no-good-slave".into(),
+            at_ms: 2,
+        });
+    }
+    assert_eq!(f.s.history.len(), LEGACY_HISTORY_LIMIT);
+    assert!(f.s.history.iter().all(|r| r.master != "mymaster"));
+    // Removing a master keeps its records (format 1 does).
+    f.ok(Command::Remove { name: "m1".into() });
+    assert_eq!(f.s.history.len(), LEGACY_HISTORY_LIMIT);
+
+    // The version is raised by a committed entry once every member reads it: from there on,
+    // every limit holds.
+    for cmd in upgraded() {
+        f.ok(cmd);
+    }
+    f.ok(Command::ClusterVersion {
+        version: BOUNDED_STATE_VERSION,
+    });
+    f.ok(Command::Remove { name: "m2".into() });
+    assert!(
+        f.s.history.iter().all(|r| r.master != "m2"),
+        "a removed master's history goes with it"
+    );
+    assert!(f.s.masters.len() >= MAX_MASTERS);
+    let rej = f.err(Command::Monitor {
+        spec: spec("one-too-many", "10.2.0.1:6379", 2),
+    });
+    assert!(
+        rej.message.contains("at most 256 masters"),
+        "{}",
+        rej.message
+    );
+    f.err(Command::Monitor {
+        spec: spec(&"o".repeat(MAX_NAME_LEN + 1), "10.0.0.10:6379", 2),
+    });
+    f.err(Command::Set {
+        name: "mymaster".into(),
+        options: vec![("auth-pass".into(), "p".repeat(MAX_SECRET_LEN + 1))],
+    });
+    f.err(Command::Reset {
+        pattern: "x".repeat(MAX_NAME_LEN + 1),
+    });
+    f.err(Command::Announce {
+        node: 2,
+        info: MemberInfo {
+            run_id: Some("r".repeat(65)),
+            ..MemberInfo::default()
+        },
+    });
+    f.ok(Command::FailoverAbort {
+        master: "mymaster".into(),
+        epoch: 0,
+        why: why.clone(),
+        at_ms: 3,
+    });
+    assert!(f.s.history.back().unwrap().outcome.len() <= "aborted: ".len() + MAX_REASON_LEN);
+    // Replicas already recorded stay; no new one is recorded past the cap.
+    f.ok(Command::Replicas {
+        master: "mymaster".into(),
+        replicas: vec![addr("10.4.0.1:6379")],
+    });
+    assert_eq!(f.m().replicas.len(), MAX_REPLICAS + 5);
+
+    // Two nodes that apply the same entries decide the same way (the decision depends on the
+    // committed state only): replaying the log onto a copy gives an identical state.
+    let (mut a, mut b) = (base_at(BASE_VERSION).0, base_at(BASE_VERSION).0);
+    let log = [Command::Monitor {
+        spec: spec(&long_name, "10.0.0.9:6379", 2),
+    }]
+    .into_iter()
+    .chain(upgraded())
+    .chain([
+        Command::ClusterVersion {
+            version: BOUNDED_STATE_VERSION,
+        },
+        Command::Monitor {
+            spec: spec(&"p".repeat(MAX_NAME_LEN + 1), "10.0.0.11:6379", 2),
+        },
+    ])
+    .collect::<Vec<_>>();
+    let mut results = Vec::new();
+    for (i, cmd) in log.iter().enumerate() {
+        let ra = a.apply(100 + i as u64, cmd).result.is_ok();
+        let rb = b.apply(100 + i as u64, cmd).result.is_ok();
+        assert_eq!(ra, rb);
+        results.push(ra);
+    }
+    assert_eq!(results, [true, true, true, true, true, false]);
+    assert_eq!(a, b);
 }
