@@ -915,3 +915,69 @@ async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
     );
     assert_eq!(config_get(&m, "repl-diskless-sync").as_deref(), Some("no"));
 }
+
+/// The `error=` part of every WARN "probe error" line a node logged for `master`.
+fn probe_error_lines(n: &NodeProcess, master: &str) -> Vec<String> {
+    let span = format!("master={master} ");
+    std::fs::read_to_string(&n.log)
+        .unwrap_or_default()
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(" WARN ") && l.contains(&span) && l.contains("probe error"))
+        .map(|l| {
+            l.split_once("error=")
+                .map_or(l.clone(), |(_, e)| e.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_probe_error_is_logged_once() {
+    let _g = serial().await;
+    // A password the coordinators do not know (as after a password change): every PING and
+    // INFO gets NOAUTH. And an address where nothing listens.
+    let locked = RedisProcess::start(&["--requirepass", "changed-password"]);
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let toml = master_toml("locked", &locked.addr(), 2, "") + &master_toml("dead", &dead, 2, "");
+    let c = cluster(toml);
+    c.wait_leader(Duration::from_secs(20)).await;
+    support::wait_for(
+        "every node reports both probe errors",
+        Duration::from_secs(15),
+        || {
+            c.nodes
+                .iter()
+                .all(|n| {
+                    !probe_error_lines(n, "locked").is_empty()
+                        && !probe_error_lines(n, "dead").is_empty()
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // The probes keep failing every ping period (100 ms here): 30 rounds and more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &c.nodes {
+        for master in ["locked", "dead"] {
+            let lines = probe_error_lines(n, master);
+            let mut distinct = lines.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(
+                lines.len(),
+                distinct.len(),
+                "node {} logged {} probe error lines of {master}, {} distinct: {distinct:?}",
+                n.id,
+                lines.len(),
+                distinct.len()
+            );
+        }
+        assert!(
+            probe_error_lines(n, "locked")
+                .iter()
+                .any(|e| e.contains("NOAUTH")),
+            "node {} did not report NOAUTH",
+            n.id
+        );
+    }
+}

@@ -6,6 +6,7 @@
 //!   `Command::Replicas` for newly discovered replicas, so every node watches them too.
 //! - `probe`: the per-instance task (PING, INFO, ROLE) that writes its entry of the
 //!   [`MonitorView`] and, for the current master, proposes `Observe` on transitions.
+//! - `errlog`: a repeated probe error is logged once, then counted once a minute; pure.
 //! - `health`: the subjective-down rules and probe periods; pure.
 //! - [`info`]: parsers for `INFO replication`, `INFO server` and `ROLE`; pure.
 //! - [`link`]: a Redis connection with AUTH and a timeout on every call (also used by the
@@ -15,6 +16,7 @@
 //! committed observations of every node.
 
 pub mod acl;
+mod errlog;
 mod health;
 mod hold;
 pub mod info;

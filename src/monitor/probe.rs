@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
+use super::errlog::{self, ErrorLog, Summary};
 use super::health::{self, Timings};
 use super::info::{
     parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
@@ -107,6 +108,8 @@ pub(crate) struct Probe {
     next_observe: Instant,
     /// This process's own stalls (see [`super::tilt`]).
     tilt: Arc<Tilt>,
+    /// Which errors were logged, and repeats counted since (see [`super::errlog`]).
+    errors: ErrorLog,
 }
 
 impl Drop for Probe {
@@ -145,6 +148,7 @@ impl Probe {
             observe_backoff: MIN_OBSERVE_BACKOFF,
             next_observe: now,
             tilt,
+            errors: ErrorLog::new(errlog::SUMMARY_PERIOD, now),
         }
     }
 
@@ -799,16 +803,35 @@ impl Probe {
     }
 
     fn set_error(&mut self, msg: String) {
-        if self.info.last_error.as_deref() != Some(msg.as_str()) {
+        let v = self.errors.error(&msg, Instant::now());
+        log_summaries(&v.summaries);
+        if v.new {
             warn!(error = %msg, "probe error");
-            self.info.last_error = Some(msg);
+        } else {
+            debug!(error = %msg, "probe error (repeated)");
         }
+        self.info.last_error = Some(msg);
     }
 
     fn clear_error(&mut self) {
         if self.info.last_error.take().is_some() {
-            info!("probe recovered");
+            if let Some(pending) = self.errors.recovered(Instant::now()) {
+                log_summaries(&pending);
+                info!("probe recovered");
+            }
         }
+    }
+}
+
+fn log_summaries(summaries: &[Summary]) {
+    for s in summaries {
+        warn!(
+            error = %s.error,
+            repeats = s.repeats,
+            "same probe error {} times in the last {} s",
+            s.repeats,
+            s.over.as_secs().max(1)
+        );
     }
 }
 
