@@ -981,3 +981,75 @@ async fn a_repeated_probe_error_is_logged_once() {
         );
     }
 }
+
+/// Committed `-failover-abort-no-good-slave` events of `master` that node `n` applied.
+fn committed_aborts(n: &NodeProcess, master: &str) -> usize {
+    let field = format!("master=\"{master}\"");
+    std::fs::read_to_string(&n.log)
+        .unwrap_or_default()
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| {
+            l.contains("consensus::node")
+                && l.contains("-failover-abort-no-good-slave")
+                && l.contains(&field)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_odown_master_without_candidate_backs_off_and_a_later_candidate_is_promoted() {
+    let _g = serial().await;
+    let mut m = RedisProcess::start(&[]);
+    // Its only replica may not be promoted, until the operator says otherwise.
+    let r = RedisProcess::start_replica(&m, &["--replica-priority", "0"]);
+    wait_synced(&m, &[&r]).await;
+    // failover_timeout 1 s: without backoff, one abort a second.
+    let toml = format!(
+        "[[masters]]\nname = \"lone\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = {DOWN_AFTER}\nfailover_timeout_ms = 1000\nparallel_syncs = 1\n",
+        m.addr()
+    );
+    let c = cluster(toml);
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "lone", 1).await;
+    m.kill9();
+    support::wait_for(
+        "the first no-candidate abort",
+        Duration::from_secs(15),
+        || (committed_aborts(&c.nodes[0], "lone") > 0).then_some(()),
+    )
+    .await;
+    // Aborts 1 s, 2 s, 4 s apart: at 0, 1, 3 and 7 s. At a fixed 1 s, nine.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let aborts = committed_aborts(&c.nodes[0], "lone");
+    eprintln!("no-candidate aborts committed in 8 s: {aborts}");
+    assert!(aborts >= 2, "the abort was not repeated ({aborts})");
+    assert!(
+        aborts <= 5,
+        "no-candidate aborts did not back off: {aborts} in 8 s"
+    );
+    // A candidate appears: it is promoted without waiting out the backoff (next abort due
+    // 8 s after the last one).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-priority")
+        .arg("100")
+        .query(&mut r.client())
+        .expect("CONFIG SET replica-priority");
+    let t0 = Instant::now();
+    let epoch = wait_all_agree(&c, "lone", &r.addr(), Duration::from_secs(10)).await;
+    eprintln!(
+        "candidate appeared to promoted everywhere: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(epoch, 1, "one failover");
+    assert_eq!(r.role().as_deref(), Some("master"));
+    let settled = committed_aborts(&c.nodes[0], "lone");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        committed_aborts(&c.nodes[0], "lone"),
+        settled,
+        "aborts committed after the failover"
+    );
+    m.restart();
+}
