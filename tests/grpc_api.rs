@@ -612,3 +612,80 @@ async fn every_ctl_subcommand_and_clear_errors() {
     let (_, out, _) = c.ctl(&["status", "--json"]);
     assert_eq!(json(&out)["members"].as_array().unwrap().len(), 3);
 }
+
+/// `flags` of each instance map a Sentinel-port reply lists, by address (`ip:port`).
+fn resp_flags(node: &NodeProcess, sub: &str) -> Vec<(String, String)> {
+    let mut con = redis::Client::open(format!("redis://{}", node.sentinel_addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut cmd = redis::cmd("SENTINEL");
+    cmd.arg(sub).arg("mymaster");
+    let maps: Vec<Vec<String>> = if sub == "MASTER" {
+        vec![cmd.query(&mut con).unwrap()]
+    } else {
+        cmd.query(&mut con).unwrap()
+    };
+    maps.iter()
+        .map(|kv| {
+            let field = |k: &str| {
+                let i = kv.iter().position(|f| f == k).expect(k);
+                kv[i + 1].clone()
+            };
+            (format!("{}:{}", field("ip"), field("port")), field("flags"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_the_sentinel_port_report_the_same_flags() {
+    let (m, _r1, mut r2) = redis_set();
+    let c = loopback_cluster(&m);
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_ready_for_failover(&c).await;
+    let down = r2.addr();
+    r2.kill9();
+    let node = &c.nodes[0];
+    let api = node.client().await.unwrap();
+    // Both ports of one node read the same view; compared once the dead replica is s_down
+    // there (the view is then stable: nothing else changes).
+    let (grpc, resp) = eventually(
+        Duration::from_secs(10),
+        "the killed replica is s_down on both ports",
+        || {
+            let mut api = api.clone();
+            let down = down.clone();
+            async move {
+                let d = api
+                    .get_master_detail(pb::GetMasterDetailRequest {
+                        name: "mymaster".into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let mut grpc: Vec<(String, String)> = d
+                    .replicas
+                    .iter()
+                    .map(|r| (r.addr.clone(), r.flags.join(",")))
+                    .collect();
+                let mi = d.master_instance.as_ref()?;
+                grpc.push((mi.addr.clone(), mi.flags.join(",")));
+                let mut resp = resp_flags(node, "REPLICAS");
+                resp.extend(resp_flags(node, "MASTER"));
+                grpc.sort();
+                resp.sort();
+                let seen = |v: &[(String, String)]| {
+                    v.iter().any(|(a, f)| *a == down && f.contains("s_down"))
+                };
+                (seen(&grpc) && seen(&resp)).then_some((grpc, resp))
+            }
+        },
+    )
+    .await;
+    assert_eq!(grpc, resp, "gRPC flags differ from the Sentinel port's");
+    assert!(
+        grpc.iter()
+            .any(|(a, f)| *a == down && f == "s_down,slave,disconnected"),
+        "{grpc:?}"
+    );
+}

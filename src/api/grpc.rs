@@ -13,6 +13,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use tracing::{info_span, Instrument};
 
+use super::flags;
 use super::watch as changes;
 use crate::consensus::{ProposeError, RaftHandle, Role};
 use crate::failover::{self, FailoverError};
@@ -114,22 +115,19 @@ fn failover_status(e: FailoverError, state: &ClusterState) -> Status {
     }
 }
 
-fn instance_detail(addr: &Addr, info: Option<&InstanceInfo>, is_master: bool) -> pb::ReplicaDetail {
-    let mut flags = vec![if is_master { "master" } else { "slave" }.to_string()];
+fn instance_detail(
+    addr: &Addr,
+    info: Option<&InstanceInfo>,
+    flags: Vec<&str>,
+) -> pb::ReplicaDetail {
+    let flags = flags.into_iter().map(String::from).collect();
     let Some(i) = info else {
-        flags.push("disconnected".into());
         return pb::ReplicaDetail {
             addr: addr.to_string(),
             flags,
             ..Default::default()
         };
     };
-    if i.sdown_since.is_some() {
-        flags.push("s_down".into());
-    }
-    if !i.connected {
-        flags.push("disconnected".into());
-    }
     pb::ReplicaDetail {
         addr: addr.to_string(),
         flags,
@@ -442,7 +440,10 @@ impl Coordinator for CoordinatorService {
             replicas: m
                 .replicas
                 .iter()
-                .map(|a| instance_detail(a, view.get(a), false))
+                .map(|a| {
+                    let info = view.get(a);
+                    instance_detail(a, info, flags::replica(m, a, info))
+                })
                 .collect(),
             observations: m
                 .observations
@@ -456,7 +457,11 @@ impl Coordinator for CoordinatorService {
                 .collect(),
             failover,
             history,
-            master_instance: Some(instance_detail(&m.addr, view.get(&m.addr), true)),
+            master_instance: Some(instance_detail(
+                &m.addr,
+                view.get(&m.addr),
+                flags::master(self.raft.node_id(), m, view.get(&m.addr)),
+            )),
             applied_index: state.applied_index,
             current_epoch: state.current_epoch,
         }))

@@ -3,6 +3,7 @@
 //! the failover executor internals or the peer transport.
 
 pub mod auth;
+pub mod flags;
 pub mod grpc;
 pub mod grpc_port;
 pub mod resp;

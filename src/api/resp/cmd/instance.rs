@@ -6,8 +6,9 @@
 use tokio::time::Instant;
 
 use super::Shared;
+use crate::api::flags;
 use crate::api::resp::frame::Frame;
-use crate::fsm::{ClusterState, MasterState, ReconfStage};
+use crate::fsm::{ClusterState, MasterState};
 use crate::model::{Addr, NodeId};
 use crate::monitor::{InstanceInfo, MonitorView, ReportedRole};
 
@@ -112,15 +113,6 @@ fn head(
     b.num("down-after-milliseconds", down_after_ms as i64);
 }
 
-/// Joins flags in Sentinel's fixed order.
-fn flags(list: &[(&'static str, bool)]) -> String {
-    list.iter()
-        .filter(|(_, on)| *on)
-        .map(|(f, _)| *f)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The map of one master.
 pub fn master_map(
     sh: &Shared,
@@ -130,23 +122,8 @@ pub fn master_map(
     now: Instant,
 ) -> Frame {
     let info = view.get(&m.addr);
-    let me = sh.ctx.raft.node_id();
-    let sdown = info.is_some_and(|i| i.sdown_since.is_some())
-        || m.observations.get(&me).is_some_and(|o| o.down);
     let in_failover = m.failover.is_some();
-    let forced = m
-        .failover
-        .as_ref()
-        .is_some_and(|f| f.reason != crate::fsm::FailoverReason::Odown);
-    let fl = flags(&[
-        ("s_down", sdown),
-        ("o_down", m.is_odown()),
-        ("master", true),
-        // Unknown to the monitor is not the same as seen disconnected.
-        ("disconnected", info.is_some_and(|i| !i.connected)),
-        ("failover_in_progress", in_failover),
-        ("force_failover", forced),
-    ]);
+    let fl = flags::master(sh.ctx.raft.node_id(), m, info).join(",");
     let odown_ms = m
         .odown_since_ms
         .map(|t| crate::consensus::wall_ms().saturating_sub(t) as i64);
@@ -196,17 +173,7 @@ pub fn replica_maps(view: &MonitorView, m: &MasterState, now: Instant) -> Vec<Fr
             if info.is_some_and(|i| !i.replica_announced) {
                 return None;
             }
-            let stage = m.reconf.as_ref().and_then(|rc| rc.replicas.get(r)).copied();
-            let promoted = m.failover.as_ref().is_some_and(|f| &f.candidate == r);
-            let fl = flags(&[
-                ("s_down", info.is_some_and(|i| i.sdown_since.is_some())),
-                ("slave", true),
-                ("disconnected", info.is_some_and(|i| !i.connected)),
-                ("promoted", promoted),
-                ("reconf_sent", stage == Some(ReconfStage::Sent)),
-                ("reconf_inprog", stage == Some(ReconfStage::InProgress)),
-                ("reconf_done", stage == Some(ReconfStage::Done)),
-            ]);
+            let fl = flags::replica(m, r, info).join(",");
             let mut b = Builder(Vec::with_capacity(21));
             head(
                 &mut b,
@@ -263,7 +230,11 @@ pub fn sentinel_maps(peers: &[Peer], m: &MasterState) -> Vec<Frame> {
     peers
         .iter()
         .map(|p| {
-            let fl = flags(&[("sentinel", true), ("disconnected", p.disconnected)]);
+            let fl = if p.disconnected {
+                "sentinel,disconnected"
+            } else {
+                "sentinel"
+            };
             let mut b = Builder(Vec::with_capacity(14));
             b.kv("name", p.run_id.clone());
             b.kv("ip", p.addr.host.clone());
