@@ -61,68 +61,14 @@ struct Master {
     line: usize,
 }
 
-/// Splits a config line into arguments like Redis does (`sdssplitargs`): spaces separate,
-/// double quotes allow escapes (`\n`, `\"`, `\xHH`), single quotes are literal.
+/// Splits a config line into arguments by Redis's rules ([`crate::model::args`]); the
+/// arguments of a config file must be UTF-8.
 pub fn split_args(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(&first) = chars.peek() else {
-            return Ok(out);
-        };
-        let mut cur = String::new();
-        match first {
-            '"' => {
-                chars.next();
-                loop {
-                    match chars.next() {
-                        None => return Err("unbalanced quotes".into()),
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some('n') => cur.push('\n'),
-                            Some('r') => cur.push('\r'),
-                            Some('t') => cur.push('\t'),
-                            Some('x') => {
-                                let h: String = chars.by_ref().take(2).collect();
-                                let b = u8::from_str_radix(&h, 16)
-                                    .map_err(|_| format!("bad escape \\x{h}"))?;
-                                cur.push(b as char);
-                            }
-                            Some(c) => cur.push(c),
-                            None => return Err("unbalanced quotes".into()),
-                        },
-                        Some(c) => cur.push(c),
-                    }
-                }
-                if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-                    return Err("closing quote must be followed by a space".into());
-                }
-            }
-            '\'' => {
-                chars.next();
-                loop {
-                    match chars.next() {
-                        None => return Err("unbalanced quotes".into()),
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                    }
-                }
-            }
-            _ => {
-                while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() {
-                        break;
-                    }
-                    cur.push(c);
-                    chars.next();
-                }
-            }
-        }
-        out.push(cur);
-    }
+    crate::model::args::split(line.as_bytes())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|a| String::from_utf8(a).map_err(|_| "an argument is not valid UTF-8".to_string()))
+        .collect()
 }
 
 fn toml_str(s: &str) -> String {

@@ -2,6 +2,8 @@
 //!
 //! Nothing here knows about tokio, the network, Redis connections or Raft.
 
+pub mod args;
+
 use std::fmt;
 use std::str::FromStr;
 
