@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
 use crate::api::grpc_port::GrpcPortStats;
-use crate::api::resp::clients::Stats as SentinelPortStats;
+use crate::api::resp::clients::{Limit, Stats as SentinelPortStats};
 use crate::consensus::{RaftHandle, Role};
 use crate::fsm::FailoverRecord;
 use crate::monitor::MonitorView;
@@ -396,6 +396,15 @@ impl NodeMetrics {
         rejected
             .get_or_create(&port("sentinel"))
             .inc_by(sp.rejected_connections.load(Ordering::Relaxed));
+        let limited: Family<Labels, Counter> = Family::default();
+        for l in Limit::ALL {
+            limited
+                .get_or_create(&vec![
+                    ("port", "sentinel".to_string()),
+                    ("limit", l.name().to_string()),
+                ])
+                .inc_by(sp.limits.get(l));
+        }
         reg.register("port_connections", "Open client connections", connections);
         reg.register(
             "port_commands",
@@ -409,8 +418,13 @@ impl NodeMetrics {
         );
         reg.register(
             "port_rejected_connections",
-            "Connections refused because the Sentinel port was at its connection limit",
+            "Connections refused because the Sentinel port was at its connection limit or over its client buffer budget",
             rejected,
+        );
+        reg.register(
+            "port_limited_connections",
+            "Connections refused (limit max_connections, buffer_budget_refused) or closed (the others) by a client limit of the Sentinel port",
+            limited,
         );
         let mut out = String::new();
         encode(&mut out, &reg).expect("writing to a String cannot fail");

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::resp::RespClient;
@@ -32,6 +33,45 @@ async fn ready(c: &Cluster) -> &NodeProcess {
     })
     .await;
     n
+}
+
+/// The `limit_*` counters of `INFO stats`, by limit name.
+async fn limit_counts(addr: &str, pass: Option<&str>) -> BTreeMap<String, u64> {
+    let mut cl = RespClient::connect(addr).await;
+    if let Some(p) = pass {
+        assert_eq!(cl.cmd(&["AUTH", p]).await.text().as_deref(), Some("OK"));
+    }
+    let info = cl.cmd(&["INFO", "stats"]).await.text().expect("INFO text");
+    info.lines()
+        .filter_map(|l| l.strip_prefix("limit_")?.trim_end().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
+        .collect()
+}
+
+/// The metrics port's `/metrics` page.
+fn scrape(metrics_port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// `raft_sentinel_port_limited_connections_total` by limit, from the metrics port.
+fn scraped_limits(metrics_port: u16) -> BTreeMap<String, u64> {
+    let body = scrape(metrics_port);
+    let prefix = "raft_sentinel_port_limited_connections_total{";
+    body.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| {
+            let (labels, v) = l.split_once("} ")?;
+            let limit = labels.split("limit=\"").nth(1)?.split('"').next()?;
+            Some((limit.to_string(), v.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -87,6 +127,14 @@ async fn slowloris_is_cut_off_at_its_request_timeout() {
         assert_eq!(cl.read().await.1.text().as_deref(), Some("PONG"));
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
+    // Counted under its limit, and under no other.
+    let counts = limit_counts(&n.sentinel_addr(), None).await;
+    assert_eq!(counts.len(), 10, "{counts:?}");
+    for (limit, n) in &counts {
+        let want = u64::from(limit == "request_timeout");
+        assert_eq!(*n, want, "limit_{limit} in INFO stats: {counts:?}");
+    }
+    assert_eq!(scraped_limits(n.metrics_port), counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +176,160 @@ async fn unauthenticated_clients_have_small_limits() {
         "{:?}",
         String::from_utf8_lossy(&raw)
     );
+    let counts = limit_counts(&n.sentinel_addr(), Some("s3cret")).await;
+    assert_eq!(counts["unauth_idle_timeout"], 1, "{counts:?}");
+    assert_eq!(counts["request_too_large"], 1, "{counts:?}");
+    let info = cl.cmd(&["INFO", "stats"]).await.text().unwrap();
+    assert!(
+        info.contains("client_query_buffer_limit_disconnections:1\r\n"),
+        "{info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_and_idle_timeout_refuse_and_close_and_are_counted() {
+    let c = one_node("[sentinel_port]\nmax_connections = 2\nidle_timeout_secs = 1\n");
+    let n = ready(&c).await;
+    let addr = n.sentinel_addr();
+    // A client that sends nothing is closed after the idle timeout.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let d = closed_within(&mut s, Duration::from_secs(6))
+        .await
+        .expect("an idle client stays connected past idle_timeout");
+    assert!(d >= Duration::from_millis(900), "closed after {d:?}");
+    // Two subscribers (never idle-closed) take both slots, once every earlier connection
+    // has given its slot back; a third client is refused.
+    let no_connections = || async {
+        scrape(n.metrics_port)
+            .contains("raft_sentinel_port_connections{port=\"sentinel\"} 0\n")
+            .then_some(())
+    };
+    support::eventually(Duration::from_secs(10), "no connections", no_connections).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut cl = RespClient::connect(&addr).await;
+        let v = cl.cmd(&["SUBSCRIBE", "+switch-master"]).await;
+        assert_eq!(v.items().len(), 3, "{v:?}");
+        held.push(cl);
+    }
+    let mut third = RespClient::connect(&addr).await;
+    let (raw, _) = third.read().await;
+    assert_eq!(raw, b"-ERR max number of clients reached\r\n");
+    assert!(third.closed_within(Duration::from_secs(5)).await);
+    let scraped = scraped_limits(n.metrics_port);
+    assert_eq!(scraped["max_connections"], 1, "{scraped:?}");
+    assert_eq!(scraped["idle_timeout"], 1, "{scraped:?}");
+    drop(held);
+    support::eventually(Duration::from_secs(10), "the slots free", no_connections).await;
+    let counts = limit_counts(&addr, None).await;
+    assert_eq!(counts["max_connections"], 1, "{counts:?}");
+    assert_eq!(counts["idle_timeout"], 1, "{counts:?}");
+}
+
+/// Like Sentinel's (Redis's) `client-output-buffer-limit pubsub`: a subscriber that stops
+/// reading while events keep coming is disconnected once its pending output passes the hard
+/// limit; a subscriber that reads keeps its connection and gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_is_closed_at_its_pubsub_output_limit() {
+    const PATTERNS: usize = 10_000;
+    let c = one_node(
+        "[sentinel_port]\npubsub_hard_limit_bytes = 1048576\npubsub_soft_limit_bytes = 262144\n",
+    );
+    let n = ready(&c).await;
+    let addr = n.sentinel_addr();
+    let mut admin = RespClient::connect(&addr).await;
+    assert_eq!(
+        admin
+            .cmd(&["SENTINEL", "MONITOR", "m", "127.0.0.1", "7000", "1"])
+            .await
+            .text()
+            .as_deref(),
+        Some("OK")
+    );
+    // The slow subscriber: a small receive window, and patterns that all match `+set`, so
+    // each event is about 1 MB of pmessages for it.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let mut req = vec!["PSUBSCRIBE".to_string()];
+    req.extend((0..PATTERNS).map(|i| format!("[+{i}]*")));
+    let req: Vec<&str> = req.iter().map(String::as_str).collect();
+    slow.write_all(&support::resp::encode(&req)).await.unwrap();
+    let last = format!(":{PATTERNS}\r\n");
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    while !got.ends_with(last.as_bytes()) {
+        let r = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut chunk)).await;
+        let k = r.expect("PSUBSCRIBE confirmations").unwrap();
+        assert!(
+            k > 0,
+            "closed while confirming PSUBSCRIBE ({} bytes): {}",
+            got.len(),
+            n.log_tail(20)
+        );
+        got.extend_from_slice(&chunk[..k]);
+    }
+    // From here on it reads nothing. A subscriber that reads:
+    let mut reader = RespClient::connect(&addr).await;
+    reader.send(&["SUBSCRIBE", "+set"]).await;
+    reader.read().await;
+    let mut closed_after = None;
+    for i in 0..40 {
+        let v = (5000 + i).to_string();
+        let r = admin
+            .cmd(&["SENTINEL", "SET", "m", "down-after-milliseconds", &v])
+            .await;
+        assert_eq!(r.text().as_deref(), Some("OK"));
+        let ev = reader.read().await.1.items();
+        assert!(
+            ev.last()
+                .and_then(|p| p.text())
+                .is_some_and(|p| p.contains(&v)),
+            "the reading subscriber missed +set {v}: {ev:?}"
+        );
+        if limit_counts(&addr, None).await["pubsub_output"] == 1 {
+            closed_after = Some(i + 1);
+            break;
+        }
+    }
+    // The slow subscriber's task may still be queueing the events already published
+    // (each is 10,000 pmessages to encode); 40 events are ~40 MB, far over the limit.
+    if closed_after.is_none() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if limit_counts(&addr, None).await["pubsub_output"] == 1 {
+                closed_after = Some(40);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let Some(events) = closed_after else {
+        panic!(
+            "a subscriber that reads nothing was never disconnected: {:?}\n{}",
+            limit_counts(&addr, None).await,
+            n.log_tail(20)
+        );
+    };
+    eprintln!("slow subscriber disconnected after at most {events} events of ~1 MB");
+    // It sees the end of its stream once it reads what the kernel still held for it.
+    let mut drained = 0usize;
+    let eof = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => drained += k,
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "still open after reading {drained} bytes");
+    // The reading subscriber still has its connection; the counters agree.
+    assert_eq!(reader.cmd(&["PING"]).await.items().len(), 2);
+    let counts = limit_counts(&addr, None).await;
+    assert_eq!(counts["pubsub_output"], 1, "{counts:?}");
+    assert_eq!(counts["pubsub_lag"], 0, "{counts:?}");
+    assert_eq!(scraped_limits(n.metrics_port)["pubsub_output"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +391,10 @@ async fn a_thousand_half_sent_megabytes_stay_within_the_budget() {
         held.len()
     );
     assert!(grown_mib <= 256, "RSS grew by {grown_mib} MiB");
+    // The budget closed the largest buffers (and may have refused connections meanwhile).
+    let scraped = scraped_limits(n.metrics_port);
+    eprintln!("limits hit: {scraped:?}");
+    assert!(scraped["buffer_budget"] >= 1, "{scraped:?}");
     // A fresh client is answered within 1 s.
     let start = Instant::now();
     let mut cl = RespClient::connect(&addr).await;

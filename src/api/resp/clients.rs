@@ -137,6 +137,79 @@ impl CommandCounts {
     }
 }
 
+/// A client limit of the port that refused or closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Refused: `max_connections` reached.
+    MaxConnections,
+    /// Refused: the buffers of all connections were over `buffer_budget_bytes`.
+    BudgetRefused,
+    /// Closed to bring the buffers of all connections back under `buffer_budget_bytes`.
+    BudgetEvicted,
+    /// A request over `max_request_bytes` (or the pre-AUTH limits).
+    RequestTooLarge,
+    /// A request that did not arrive whole within `request_timeout_secs` (slowloris).
+    RequestTimeout,
+    /// No command for `idle_timeout_secs`.
+    IdleTimeout,
+    /// No AUTH within `unauth_idle_timeout_secs`.
+    UnauthTimeout,
+    /// Took none of its replies for `write_timeout_secs`.
+    WriteTimeout,
+    /// A subscriber over the Pub/Sub output limits.
+    PubsubOutput,
+    /// A subscriber that fell behind the node's event stream.
+    PubsubLag,
+}
+
+impl Limit {
+    /// Every limit, in the order INFO and the metrics list them.
+    pub const ALL: [Limit; 10] = [
+        Limit::MaxConnections,
+        Limit::BudgetRefused,
+        Limit::BudgetEvicted,
+        Limit::RequestTooLarge,
+        Limit::RequestTimeout,
+        Limit::IdleTimeout,
+        Limit::UnauthTimeout,
+        Limit::WriteTimeout,
+        Limit::PubsubOutput,
+        Limit::PubsubLag,
+    ];
+
+    /// Its name in `INFO stats` (`limit_<name>`) and in the metrics' `limit` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::BudgetRefused => "buffer_budget_refused",
+            Limit::BudgetEvicted => "buffer_budget",
+            Limit::RequestTooLarge => "request_too_large",
+            Limit::RequestTimeout => "request_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::UnauthTimeout => "unauth_idle_timeout",
+            Limit::WriteTimeout => "write_timeout",
+            Limit::PubsubOutput => "pubsub_output",
+            Limit::PubsubLag => "pubsub_lag",
+        }
+    }
+}
+
+/// Connections refused or closed per [`Limit`].
+#[derive(Debug, Default)]
+pub struct LimitCounts([AtomicU64; Limit::ALL.len()]);
+
+impl LimitCounts {
+    /// One more connection refused or closed by `l`.
+    pub fn hit(&self, l: Limit) {
+        self.0[l as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections refused or closed by `l` so far.
+    pub fn get(&self, l: Limit) -> u64 {
+        self.0[l as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Port-wide counters for `INFO stats` / `INFO clients` and the metrics port.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -144,9 +217,8 @@ pub struct Stats {
     pub connections_received: AtomicU64,
     /// `rejected_connections` (over the cap or the buffer budget)
     pub rejected_connections: AtomicU64,
-    /// Connections closed for a limit: request too large or too slow, buffer budget,
-    /// Pub/Sub output limit, unauthenticated or idle too long.
-    pub limit_disconnections: AtomicU64,
+    /// Connections refused or closed by each client limit.
+    pub limits: LimitCounts,
     /// `total_commands_processed`
     pub commands_processed: AtomicU64,
     /// `total_error_replies`

@@ -30,11 +30,12 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::budget::Charge;
+use super::clients::Limit;
 use super::cmd::{self, pubsub, sentinel, Reply, Session, Shared};
 use super::connection::{Connection, Incoming, Io, FLUSH_AT};
 use super::fast::{AddrView, LOOKUP_FULLNAME};
 use super::frame::{Frame, Protocol};
-use super::RespContext;
+use super::{ProtocolError, RespContext};
 use crate::consensus::AppliedEvent;
 use crate::shutdown::Shutdown;
 
@@ -53,7 +54,7 @@ enum Close {
     Quit,
     Killed,
     Shutdown,
-    Protocol(super::ProtocolError),
+    Protocol(ProtocolError),
     Io(std::io::Error),
     Lagged(u64),
     Idle,
@@ -69,18 +70,23 @@ enum Close {
 }
 
 impl Close {
-    /// Whether a limit closed it (counted in `limit_disconnections`).
-    fn is_limit(&self) -> bool {
-        matches!(
-            self,
-            Close::Idle
-                | Close::Unauthenticated
-                | Close::SlowRequest
-                | Close::OverBudget
-                | Close::PubsubOutput(_)
-                | Close::Lagged(_)
-                | Close::Protocol(super::ProtocolError::RequestTooLarge(_))
-        ) || matches!(self, Close::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+    /// The limit that closed it, if one did (counted per limit in the port's statistics).
+    fn limit(&self) -> Option<Limit> {
+        Some(match self {
+            Close::Idle => Limit::IdleTimeout,
+            Close::Unauthenticated => Limit::UnauthTimeout,
+            Close::SlowRequest => Limit::RequestTimeout,
+            Close::OverBudget => Limit::BudgetEvicted,
+            Close::PubsubOutput(_) => Limit::PubsubOutput,
+            Close::Lagged(_) => Limit::PubsubLag,
+            Close::Protocol(
+                ProtocolError::RequestTooLarge(_)
+                | ProtocolError::UnauthenticatedBulkLength
+                | ProtocolError::UnauthenticatedMultibulkLength,
+            ) => Limit::RequestTooLarge,
+            Close::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Limit::WriteTimeout,
+            _ => return None,
+        })
     }
 }
 
@@ -108,14 +114,15 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
                     sh.stats.connections_received.fetch_add(1, Ordering::Relaxed);
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         sh.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                        // Best effort, never blocking the accept loop.
-                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        sh.stats.limits.hit(Limit::MaxConnections);
+                        refuse(stream, b"-ERR max number of clients reached\r\n");
                         warn!(%peer, "connection refused: max number of clients reached");
                         continue;
                     };
                     if budget.over() {
                         sh.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                        let _ = stream.try_write(OVER_BUDGET);
+                        sh.stats.limits.hit(Limit::BudgetRefused);
+                        refuse(stream, OVER_BUDGET);
                         debug!(%peer, used = budget.used(), "connection refused: client buffers over budget");
                         continue;
                     }
@@ -155,6 +162,16 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
         }
     }
     info!("sentinel port stopped");
+}
+
+/// Sends a refused client its error and closes it: best effort, never blocking the accept
+/// loop. The write goes straight to the socket: tokio's `try_write` on a socket accepted a
+/// moment ago can report WouldBlock before the reactor has seen it writable, and the client
+/// would then see a bare close instead of the reason.
+fn refuse(stream: TcpStream, msg: &[u8]) {
+    if let Ok(mut s) = stream.into_std() {
+        let _ = std::io::Write::write(&mut s, msg);
+    }
 }
 
 async fn handle(
@@ -199,10 +216,8 @@ async fn handle(
         Close::Killed if client.evicted.load(Ordering::Relaxed) => Close::OverBudget,
         other => other,
     };
-    if why.is_limit() {
-        sh.stats
-            .limit_disconnections
-            .fetch_add(1, Ordering::Relaxed);
+    if let Some(l) = why.limit() {
+        sh.stats.limits.hit(l);
     }
     match &why {
         Close::Lagged(n) => warn!(

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::{Reply, Shared};
+use crate::api::resp::clients::Limit;
 use crate::api::resp::frame::Frame;
 use crate::api::resp::parse::Parse;
 use crate::api::resp::REDIS_VERSION;
@@ -161,6 +162,19 @@ fn stats(o: &mut String, sh: &Shared) {
         s.rejected_connections.load(Ordering::Relaxed),
         s.error_replies.load(Ordering::Relaxed),
     );
+    // Redis 7.4's names for closes at the input and output limits, then every client limit
+    // of the port on its own line (refused at accept or closed).
+    let l = &s.limits;
+    let _ = write!(
+        o,
+        "client_query_buffer_limit_disconnections:{}\r\n\
+         client_output_buffer_limit_disconnections:{}\r\n",
+        l.get(Limit::RequestTooLarge),
+        l.get(Limit::PubsubOutput) + l.get(Limit::PubsubLag),
+    );
+    for limit in Limit::ALL {
+        let _ = write!(o, "limit_{}:{}\r\n", limit.name(), l.get(limit));
+    }
 }
 
 fn sentinel(o: &mut String, sh: &Shared, st: &ClusterState) {
