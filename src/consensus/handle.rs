@@ -79,6 +79,8 @@ pub struct RaftStatus {
     pub learners: Vec<NodeId>,
     /// Voters of the outgoing configuration while joint.
     pub voters_outgoing: Vec<NodeId>,
+    /// Outgoing voters that become learners when the joint configuration is left.
+    pub learners_next: Vec<NodeId>,
     /// Index of the last proposed conf change.
     pub pending_conf_index: u64,
     /// Per-peer progress (leader only).
@@ -92,7 +94,31 @@ pub struct RaftStatus {
     pub halted: Option<(u64, String)>,
 }
 
+/// Whether Raft messages from `from` are accepted, one rule for the peer port and the node:
+/// members of the configuration (`[voters, learners, voters_outgoing, learners_next]`); a
+/// node without a configuration yet (joining) accepts its configured peers, from which its
+/// snapshot comes.
+pub fn accepts_from(members: [&[NodeId]; 4], configured_peer: bool, from: NodeId) -> bool {
+    let [voters, learners, ..] = members;
+    let unconfigured = voters.is_empty() && learners.is_empty();
+    members.iter().any(|m| m.contains(&from)) || (unconfigured && configured_peer)
+}
+
 impl RaftStatus {
+    /// See [`accepts_from`].
+    pub fn accepts_from(&self, from: NodeId, configured_peer: bool) -> bool {
+        accepts_from(
+            [
+                &self.voters,
+                &self.learners,
+                &self.voters_outgoing,
+                &self.learners_next,
+            ],
+            configured_peer,
+            from,
+        )
+    }
+
     /// The known leader, if any.
     pub fn leader(&self) -> Option<NodeId> {
         (self.leader_id != 0).then_some(self.leader_id)
@@ -571,4 +597,23 @@ fn single(t: ConfChangeType, id: NodeId) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
     cc.mut_changes().push(c);
     cc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_from;
+
+    #[test]
+    fn members_of_either_half_and_learners_to_be_are_accepted() {
+        let none: &[u64] = &[];
+        // Joint: 3 leaves the voters and becomes a learner.
+        let joint = [&[1u64, 2][..], none, &[1, 2, 3][..], &[3][..]];
+        assert!(accepts_from(joint, false, 3));
+        assert!(!accepts_from(joint, true, 4));
+        // Only learners_next (never both without voters_outgoing in raft-rs, but one rule).
+        assert!(accepts_from([&[1u64][..], none, none, &[5][..]], false, 5));
+        // Unconfigured: the configured peers only.
+        assert!(accepts_from([none, none, none, none], true, 2));
+        assert!(!accepts_from([none, none, none, none], false, 2));
+    }
 }

@@ -603,12 +603,16 @@ impl RaftNode {
     /// configuration yet (joining) accepts the configured peers, from which its snapshot comes.
     fn accepts_from(&self, from: NodeId) -> bool {
         let cs = &self.cs;
-        let member = cs.voters.contains(&from)
-            || cs.learners.contains(&from)
-            || cs.voters_outgoing.contains(&from)
-            || cs.learners_next.contains(&from);
-        let unconfigured = cs.voters.is_empty() && cs.learners.is_empty();
-        member || (unconfigured && self.cfg.configured_peers.contains_key(&from))
+        super::handle::accepts_from(
+            [
+                &cs.voters,
+                &cs.learners,
+                &cs.voters_outgoing,
+                &cs.learners_next,
+            ],
+            self.cfg.configured_peers.contains_key(&from),
+            from,
+        )
     }
 
     fn next_id(&mut self) -> u64 {
@@ -1204,6 +1208,7 @@ impl RaftNode {
             voters: sorted(&self.cs.voters),
             learners: sorted(&self.cs.learners),
             voters_outgoing: sorted(&self.cs.voters_outgoing),
+            learners_next: sorted(&self.cs.learners_next),
             pending_conf_index: r.pending_conf_index,
             progress,
             awaiting_replacement: self.guard.awaiting,

@@ -40,11 +40,9 @@ impl PeerService {
     }
 
     fn is_member(&self, id: NodeId) -> bool {
-        let st = self.raft.status();
-        if st.voters.is_empty() && st.learners.is_empty() {
-            return self.configured.contains_key(&id);
-        }
-        st.voters.contains(&id) || st.learners.contains(&id) || st.voters_outgoing.contains(&id)
+        self.raft
+            .status()
+            .accepts_from(id, self.configured.contains_key(&id))
     }
 }
 
