@@ -232,22 +232,32 @@ pub async fn run(args: CtlArgs) -> ExitCode {
                     "the node requires the API password: --password-file FILE or {PASSWORD_ENV}"
                 );
             }
-            let code = e
-                .downcast_ref::<Status>()
-                .map(|s| match s.code() {
-                    Code::Unavailable | Code::DeadlineExceeded => 3,
-                    Code::NotFound => 4,
-                    Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => 5,
-                    Code::Unauthenticated => 6,
-                    _ => 1,
-                })
-                .unwrap_or(if e.to_string().contains("no node reachable") {
-                    3
-                } else {
-                    1
-                });
+            let code = exit_code(&e);
             ExitCode::from(code)
         }
+    }
+}
+
+/// No endpoint could answer; the context of the last endpoint's error.
+#[derive(Debug, thiserror::Error)]
+#[error("no node reachable that could answer")]
+struct Unreachable;
+
+/// The exit code of an error (see the module docs), from its type, never its text.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(s) = e.downcast_ref::<Status>() {
+        return match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded => 3,
+            Code::NotFound => 4,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => 5,
+            Code::Unauthenticated => 6,
+            _ => 1,
+        };
+    }
+    if e.downcast_ref::<Unreachable>().is_some() {
+        3
+    } else {
+        1
     }
 }
 
@@ -345,103 +355,39 @@ where
         }
     }
     Err(last_err
-        .map(|e| e.context("no node reachable that could answer"))
-        .unwrap_or_else(|| anyhow!("no node reachable: no endpoint given")))
+        .unwrap_or_else(|| anyhow!("no endpoint given"))
+        .context(Unreachable))
+}
+
+/// One unary call through [`call`]: `f` sends `req` on a client.
+async fn rpc<Req, T, F, Fut>(args: &CtlArgs, req: Req, f: F) -> anyhow::Result<T>
+where
+    Req: Clone,
+    F: Fn(Client, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    call(args, |c| {
+        let sent = f(c, req.clone());
+        async move { sent.await.map(tonic::Response::into_inner) }
+    })
+    .await
 }
 
 async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
     match &args.cmd {
         CtlCmd::Status => {
-            let st = call(args, |mut c| async move {
-                c.cluster_status(pb::ClusterStatusRequest {})
-                    .await
-                    .map(|r| r.into_inner())
+            let st = rpc(args, pb::ClusterStatusRequest {}, |mut c, r| async move {
+                c.cluster_status(r).await
             })
             .await?;
-            if args.json {
-                let members: Vec<_> = st
-                    .members
-                    .iter()
-                    .map(|m| {
-                        json!({"id": m.id, "voter": m.voter, "peer_addr": m.peer_addr,
-                               "grpc_addr": m.grpc_addr, "sentinel_addr": m.sentinel_addr,
-                               "run_id": m.run_id, "matched": m.matched, "recent_active": m.recent_active})
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({"node_id": st.node_id, "role": st.role().as_str_name().to_ascii_lowercase(),
-                           "leader_id": st.leader_id, "term": st.term, "commit_index": st.commit_index,
-                           "applied_index": st.applied_index, "first_index": st.first_index,
-                           "last_index": st.last_index, "members": members,
-                           "voters_outgoing": st.voters_outgoing, "leader_contact": st.leader_contact,
-                           "current_epoch": st.current_epoch,
-                           "awaiting_replacement": st.awaiting_replacement,
-                           "cluster_version": st.cluster_version})
-                );
-            } else {
-                println!(
-                    "node {}  role {}  leader {}  term {}  commit {}  applied {}  epoch {}",
-                    st.node_id,
-                    st.role().as_str_name().to_ascii_lowercase(),
-                    st.leader_id,
-                    st.term,
-                    st.commit_index,
-                    st.applied_index,
-                    st.current_epoch
-                );
-                if st.awaiting_replacement {
-                    println!(
-                        "node {} lost its data dir and does not vote: run `ctl replace-node --id {}`",
-                        st.node_id, st.node_id
-                    );
-                }
-                println!(
-                    "{:<4} {:<8} {:<22} {:<22} {:<22}",
-                    "ID", "KIND", "PEER", "GRPC", "SENTINEL"
-                );
-                for m in &st.members {
-                    println!(
-                        "{:<4} {:<8} {:<22} {:<22} {:<22}",
-                        m.id,
-                        if m.voter { "voter" } else { "learner" },
-                        m.peer_addr,
-                        m.grpc_addr,
-                        m.sentinel_addr
-                    );
-                }
-            }
+            print_status(args, &st);
         }
         CtlCmd::Masters => {
-            let r = call(args, |mut c| async move {
-                c.list_masters(pb::ListMastersRequest {})
-                    .await
-                    .map(|r| r.into_inner())
+            let r = rpc(args, pb::ListMastersRequest {}, |mut c, r| async move {
+                c.list_masters(r).await
             })
             .await?;
-            if args.json {
-                let ms: Vec<_> = r.masters.iter().map(master_json).collect();
-                println!(
-                    "{}",
-                    json!({"masters": ms, "applied_index": r.applied_index, "current_epoch": r.current_epoch})
-                );
-            } else {
-                println!(
-                    "{:<20} {:<22} {:<6} {:<7} {:<6} FLAGS",
-                    "NAME", "ADDR", "EPOCH", "QUORUM", "REPLS"
-                );
-                for m in &r.masters {
-                    println!(
-                        "{:<20} {:<22} {:<6} {:<7} {:<6} {}",
-                        m.name,
-                        format!("{}:{}", m.host, m.port),
-                        m.config_epoch,
-                        m.quorum,
-                        m.num_replicas,
-                        flags(m)
-                    );
-                }
-            }
+            print_masters(args, &r);
         }
         CtlCmd::GetMaster { name, linearizable } => {
             let consistency = if *linearizable {
@@ -449,27 +395,16 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             } else {
                 pb::Consistency::Local
             };
-            let r = call(args, |mut c| {
-                let req = pb::GetMasterRequest {
+            let r = rpc(
+                args,
+                pb::GetMasterRequest {
                     name: name.clone(),
                     consistency: consistency.into(),
-                };
-                async move { c.get_master(req).await.map(|r| r.into_inner()) }
-            })
+                },
+                |mut c, r| async move { c.get_master(r).await },
+            )
             .await?;
-            let m = r.master.ok_or_else(|| anyhow!("reply without master"))?;
-            if args.json {
-                println!(
-                    "{}",
-                    json!({"master": master_json(&m), "leader_id": r.leader_id,
-                           "applied_index": r.applied_index, "current_epoch": r.current_epoch})
-                );
-            } else {
-                println!(
-                    "{}:{}  epoch {}  applied {}",
-                    m.host, m.port, m.config_epoch, r.applied_index
-                );
-            }
+            print_master_addr(args, r)?;
         }
         CtlCmd::Monitor {
             name,
@@ -490,56 +425,62 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
                 parallel_syncs: *parallel_syncs,
                 ..Default::default()
             };
-            let r = call(args, |mut c| {
-                let req = req.clone();
-                async move { c.monitor(req).await.map(|r| r.into_inner()) }
-            })
+            let r = rpc(
+                args,
+                req.clone(),
+                |mut c, r| async move { c.monitor(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "applied_index": r.applied_index}));
         }
         CtlCmd::Remove { name } => {
-            let r = call(args, |mut c| {
-                let req = pb::RemoveRequest { name: name.clone() };
-                async move { c.remove(req).await.map(|r| r.into_inner()) }
-            })
+            let r = rpc(
+                args,
+                pb::RemoveRequest { name: name.clone() },
+                |mut c, r| async move { c.remove(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "applied_index": r.applied_index}));
         }
         CtlCmd::AddNode { id, addr } => {
-            call(args, |mut c| {
-                let req = pb::AddNodeRequest {
+            rpc(
+                args,
+                pb::AddNodeRequest {
                     id: *id,
                     peer_addr: addr.clone(),
-                };
-                async move { c.add_node(req).await.map(|r| r.into_inner()) }
-            })
+                },
+                |mut c, r| async move { c.add_node(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "added": id}));
         }
         CtlCmd::RemoveNode { id } => {
-            call(args, |mut c| {
-                let req = pb::RemoveNodeRequest { id: *id };
-                async move { c.remove_node(req).await.map(|r| r.into_inner()) }
-            })
+            rpc(
+                args,
+                pb::RemoveNodeRequest { id: *id },
+                |mut c, r| async move { c.remove_node(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "removed": id}));
         }
         CtlCmd::ReplaceNode { id, addr } => {
-            call(args, |mut c| {
-                let req = pb::ReplaceNodeRequest {
+            rpc(
+                args,
+                pb::ReplaceNodeRequest {
                     id: *id,
                     peer_addr: addr.clone().unwrap_or_default(),
-                };
-                async move { c.replace_node(req).await.map(|r| r.into_inner()) }
-            })
+                },
+                |mut c, r| async move { c.replace_node(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "replaced": id}));
         }
         CtlCmd::TransferLeader { to } => {
-            let r = call(args, |mut c| {
-                let req = pb::TransferLeaderRequest { to: *to };
-                async move { c.transfer_leader(req).await.map(|r| r.into_inner()) }
-            })
+            let r = rpc(
+                args,
+                pb::TransferLeaderRequest { to: *to },
+                |mut c, r| async move { c.transfer_leader(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "leader_id": r.leader_id}));
         }
@@ -550,10 +491,11 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             master,
         } => bench(args, *count, *op, *concurrency, master).await?,
         CtlCmd::Master { name } => {
-            let d = call(args, |mut c| {
-                let req = pb::GetMasterDetailRequest { name: name.clone() };
-                async move { c.get_master_detail(req).await.map(|r| r.into_inner()) }
-            })
+            let d = rpc(
+                args,
+                pb::GetMasterDetailRequest { name: name.clone() },
+                |mut c, r| async move { c.get_master_detail(r).await },
+            )
             .await?;
             print_detail(args, &d);
         }
@@ -563,21 +505,23 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             count,
         } => watch(args, names, *from_epoch, *count).await?,
         CtlCmd::Failover { name } => {
-            let r = call(args, |mut c| {
-                let req = pb::FailoverRequest { name: name.clone() };
-                async move { c.failover(req).await.map(|r| r.into_inner()) }
-            })
+            let r = rpc(
+                args,
+                pb::FailoverRequest { name: name.clone() },
+                |mut c, r| async move { c.failover(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "epoch": r.epoch}));
         }
         CtlCmd::Switchover { name, target } => {
-            let r = call(args, |mut c| {
-                let req = pb::SwitchoverRequest {
+            let r = rpc(
+                args,
+                pb::SwitchoverRequest {
                     name: name.clone(),
                     target: target.clone().unwrap_or_default(),
-                };
-                async move { c.switchover(req).await.map(|r| r.into_inner()) }
-            })
+                },
+                |mut c, r| async move { c.switchover(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "epoch": r.epoch}));
         }
@@ -595,23 +539,25 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
                     value: kv[1].clone(),
                 })
                 .collect();
-            call(args, |mut c| {
-                let req = pb::SetRequest {
+            rpc(
+                args,
+                pb::SetRequest {
                     name: name.clone(),
                     options: options.clone(),
-                };
-                async move { c.set(req).await.map(|r| r.into_inner()) }
-            })
+                },
+                |mut c, r| async move { c.set(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true}));
         }
         CtlCmd::Reset { pattern } => {
-            let r = call(args, |mut c| {
-                let req = pb::ResetRequest {
+            let r = rpc(
+                args,
+                pb::ResetRequest {
                     pattern: pattern.clone(),
-                };
-                async move { c.reset(req).await.map(|r| r.into_inner()) }
-            })
+                },
+                |mut c, r| async move { c.reset(r).await },
+            )
             .await?;
             if args.json {
                 println!("{}", json!({"ok": true, "count": r.count}));
@@ -620,21 +566,122 @@ async fn execute(args: &CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCmd::Pause { name } => {
-            call(args, |mut c| {
-                let req = pb::PauseRequest { name: name.clone() };
-                async move { c.pause(req).await.map(|r| r.into_inner()) }
-            })
+            rpc(
+                args,
+                pb::PauseRequest { name: name.clone() },
+                |mut c, r| async move { c.pause(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "paused": name}));
         }
         CtlCmd::Resume { name } => {
-            call(args, |mut c| {
-                let req = pb::ResumeRequest { name: name.clone() };
-                async move { c.resume(req).await.map(|r| r.into_inner()) }
-            })
+            rpc(
+                args,
+                pb::ResumeRequest { name: name.clone() },
+                |mut c, r| async move { c.resume(r).await },
+            )
             .await?;
             ok(args, json!({"ok": true, "resumed": name}));
         }
+    }
+    Ok(())
+}
+
+fn print_status(args: &CtlArgs, st: &pb::ClusterStatusReply) {
+    if args.json {
+        let members: Vec<_> = st
+            .members
+            .iter()
+            .map(|m| {
+                json!({"id": m.id, "voter": m.voter, "peer_addr": m.peer_addr,
+                       "grpc_addr": m.grpc_addr, "sentinel_addr": m.sentinel_addr,
+                       "run_id": m.run_id, "matched": m.matched, "recent_active": m.recent_active})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"node_id": st.node_id, "role": st.role().as_str_name().to_ascii_lowercase(),
+                   "leader_id": st.leader_id, "term": st.term, "commit_index": st.commit_index,
+                   "applied_index": st.applied_index, "first_index": st.first_index,
+                   "last_index": st.last_index, "members": members,
+                   "voters_outgoing": st.voters_outgoing, "leader_contact": st.leader_contact,
+                   "current_epoch": st.current_epoch,
+                   "awaiting_replacement": st.awaiting_replacement,
+                   "cluster_version": st.cluster_version})
+        );
+    } else {
+        println!(
+            "node {}  role {}  leader {}  term {}  commit {}  applied {}  epoch {}",
+            st.node_id,
+            st.role().as_str_name().to_ascii_lowercase(),
+            st.leader_id,
+            st.term,
+            st.commit_index,
+            st.applied_index,
+            st.current_epoch
+        );
+        if st.awaiting_replacement {
+            println!(
+                "node {} lost its data dir and does not vote: run `ctl replace-node --id {}`",
+                st.node_id, st.node_id
+            );
+        }
+        println!(
+            "{:<4} {:<8} {:<22} {:<22} {:<22}",
+            "ID", "KIND", "PEER", "GRPC", "SENTINEL"
+        );
+        for m in &st.members {
+            println!(
+                "{:<4} {:<8} {:<22} {:<22} {:<22}",
+                m.id,
+                if m.voter { "voter" } else { "learner" },
+                m.peer_addr,
+                m.grpc_addr,
+                m.sentinel_addr
+            );
+        }
+    }
+}
+
+fn print_masters(args: &CtlArgs, r: &pb::ListMastersReply) {
+    if args.json {
+        let ms: Vec<_> = r.masters.iter().map(master_json).collect();
+        println!(
+            "{}",
+            json!({"masters": ms, "applied_index": r.applied_index, "current_epoch": r.current_epoch})
+        );
+    } else {
+        println!(
+            "{:<20} {:<22} {:<6} {:<7} {:<6} FLAGS",
+            "NAME", "ADDR", "EPOCH", "QUORUM", "REPLS"
+        );
+        for m in &r.masters {
+            println!(
+                "{:<20} {:<22} {:<6} {:<7} {:<6} {}",
+                m.name,
+                format!("{}:{}", m.host, m.port),
+                m.config_epoch,
+                m.quorum,
+                m.num_replicas,
+                flags(m)
+            );
+        }
+    }
+}
+
+fn print_master_addr(args: &CtlArgs, r: pb::GetMasterReply) -> anyhow::Result<()> {
+    let m = r.master.ok_or_else(|| anyhow!("reply without master"))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"master": master_json(&m), "leader_id": r.leader_id,
+                   "applied_index": r.applied_index, "current_epoch": r.current_epoch})
+        );
+    } else {
+        println!(
+            "{}:{}  epoch {}  applied {}",
+            m.host, m.port, m.config_epoch, r.applied_index
+        );
     }
     Ok(())
 }

@@ -689,3 +689,19 @@ async fn grpc_and_the_sentinel_port_report_the_same_flags() {
         "{grpc:?}"
     );
 }
+
+#[test]
+fn ctl_with_no_reachable_node_exits_3() {
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let out = std::process::Command::new(BIN)
+        .args(["ctl", "--endpoint", &dead, "--timeout-ms", "500", "status"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no node reachable that could answer"), "{err}");
+    assert!(
+        err.contains(&dead),
+        "the last endpoint's error is shown: {err}"
+    );
+}
