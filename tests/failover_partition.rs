@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::netns::NetLab;
+use support::netns::{self, NetLab};
 use support::wait_for_every;
 use support::BIN;
 
@@ -34,34 +34,11 @@ const MUTATING: [&str; 8] = [
     "\"failover\"",
 ];
 
+/// A lab redis-server that also has the coordinator's ACL user `coord`.
 fn redis_args(ip: &str, port: u16, extra: &[&str], dir: &Path) -> Vec<String> {
-    let dir = dir.join(port.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = port.to_string();
-    let dir = dir.display().to_string();
-    let mut a = vec![
-        "--dir",
-        &dir,
-        "--bind",
-        ip,
-        "--port",
-        &port,
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-        "--user",
-        "coord",
-        "on",
-        ">pw",
-        "~*",
-        "&*",
-        "+@all",
-    ];
-    a.extend_from_slice(extra);
-    a.into_iter().map(String::from).collect()
+    let user = ["--user", "coord", "on", ">pw", "~*", "&*", "+@all"];
+    let extra: Vec<&str> = user.iter().chain(extra).copied().collect();
+    netns::redis_args(ip, port, &dir.join(port.to_string()), &extra)
 }
 
 fn cli(lab: &NetLab, ip: &str, port: u16, args: &[&str]) -> String {

@@ -20,7 +20,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::netns::NetLab;
+use support::netns::{self, NetLab};
 use support::wait_for;
 use support::BIN;
 use tokio::time::Instant;
@@ -31,30 +31,10 @@ const SENTINEL_PORT: u16 = 26379;
 
 /// A Redis on `ip:6379` whose files (the RDB a replica receives) stay in `dir`.
 fn redis_args(ip: &str, replica_of: Option<&str>, dir: &Path) -> Vec<String> {
-    let dir = dir.display().to_string();
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut a: Vec<String> = [
-        "--dir",
-        &dir,
-        "--bind",
-        ip,
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(m) = replica_of {
-        let (h, p) = m.rsplit_once(':').unwrap();
-        a.extend(["--replicaof".into(), h.into(), p.into()]);
+    match replica_of.and_then(|m| m.rsplit_once(':')) {
+        Some((h, p)) => netns::redis_args(ip, 6379, dir, &["--replicaof", h, p]),
+        None => netns::redis_args(ip, 6379, dir, &[]),
     }
-    a
 }
 
 /// `redis-cli` on the client host; returns stdout followed by stderr (where it reports a

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::netns::NetLab;
+use support::netns::{redis_args, NetLab};
 use support::wait_for;
 use support::BIN;
 
@@ -17,28 +17,6 @@ const A: usize = 0;
 const C: usize = 2;
 const MASTER: usize = 3;
 const REPLICA: usize = 4;
-
-fn redis_args(ip: &str, replica_of: Option<&str>) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--bind",
-        ip,
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(m) = replica_of {
-        a.extend(["--replicaof".into(), m.into(), "6379".into()]);
-    }
-    a
-}
 
 fn ctl_json(lab: &NetLab, endpoints: &str, args: &[&str]) -> Option<serde_json::Value> {
     let out = lab
@@ -99,13 +77,18 @@ async fn a_stopped_nodes_old_down_vote_does_not_complete_a_later_quorum() {
     lab.spawn(
         MASTER,
         "redis-server",
-        &redis_args(&lab.hosts[MASTER].ip, None),
+        &redis_args(&lab.hosts[MASTER].ip, 6379, &dir.path().join("master"), &[]),
         &dir.path().join("master.log"),
     );
     lab.spawn(
         REPLICA,
         "redis-server",
-        &redis_args(&lab.hosts[REPLICA].ip, Some(&lab.hosts[MASTER].ip)),
+        &redis_args(
+            &lab.hosts[REPLICA].ip,
+            6379,
+            &dir.path().join("replica"),
+            &["--replicaof", &lab.hosts[MASTER].ip, "6379"],
+        ),
         &dir.path().join("replica.log"),
     );
     // down_after 1 s: a vote expires max(2 x 1 s, 5 s) = 5 s after its node last affirmed it.

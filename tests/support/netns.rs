@@ -245,6 +245,29 @@ impl NetLab {
     }
 }
 
+/// Arguments of a redis-server on `ip:port` in a lab host: no persistence, no protected mode
+/// (clients come from other hosts), its files (the RDB a replica receives) in `dir`, then
+/// `extra` (e.g. `--replicaof HOST PORT`).
+pub fn redis_args(ip: &str, port: u16, dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    std::fs::create_dir_all(dir).expect("redis dir");
+    let (dir, port) = (dir.display().to_string(), port.to_string());
+    let base = [
+        "--dir",
+        &dir,
+        "--bind",
+        ip,
+        "--port",
+        &port,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 impl NetLab {
     /// Config of coordinator node `i` (0-based) of a three-node lab cluster, written under
     /// `dir`: every listener on 0.0.0.0 (Sentinel 26379, gRPC 7700, peer 7701, metrics 9700),
