@@ -151,7 +151,7 @@ def table(summary):
     cols = [("lost", "lost", 1), ("lost_unexplained", "unexpl", 1), ("split_brain_ms", "splitms", 0),
             ("stale", "stale", 1), ("promotions", "promo", 1), ("converge_s", "conv_s", 1),
             ("unavail_ms", "unav_ms", 0), ("violations", "viol", 0)]
-    head = f"{'scenario':<26}{'target':<16}" + "".join(f"{h:>9}" for _, h, _ in cols)
+    head = f"{'scenario':<29}{'target':<16}" + "".join(f"{h:>9}" for _, h, _ in cols)
     lines = [head, "-" * len(head)]
     for sc in summary:
         tg = summary[sc]
@@ -159,10 +159,10 @@ def table(summary):
             if name not in tg:
                 continue
             a = tg[name]
-            lines.append(f"{sc:<26}{name:<16}" + "".join(f"{_fmt(a[k], nd):>9}" for k, _, nd in cols))
+            lines.append(f"{sc:<29}{name:<16}" + "".join(f"{_fmt(a[k], nd):>9}" for k, _, nd in cols))
         if "raft-sentinel" in tg and "redis-sentinel" in tg:
             a, b = tg["raft-sentinel"], tg["redis-sentinel"]
-            lines.append(f"{'':<26}{'ratio raft/sen':<16}" + "".join(f"{_ratio(a[k], b[k]):>9}" for k, _, _ in cols))
+            lines.append(f"{'':<29}{'ratio raft/sen':<16}" + "".join(f"{_ratio(a[k], b[k]):>9}" for k, _, _ in cols))
     lines.append("")
     lines.append("means over the runs of each scenario (violations: total); lost = acknowledged writes missing "
                  "at the end, unexpl = lost beyond async replication, splitms = time with two writable masters, "

@@ -11,6 +11,8 @@ import signal
 import time
 
 import checker
+from deploy import PEER_PORT, SENTINEL_PORT
+from resp import Conn
 
 
 class Ctx:
@@ -325,6 +327,187 @@ def disk_replaced(ctx):
     ctx.heal()
 
 
+def _reconf_calls(addr):
+    """How many REPLICAOF/SLAVEOF an instance has run (INFO commandstats; None if down).
+    Not MONITOR: it hides administrative commands, and the CLIENT KILL TYPE normal of a
+    reconfiguration closes MONITOR connections too."""
+    host, port = addr.rsplit(":", 1)
+    try:
+        c = Conn(host, int(port), 0.5)
+        r = c.call("INFO", "commandstats")
+        c.close()
+    except OSError:
+        return None
+    if not isinstance(r, str):
+        return None
+    n = 0
+    for line in r.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("cmdstat_replicaof", "cmdstat_slaveof"):
+            n += int(rest.split("calls=")[1].split(",")[0])
+    return n
+
+
+def _role(addr):
+    host, port = addr.rsplit(":", 1)
+    try:
+        c = Conn(host, int(port), 0.2)
+        r = c.call("ROLE")
+        c.close()
+    except OSError:
+        return None
+    return r[0] if isinstance(r, list) and r else None
+
+
+def _info_field(addr, section, field):
+    host, port = addr.rsplit(":", 1)
+    try:
+        c = Conn(host, int(port), 0.5)
+        r = c.call("INFO", section)
+        c.close()
+    except OSError:
+        return None
+    if not isinstance(r, str):
+        return None
+    for line in r.splitlines():
+        k, _, v = line.partition(":")
+        if k == field:
+            return v.strip()
+    return None
+
+
+def _leader_of_failover(ctx, since):
+    """The coordinator leading the failover: raft-sentinel's Raft leader; for Sentinel, the
+    one that published +elected-leader."""
+    if ctx.d.kind == "raft-sentinel":
+        return ctx.d.leader()
+    ev = ctx.h.find_event({"+elected-leader"}, since)
+    return ctx.d.host_of(ev["sentinel"]) if ev else None
+
+
+def coordinator_stall(ctx):
+    """Every coordinator stalls (SIGSTOP) for 3 x down-after while Redis stays healthy, then
+    continues. A coordinator must not take its own stall for the master's failure: nothing
+    may be failed over (Sentinel calls this TILT)."""
+    since = ctx.h.now()
+    stall = 3 * ctx.down_after
+    ctx.nem("SIGSTOP every coordinator, Redis healthy", detail={"seconds": stall})
+    for i in (1, 2, 3):
+        ctx.d.coord[i].signal(signal.SIGSTOP)
+    time.sleep(stall)
+    for i in (1, 2, 3):
+        ctx.d.coord[i].signal(signal.SIGCONT)
+    ctx.nem("SIGCONT every coordinator", "info")
+    time.sleep(0.5)
+    ctx.nem("sentinel_tilt in INFO sentinel, 0.5 s after", "info",
+            {i: _info_field(ctx.d.sentinel_addr(i), "sentinel", "sentinel_tilt") for i in (1, 2, 3)})
+    # A failover on the stale results would start and finish within this.
+    ctx.sleep(4 * ctx.down_after + 2)
+    counts = {}
+    for e in ctx.h.snapshot():
+        if e["kind"] == "event" and e["t"] >= since and e["channel"] in (
+                "+tilt", "-tilt", "+sdown", "+odown", "+try-failover", "+new-epoch", "+switch-master"):
+            counts[e["channel"]] = counts.get(e["channel"], 0) + 1
+    # Events are counted once per coordinator that published them.
+    ctx.nem("events after the stall", "info", counts)
+    ctx.heal()
+
+
+def leader_partition_mid_reconf(ctx):
+    """The master dies; once the failover reconfigures the replicas, the coordinator leading
+    it is cut off from the other coordinators (only the coordinator ports: it still reaches
+    every Redis). The majority must finish the failover with one promotion. Redis's count of
+    REPLICAOF calls after the cut is recorded (it cannot say who sent them: the new leader
+    may legitimately resend; tests/failover_partition.rs tells senders apart)."""
+    m = ctx.master_host()
+    since = ctx.h.now()
+    pre = ctx.d.leader() if ctx.d.kind == "raft-sentinel" else None
+    ctx.nem("kill -9 master", detail={"host": m, "raft_leader_before": pre})
+    ctx.d.redis[m].kill9()
+    ev = ctx.wait_event({"+failover-state-reconf-slaves", "+slave-reconf-sent"}, since,
+                        10 * ctx.down_after + ctx.t.failover_timeout_ms / 1000)
+    lead = None
+    if ev:
+        lead = pre if ctx.d.kind == "raft-sentinel" else _leader_of_failover(ctx, since)
+    if not lead:
+        ctx.nem("no reconfiguration seen in time", "info")
+        ctx.sleep(4 * ctx.down_after)
+        ctx.d.start_redis(m, fresh=False)
+        ctx.sleep(1)
+        ctx.heal()
+        return
+    switched = ctx.h.find_event({"+switch-master"}, since) is not None
+    port = PEER_PORT if ctx.d.kind == "raft-sentinel" else SENTINEL_PORT
+    lip = ctx.d.ip(lead)
+    for o in ctx.others(lead):
+        ctx.lab.drop_port(lead, ctx.d.ip(o), port)
+        ctx.lab.drop_port(o, lip, port)
+    replicas = ctx.others(m)
+    at_cut = {i: _reconf_calls(ctx.d.redis_addr(i)) for i in replicas}
+    ctx.nem("leader's coordinator cut off from its peers mid-reconfiguration",
+            detail={"host": lead, "after_event": ev["channel"], "port": port,
+                    "switch_already_published": switched})
+    ctx.sleep(5 * ctx.down_after + 1)
+    after = {i: _reconf_calls(ctx.d.redis_addr(i)) for i in replicas}
+    ctx.nem("REPLICAOF calls Redis ran during the cut (any sender)", "info",
+            {i: (after[i] - at_cut[i]) if None not in (after[i], at_cut[i]) else None
+             for i in replicas})
+    ctx.lab.heal_all()
+    ctx.nem("coordinator ports healed", "info", {"host": lead})
+    ctx.sleep(2)
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+def timeout_after_promotion(ctx):
+    """The master dies; right after the coordinator leading the failover promoted a replica
+    (REPLICAOF NO ONE), it dies and a second coordinator stalls, so no leader exists for
+    longer than failover-timeout. The next leader must finish that failover with the
+    promoted replica, not abort it and promote another one."""
+    m = ctx.master_host()
+    since = ctx.h.now()
+    pre = ctx.d.leader() if ctx.d.kind == "raft-sentinel" else None
+    ctx.nem("kill -9 master", detail={"host": m, "raft_leader_before": pre})
+    ctx.d.redis[m].kill9()
+    promoted = None
+    end = time.monotonic() + 10 * ctx.down_after + ctx.t.failover_timeout_ms / 1000
+    while promoted is None and time.monotonic() < end:
+        for i in ctx.others(m):
+            if _role(ctx.d.redis_addr(i)) == "master":
+                promoted = i
+                break
+        time.sleep(0.002)
+    if promoted is None:
+        ctx.nem("no promotion seen in time", "info")
+        ctx.sleep(1)
+        ctx.d.start_redis(m, fresh=False)
+        ctx.sleep(1)
+        ctx.heal()
+        return
+    victim = pre if ctx.d.kind == "raft-sentinel" else _leader_of_failover(ctx, since)
+    switched = ctx.h.find_event({"+switch-master"}, since) is not None
+    if victim:
+        ctx.d.coord[victim].kill9()
+    stalled = next(i for i in (1, 2, 3) if i != victim)
+    ctx.d.coord[stalled].signal(signal.SIGSTOP)
+    away = ctx.t.failover_timeout_ms / 1000 + 2
+    ctx.nem("failover leader killed right after the promotion; a second coordinator stalled",
+            detail={"promoted": promoted, "killed": victim, "stalled": stalled, "seconds": away,
+                    "switch_already_published": switched})
+    time.sleep(away)
+    ctx.d.coord[stalled].signal(signal.SIGCONT)
+    if victim:
+        ctx.d.start_coord(victim)
+    ctx.nem("coordinators back", "info", {"killed": victim, "stalled": stalled})
+    ctx.sleep(4 * ctx.down_after + 2)
+    roles = {i: _role(ctx.d.redis_addr(i)) for i in ctx.others(m)}
+    ctx.nem("roles before the old master returns", "info",
+            {"promoted": promoted, "promoted_role": roles.get(promoted), "roles": roles})
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
+
 # name -> (function, needs partitions, a coordinator majority survives, zero loss expected,
 #          no promotion expected)
 SCENARIOS = {
@@ -344,6 +527,9 @@ SCENARIOS = {
     "switchover": (switchover, False, True, True, False),
     "stale-vote": (stale_vote, True, True, True, True),
     "disk-replaced": (disk_replaced, False, True, False, False),
+    "coordinator-stall": (coordinator_stall, False, True, True, True),
+    "leader-partition-mid-reconf": (leader_partition_mid_reconf, True, True, False, False),
+    "timeout-after-promotion": (timeout_after_promotion, False, True, False, False),
 }
 
 SMOKE = ["kill-master", "partition-master", "master-restart-empty"]
