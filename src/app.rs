@@ -206,7 +206,10 @@ impl Node {
                 .instrument(info_span!("redis_acl_check")),
         ));
         // Monitoring runs on every node; the failover executor acts only on the leader.
-        let (monitor_view, monitor_task) = crate::monitor::spawn(raft.clone(), shutdown.clone());
+        // Node-local timing knobs, set at run time with SENTINEL DEBUG.
+        let tuning = Arc::new(crate::tuning::Tuning::default());
+        let (monitor_view, monitor_task) =
+            crate::monitor::spawn(raft.clone(), tuning.clone(), shutdown.clone());
         tasks.push(monitor_task);
         tasks.push(crate::failover::spawn(
             raft.clone(),
@@ -316,6 +319,10 @@ impl Node {
         );
         resp_ctx.stats = sentinel_stats;
         resp_ctx.scripts = scripts;
+        resp_ctx.tuning = tuning;
+        resp_ctx.announce_ip = cfg.listen.announce_ip.clone();
+        resp_ctx.sentinel_listen =
+            cfg.unannounced(sentinel_l.local_addr().unwrap_or(cfg.listen.sentinel));
         resp_ctx.deny_scripts_reconfig = cfg.deny_scripts_reconfig;
         resp_ctx.options = crate::api::resp::RespOptions::from_config(&cfg.sentinel_port);
         if let Some((cert, key, ca)) = &cfg.sentinel_tls {

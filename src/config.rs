@@ -1101,21 +1101,29 @@ impl Config {
     /// The address others should use for a port of this node: `announce_ip`, else the listen
     /// IP, else (listening on all interfaces) the host of this node's peer address.
     pub fn advertised(&self, listen: SocketAddr) -> String {
-        let host = match &self.listen.announce_ip {
-            Some(ip) => ip.clone(),
-            None if !listen.ip().is_unspecified() => listen.ip().to_string(),
-            None => self
-                .peers
+        let mut a = self.unannounced(listen);
+        if let Some(ip) = &self.listen.announce_ip {
+            a.host = ip.clone();
+        }
+        a.to_string()
+    }
+
+    /// The address of a port of this node without `announce_ip`: the listen IP, else
+    /// (listening on all interfaces) the host of this node's peer address.
+    pub fn unannounced(&self, listen: SocketAddr) -> Addr {
+        let host = if !listen.ip().is_unspecified() {
+            listen.ip().to_string()
+        } else {
+            self.peers
                 .get(&self.node_id)
                 .and_then(|a| a.parse::<Addr>().ok())
                 .map(|a| a.host)
-                .unwrap_or_else(|| "127.0.0.1".into()),
+                .unwrap_or_else(|| "127.0.0.1".into())
         };
         Addr {
             host,
             port: listen.port(),
         }
-        .to_string()
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` on the metrics port.
 //! - [`import`]: converts a Redis Sentinel `sentinel.conf` into this project's config.
 //! - [`placement`]: keeps the Raft leader off hosts that run monitored masters.
+//! - [`tuning`]: node-local timing knobs (`SENTINEL DEBUG`).
 //! - [`app`]: composition root that builds and runs a node from its [`config::Config`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -39,4 +40,5 @@ pub mod placement;
 pub mod scripts;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tuning;
 pub mod webhooks;

@@ -176,6 +176,9 @@ pub struct RaftHandle {
     /// Milliseconds since `epoch_start` at which the last quorum confirmation of the leader
     /// started (0: none valid).
     pub(super) leader_contact: Arc<AtomicU64>,
+    /// Sentinel address announced instead of the configured one (see
+    /// [`RaftHandle::announce_sentinel_addr`]).
+    pub(super) sentinel_addr: Arc<parking_lot::Mutex<Option<String>>>,
     pub(super) epoch_start: Instant,
     pub(super) election_timeout: Duration,
     pub(super) lease: Duration,
@@ -191,6 +194,14 @@ impl RaftHandle {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.id
+    }
+
+    /// Announces `addr` (`host:port`) as this node's Sentinel address from now on, or the
+    /// configured one again with `None`. The node commits the change through the log within
+    /// an election timeout, while it has a leader; other nodes then list the new address in
+    /// `SENTINEL SENTINELS`, and leader placement uses its host.
+    pub fn announce_sentinel_addr(&self, addr: Option<String>) {
+        *self.sentinel_addr.lock() = addr;
     }
 
     /// The election timeout (tick × election ticks).

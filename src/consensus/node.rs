@@ -167,6 +167,9 @@ pub struct RaftNode {
     // liveness bookkeeping
     last_heard: HashMap<NodeId, Instant>,
     leader_contact: Arc<AtomicU64>,
+    /// Sentinel address set at run time (`SENTINEL CONFIG SET announce-ip/announce-port`),
+    /// announced instead of the configured one.
+    sentinel_addr: Arc<parking_lot::Mutex<Option<String>>>,
     /// Caught up with the leader since contact was last lost (or since start): only then does
     /// the node vouch for its state. Regaining contact alone is not enough: entries committed
     /// while it was cut off may not be applied yet.
@@ -273,6 +276,7 @@ impl RaftNode {
         let status_tx = watch::Sender::new(Arc::new(RaftStatus::default()));
         let (events_tx, _) = broadcast::channel(EVENT_CAPACITY);
         let leader_contact = Arc::new(AtomicU64::new(0));
+        let sentinel_addr = Arc::new(parking_lot::Mutex::new(None));
         let epoch_start = Instant::now();
         let (mailbox, MailboxReceiver(rx)) = mailbox;
         let handle = RaftHandle {
@@ -282,6 +286,7 @@ impl RaftNode {
             status: status_tx.subscribe(),
             events: events_tx.clone(),
             leader_contact: leader_contact.clone(),
+            sentinel_addr: sentinel_addr.clone(),
             epoch_start,
             election_timeout: cfg.election_timeout(),
             lease: cfg.lease(),
@@ -303,6 +308,7 @@ impl RaftNode {
             parked_reads: Vec::new(),
             last_heard: HashMap::new(),
             leader_contact,
+            sentinel_addr,
             synced: false,
             sync_read: Vec::new(),
             sync_index: Vec::new(),
@@ -771,6 +777,9 @@ impl RaftNode {
         }
         let announced = self.state.members.get(&self.cfg.id).map(|m| &m.info);
         let mut mine = self.cfg.self_info.clone();
+        if let Some(a) = self.sentinel_addr.lock().clone() {
+            mine.sentinel_addr = Some(a);
+        }
         if mine.peer_addr.is_none() {
             mine.peer_addr = announced.and_then(|i| i.peer_addr.clone());
         }

@@ -9,22 +9,41 @@ use tokio::time::Instant;
 use super::view::{InstanceInfo, ReportedRole};
 use crate::fsm::ObserveReason;
 
-/// INFO period in normal times.
-pub const INFO_PERIOD: Duration = Duration::from_secs(1);
-/// INFO period while the master is down (here or in the cluster) or a failover runs.
+/// INFO period while the master is down (here or in the cluster) or a failover runs (or
+/// the normal period, if that is shorter).
 pub const INFO_PERIOD_FAST: Duration = Duration::from_millis(100);
+
+/// This node's period settings (`SENTINEL DEBUG`, see [`crate::tuning`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Periods {
+    /// Longest PING period.
+    pub ping_max: Duration,
+    /// INFO period in normal times.
+    pub info: Duration,
+}
+
+impl Default for Periods {
+    fn default() -> Self {
+        Periods {
+            ping_max: Duration::from_millis(crate::tuning::DEFAULT_PING_PERIOD_MS),
+            info: Duration::from_millis(crate::tuning::DEFAULT_INFO_PERIOD_MS),
+        }
+    }
+}
 
 /// Periods and timeouts of one probe, derived from the master's `down_after`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timings {
     /// No acceptable reply for this long: subjectively down.
     pub down_after: Duration,
-    /// PING period: `clamp(down_after / 10, 50 ms, 1 s)`.
+    /// PING period: `down_after / 10`, at least 50 ms, at most the `PING-PERIOD` setting.
     pub ping_period: Duration,
     /// How long one PING may take before the probe moves on (the PING stays pending).
     pub ping_timeout: Duration,
     /// INFO period (fast or normal).
     pub info_period: Duration,
+    /// INFO period in normal times.
+    pub info_period_normal: Duration,
     /// How long the INFO pipeline may take.
     pub info_timeout: Duration,
     /// TCP connect plus AUTH.
@@ -33,10 +52,11 @@ pub struct Timings {
 
 impl Timings {
     /// Timings for a master with this `down_after`, in fast mode or not.
-    pub fn of(down_after_ms: u64, fast: bool) -> Timings {
+    pub fn of(down_after_ms: u64, fast: bool, p: Periods) -> Timings {
         let down_after = Duration::from_millis(down_after_ms.max(1));
-        let ping_period =
-            (down_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let ping_period = (down_after / 10)
+            .max(Duration::from_millis(50))
+            .min(p.ping_max);
         // Loopback replies take microseconds; a slow reply only delays the next PING, it
         // never counts as a good one, so the timeout can stay near the period.
         let ping_timeout = ping_period.max(Duration::from_millis(100));
@@ -44,7 +64,12 @@ impl Timings {
             down_after,
             ping_period,
             ping_timeout,
-            info_period: if fast { INFO_PERIOD_FAST } else { INFO_PERIOD },
+            info_period: if fast {
+                INFO_PERIOD_FAST.min(p.info)
+            } else {
+                p.info
+            },
+            info_period_normal: p.info,
             info_timeout: ping_timeout.max(Duration::from_millis(250)),
             connect_timeout: ping_timeout.max(Duration::from_millis(250)),
         }
@@ -53,7 +78,7 @@ impl Timings {
     /// A master reporting itself a replica for longer than this is down (Sentinel:
     /// `down_after + 2 x INFO period`).
     pub fn role_mismatch_limit(&self) -> Duration {
-        self.down_after + 2 * INFO_PERIOD
+        self.down_after + 2 * self.info_period_normal
     }
 }
 
@@ -124,12 +149,31 @@ mod tests {
 
     #[test]
     fn periods_follow_down_after() {
-        assert_eq!(Timings::of(300, false).ping_period, ms(50));
-        assert_eq!(Timings::of(1000, false).ping_period, ms(100));
-        assert_eq!(Timings::of(30_000, false).ping_period, ms(1000));
-        assert_eq!(Timings::of(1000, false).info_period, ms(1000));
-        assert_eq!(Timings::of(1000, true).info_period, ms(100));
-        assert_eq!(Timings::of(0, false).ping_period, ms(50));
+        let d = Periods::default();
+        assert_eq!(Timings::of(300, false, d).ping_period, ms(50));
+        assert_eq!(Timings::of(1000, false, d).ping_period, ms(100));
+        assert_eq!(Timings::of(30_000, false, d).ping_period, ms(1000));
+        assert_eq!(Timings::of(1000, false, d).info_period, ms(1000));
+        assert_eq!(Timings::of(1000, true, d).info_period, ms(100));
+        assert_eq!(Timings::of(0, false, d).ping_period, ms(50));
+        // SENTINEL DEBUG settings.
+        let p = Periods {
+            ping_max: ms(20),
+            info: ms(5000),
+        };
+        assert_eq!(Timings::of(1000, false, p).ping_period, ms(20));
+        assert_eq!(Timings::of(1000, false, p).info_period, ms(5000));
+        assert_eq!(Timings::of(1000, true, p).info_period, ms(100));
+        assert_eq!(
+            Timings::of(1000, false, p).role_mismatch_limit(),
+            ms(11_000)
+        );
+        let p = Periods {
+            ping_max: ms(5000),
+            info: ms(50),
+        };
+        assert_eq!(Timings::of(30_000, false, p).ping_period, ms(3000));
+        assert_eq!(Timings::of(1000, true, p).info_period, ms(50));
     }
 
     #[test]
@@ -142,7 +186,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn connected_instance_goes_down_after_oldest_unanswered_ping() {
-        let t = Timings::of(1000, false);
+        let t = Timings::of(1000, false, Periods::default());
         let start = Instant::now();
         let mut i = info();
         i.connected = true;
@@ -164,7 +208,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn disconnected_instance_counts_from_last_good_reply() {
-        let t = Timings::of(500, false);
+        let t = Timings::of(500, false, Periods::default());
         let start = Instant::now();
         let mut i = info();
         // Never reached: down `down_after` after the probe started.
@@ -189,7 +233,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn master_reporting_replica_for_too_long() {
-        let t = Timings::of(1000, false);
+        let t = Timings::of(1000, false, Periods::default());
         let start = Instant::now();
         let mut i = info();
         i.connected = true;
@@ -213,7 +257,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn empty_restart_is_down_only_for_the_master() {
-        let t = Timings::of(1000, false);
+        let t = Timings::of(1000, false, Periods::default());
         let start = Instant::now();
         let mut i = info();
         i.connected = true;

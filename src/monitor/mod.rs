@@ -34,13 +34,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-pub use health::{acceptable_ping_reply, Timings, INFO_PERIOD, INFO_PERIOD_FAST};
+pub use health::{acceptable_ping_reply, Periods, Timings, INFO_PERIOD_FAST};
 pub use view::{InstanceInfo, MonitorView, ReportedRole};
 
 use crate::consensus::{ProposeError, RaftHandle, Role};
 use crate::fsm::{limits, ClusterState, Command};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
+use crate::tuning::Tuning;
 use probe::{Probe, ViewTx};
 
 /// The leader proposes newly discovered replicas at most this often per master.
@@ -52,15 +53,17 @@ const FORGET_INFO_FRESH: Duration = Duration::from_secs(15);
 /// task, which ends after `shutdown` once every probe has stopped.
 pub fn spawn(
     raft: RaftHandle,
+    tuning: Arc<Tuning>,
     shutdown: Shutdown,
 ) -> (watch::Receiver<Arc<MonitorView>>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(Arc::new(MonitorView::default()));
     let view_tx = Arc::new(tx);
-    let tilt = tilt::Tilt::new();
+    let tilt = tilt::Tilt::new(tuning.clone());
     let watcher = tilt_watcher(tilt.clone(), view_tx.clone(), shutdown.clone());
     tokio::spawn(watcher.instrument(info_span!("tilt", node_id = raft.node_id())));
     let sup = Supervisor {
         raft: raft.clone(),
+        tuning,
         tilt,
         view_tx,
         probes: BTreeMap::new(),
@@ -90,7 +93,7 @@ async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shut
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
-            _ = tokio::time::sleep(tilt::BEAT) => {}
+            _ = tokio::time::sleep(tilt.beat_period()) => {}
         }
         tilt.beat();
         let since = tilt.since();
@@ -106,6 +109,7 @@ async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shut
 
 struct Supervisor {
     raft: RaftHandle,
+    tuning: Arc<Tuning>,
     tilt: Arc<tilt::Tilt>,
     view_tx: ViewTx,
     probes: BTreeMap<Addr, ProbeTask>,
@@ -214,6 +218,7 @@ impl Supervisor {
                 self.raft.clone(),
                 self.view_tx.clone(),
                 self.tilt.clone(),
+                self.tuning.clone(),
             );
             let span = info_span!("monitor", master = %master, addr = %addr);
             let handle = tokio::spawn(probe.run(self.shutdown.clone()).instrument(span));

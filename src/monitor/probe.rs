@@ -12,7 +12,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::errlog::{self, ErrorLog, Summary};
-use super::health::{self, Timings};
+use super::health::{self, Periods, Timings};
 use super::info::{
     parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
 };
@@ -23,6 +23,7 @@ use crate::consensus::{wall_ms, ProposeError, RaftHandle};
 use crate::fsm::{ClusterState, Command, MasterState, ObserveReason, RejectKind};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
+use crate::tuning::{Knob, Tuning};
 
 /// Longest wait between two `Observe` attempts after failures.
 const MAX_OBSERVE_BACKOFF: Duration = Duration::from_secs(2);
@@ -110,6 +111,8 @@ pub(crate) struct Probe {
     tilt: Arc<Tilt>,
     /// Which errors were logged, and repeats counted since (see [`super::errlog`]).
     errors: ErrorLog,
+    /// This node's period settings (`SENTINEL DEBUG`).
+    tuning: Arc<Tuning>,
 }
 
 impl Drop for Probe {
@@ -127,6 +130,7 @@ impl Probe {
         raft: RaftHandle,
         view_tx: ViewTx,
         tilt: Arc<Tilt>,
+        tuning: Arc<Tuning>,
     ) -> Probe {
         let now = Instant::now();
         let view_rx = view_tx.subscribe();
@@ -149,12 +153,14 @@ impl Probe {
             next_observe: now,
             tilt,
             errors: ErrorLog::new(errlog::SUMMARY_PERIOD, now),
+            tuning,
         }
     }
 
     /// Runs until shutdown (or until the supervisor aborts it).
     pub(crate) async fn run(mut self, mut shutdown: Shutdown) {
         let mut state_rx = self.raft.watch_state();
+        let mut tuning_rx = self.tuning.subscribe();
         debug!("probe started");
         loop {
             let state = state_rx.borrow_and_update().clone();
@@ -166,7 +172,7 @@ impl Probe {
                 }
             };
             let fast = self.fast_mode(m);
-            let t = Timings::of(m.down_after_ms, fast);
+            let t = Timings::of(m.down_after_ms, fast, self.periods());
             self.step(&state, m, &t).await;
             let wake = self.next_wake(m, &t);
             let observe_done = async {
@@ -185,6 +191,17 @@ impl Probe {
                     None
                 }
                 r = observe_done => Some(r),
+                r = tuning_rx.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    // New periods: probe now and follow them from here, rather than sleep
+                    // out a period that was just shortened.
+                    let now = Instant::now();
+                    self.next_ping = self.next_ping.min(now);
+                    self.next_info = self.next_info.min(now);
+                    None
+                }
             };
             if let Some(r) = observed {
                 self.inflight = None;
@@ -192,6 +209,13 @@ impl Probe {
             }
         }
         debug!("probe stopped");
+    }
+
+    fn periods(&self) -> Periods {
+        Periods {
+            ping_max: self.tuning.get(Knob::PingPeriod),
+            info: self.tuning.get(Knob::InfoPeriod),
+        }
     }
 
     /// Probing runs at the fast INFO period while the master is in trouble here or in
@@ -735,14 +759,15 @@ impl Probe {
 
     /// This node's committed observation differs from what it sees now, or its down vote is
     /// due for re-affirmation: a down vote only counts for `vote_ttl_ms` after its `at_ms`
-    /// (see the fsm module docs), so it is renewed every quarter of that while the master
-    /// stays down here.
+    /// (see the fsm module docs), so it is renewed every `ASK-PERIOD`, and at least every
+    /// quarter of that lifetime, while the master stays down here.
     fn observe_pending(&self, m: &MasterState) -> bool {
         let down_now = self.info.sdown_reason.is_some();
+        let renew_ms = self.tuning.ms(Knob::AskPeriod).min(m.vote_ttl_ms() / 4);
         match m.observations.get(&self.raft.node_id()) {
             // `abs_diff`: a clock that stepped back also renews, or the vote would look
             // stamped in the future.
-            Some(o) if o.down && down_now => wall_ms().abs_diff(o.at_ms) >= m.vote_ttl_ms() / 4,
+            Some(o) if o.down && down_now => wall_ms().abs_diff(o.at_ms) >= renew_ms,
             committed => committed.is_some_and(|o| o.down) != down_now,
         }
     }

@@ -12,20 +12,22 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::consensus::wall_ms;
+use crate::tuning::{Knob, Tuning};
 
-/// How often the watcher beats.
+/// How often the watcher beats (more often when the trigger is short, so one late beat of a
+/// busy machine is not taken for a stall).
 pub(crate) const BEAT: Duration = Duration::from_millis(100);
-/// A gap this long between beats (or a wall-clock jump this large beyond the monotonic time
-/// that passed) means the process stalled or the clock moved under it.
-pub(crate) const TRIGGER: Duration = Duration::from_millis(1000);
-/// How long probe results stay void after the last stall: long enough for every probe to
-/// get fresh replies on a healthy instance.
-pub(crate) const PERIOD: Duration = Duration::from_secs(10);
 
 /// Shared by the watcher (which beats) and the probes (which ask before judging).
+///
+/// A gap longer than `TILT-TRIGGER` between beats (or a wall-clock jump that large beyond the
+/// monotonic time that passed) means the process stalled or the clock moved under it; probe
+/// results then stay void for `TILT-PERIOD` (default 10 s: long enough for every probe to get
+/// fresh replies on a healthy instance). Both are read from [`Tuning`] at every check.
 #[derive(Debug)]
 pub(crate) struct Tilt {
     inner: Mutex<Inner>,
+    tuning: Arc<Tuning>,
 }
 
 #[derive(Debug)]
@@ -38,7 +40,7 @@ struct Inner {
 }
 
 impl Tilt {
-    pub(crate) fn new() -> Arc<Tilt> {
+    pub(crate) fn new(tuning: Arc<Tuning>) -> Arc<Tilt> {
         Arc::new(Tilt {
             inner: Mutex::new(Inner {
                 last_beat: Instant::now(),
@@ -46,7 +48,13 @@ impl Tilt {
                 since: None,
                 until: None,
             }),
+            tuning,
         })
+    }
+
+    /// How long the watcher sleeps between beats.
+    pub(crate) fn beat_period(&self) -> Duration {
+        (self.tuning.get(Knob::TiltTrigger) / 4).clamp(Duration::from_millis(10), BEAT)
     }
 
     /// The watcher's periodic beat: detects a stall or a clock jump since the last one.
@@ -56,17 +64,20 @@ impl Tilt {
         let mut g = self.inner.lock();
         let mono_ms = now.saturating_duration_since(g.last_beat).as_millis() as i64;
         let wall_delta = wall as i64 - g.last_wall_ms as i64;
-        let trigger = TRIGGER.as_millis() as i64;
+        let trigger = self.tuning.ms(Knob::TiltTrigger) as i64;
+        let period = self.tuning.get(Knob::TiltPeriod);
         if mono_ms > trigger {
             enter(
                 &mut g,
                 now,
+                period,
                 &format!("the process did not run for {mono_ms} ms"),
             );
         } else if wall_delta < -trigger || wall_delta - mono_ms > trigger {
             enter(
                 &mut g,
                 now,
+                period,
                 &format!("the wall clock moved {wall_delta} ms in {mono_ms} ms"),
             );
         }
@@ -85,10 +96,11 @@ impl Tilt {
         let now = Instant::now();
         let mut g = self.inner.lock();
         let gap = now.saturating_duration_since(g.last_beat);
-        if gap > TRIGGER {
+        if gap > self.tuning.get(Knob::TiltTrigger) {
             enter(
                 &mut g,
                 now,
+                self.tuning.get(Knob::TiltPeriod),
                 &format!("the process did not run for {} ms", gap.as_millis()),
             );
         }
@@ -103,37 +115,71 @@ impl Tilt {
     }
 }
 
-fn enter(g: &mut Inner, now: Instant, why: &str) {
+fn enter(g: &mut Inner, now: Instant, period: Duration, why: &str) {
     if g.since.is_none() {
         warn!(
             reason = why,
-            period_s = PERIOD.as_secs(),
+            period_ms = period.as_millis() as u64,
             "+tilt: probe results are void for a while"
         );
         g.since = Some(now);
     }
     // A stall that lasts past the beat check is counted once: the next beat is close.
     g.last_beat = now;
-    g.until = Some(now + PERIOD);
+    g.until = Some(now + period);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_gap_between_beats_enters_tilt_for_the_period() {
-        let t = Tilt::new();
-        t.beat();
-        assert!(!t.active());
-        tokio::time::advance(TRIGGER + Duration::from_millis(1)).await;
-        assert!(t.active(), "a stall longer than the trigger");
-        assert!(t.since().is_some());
-        for _ in 0..(PERIOD.as_millis() / BEAT.as_millis() + 1) {
-            tokio::time::advance(BEAT).await;
+    use crate::tuning::{DEFAULT_TILT_PERIOD_MS, DEFAULT_TILT_TRIGGER_MS};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Beats through `d`, one beat period at a time.
+    async fn beat_for(t: &Tilt, d: Duration) {
+        let step = t.beat_period();
+        for _ in 0..(d.as_millis() / step.as_millis() + 1) {
+            tokio::time::advance(step).await;
             t.beat();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_between_beats_enters_tilt_for_the_period() {
+        let t = Tilt::new(Arc::default());
+        t.beat();
+        assert!(!t.active());
+        tokio::time::advance(ms(DEFAULT_TILT_TRIGGER_MS + 1)).await;
+        assert!(t.active(), "a stall longer than the trigger");
+        assert!(t.since().is_some());
+        beat_for(&t, ms(DEFAULT_TILT_PERIOD_MS)).await;
         assert!(!t.active(), "the period is over");
         assert!(t.since().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trigger_and_period_follow_the_settings() {
+        let tuning = Arc::new(Tuning::default());
+        tuning.set(&[(Knob::TiltTrigger, 3000), (Knob::TiltPeriod, 500)]);
+        let t = Tilt::new(tuning.clone());
+        t.beat();
+        tokio::time::advance(ms(2000)).await;
+        t.beat();
+        assert!(!t.active(), "2 s is under a 3 s trigger");
+        tokio::time::advance(ms(3001)).await;
+        assert!(t.active());
+        beat_for(&t, ms(500)).await;
+        assert!(!t.active(), "a 500 ms period is over");
+        // A short trigger beats more often, so a busy but running process stays out.
+        tuning.set(&[(Knob::TiltTrigger, 200)]);
+        assert_eq!(t.beat_period(), ms(50));
+        beat_for(&t, ms(1000)).await;
+        assert!(!t.active());
+        tokio::time::advance(ms(201)).await;
+        assert!(t.active());
     }
 }

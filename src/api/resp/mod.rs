@@ -151,6 +151,13 @@ pub struct RespContext {
     pub scripts: Arc<crate::scripts::Scripts>,
     /// `SENTINEL SET` of script paths is refused (`deny_scripts_reconfig`).
     pub deny_scripts_reconfig: bool,
+    /// `announce_ip` of the configuration (`SENTINEL CONFIG GET announce-ip` starts with it).
+    pub announce_ip: Option<String>,
+    /// The Sentinel address this node has without `announce-ip`/`announce-port`: the
+    /// address it listens on (or its peer host, when listening on all interfaces).
+    pub sentinel_listen: crate::model::Addr,
+    /// This node's timing knobs (`SENTINEL DEBUG`), shared with its monitor.
+    pub tuning: Arc<crate::tuning::Tuning>,
 }
 
 impl RespContext {
@@ -162,6 +169,10 @@ impl RespContext {
         run_id: String,
         announce: String,
     ) -> RespContext {
+        let sentinel_listen = announce.parse().unwrap_or_else(|_| crate::model::Addr {
+            host: "127.0.0.1".into(),
+            port: 26379,
+        });
         RespContext {
             raft,
             monitor,
@@ -172,6 +183,9 @@ impl RespContext {
             stats: Arc::default(),
             scripts: Arc::default(),
             deny_scripts_reconfig: true,
+            announce_ip: None,
+            sentinel_listen,
+            tuning: Arc::default(),
         }
     }
 

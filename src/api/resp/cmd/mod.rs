@@ -53,11 +53,14 @@ impl Shared {
             budget: Arc::new(crate::api::resp::budget::Budget::new(
                 ctx.options.buffer_budget,
             )),
-            ctx,
             clients: Registry::default(),
-            config: parking_lot::Mutex::new(sentinel::SentinelConfig::default()),
+            config: parking_lot::Mutex::new(sentinel::SentinelConfig {
+                announce_ip: ctx.announce_ip.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
             started: Instant::now(),
             port,
+            ctx,
             addr_tables: Default::default(),
         }
     }

@@ -13,10 +13,12 @@
 //! connection moves redis-py, redis-rs, ioredis, node-redis, go-redis, Jedis, Lettuce and
 //! StackExchange.Redis on to another sentinel.
 //!
-//! `SENTINEL CONFIG SET` values are node-local, as in Sentinel. Only `resolve-hostnames`
-//! changes behaviour here (MONITOR accepts hostnames when it is `yes`); the announce
-//! address comes from the node's configuration and Raft peers do not authenticate with
-//! `sentinel-user`/`sentinel-pass`, so those are stored and reported only.
+//! `SENTINEL CONFIG SET` values are node-local, as in Sentinel. `resolve-hostnames` lets
+//! MONITOR accept hostnames; `announce-ip`/`announce-port` change the Sentinel address this
+//! node announces through the log. Nodes have no links between their Sentinel ports to
+//! authenticate, so `sentinel-user`/`sentinel-pass` are stored and reported only, as are
+//! `announce-hostnames` (masters are reported by the host they were added with) and
+//! `loglevel`.
 
 use std::time::Duration;
 
@@ -32,6 +34,7 @@ use crate::api::resp::parse::{parse_int, Parse};
 use crate::consensus::ProposeError;
 use crate::fsm::{ClusterState, Command, FailoverReason, MasterSpec, Rejection};
 use crate::model::{glob_match, Addr};
+use crate::tuning::Knob;
 
 /// How long SENTINEL FAILOVER waits for the leader to take or refuse the request.
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(10);
@@ -43,9 +46,9 @@ pub struct SentinelConfig {
     pub resolve_hostnames: bool,
     /// Reported only.
     pub announce_hostnames: bool,
-    /// Reported only.
+    /// Host of the announced Sentinel address ("" = the listen address).
     pub announce_ip: String,
-    /// Reported only.
+    /// Port of the announced Sentinel address (0 = the bound port).
     pub announce_port: u16,
     /// Reported only.
     pub sentinel_user: String,
@@ -382,77 +385,105 @@ fn script_allowed(sh: &Shared, opt: &str, path: &str) -> Result<(), Frame> {
     Ok(())
 }
 
-/// `SENTINEL DEBUG [<param> <value> ...]`: the timing parameters of Sentinel that map onto
-/// this node's own knobs, all node-local (the replicated per-master timings are changed with
-/// `SENTINEL SET`). Values are milliseconds, greater than 0.
+/// A `SENTINEL DEBUG` parameter: Sentinel's name and where it lives on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DebugParam {
+    Tuning(Knob),
+    DefaultDownAfter,
+    DefaultFailoverTimeout,
+    ScriptMaxRuntime,
+    ScriptRetryDelay,
+}
+
+/// Sentinel's `SENTINEL DEBUG` parameters that map onto this node's knobs, in Sentinel's
+/// listing order. Sentinel's PUBLISH-PERIOD, SLAVE-RECONF-TIMEOUT, MIN-LINK-RECONNECT-PERIOD
+/// and ELECTION-TIMEOUT govern hello gossip, its own reconfiguration bookkeeping, link
+/// recycling and its leader election, none of which exists here: they are refused as
+/// unknown rather than accepted and ignored.
+const DEBUG_PARAMS: [(&str, DebugParam); 9] = [
+    ("INFO-PERIOD", DebugParam::Tuning(Knob::InfoPeriod)),
+    ("PING-PERIOD", DebugParam::Tuning(Knob::PingPeriod)),
+    ("ASK-PERIOD", DebugParam::Tuning(Knob::AskPeriod)),
+    ("DEFAULT-DOWN-AFTER", DebugParam::DefaultDownAfter),
+    (
+        "DEFAULT-FAILOVER-TIMEOUT",
+        DebugParam::DefaultFailoverTimeout,
+    ),
+    ("TILT-TRIGGER", DebugParam::Tuning(Knob::TiltTrigger)),
+    ("TILT-PERIOD", DebugParam::Tuning(Knob::TiltPeriod)),
+    ("SCRIPT-MAX-RUNTIME", DebugParam::ScriptMaxRuntime),
+    ("SCRIPT-RETRY-DELAY", DebugParam::ScriptRetryDelay),
+];
+
+/// Largest value `SENTINEL DEBUG` takes (one day): Sentinel takes any positive 64-bit value,
+/// but periods that long only overflow timers.
+const DEBUG_MAX_MS: i64 = 86_400_000;
+
+/// `SENTINEL DEBUG [<param> <value> ...]`: lists or sets this node's timing knobs, all
+/// node-local (the replicated per-master timings are changed with `SENTINEL SET`). Values are
+/// milliseconds, greater than 0. Arguments are read in order and the first problem is
+/// reported as Sentinel reports it; unlike Sentinel, pairs before a bad one are not applied.
 fn debug(p: &mut Parse, sh: &Shared) -> Frame {
-    let mut pairs = Vec::new();
+    let mut parsed = Vec::new();
     while let Ok(opt) = p.next_string() {
-        let Ok(val) = p.next_string() else {
+        let param = DEBUG_PARAMS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&opt))
+            .map(|(_, d)| *d);
+        let (Some(param), Ok(val)) = (param, p.next_bytes()) else {
             return Frame::error(format!(
                 "Unknown option or number of arguments for SENTINEL DEBUG '{opt}'"
             ));
         };
-        pairs.push((opt, val));
-    }
-    if pairs.is_empty() {
-        let c = sh.config.lock();
-        let t = sh.ctx.scripts.timing();
-        let ms = |v: u64| Frame::bulk(v.to_string());
-        return Frame::Map(vec![
-            (
-                Frame::bulk_static("DEFAULT-DOWN-AFTER"),
-                ms(c.default_down_after_ms),
-            ),
-            (
-                Frame::bulk_static("DEFAULT-FAILOVER-TIMEOUT"),
-                ms(c.default_failover_timeout_ms),
-            ),
-            (
-                Frame::bulk_static("SCRIPT-MAX-RUNTIME"),
-                ms(t.max_runtime.as_millis() as u64),
-            ),
-            (
-                Frame::bulk_static("SCRIPT-RETRY-DELAY"),
-                ms(t.retry_delay.as_millis() as u64),
-            ),
-        ]);
-    }
-    // Everything is checked before anything changes.
-    let mut parsed = Vec::new();
-    for (opt, val) in &pairs {
-        let lower = opt.to_ascii_lowercase();
-        if !matches!(
-            lower.as_str(),
-            "default-down-after"
-                | "default-failover-timeout"
-                | "script-max-runtime"
-                | "script-retry-delay"
-        ) {
-            return Frame::error(format!(
-                "Unknown option or number of arguments for SENTINEL DEBUG '{opt}'"
-            ));
-        }
-        match val.parse::<u64>() {
-            Ok(v) if v > 0 => parsed.push((lower, v)),
+        match parse_int(&val) {
+            Some(v) if v > 0 && v <= DEBUG_MAX_MS => parsed.push((param, v as u64)),
             _ => {
                 return Frame::error(format!(
-                    "Invalid argument '{val}' for SENTINEL DEBUG '{opt}'"
+                    "Invalid argument '{}' for SENTINEL DEBUG '{opt}'",
+                    String::from_utf8_lossy(&val)
                 ))
             }
         }
     }
+    let tuning = &sh.ctx.tuning;
+    if parsed.is_empty() {
+        let c = sh.config.lock();
+        let t = sh.ctx.scripts.timing();
+        let ms = |v: u64| Frame::bulk(v.to_string());
+        let value = |d: DebugParam| match d {
+            DebugParam::Tuning(k) => tuning.ms(k),
+            DebugParam::DefaultDownAfter => c.default_down_after_ms,
+            DebugParam::DefaultFailoverTimeout => c.default_failover_timeout_ms,
+            DebugParam::ScriptMaxRuntime => t.max_runtime.as_millis() as u64,
+            DebugParam::ScriptRetryDelay => t.retry_delay.as_millis() as u64,
+        };
+        return Frame::Map(
+            DEBUG_PARAMS
+                .iter()
+                .map(|(n, d)| (Frame::bulk_static(n), ms(value(*d))))
+                .collect(),
+        );
+    }
+    let summary = format!("{parsed:?}");
     let mut t = sh.ctx.scripts.timing();
-    let mut c = sh.config.lock();
-    for (opt, v) in parsed {
-        match opt.as_str() {
-            "default-down-after" => c.default_down_after_ms = v,
-            "default-failover-timeout" => c.default_failover_timeout_ms = v,
-            "script-max-runtime" => t.max_runtime = Duration::from_millis(v),
-            _ => t.retry_delay = Duration::from_millis(v),
+    let mut knobs = Vec::new();
+    {
+        let mut c = sh.config.lock();
+        for (param, v) in parsed {
+            match param {
+                DebugParam::Tuning(k) => knobs.push((k, v)),
+                DebugParam::DefaultDownAfter => c.default_down_after_ms = v,
+                DebugParam::DefaultFailoverTimeout => c.default_failover_timeout_ms = v,
+                DebugParam::ScriptMaxRuntime => t.max_runtime = Duration::from_millis(v),
+                DebugParam::ScriptRetryDelay => t.retry_delay = Duration::from_millis(v),
+            }
         }
     }
     sh.ctx.scripts.set_timing(t);
+    if !knobs.is_empty() {
+        tuning.set(&knobs);
+    }
+    info!(settings = %summary, "SENTINEL DEBUG changed this node's timing settings");
     Frame::ok()
 }
 
@@ -656,19 +687,20 @@ fn config(p: &mut Parse, sh: &Shared) -> Frame {
             let mut seen: Vec<String> = Vec::new();
             while let Ok(param) = p.next_string() {
                 let lower = param.to_ascii_lowercase();
+                // Sentinel's order of checks: name, duplicate, value present, value.
                 if !CONFIG_PARAMS.contains(&lower.as_str()) {
                     return Frame::error(format!(
                         "Invalid argument '{param}' to SENTINEL CONFIG SET"
                     ));
                 }
-                let Ok(val) = p.next_string() else {
-                    return Frame::error(format!("Missing argument '{param}' value"));
-                };
                 if seen.contains(&lower) {
                     return Frame::error(format!(
                         "Duplicate argument '{param}' to SENTINEL CONFIG SET"
                     ));
                 }
+                let Ok(val) = p.next_string() else {
+                    return Frame::error(format!("Missing argument '{param}' value"));
+                };
                 seen.push(lower.clone());
                 let bad = || {
                     Frame::error(format!(
@@ -689,7 +721,17 @@ fn config(p: &mut Parse, sh: &Shared) -> Frame {
                         Some(b) => staged.announce_hostnames = b,
                         None => return bad(),
                     },
-                    "announce-ip" => staged.announce_ip = val.clone(),
+                    // Sentinel takes any text; this one is announced through the log, so it
+                    // must make an address (no spaces, within the state's limits).
+                    "announce-ip" => {
+                        let usable = val.is_empty()
+                            || (val.len() <= crate::fsm::limits::MAX_NAME_LEN
+                                && Addr::new(val.as_str(), 1).is_ok());
+                        if !usable {
+                            return bad();
+                        }
+                        staged.announce_ip = val.clone();
+                    }
                     "announce-port" => match val.parse::<u16>() {
                         Ok(v) => staged.announce_port = v,
                         Err(_) => return bad(),
@@ -705,11 +747,35 @@ fn config(p: &mut Parse, sh: &Shared) -> Frame {
                 }
             }
             // All pairs validated: apply them together, as Sentinel 7.2 does.
-            *sh.config.lock() = staged;
+            let mut c = sh.config.lock();
+            let moved = (&c.announce_ip, c.announce_port)
+                != (&staged.announce_ip, staged.announce_port);
+            if moved {
+                let addr = announced_addr(sh, &staged);
+                info!(sentinel_addr = %addr, "announcing a new Sentinel address");
+                sh.ctx.raft.announce_sentinel_addr(Some(addr));
+            }
+            *c = staged;
             Frame::ok()
         }
         _ => Frame::error("Only SENTINEL CONFIG GET <param> [<param> <param> ...] / SET <param> <value> [<param> <value> ...] are supported."),
     }
+}
+
+/// The Sentinel address this node announces: `announce-ip` (else the address it listens
+/// on) and `announce-port` (else the port it is bound to), as Sentinel builds its hello.
+fn announced_addr(sh: &Shared, c: &SentinelConfig) -> String {
+    let host = if c.announce_ip.is_empty() {
+        sh.ctx.sentinel_listen.host.clone()
+    } else {
+        c.announce_ip.clone()
+    };
+    let port = if c.announce_port == 0 {
+        sh.ctx.sentinel_listen.port
+    } else {
+        c.announce_port
+    };
+    Addr { host, port }.to_string()
 }
 
 fn help() -> Reply {

@@ -1,0 +1,491 @@
+//! Node-local settings change what the node does, not only what it lists. `SENTINEL DEBUG`:
+//! the PING and INFO rates a real `redis-server` counts in its `INFO commandstats`, TILT's
+//! trigger and period after a real SIGSTOP of the node, and how often a down vote is
+//! re-affirmed in the log. `SENTINEL CONFIG SET announce-ip/announce-port`: the address the
+//! other nodes list. Replies and errors byte for byte as a real `redis-sentinel` sends them.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use raft_sentinel::pb::api as pb;
+use support::resp::RespClient;
+use support::{eventually, Cluster, ClusterOpts, RedisProcess};
+
+/// One node monitoring `master` with this `down_after_ms`.
+async fn one_node(master: &RedisProcess, down_after_ms: u64) -> Cluster {
+    let opts = ClusterOpts {
+        nodes: 1,
+        extra_toml: format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 1\ndown_after_ms = {down_after_ms}\nfailover_timeout_ms = 60000\n",
+            master.addr()
+        ),
+        ..ClusterOpts::default()
+    };
+    let c = Cluster::start(opts);
+    c.wait_leader(Duration::from_secs(30)).await;
+    let addr = c.nodes[0].sentinel_addr();
+    eventually(Duration::from_secs(30), "the node serves mymaster", || {
+        let addr = addr.clone();
+        async move {
+            tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let mut s = RespClient::connect(&addr).await;
+            s.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+                .await;
+            let items = s.try_read().await?.1.items();
+            (items.len() == 2).then_some(())
+        }
+    })
+    .await;
+    c
+}
+
+/// `calls` of `cmdstat_<cmd>` in the instance's `INFO commandstats`.
+fn calls(r: &RedisProcess, cmd: &str) -> u64 {
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut r.client())
+        .unwrap();
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// PINGs and ROLEs (one per INFO refresh) the instance receives during `window`.
+async fn rates(r: &RedisProcess, window: Duration) -> (u64, u64) {
+    let (p0, r0) = (calls(r, "ping"), calls(r, "role"));
+    tokio::time::sleep(window).await;
+    (calls(r, "ping") - p0, calls(r, "role") - r0)
+}
+
+fn ok(v: &support::resp::Value) {
+    assert_eq!(v.text().as_deref(), Some("OK"), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_info_periods_change_how_often_redis_is_probed() {
+    let master = RedisProcess::start(&[]);
+    // down_after 5 s: a PING every 500 ms, INFO every 1000 ms by default.
+    let c = one_node(&master, 5000).await;
+    let mut s = RespClient::connect(&c.nodes[0].sentinel_addr()).await;
+    let v = s.cmd(&["SENTINEL", "DEBUG"]).await;
+    assert_eq!(v.field("PING-PERIOD").as_deref(), Some("1000"));
+    assert_eq!(v.field("INFO-PERIOD").as_deref(), Some("1000"));
+    let window = Duration::from_secs(3);
+    // Scheduling delays only make fewer calls, so the defaults give an upper bound.
+    let (pings, roles) = rates(&master, window).await;
+    eprintln!("defaults: {pings} PINGs, {roles} INFO refreshes in 3 s");
+    assert!(
+        pings <= 8 && roles <= 5,
+        "defaults: {pings} PINGs, {roles} INFO refreshes in 3 s"
+    );
+
+    ok(&s
+        .cmd(&[
+            "SENTINEL",
+            "DEBUG",
+            "ping-period",
+            "50",
+            "INFO-PERIOD",
+            "150",
+        ])
+        .await);
+    let v = s.cmd(&["SENTINEL", "DEBUG"]).await;
+    assert_eq!(v.field("PING-PERIOD").as_deref(), Some("50"));
+    assert_eq!(v.field("INFO-PERIOD").as_deref(), Some("150"));
+    let (pings, roles) = rates(&master, window).await;
+    eprintln!("PING-PERIOD 50, INFO-PERIOD 150: {pings} PINGs, {roles} INFO refreshes in 3 s");
+    // 60 and 20 expected; well under half of that would mean the settings did nothing.
+    assert!(
+        pings >= 25 && roles >= 10,
+        "PING-PERIOD 50, INFO-PERIOD 150: {pings} PINGs, {roles} INFO refreshes in 3 s"
+    );
+
+    // Longer than the default INFO period: refreshes nearly stop.
+    ok(&s
+        .cmd(&[
+            "SENTINEL",
+            "DEBUG",
+            "info-period",
+            "10000",
+            "ping-period",
+            "1000",
+        ])
+        .await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (pings, roles) = rates(&master, window).await;
+    eprintln!("INFO-PERIOD 10000: {pings} PINGs, {roles} INFO refreshes in 3 s");
+    assert!(
+        pings <= 8 && roles <= 1,
+        "INFO-PERIOD 10000: {pings} PINGs, {roles} INFO refreshes in 3 s"
+    );
+}
+
+/// `sentinel_tilt` of the node's `INFO sentinel`, or None while it does not answer.
+async fn tilt(addr: &str) -> Option<bool> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut s = RespClient::connect(addr).await;
+    s.send(&["INFO", "sentinel"]).await;
+    let text = s.try_read().await?.1.text()?;
+    let line = text.lines().find(|l| l.starts_with("sentinel_tilt:"))?;
+    Some(line.ends_with(":1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tilt_trigger_and_period_follow_the_settings() {
+    let master = RedisProcess::start(&[]);
+    let c = one_node(&master, 5000).await;
+    let node = &c.nodes[0];
+    let addr = node.sentinel_addr();
+    let mut s = RespClient::connect(&addr).await;
+    assert_eq!(tilt(&addr).await, Some(false));
+
+    // A 1.5 s stop is over the default 1 s trigger; the TILT lasts 1.5 s instead of 10 s.
+    ok(&s.cmd(&["SENTINEL", "DEBUG", "TILT-PERIOD", "1500"]).await);
+    node.pause();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.resume();
+    let resumed = Instant::now();
+    eventually(Duration::from_secs(3), "TILT after the stop", || {
+        let addr = addr.clone();
+        async move { tilt(&addr).await.filter(|t| *t) }
+    })
+    .await;
+    eventually(Duration::from_secs(10), "TILT ends", || {
+        let addr = addr.clone();
+        async move { tilt(&addr).await.filter(|t| !*t) }
+    })
+    .await;
+    let took = resumed.elapsed();
+    eprintln!("TILT-PERIOD 1500: TILT over {took:?} after the stop");
+    assert!(
+        took < Duration::from_secs(6),
+        "TILT-PERIOD 1500 but TILT lasted {took:?} after the stop"
+    );
+
+    // A 10 s trigger: the same kind of stop is no stall worth a TILT.
+    let mut s2 = RespClient::connect(&addr).await;
+    ok(&s2
+        .cmd(&["SENTINEL", "DEBUG", "tilt-trigger", "10000"])
+        .await);
+    drop(s);
+    node.pause();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    node.resume();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_ne!(
+            tilt(&addr).await,
+            Some(true),
+            "TILT-TRIGGER 10000, yet a 2 s stop entered TILT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `at_ms` of the node's own committed observation, if it says down.
+async fn down_vote_at(c: &Cluster) -> Option<u64> {
+    let mut api = c.nodes[0].client().await.ok()?;
+    let d = api
+        .get_master_detail(pb::GetMasterDetailRequest {
+            name: "mymaster".into(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    d.observations
+        .iter()
+        .find(|o| o.node_id == 1 && o.down)
+        .map(|o| o.at_ms)
+}
+
+/// Distinct re-affirmations of the down vote seen during `window`.
+async fn renewals(c: &Cluster, window: Duration) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        if let Some(at) = down_vote_at(c).await {
+            seen.insert(at);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    seen.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_period_sets_how_often_a_down_vote_is_reaffirmed() {
+    let mut master = RedisProcess::start(&[]);
+    // down_after 1 s: a vote lives 5 s and is renewed every second by default.
+    let c = one_node(&master, 1000).await;
+    let mut s = RespClient::connect(&c.nodes[0].sentinel_addr()).await;
+    master.kill9();
+    eventually(Duration::from_secs(10), "the node votes down", || async {
+        down_vote_at(&c).await
+    })
+    .await;
+    let window = Duration::from_secs(3);
+    let n = renewals(&c, window).await;
+    eprintln!("default ASK-PERIOD: {n} renewals in 3 s");
+    assert!(n <= 5, "default ASK-PERIOD: {n} renewals in 3 s");
+    ok(&s.cmd(&["SENTINEL", "DEBUG", "ask-period", "50"]).await);
+    let n = renewals(&c, window).await;
+    eprintln!("ASK-PERIOD 50: {n} renewals in 3 s");
+    // One per PING period (100 ms) or two expected: 15 to 30.
+    assert!(n >= 10, "ASK-PERIOD 50: {n} renewals in 3 s");
+}
+
+/// A real `redis-sentinel` watching `master`, on a free port, killed on drop.
+struct RealSentinel {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RealSentinel {
+    fn start(master: &RedisProcess) -> RealSentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+                dir.path().display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .args(["--logfile", &dir.path().join("log").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
+        let mut tries = 0;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tries += 1;
+            assert!(tries < 500, "redis-sentinel on {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RealSentinel {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RealSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_and_config_set_replies_match_real_redis_sentinel_byte_for_byte() {
+    let master = RedisProcess::start(&[]);
+    let c = one_node(&master, 5000).await;
+    let real = RealSentinel::start(&master);
+    // Sentinel reads arguments in order and reports the first problem (its DEBUG applies the
+    // pairs before a bad one; this node applies none, with the same reply). Redis 7.0's CONFIG
+    // SET takes one pair, so only single pairs are compared.
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["SENTINEL", "DEBUG", "no-such-param", "1"],
+        vec!["SENTINEL", "DEBUG", "ping-period"],
+        vec!["SENTINEL", "DEBUG", "PING-PERIOD", "0"],
+        vec!["SENTINEL", "DEBUG", "info-period", "-5"],
+        vec!["SENTINEL", "DEBUG", "info-period", "abc"],
+        vec!["SENTINEL", "DEBUG", "info-period", "+5"],
+        vec!["SENTINEL", "DEBUG", "info-period", "05"],
+        vec!["SENTINEL", "DEBUG", "info-period", "1.5"],
+        vec!["SENTINEL", "DEBUG", "info-period", "abc", "bogus"],
+        vec!["SENTINEL", "DEBUG", "tilt-period", "30000", "bogus"],
+        vec!["SENTINEL", "DEBUG", "ask-period", "1000", "tilt-trigger"],
+        vec![
+            "SENTINEL",
+            "DEBUG",
+            "Ask-Period",
+            "1000",
+            "TILT-TRIGGER",
+            "2000",
+        ],
+        vec!["SENTINEL", "DEBUG", "default-down-after", "30000"],
+        vec!["SENTINEL", "DEBUG", "script-retry-delay", "30000"],
+        vec!["SENTINEL", "CONFIG", "SET", "bogus", "1"],
+        vec!["SENTINEL", "CONFIG", "SET", "announce-port", "70000"],
+        vec!["SENTINEL", "CONFIG", "SET", "announce-port", "-1"],
+        vec!["SENTINEL", "CONFIG", "SET", "announce-port", "x"],
+        vec!["SENTINEL", "CONFIG", "SET", "resolve-hostnames", "maybe"],
+        vec!["SENTINEL", "CONFIG", "SET", "announce-hostnames", "YES"],
+        vec!["SENTINEL", "CONFIG", "SET", "announce-hostnames", "no"],
+        vec!["SENTINEL", "CONFIG", "SET", "sentinel-user", "u"],
+        vec!["SENTINEL", "CONFIG", "SET", "sentinel-pass", "p"],
+        vec!["SENTINEL", "CONFIG", "GET", "sentinel-*"],
+        vec!["SENTINEL", "CONFIG", "SET", "sentinel-user", ""],
+        vec!["SENTINEL", "CONFIG", "SET", "sentinel-pass", ""],
+        vec!["SENTINEL", "CONFIG", "SET", "announce-port", "0"],
+        vec!["SENTINEL", "CONFIG", "GET", "announce-*"],
+    ];
+    let mut ours = RespClient::connect(&c.nodes[0].sentinel_addr()).await;
+    let mut theirs = RespClient::connect(&format!("127.0.0.1:{}", real.port)).await;
+    for proto in ["2", "3"] {
+        ours.cmd(&["HELLO", proto]).await;
+        theirs.cmd(&["HELLO", proto]).await;
+        for cmd in &commands {
+            let (a, b) = (ours.raw(cmd).await, theirs.raw(cmd).await);
+            assert_eq!(
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b),
+                "RESP{proto} {cmd:?}"
+            );
+        }
+    }
+    // Keys and order of the listing: Sentinel's, less the parameters that do not apply here.
+    let ours_keys: Vec<String> = ours
+        .cmd(&["SENTINEL", "DEBUG"])
+        .await
+        .pairs()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let theirs_keys: Vec<String> = theirs
+        .cmd(&["SENTINEL", "DEBUG"])
+        .await
+        .pairs()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            ![
+                "PUBLISH-PERIOD",
+                "SLAVE-RECONF-TIMEOUT",
+                "MIN-LINK-RECONNECT-PERIOD",
+                "ELECTION-TIMEOUT",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    assert_eq!(ours_keys, theirs_keys);
+}
+
+/// `ip:port` node `runid` is listed with by `SENTINEL SENTINELS mymaster` on `addr`.
+async fn listed_as(addr: &str, runid: &str) -> Option<String> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut s = RespClient::connect(addr).await;
+    s.send(&["SENTINEL", "SENTINELS", "mymaster"]).await;
+    let items = s.try_read().await?.1.items();
+    let me = items
+        .iter()
+        .find(|i| i.field("runid").as_deref() == Some(runid))?;
+    Some(format!("{}:{}", me.field("ip")?, me.field("port")?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announce_ip_and_port_change_the_address_other_nodes_list() {
+    let master = RedisProcess::start(&[]);
+    let opts = ClusterOpts {
+        extra_toml: format!(
+            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\n",
+            master.addr()
+        ),
+        ..ClusterOpts::default()
+    };
+    let c = Cluster::start(opts);
+    c.wait_leader(Duration::from_secs(30)).await;
+    let two = c.nodes[1].sentinel_addr();
+    let one = c.nodes[0].sentinel_addr();
+    let mut s = eventually(Duration::from_secs(30), "node 2 answers", || {
+        let two = two.clone();
+        async move {
+            tokio::net::TcpStream::connect(&two).await.ok()?;
+            let mut s = RespClient::connect(&two).await;
+            s.send(&["SENTINEL", "MYID"]).await;
+            s.try_read().await?.1.text().map(|_| s)
+        }
+    })
+    .await;
+    let runid = s.cmd(&["SENTINEL", "MYID"]).await.text().unwrap();
+    let wait_listed = |want: String| {
+        let (one, runid) = (one.clone(), runid.clone());
+        async move {
+            eventually(
+                Duration::from_secs(15),
+                &format!("node 1 lists node 2 as {want}"),
+                || {
+                    let (one, runid, want) = (one.clone(), runid.clone(), want.clone());
+                    async move { (listed_as(&one, &runid).await? == want).then_some(()) }
+                },
+            )
+            .await
+        }
+    };
+    wait_listed(two.clone()).await;
+    let v = s.cmd(&["SENTINEL", "CONFIG", "GET", "announce-*"]).await;
+    assert_eq!(v.field("announce-ip").as_deref(), Some(""));
+    assert_eq!(v.field("announce-port").as_deref(), Some("0"));
+
+    ok(&s
+        .cmd(&[
+            "SENTINEL",
+            "CONFIG",
+            "SET",
+            "announce-ip",
+            "127.0.0.9",
+            "announce-port",
+            "26999",
+        ])
+        .await);
+    wait_listed("127.0.0.9:26999".into()).await;
+    let v = s.cmd(&["SENTINEL", "CONFIG", "GET", "announce-*"]).await;
+    assert_eq!(v.field("announce-ip").as_deref(), Some("127.0.0.9"));
+    assert_eq!(v.field("announce-port").as_deref(), Some("26999"));
+
+    // Empty and 0: the address it listens on again.
+    ok(&s
+        .cmd(&[
+            "SENTINEL",
+            "CONFIG",
+            "SET",
+            "announce-ip",
+            "",
+            "announce-port",
+            "0",
+        ])
+        .await);
+    wait_listed(two.clone()).await;
+
+    // Not an address: refused, nothing changes.
+    let v = s
+        .cmd(&["SENTINEL", "CONFIG", "SET", "announce-ip", "a b"])
+        .await;
+    assert_eq!(
+        v,
+        support::resp::Value::Error(
+            "ERR Invalid value 'a b' to SENTINEL CONFIG SET 'announce-ip'".into()
+        )
+    );
+    // Sentinel checks for a duplicate before a missing value.
+    let v = s
+        .cmd(&[
+            "SENTINEL",
+            "CONFIG",
+            "SET",
+            "announce-port",
+            "1",
+            "ANNOUNCE-PORT",
+        ])
+        .await;
+    assert_eq!(
+        v,
+        support::resp::Value::Error(
+            "ERR Duplicate argument 'ANNOUNCE-PORT' to SENTINEL CONFIG SET".into()
+        )
+    );
+    assert_eq!(listed_as(&one, &runid).await, Some(two));
+}
