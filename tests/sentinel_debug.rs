@@ -243,6 +243,15 @@ async fn ask_period_sets_how_often_a_down_vote_is_reaffirmed() {
     eprintln!("ASK-PERIOD 50: {n} renewals in 3 s");
     // One per PING period (100 ms) or two expected: 15 to 30.
     assert!(n >= 10, "ASK-PERIOD 50: {n} renewals in 3 s");
+    // However long the setting, a vote is renewed within a quarter of its 5 s lifetime, so
+    // it never lapses while the master stays down.
+    ok(&s
+        .cmd(&["SENTINEL", "DEBUG", "ask-period", "86400000"])
+        .await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n = renewals(&c, window).await;
+    eprintln!("ASK-PERIOD 86400000: {n} renewals in 3 s");
+    assert!(n >= 2, "ASK-PERIOD 86400000: {n} renewals in 3 s");
 }
 
 /// A real `redis-sentinel` watching `master`, on a free port, killed on drop.
