@@ -197,6 +197,10 @@ pub struct RaftNode {
     /// good (until a binary that reads it restarts on this data dir); never skipped.
     halted: Option<(u64, String)>,
     last_halt_report: Option<Instant>,
+    /// Entries up to this index that are applied at start are applied again: the state is
+    /// saved only at checkpoints (see `storage`). Their events were published before the
+    /// restart and are not published twice.
+    replay_upto: u64,
 }
 
 /// The node could not start.
@@ -323,6 +327,7 @@ impl RaftNode {
             last_guard_warning: None,
             halted: None,
             last_halt_report: None,
+            replay_upto: recovered.commit,
             cfg,
         };
         node.publish_status();
@@ -405,6 +410,12 @@ impl RaftNode {
         }
         for (_, (_, w)) in self.waiters.drain() {
             w.fail(ProposeError::Shutdown);
+        }
+        // A clean restart need not apply the log again.
+        if self.halted.is_none() && self.state.applied_index > self.store.applied() {
+            if let Err(e) = self.checkpoint(None) {
+                warn!(error = %e, "cannot save the state machine at shutdown; the next start applies the log again");
+            }
         }
         info!("raft node stopped");
     }
@@ -829,8 +840,10 @@ impl RaftNode {
         // 3. Committed entries (0.7 only hands out persisted ones), in memory for now.
         let committed = rd.take_committed_entries();
         let batch = self.apply_entries(committed);
-        // 4. Entries, hard state and the applied state in one fsync'd transaction, durable
-        //    before anything acknowledges them: a proposal reported applied survives a crash.
+        // 4. Entries and hard state in one fsync'd transaction, durable before anything
+        //    acknowledges them. The applied state stays in memory until the next checkpoint:
+        //    the entries it was built from are durable (a proposal reported applied survives a
+        //    crash; the log is applied again from the last checkpoint).
         self.store
             .save(rd.entries(), rd.hs(), self.applied_state(&batch))?;
         self.finish(batch)?;
@@ -882,10 +895,12 @@ impl RaftNode {
     /// answered until the batch is durable ([`Self::finish`]).
     fn apply_entries(&mut self, entries: Vec<Entry>) -> ApplyBatch {
         let mut batch = ApplyBatch::default();
+        let start = self.state.applied_index;
         let ApplyBatch {
             resolved,
             events,
             membership_changed,
+            checkpoint,
             ..
         } = &mut batch;
         for e in entries {
@@ -906,6 +921,12 @@ impl RaftNode {
                 EntryType::EntryNormal if e.data.is_empty() => self.state.skip(e.index),
                 EntryType::EntryNormal => match Command::decode(&e.data) {
                     Ok(cmd) => {
+                        *checkpoint |= matches!(
+                            cmd,
+                            Command::Announce { .. }
+                                | Command::ClusterVersion { .. }
+                                | Command::Bootstrap { .. }
+                        );
                         let applied = self.state.apply(e.index, &cmd);
                         if let Err(rej) = &applied.result {
                             debug!(index = e.index, op = cmd.kind(), reason = %rej, "command rejected");
@@ -936,6 +957,7 @@ impl RaftNode {
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let res = self.apply_conf_change(&e);
                     *membership_changed = true;
+                    *checkpoint = true;
                     match res {
                         Ok(evs) => {
                             events.extend(evs.into_iter().map(|ev| (e.index, ev)));
@@ -954,7 +976,7 @@ impl RaftNode {
                 }
             }
         }
-        batch.changed = self.state.applied_index != self.store.applied();
+        batch.changed = self.state.applied_index != start;
         batch
     }
 
@@ -984,6 +1006,10 @@ impl RaftNode {
         }
         // Events before state: whoever sees the state at index X was sent every event up to X.
         for (index, ev) in batch.events {
+            if index <= self.replay_upto {
+                debug!(index, event = %ev.kind, "event of an entry applied again after a restart; published before");
+                continue;
+            }
             info!(index, event = %ev.kind, master = ev.master.as_deref().unwrap_or(""), node = ?ev.node, "{} {}", ev.kind, ev.payload);
             let _ = self.events_tx.send(AppliedEvent { index, event: ev });
         }
@@ -1001,6 +1027,9 @@ impl RaftNode {
         }
         if batch.membership_changed {
             self.update_peers();
+        }
+        if batch.checkpoint && self.halted.is_none() {
+            self.checkpoint(None)?;
         }
         self.release_reads();
         self.maybe_compact()?;
@@ -1066,10 +1095,26 @@ impl RaftNode {
         // Keep a tail so briefly lagging followers catch up from the log, not a snapshot.
         let upto = self.state.applied_index.saturating_sub(threshold / 2);
         if upto > self.store.trunc_index() {
-            debug!(index = upto, "compacting raft log");
-            self.store.compact(upto)?;
+            debug!(
+                index = upto,
+                "saving the state machine and compacting the raft log"
+            );
+            self.checkpoint(Some(upto))?;
         }
         Ok(())
+    }
+
+    /// Saves the state machine as applied (and compacts the log up to `compact_upto`).
+    fn checkpoint(&mut self, compact_upto: Option<u64>) -> Result<(), StoreError> {
+        self.store.checkpoint(
+            AppliedState {
+                index: self.state.applied_index,
+                commit: self.raw.raft.raft_log.committed,
+                cs: &self.cs,
+                state: &self.state,
+            },
+            compact_upto,
+        )
     }
 
     fn on_read_states(&mut self, states: Vec<ReadState>) {
@@ -1246,6 +1291,11 @@ struct ApplyBatch {
     membership_changed: bool,
     /// The applied index moved.
     changed: bool,
+    /// An entry about the cluster's make-up was applied (membership, announcements, the
+    /// cluster version): saved at once rather than at the next compaction. They are rare, and
+    /// what a restarted node tells others (who has run in this cluster, see `net::boot`) must
+    /// not depend on a leader being there to commit its log again.
+    checkpoint: bool,
 }
 
 fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {

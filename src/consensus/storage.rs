@@ -1,8 +1,19 @@
 //! Durable Raft storage in `data_dir/raft.redb`.
 //!
-//! Raft reads everything from an in-memory copy; every change is written through to redb in
-//! one fsync'd transaction *before* the memory copy changes, so what raft sees is always
-//! durable. Tables:
+//! Raft reads everything from an in-memory copy. What Raft's safety needs durable is written
+//! through to redb in one fsync'd transaction *before* the memory copy changes: new log
+//! entries, and the term and vote. Two things are kept in memory and written only with those
+//! or at a checkpoint, since each transaction costs several pages whatever it holds:
+//! - the commit index when nothing else changed (Raft learns it again from the leader);
+//! - the state machine: it is a function of the log, so it is saved at checkpoints (when the
+//!   log is compacted, and at shutdown) together with its applied index, and after a crash
+//!   the node applies the log again from the last checkpoint. Entries are compacted only up
+//!   to a saved state, so the log always holds what the replay needs.
+//!
+//! A proposal reported applied survives a crash: its entry was durable in this node's log
+//! before it was applied (raft-rs hands out persisted entries only), and on a quorum's.
+//!
+//! Tables:
 //! - `log`: index → encoded `Entry`
 //! - `meta`: `hs`, `cs`, `trunc` (index and term of the last compacted entry), `applied`,
 //!   `state` (the state machine as of `applied`), `node_id`, `cluster_id`, `run_id`.
@@ -83,8 +94,11 @@ struct Mem {
     /// `entries[0].index == trunc_index + 1` when not empty.
     entries: Vec<Entry>,
     applied: u64,
-    /// Snapshot of the state machine at `applied`, served to lagging followers.
+    /// Snapshot of the state machine as last applied (in memory, possibly past the saved
+    /// `applied`), served to lagging followers.
     snapshot: Snapshot,
+    /// The hard state as last written (`hs` may have a newer commit index).
+    durable_hs: HardState,
 }
 
 impl Mem {
@@ -131,6 +145,9 @@ pub struct Recovered {
     pub fresh: bool,
     /// The vote guard as last saved (see [`VoteGuard`]).
     pub vote_guard: VoteGuard,
+    /// The commit index found on disk: entries up to it that are applied again at start
+    /// were applied before (probably: the state is saved only at checkpoints).
+    pub commit: u64,
 }
 
 /// What keeps a node that lost its data from voting with a log it no longer has.
@@ -360,6 +377,8 @@ impl DiskStore {
         let fresh = fresh || (m.cs.voters.is_empty() && m.cs.learners.is_empty() && last == 0);
         let applied = m.applied;
         m.snapshot = build_snapshot(applied, m.term(applied).unwrap_or(0), &m.cs, &state);
+        m.durable_hs = m.hs.clone();
+        let commit = m.hs.commit;
         *self.mem.write() = m;
         Ok(Recovered {
             state,
@@ -367,6 +386,7 @@ impl DiskStore {
             run_id,
             fresh,
             vote_guard,
+            commit,
         })
     }
 
@@ -422,6 +442,7 @@ impl DiskStore {
         m.trunc_index = md.index;
         m.trunc_term = md.term;
         m.cs = md.get_conf_state().clone();
+        m.durable_hs = hs.clone();
         m.hs = hs;
         m.applied = md.index;
         m.snapshot = build_snapshot(md.index, md.term, &m.cs, &state);
@@ -433,26 +454,38 @@ impl DiskStore {
         self.save(entries, hs, None)
     }
 
-    /// Saves the state machine as of an applied index (see [`AppliedState`]).
-    pub fn persist_applied(&self, applied: AppliedState<'_>) -> Result<(), StoreError> {
-        self.save(&[], None, Some(applied))
-    }
-
-    /// Everything one Ready changes, in one fsync'd transaction: new entries (truncating any
-    /// conflicting suffix), the hard state, and the state machine as of its applied index with
-    /// the conf state. The stored commit index is raised to at least the applied index, so
-    /// `applied <= commit` holds on disk too. Must complete before persisted messages are sent
-    /// and before anyone is told a proposal was applied.
+    /// Everything one Ready changes: new entries (truncating any conflicting suffix) and the
+    /// hard state in one fsync'd transaction, which must complete before persisted messages
+    /// are sent; and the state machine as of its applied index, kept in memory (served as the
+    /// snapshot) until the next [`Self::checkpoint`]. Writes nothing when only the commit index
+    /// or the applied state changed.
     pub fn save(
         &self,
         entries: &[Entry],
         hs: Option<&HardState>,
         applied: Option<AppliedState<'_>>,
     ) -> Result<(), StoreError> {
-        if entries.is_empty() && hs.is_none() && applied.is_none() {
+        if let Some(a) = &applied {
+            let mut m = self.mem.write();
+            let term = m.term(a.index).unwrap_or(m.trunc_term);
+            m.snapshot = build_snapshot(a.index, term, a.cs, a.state);
+        }
+        let write_hs = {
+            let m = self.mem.read();
+            let latest = hs.unwrap_or(&m.hs);
+            // Term and vote must be durable before any message that depends on them; the
+            // commit index rides along with entries (one more page in a transaction that is
+            // written anyway) and is otherwise learned again after a restart.
+            let vote_changed = latest.term != m.durable_hs.term || latest.vote != m.durable_hs.vote;
+            (vote_changed || (!entries.is_empty() && *latest != m.durable_hs))
+                .then(|| latest.clone())
+        };
+        if entries.is_empty() && write_hs.is_none() {
+            if let Some(h) = hs {
+                self.mem.write().hs = h.clone();
+            }
             return Ok(());
         }
-        let mut new_hs = hs.cloned();
         if let Some(first) = entries.first() {
             let m = self.mem.read();
             if first.index <= m.trunc_index || first.index > m.last_index() + 1 {
@@ -467,12 +500,6 @@ impl DiskStore {
                 });
             }
         }
-        if let Some(a) = &applied {
-            let mut h = new_hs.unwrap_or_else(|| self.mem.read().hs.clone());
-            h.commit = h.commit.max(a.commit).max(a.index);
-            new_hs = Some(h);
-        }
-        let state_bytes = applied.as_ref().map(|a| a.state.to_bytes());
         self.write(|tx| {
             let mut log = tx.open_table(LOG)?;
             if let Some(first) = entries.first() {
@@ -481,14 +508,9 @@ impl DiskStore {
                     log.insert(e.index, codec::encode(e).as_slice())?;
                 }
             }
-            let mut meta = tx.open_table(META)?;
-            if let Some(h) = &new_hs {
+            if let Some(h) = &write_hs {
+                let mut meta = tx.open_table(META)?;
                 meta.insert("hs", codec::encode(h).as_slice())?;
-            }
-            if let (Some(a), Some(bytes)) = (&applied, &state_bytes) {
-                meta.insert("applied", a.index.to_be_bytes().as_slice())?;
-                meta.insert("state", bytes.as_slice())?;
-                meta.insert("cs", codec::encode(a.cs).as_slice())?;
             }
             Ok(())
         })?;
@@ -498,43 +520,70 @@ impl DiskStore {
             m.entries.truncate(keep);
             m.entries.extend_from_slice(entries);
         }
-        if let Some(h) = new_hs {
-            m.hs = h;
+        if let Some(h) = hs {
+            m.hs = h.clone();
         }
-        if let Some(a) = applied {
-            m.applied = a.index;
-            m.cs = a.cs.clone();
-            let term = m.term(a.index).unwrap_or(m.trunc_term);
-            m.snapshot = build_snapshot(a.index, term, a.cs, a.state);
+        if let Some(h) = write_hs {
+            m.durable_hs = h;
         }
         Ok(())
     }
 
-    /// Drops log entries up to and including `upto` (which must be applied), keeping the term
-    /// of `upto` so raft can still check the entry after it.
-    pub fn compact(&self, upto: u64) -> Result<(), StoreError> {
-        let (term, first) = {
+    /// Saves the state machine as of an applied index, with the conf state at that index,
+    /// and drops log entries up to `compact_upto` (at most the applied index; the term of the
+    /// last one dropped is kept so raft can still check the entry after it), in one fsync'd
+    /// transaction. The stored commit index is raised to at least the applied index, so
+    /// `applied <= commit` holds on disk too.
+    pub fn checkpoint(
+        &self,
+        applied: AppliedState<'_>,
+        compact_upto: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (hs, compact) = {
             let m = self.mem.read();
-            if upto <= m.trunc_index || upto > m.applied {
-                return Ok(());
+            if applied.index < m.applied {
+                return Ok(()); // older than what is saved
             }
-            (
-                m.term(upto).expect("compaction point is in the log"),
-                m.trunc_index + 1,
-            )
+            let mut hs = m.hs.clone();
+            hs.commit = hs.commit.max(applied.commit).max(applied.index);
+            let compact = compact_upto
+                .filter(|&upto| upto > m.trunc_index && upto <= applied.index)
+                .map(|upto| {
+                    (
+                        upto,
+                        m.term(upto).expect("compaction point is in the log"),
+                        m.trunc_index + 1,
+                    )
+                });
+            (hs, compact)
         };
+        let state_bytes = applied.state.to_bytes();
         self.write(|tx| {
-            let mut log = tx.open_table(LOG)?;
-            log.retain_in(first..=upto, |_, _| false)?;
             let mut meta = tx.open_table(META)?;
-            meta.insert("trunc", trunc_bytes(upto, term).as_slice())?;
+            meta.insert("hs", codec::encode(&hs).as_slice())?;
+            meta.insert("applied", applied.index.to_be_bytes().as_slice())?;
+            meta.insert("state", state_bytes.as_slice())?;
+            meta.insert("cs", codec::encode(applied.cs).as_slice())?;
+            if let Some((upto, term, first)) = compact {
+                meta.insert("trunc", trunc_bytes(upto, term).as_slice())?;
+                let mut log = tx.open_table(LOG)?;
+                log.retain_in(first..=upto, |_, _| false)?;
+            }
             Ok(())
         })?;
         let mut m = self.mem.write();
-        let drop = (upto - m.trunc_index) as usize;
-        m.entries.drain(..drop);
-        m.trunc_index = upto;
-        m.trunc_term = term;
+        m.applied = applied.index;
+        m.cs = applied.cs.clone();
+        m.durable_hs = hs.clone();
+        m.hs.commit = m.hs.commit.max(hs.commit);
+        let term = m.term(applied.index).unwrap_or(m.trunc_term);
+        m.snapshot = build_snapshot(applied.index, term, applied.cs, applied.state);
+        if let Some((upto, term, _)) = compact {
+            let drop = (upto - m.trunc_index) as usize;
+            m.entries.drain(..drop);
+            m.trunc_index = upto;
+            m.trunc_term = term;
+        }
         Ok(())
     }
 
@@ -548,7 +597,7 @@ impl DiskStore {
         self.mem.read().trunc_index
     }
 
-    /// Durably applied index.
+    /// Applied index of the saved state machine (the last checkpoint).
     pub fn applied(&self) -> u64 {
         self.mem.read().applied
     }
@@ -737,14 +786,16 @@ mod tests {
             ..Default::default()
         };
         let cs = s.conf_state();
-        s.persist_applied(AppliedState {
-            index: 7,
-            commit: 8,
-            cs: &cs,
-            state: &st,
-        })
+        s.checkpoint(
+            AppliedState {
+                index: 7,
+                commit: 8,
+                cs: &cs,
+                state: &st,
+            },
+            Some(7),
+        )
         .unwrap();
-        s.compact(7).unwrap();
         assert_eq!(s.first_index().unwrap(), 8);
         assert_eq!(s.term(7).unwrap(), 6);
         assert!(matches!(
@@ -763,6 +814,74 @@ mod tests {
         assert_eq!(rec.applied, 7);
         assert_eq!(s.first_index().unwrap(), 8);
         assert_eq!(s.term(7).unwrap(), 6);
+    }
+
+    /// What an idle or steadily applying node writes: a Ready that only moves the commit index
+    /// or the applied state writes nothing (each transaction costs several pages); entries,
+    /// term and vote are durable at once; the state machine at a checkpoint; and a restart
+    /// without a checkpoint gets the last saved state and the log to apply again.
+    #[test]
+    fn only_entries_term_vote_and_checkpoints_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(DB_FILE);
+        let (s, _) = DiskStore::open(dir.path(), 1, "c").unwrap();
+        s.bootstrap(&[1], &ClusterState::default()).unwrap();
+        s.append(&[entry(6, 5), entry(7, 5)], Some(&hs(5, 5)))
+            .unwrap();
+        let cs = s.conf_state();
+        let st = |i| ClusterState {
+            applied_index: i,
+            ..Default::default()
+        };
+        let before = std::fs::read(&file).unwrap();
+        let s7 = st(7);
+        s.save(
+            &[],
+            Some(&hs(5, 7)),
+            Some(AppliedState {
+                index: 7,
+                commit: 7,
+                cs: &cs,
+                state: &s7,
+            }),
+        )
+        .unwrap();
+        assert!(
+            std::fs::read(&file).unwrap() == before,
+            "a commit index and an applied state alone were written"
+        );
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 7);
+        assert_eq!(s.snapshot(7, 2).unwrap().get_metadata().index, 7);
+        // A new term is durable at once.
+        s.save(&[], Some(&hs(6, 7)), None).unwrap();
+        assert!(std::fs::read(&file).unwrap() != before);
+        drop(s);
+        let (s, rec) = DiskStore::open(dir.path(), 1, "c").unwrap();
+        assert_eq!(s.initial_state().unwrap().hard_state.term, 6);
+        // No checkpoint yet: the saved state is the bootstrap one, the log is all there.
+        assert_eq!(rec.applied, INIT_INDEX);
+        assert_eq!(s.last_index().unwrap(), 7);
+        assert_eq!(rec.commit, 7);
+        let s7 = st(7);
+        s.checkpoint(
+            AppliedState {
+                index: 7,
+                commit: 7,
+                cs: &cs,
+                state: &s7,
+            },
+            None,
+        )
+        .unwrap();
+        drop(s);
+        let (s, rec) = DiskStore::open(dir.path(), 1, "c").unwrap();
+        assert_eq!(rec.applied, 7);
+        assert_eq!(rec.state.applied_index, 7);
+        assert_eq!(
+            s.first_index().unwrap(),
+            6,
+            "a checkpoint alone compacts nothing"
+        );
     }
 
     #[test]
