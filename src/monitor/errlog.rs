@@ -35,9 +35,31 @@ pub(crate) struct Verdict {
 }
 
 struct Kind {
+    /// The message with its numbers blanked (see [`kind_of`]).
+    kind: String,
+    /// The first message of this kind, as logged.
     error: String,
     repeats: u64,
     last: Instant,
+}
+
+/// Errors that differ only in their numbers are one kind: a timeout names the time it waited,
+/// which varies from one probe to the next, and would otherwise be logged every time.
+fn kind_of(error: &str) -> String {
+    let mut out = String::with_capacity(error.len());
+    let mut in_number = false;
+    for ch in error.chars() {
+        if ch.is_ascii_digit() || (in_number && ch == '.') {
+            if !in_number {
+                out.push('#');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// The error-logging state of one probe.
@@ -65,7 +87,8 @@ impl ErrorLog {
     /// Records one error at `now`.
     pub(crate) fn error(&mut self, error: &str, now: Instant) -> Verdict {
         let summaries = self.summaries_due(now);
-        let new = match self.kinds.iter_mut().find(|k| k.error == error) {
+        let kind = kind_of(error);
+        let new = match self.kinds.iter_mut().find(|k| k.kind == kind) {
             Some(k) => {
                 k.repeats += 1;
                 k.last = now;
@@ -78,6 +101,7 @@ impl ErrorLog {
                     }
                 }
                 self.kinds.push(Kind {
+                    kind,
                     error: error.to_string(),
                     repeats: 0,
                     last: now,
@@ -218,13 +242,34 @@ mod tests {
     }
 
     #[test]
+    fn errors_that_differ_only_in_numbers_are_one_kind() {
+        let t0 = Instant::now();
+        let mut log = ErrorLog::new(P, t0);
+        assert!(
+            log.error("10.0.0.1:6379 did not answer PING within 37.5ms", t0)
+                .new
+        );
+        assert!(
+            !log.error("10.0.0.1:6379 did not answer PING within 120ms", at(t0, 1))
+                .new
+        );
+        assert!(
+            log.error("10.0.0.1:6379 did not answer INFO within 120ms", at(t0, 2))
+                .new
+        );
+        assert_eq!(kind_of("a 1.5 b 22, c"), "a # b #, c");
+    }
+
+    #[test]
     fn distinct_errors_are_bounded() {
         let t0 = Instant::now();
         let mut log = ErrorLog::new(P, t0);
+        // Distinct without digits (numbers are blanked out of the kind).
+        let name = |i: u64| format!("error {}", "x".repeat(i as usize + 1));
         for i in 0..100u64 {
-            assert!(log.error(&format!("error {i}"), at(t0, i)).new);
+            assert!(log.error(&name(i), at(t0, i)).new);
         }
         assert!(log.kinds.len() <= MAX_KINDS);
-        assert!(!log.error("error 99", at(t0, 200)).new);
+        assert!(!log.error(&name(99), at(t0, 200)).new);
     }
 }
