@@ -640,69 +640,11 @@ impl ClusterState {
     ) -> Result<Outcome, Rejection> {
         let lim = self.limits();
         match cmd {
-            Command::Bootstrap { masters } => {
-                if self.bootstrapped {
-                    return Ok(Outcome::default());
-                }
-                for spec in masters {
-                    if validate_spec(spec, lim).is_ok()
-                        && !self.masters.contains_key(&spec.name)
-                        && self.masters.len() < lim.max_masters()
-                    {
-                        self.insert_master(spec, events);
-                    }
-                }
-                self.bootstrapped = true;
-                Ok(Outcome::default())
-            }
-            Command::Monitor { spec } => {
-                validate_spec(spec, lim)?;
-                if let Some(m) = self.masters.get(&spec.name) {
-                    let same_addr = m.addr == spec.addr || m.monitored_addr == spec.addr;
-                    if same_addr && m.quorum == spec.quorum {
-                        return Ok(Outcome::default());
-                    }
-                    return Err(Rejection::invalid("Duplicate master name."));
-                }
-                if self.masters.len() >= lim.max_masters() {
-                    return Err(Rejection::invalid(format!(
-                        "replicated state limit: at most {} masters are monitored (the state must fit one snapshot message)",
-                        lim.max_masters()
-                    )));
-                }
-                self.insert_master(spec, events);
-                Ok(Outcome::default())
-            }
-            Command::Remove { name } => {
-                let m = self.masters.remove(name).ok_or_else(Rejection::not_found)?;
-                // Its history goes with it, or masters added and removed would grow the
-                // state without bound.
-                if lim.on {
-                    self.history.retain(|r| &r.master != name);
-                }
-                events.push(Event::new("-monitor", m.details(), Some(name)));
-                Ok(Outcome::default())
-            }
+            Command::Bootstrap { masters } => self.apply_bootstrap(masters, events),
+            Command::Monitor { spec } => self.apply_monitor(spec, events),
+            Command::Remove { name } => self.apply_remove(name, events),
             Command::Set { name, options } => self.apply_set(name, options, events),
-            Command::Reset { pattern } => {
-                lim.check(check_len("pattern", pattern, MAX_NAME_LEN))?;
-                let mut count = 0;
-                for m in self.masters.values_mut() {
-                    if !glob_match(pattern.as_bytes(), m.name.as_bytes()) {
-                        continue;
-                    }
-                    count += 1;
-                    m.replicas.clear();
-                    m.observations.clear();
-                    m.odown_since_ms = None;
-                    m.failover_request = None;
-                    m.failover = None;
-                    m.reconf = None;
-                    m.recent_failovers_ms.clear();
-                    events.push(Event::new("+reset-master", m.details(), Some(&m.name)));
-                }
-                Ok(Outcome { count })
-            }
+            Command::Reset { pattern } => self.apply_reset(pattern, events),
             Command::Observe {
                 node,
                 master,
@@ -710,113 +652,17 @@ impl ClusterState {
                 down,
                 reason,
                 at_ms,
-            } => {
-                if !self.members.is_empty() && !self.members.get(node).is_some_and(|m| m.voter) {
-                    return Err(Rejection::precondition(format!(
-                        "node {node} is not a voting member"
-                    )));
-                }
-                let m = self.master_mut(master)?;
-                if &m.addr != addr {
-                    return Err(Rejection::precondition(
-                        "observation is about a previous master address",
-                    ));
-                }
-                let was_down = m.observations.get(node).is_some_and(|o| o.down);
-                m.observations.insert(
-                    *node,
-                    Observation {
-                        down: *down,
-                        reason: *reason,
-                        at_ms: *at_ms,
-                        ignored: false,
-                    },
-                );
-                if was_down != *down {
-                    let kind = if *down { "+sdown" } else { "-sdown" };
-                    events.push(Event::new(kind, m.details(), Some(master)).of_node(*node));
-                }
-                m.recompute_odown(*at_ms, events);
-                Ok(Outcome::default())
-            }
-            Command::Replicas { master, replicas } => {
-                let m = self.master_mut(master)?;
-                for r in replicas {
-                    // Bounded state: over-long hosts and replicas past the limit are not
-                    // recorded (the leader proposes what a Redis INFO reports).
-                    if lim.check(check_addr("replica", r)).is_err()
-                        || (m.replicas.len() >= lim.max_replicas() && !m.replicas.contains(r))
-                    {
-                        continue;
-                    }
-                    if r != &m.addr && m.replicas.insert(r.clone()) {
-                        events.push(Event::new(
-                            "+slave",
-                            replica_details(r, &m.name, &m.addr),
-                            Some(master),
-                        ));
-                    }
-                }
-                Ok(Outcome::default())
-            }
+            } => self.apply_observe(node, master, addr, down, reason, at_ms, events),
+            Command::Replicas { master, replicas } => self.apply_replicas(master, replicas, events),
             Command::ForgetReplicas { master, replicas } => {
-                let m = self.master_mut(master)?;
-                // Never the ones a failover is working with.
-                let busy: BTreeSet<&Addr> = m
-                    .failover
-                    .iter()
-                    .map(|f| &f.candidate)
-                    .chain(m.reconf.iter().flat_map(|r| r.replicas.keys()))
-                    .collect();
-                let gone: Vec<Addr> = replicas
-                    .iter()
-                    .filter(|r| m.replicas.contains(*r) && !busy.contains(r))
-                    .cloned()
-                    .collect();
-                for r in &gone {
-                    m.replicas.remove(r);
-                    events.push(Event::new(
-                        "-slave",
-                        replica_details(r, &m.name, &m.addr),
-                        Some(master),
-                    ));
-                }
-                Ok(Outcome {
-                    count: gone.len() as u64,
-                })
+                self.apply_forget_replicas(master, replicas, events)
             }
             Command::FailoverRequest {
                 master,
                 reason,
                 target,
                 at_ms,
-            } => {
-                let index = self.applied_index;
-                let m = self.master_mut(master)?;
-                if *reason == FailoverReason::Odown {
-                    return Err(Rejection::invalid(
-                        "only forced failovers and switchovers can be requested",
-                    ));
-                }
-                if m.failover.is_some() || m.failover_request.is_some() {
-                    return Err(Rejection::precondition(
-                        "INPROG Failover already in progress",
-                    ));
-                }
-                if target.as_ref() == Some(&m.addr) {
-                    return Err(Rejection::invalid("the target is already the master"));
-                }
-                if let Some(t) = target {
-                    lim.check(check_addr("target", t))?;
-                }
-                m.failover_request = Some(FailoverRequestState {
-                    reason: *reason,
-                    target: target.clone(),
-                    at_ms: *at_ms,
-                    index,
-                });
-                Ok(Outcome { count: index })
-            }
+            } => self.apply_failover_request(master, reason, target, at_ms),
             Command::FailoverStart {
                 master,
                 epoch,
@@ -824,393 +670,47 @@ impl ClusterState {
                 reason,
                 leader,
                 at_ms,
-            } => {
-                let current_epoch = self.current_epoch;
-                let m = self.master_mut(master)?;
-                if *epoch <= current_epoch {
-                    return Err(Rejection::precondition(format!(
-                        "stale epoch {epoch}: current epoch is {current_epoch}"
-                    )));
-                }
-                if m.failover.is_some() {
-                    return Err(Rejection::precondition(
-                        "INPROG Failover already in progress",
-                    ));
-                }
-                if candidate == &m.addr {
-                    return Err(Rejection::invalid("the candidate is the current master"));
-                }
-                lim.check(check_addr("candidate", candidate))?;
-                if *reason == FailoverReason::Odown {
-                    if m.paused {
-                        return Err(Rejection::precondition(
-                            "failover is paused for this master",
-                        ));
-                    }
-                    if !m.is_odown() {
-                        return Err(Rejection::precondition("master is not objectively down"));
-                    }
-                    // The decision is checked against the leader's clock: votes that went
-                    // stale since ODOWN was reached (their nodes stopped affirming) do not count.
-                    let fresh = m.down_votes_at(*at_ms);
-                    if fresh < m.quorum as usize {
-                        return Err(Rejection::precondition(format!(
-                            "master is not objectively down: {fresh} of {} down votes are recent",
-                            m.quorum
-                        )));
-                    }
-                    if !m.budget_allows(*at_ms) {
-                        return Err(Rejection::precondition(format!(
-                            "failover budget spent: {} automatic failovers in {} ms",
-                            m.failovers_in_window(*at_ms),
-                            m.failover_budget_window_ms
-                        )));
-                    }
-                    let window = m.failover_budget_window_ms;
-                    m.recent_failovers_ms
-                        .retain(|&t| at_ms.saturating_sub(t) < window);
-                    m.recent_failovers_ms.push(*at_ms);
-                }
-                if *reason != FailoverReason::Odown {
-                    m.failover_request = None;
-                }
-                m.failover = Some(FailoverState {
-                    epoch: *epoch,
-                    candidate: candidate.clone(),
-                    reason: *reason,
-                    leader: *leader,
-                    started_at_ms: *at_ms,
-                });
-                let details = m.details();
-                let cand = replica_details(candidate, &m.name, &m.addr);
-                let from = m.addr.clone();
-                let name = Some(master.as_str());
-                events.push(Event::new("+new-epoch", epoch.to_string(), name));
-                events.push(Event::new("+try-failover", details.clone(), name));
-                events.push(Event::new("+elected-leader", details.clone(), name));
-                events.push(Event::new("+failover-state-select-slave", details, name));
-                events.push(Event::new("+selected-slave", cand.clone(), name));
-                events.push(Event::new("+failover-state-send-slaveof-noone", cand, name));
-                self.current_epoch = *epoch;
-                self.push_history(FailoverRecord {
-                    master: master.clone(),
-                    epoch: *epoch,
-                    reason: *reason,
-                    from,
-                    candidate: Some(candidate.clone()),
-                    leader: *leader,
-                    started_at_ms: *at_ms,
-                    promoted_at_ms: None,
-                    promoted_index: None,
-                    ended_at_ms: None,
-                    outcome: "running".into(),
-                });
-                Ok(Outcome::default())
-            }
+            } => self.apply_failover_start(master, epoch, candidate, reason, leader, at_ms, events),
             Command::FailoverDone {
                 master,
                 epoch,
                 new_addr,
                 at_ms,
-            } => {
-                let m = self.master_mut(master)?;
-                let f = match &m.failover {
-                    Some(f) if f.epoch == *epoch && &f.candidate == new_addr => f.clone(),
-                    _ => {
-                        return Err(Rejection::precondition(format!(
-                            "no failover of epoch {epoch} promoting {new_addr}"
-                        )))
-                    }
-                };
-                let old = m.addr.clone();
-                events.push(Event::new(
-                    "+promoted-slave",
-                    replica_details(new_addr, &m.name, &old),
-                    Some(master),
-                ));
-                events.push(Event::new(
-                    "+failover-state-reconf-slaves",
-                    m.details(),
-                    Some(master),
-                ));
-                m.addr = new_addr.clone();
-                m.config_epoch = *epoch;
-                m.replicas.remove(new_addr);
-                m.replicas.insert(old.clone());
-                m.observations.clear();
-                m.odown_since_ms = None;
-                m.failover = None;
-                m.reconf = Some(ReconfState {
-                    epoch: *epoch,
-                    started_at_ms: f.started_at_ms,
-                    old_addr: old.clone(),
-                    replicas: BTreeMap::new(),
-                });
-                events.push(
-                    Event::new(
-                        "+switch-master",
-                        format!(
-                            "{master} {} {} {} {}",
-                            old.host, old.port, new_addr.host, new_addr.port
-                        ),
-                        Some(master),
-                    )
-                    .of_switch(*epoch, f.leader),
-                );
-                for r in &m.replicas {
-                    events.push(Event::new(
-                        "+slave",
-                        replica_details(r, &m.name, &m.addr),
-                        Some(master),
-                    ));
-                }
-                let index = self.applied_index;
-                if let Some(rec) = self.history_mut(master, *epoch) {
-                    rec.promoted_at_ms = Some(*at_ms);
-                    rec.promoted_index = Some(index);
-                    rec.outcome = "promoted".into();
-                }
-                Ok(Outcome::default())
-            }
+            } => self.apply_failover_done(master, epoch, new_addr, at_ms, events),
             Command::FailoverAbort {
                 master,
                 epoch,
                 why,
                 at_ms,
-            } => {
-                let current_epoch = self.current_epoch;
-                let m = self.master_mut(master)?;
-                let code = why.split(':').next().unwrap_or("").trim();
-                let kind = match code {
-                    "no-good-slave" | "slave-timeout" | "not-elected" => {
-                        format!("-failover-abort-{code}")
-                    }
-                    _ => "-failover-abort".to_string(),
-                };
-                match &m.failover {
-                    Some(f) if f.epoch == *epoch => {
-                        m.failover = None;
-                        events.push(Event::new(kind, m.details(), Some(master)));
-                        if let Some(rec) = self.history_mut(master, *epoch) {
-                            rec.ended_at_ms = Some(*at_ms);
-                            rec.outcome = format!("aborted: {}", lim.reason(why));
-                        }
-                        Ok(Outcome::default())
-                    }
-                    // Epoch 0: a failover that could not even start (no candidate). Recorded
-                    // in history so operators can see why nothing happened; state unchanged.
-                    None if *epoch == 0 => {
-                        let from = m.addr.clone();
-                        let reason = m
-                            .failover_request
-                            .take()
-                            .map_or(FailoverReason::Odown, |r| r.reason);
-                        events.push(Event::new(kind, m.details(), Some(master)));
-                        self.push_history(FailoverRecord {
-                            master: master.clone(),
-                            epoch: current_epoch,
-                            reason,
-                            from,
-                            candidate: None,
-                            leader: 0,
-                            started_at_ms: *at_ms,
-                            promoted_at_ms: None,
-                            promoted_index: None,
-                            ended_at_ms: Some(*at_ms),
-                            outcome: format!("aborted: {}", lim.reason(why)),
-                        });
-                        Ok(Outcome::default())
-                    }
-                    _ => Err(Rejection::precondition(format!(
-                        "no failover of epoch {epoch} in progress"
-                    ))),
-                }
-            }
+            } => self.apply_failover_abort(master, epoch, why, at_ms, events),
             Command::Reconf {
                 master,
                 epoch,
                 replica,
                 stage,
-            } => {
-                let m = self.master_mut(master)?;
-                let addr = m.addr.clone();
-                let name = m.name.clone();
-                let r = match &mut m.reconf {
-                    Some(r) if r.epoch == *epoch => r,
-                    _ => {
-                        return Err(Rejection::precondition(format!(
-                            "no reconfiguration of epoch {epoch}"
-                        )))
-                    }
-                };
-                if r.replicas.get(replica) == Some(stage) {
-                    return Ok(Outcome::default());
-                }
-                lim.check(check_addr("replica", replica))?;
-                if r.replicas.len() > lim.max_replicas() && !r.replicas.contains_key(replica) {
-                    return Err(Rejection::invalid(format!(
-                        "at most {} replicas are tracked in one reconfiguration",
-                        lim.max_replicas() + 1
-                    )));
-                }
-                r.replicas.insert(replica.clone(), *stage);
-                let kind = match stage {
-                    ReconfStage::Sent => "+slave-reconf-sent",
-                    ReconfStage::InProgress => "+slave-reconf-inprog",
-                    ReconfStage::Done => "+slave-reconf-done",
-                    ReconfStage::TimedOut => "-slave-reconf-sent-timeout",
-                };
-                events.push(Event::new(
-                    kind,
-                    replica_details(replica, &name, &addr),
-                    Some(master),
-                ));
-                Ok(Outcome::default())
-            }
+            } => self.apply_reconf(master, epoch, replica, stage, events),
             Command::FailoverEnd {
                 master,
                 epoch,
                 timed_out,
                 at_ms,
-            } => {
-                let m = self.master_mut(master)?;
-                if !matches!(&m.reconf, Some(r) if r.epoch == *epoch) {
-                    return Err(Rejection::precondition(format!(
-                        "no reconfiguration of epoch {epoch}"
-                    )));
-                }
-                m.reconf = None;
-                if *timed_out {
-                    events.push(Event::new(
-                        "+failover-end-for-timeout",
-                        m.details(),
-                        Some(master),
-                    ));
-                }
-                events.push(Event::new("+failover-end", m.details(), Some(master)));
-                if let Some(rec) = self.history_mut(master, *epoch) {
-                    rec.ended_at_ms = Some(*at_ms);
-                    rec.outcome = if *timed_out { "timed_out" } else { "ended" }.into();
-                }
-                Ok(Outcome::default())
-            }
+            } => self.apply_failover_end(master, epoch, timed_out, at_ms, events),
             Command::Fence {
                 master,
                 epoch,
                 instance,
                 kind,
-            } => {
-                let m = self.master_mut(master)?;
-                if m.config_epoch != *epoch || m.failover.is_some() {
-                    return Err(Rejection::precondition(
-                        "the master changed since the fencing decision",
-                    ));
-                }
-                if instance == &m.addr {
-                    return Err(Rejection::invalid("cannot fence the current master"));
-                }
-                lim.check(check_addr("instance", instance))?;
-                // A demoted instance is a replica from now on (while the bound allows).
-                if m.replicas.len() < lim.max_replicas() {
-                    m.replicas.insert(instance.clone());
-                }
-                let event = match kind {
-                    FenceKind::ConvertToSlave => "+convert-to-slave",
-                    FenceKind::FixSlaveConfig => "+fix-slave-config",
-                };
-                events.push(Event::new(
-                    event,
-                    replica_details(instance, &m.name, &m.addr),
-                    Some(master),
-                ));
-                Ok(Outcome::default())
-            }
-            Command::Pause { master } => {
-                let m = self.master_mut(master)?;
-                if !m.paused {
-                    m.paused = true;
-                    events.push(Event::new("+pause-failover", m.details(), Some(master)));
-                }
-                Ok(Outcome::default())
-            }
-            Command::Resume { master } => {
-                let m = self.master_mut(master)?;
-                if m.paused {
-                    m.paused = false;
-                    events.push(Event::new("-pause-failover", m.details(), Some(master)));
-                }
-                Ok(Outcome::default())
-            }
-            Command::ClusterVersion { version } => {
-                let readers = self
-                    .members
-                    .iter()
-                    .filter(|(_, m)| {
-                        m.info.command_version.unwrap_or(super::BASE_VERSION) < *version
-                    })
-                    .map(|(id, _)| id.to_string())
-                    .collect::<Vec<_>>();
-                if !readers.is_empty() {
-                    return Err(Rejection {
-                        kind: RejectKind::Precondition,
-                        message: format!(
-                            "nodes {} do not read command format {version}",
-                            readers.join(", ")
-                        ),
-                    });
-                }
-                if *version > self.cluster_version() {
-                    self.cluster_version = *version;
-                    events.push(Event::new(
-                        "+cluster-version",
-                        format!("command format {version}"),
-                        None,
-                    ));
-                }
-                Ok(Outcome::default())
-            }
+            } => self.apply_fence(master, epoch, instance, kind, events),
+            Command::Pause { master } => self.apply_pause(master, events),
+            Command::Resume { master } => self.apply_resume(master, events),
+            Command::ClusterVersion { version } => self.apply_cluster_version(version, events),
             Command::SyncHold {
                 master,
                 instance,
                 node,
                 original,
                 at_ms,
-            } => {
-                match original {
-                    Some((diskless, delay)) => {
-                        check_len("repl-diskless-sync", diskless, MAX_SYNC_VALUE_LEN)?;
-                        check_len("repl-diskless-sync-delay", delay, MAX_SYNC_VALUE_LEN)?;
-                        let m = self.masters.get(master).ok_or_else(Rejection::not_found)?;
-                        // The first record wins: a later one may have read the hold itself.
-                        if !self.sync_holds.contains_key(instance) {
-                            if self.sync_holds.len() >= MAX_SYNC_HOLDS {
-                                return Err(Rejection::precondition("too many sync holds"));
-                            }
-                            let rec = SyncHoldRecord {
-                                master: master.clone(),
-                                owner: *node,
-                                diskless_sync: diskless.clone(),
-                                diskless_sync_delay: delay.clone(),
-                                since_ms: *at_ms,
-                                auth_user: m.auth_user.clone(),
-                                auth_pass: m.auth_pass.clone(),
-                                tls: m.tls,
-                            };
-                            self.sync_holds.insert(instance.clone(), rec);
-                        }
-                    }
-                    None => {
-                        if self
-                            .sync_holds
-                            .get(instance)
-                            .is_some_and(|r| &r.master == master)
-                        {
-                            self.sync_holds.remove(instance);
-                        }
-                    }
-                }
-                Ok(Outcome::default())
-            }
+            } => self.apply_sync_hold(master, instance, node, original, at_ms),
             Command::Announce { node, info } => match self.members.get_mut(node) {
                 Some(m) => {
                     for (what, v) in [
@@ -1244,6 +744,652 @@ impl ClusterState {
                 }),
             },
         }
+    }
+
+    fn apply_bootstrap(
+        &mut self,
+        masters: &[MasterSpec],
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        if self.bootstrapped {
+            return Ok(Outcome::default());
+        }
+        for spec in masters {
+            if validate_spec(spec, lim).is_ok()
+                && !self.masters.contains_key(&spec.name)
+                && self.masters.len() < lim.max_masters()
+            {
+                self.insert_master(spec, events);
+            }
+        }
+        self.bootstrapped = true;
+        Ok(Outcome::default())
+    }
+
+    fn apply_monitor(
+        &mut self,
+        spec: &MasterSpec,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        validate_spec(spec, lim)?;
+        if let Some(m) = self.masters.get(&spec.name) {
+            let same_addr = m.addr == spec.addr || m.monitored_addr == spec.addr;
+            if same_addr && m.quorum == spec.quorum {
+                return Ok(Outcome::default());
+            }
+            return Err(Rejection::invalid("Duplicate master name."));
+        }
+        if self.masters.len() >= lim.max_masters() {
+            return Err(Rejection::invalid(format!(
+                "replicated state limit: at most {} masters are monitored (the state must fit one snapshot message)",
+                lim.max_masters()
+            )));
+        }
+        self.insert_master(spec, events);
+        Ok(Outcome::default())
+    }
+
+    fn apply_remove(&mut self, name: &str, events: &mut Vec<Event>) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let m = self.masters.remove(name).ok_or_else(Rejection::not_found)?;
+        // Its history goes with it, or masters added and removed would grow the
+        // state without bound.
+        if lim.on {
+            self.history.retain(|r| r.master != name);
+        }
+        events.push(Event::new("-monitor", m.details(), Some(name)));
+        Ok(Outcome::default())
+    }
+
+    fn apply_reset(
+        &mut self,
+        pattern: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        lim.check(check_len("pattern", pattern, MAX_NAME_LEN))?;
+        let mut count = 0;
+        for m in self.masters.values_mut() {
+            if !glob_match(pattern.as_bytes(), m.name.as_bytes()) {
+                continue;
+            }
+            count += 1;
+            m.replicas.clear();
+            m.observations.clear();
+            m.odown_since_ms = None;
+            m.failover_request = None;
+            m.failover = None;
+            m.reconf = None;
+            m.recent_failovers_ms.clear();
+            events.push(Event::new("+reset-master", m.details(), Some(&m.name)));
+        }
+        Ok(Outcome { count })
+    }
+
+    // One parameter per field of the command, as for every other apply_*.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_observe(
+        &mut self,
+        node: &NodeId,
+        master: &str,
+        addr: &Addr,
+        down: &bool,
+        reason: &ObserveReason,
+        at_ms: &u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        if !self.members.is_empty() && !self.members.get(node).is_some_and(|m| m.voter) {
+            return Err(Rejection::precondition(format!(
+                "node {node} is not a voting member"
+            )));
+        }
+        let m = self.master_mut(master)?;
+        if &m.addr != addr {
+            return Err(Rejection::precondition(
+                "observation is about a previous master address",
+            ));
+        }
+        let was_down = m.observations.get(node).is_some_and(|o| o.down);
+        m.observations.insert(
+            *node,
+            Observation {
+                down: *down,
+                reason: *reason,
+                at_ms: *at_ms,
+                ignored: false,
+            },
+        );
+        if was_down != *down {
+            let kind = if *down { "+sdown" } else { "-sdown" };
+            events.push(Event::new(kind, m.details(), Some(master)).of_node(*node));
+        }
+        m.recompute_odown(*at_ms, events);
+        Ok(Outcome::default())
+    }
+
+    fn apply_replicas(
+        &mut self,
+        master: &str,
+        replicas: &[Addr],
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let m = self.master_mut(master)?;
+        for r in replicas {
+            // Bounded state: over-long hosts and replicas past the limit are not
+            // recorded (the leader proposes what a Redis INFO reports).
+            if lim.check(check_addr("replica", r)).is_err()
+                || (m.replicas.len() >= lim.max_replicas() && !m.replicas.contains(r))
+            {
+                continue;
+            }
+            if r != &m.addr && m.replicas.insert(r.clone()) {
+                events.push(Event::new(
+                    "+slave",
+                    replica_details(r, &m.name, &m.addr),
+                    Some(master),
+                ));
+            }
+        }
+        Ok(Outcome::default())
+    }
+
+    fn apply_forget_replicas(
+        &mut self,
+        master: &str,
+        replicas: &[Addr],
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let m = self.master_mut(master)?;
+        // Never the ones a failover is working with.
+        let busy: BTreeSet<&Addr> = m
+            .failover
+            .iter()
+            .map(|f| &f.candidate)
+            .chain(m.reconf.iter().flat_map(|r| r.replicas.keys()))
+            .collect();
+        let gone: Vec<Addr> = replicas
+            .iter()
+            .filter(|r| m.replicas.contains(*r) && !busy.contains(r))
+            .cloned()
+            .collect();
+        for r in &gone {
+            m.replicas.remove(r);
+            events.push(Event::new(
+                "-slave",
+                replica_details(r, &m.name, &m.addr),
+                Some(master),
+            ));
+        }
+        Ok(Outcome {
+            count: gone.len() as u64,
+        })
+    }
+
+    fn apply_failover_request(
+        &mut self,
+        master: &str,
+        reason: &FailoverReason,
+        target: &Option<Addr>,
+        at_ms: &u64,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let index = self.applied_index;
+        let m = self.master_mut(master)?;
+        if *reason == FailoverReason::Odown {
+            return Err(Rejection::invalid(
+                "only forced failovers and switchovers can be requested",
+            ));
+        }
+        if m.failover.is_some() || m.failover_request.is_some() {
+            return Err(Rejection::precondition(
+                "INPROG Failover already in progress",
+            ));
+        }
+        if target.as_ref() == Some(&m.addr) {
+            return Err(Rejection::invalid("the target is already the master"));
+        }
+        if let Some(t) = target {
+            lim.check(check_addr("target", t))?;
+        }
+        m.failover_request = Some(FailoverRequestState {
+            reason: *reason,
+            target: target.clone(),
+            at_ms: *at_ms,
+            index,
+        });
+        Ok(Outcome { count: index })
+    }
+
+    // One parameter per field of the command, as for every other apply_*.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_failover_start(
+        &mut self,
+        master: &str,
+        epoch: &Epoch,
+        candidate: &Addr,
+        reason: &FailoverReason,
+        leader: &NodeId,
+        at_ms: &u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let current_epoch = self.current_epoch;
+        let m = self.master_mut(master)?;
+        if *epoch <= current_epoch {
+            return Err(Rejection::precondition(format!(
+                "stale epoch {epoch}: current epoch is {current_epoch}"
+            )));
+        }
+        if m.failover.is_some() {
+            return Err(Rejection::precondition(
+                "INPROG Failover already in progress",
+            ));
+        }
+        if candidate == &m.addr {
+            return Err(Rejection::invalid("the candidate is the current master"));
+        }
+        lim.check(check_addr("candidate", candidate))?;
+        if *reason == FailoverReason::Odown {
+            if m.paused {
+                return Err(Rejection::precondition(
+                    "failover is paused for this master",
+                ));
+            }
+            if !m.is_odown() {
+                return Err(Rejection::precondition("master is not objectively down"));
+            }
+            // The decision is checked against the leader's clock: votes that went
+            // stale since ODOWN was reached (their nodes stopped affirming) do not count.
+            let fresh = m.down_votes_at(*at_ms);
+            if fresh < m.quorum as usize {
+                return Err(Rejection::precondition(format!(
+                    "master is not objectively down: {fresh} of {} down votes are recent",
+                    m.quorum
+                )));
+            }
+            if !m.budget_allows(*at_ms) {
+                return Err(Rejection::precondition(format!(
+                    "failover budget spent: {} automatic failovers in {} ms",
+                    m.failovers_in_window(*at_ms),
+                    m.failover_budget_window_ms
+                )));
+            }
+            let window = m.failover_budget_window_ms;
+            m.recent_failovers_ms
+                .retain(|&t| at_ms.saturating_sub(t) < window);
+            m.recent_failovers_ms.push(*at_ms);
+        }
+        if *reason != FailoverReason::Odown {
+            m.failover_request = None;
+        }
+        m.failover = Some(FailoverState {
+            epoch: *epoch,
+            candidate: candidate.clone(),
+            reason: *reason,
+            leader: *leader,
+            started_at_ms: *at_ms,
+        });
+        let details = m.details();
+        let cand = replica_details(candidate, &m.name, &m.addr);
+        let from = m.addr.clone();
+        let name = Some(master);
+        events.push(Event::new("+new-epoch", epoch.to_string(), name));
+        events.push(Event::new("+try-failover", details.clone(), name));
+        events.push(Event::new("+elected-leader", details.clone(), name));
+        events.push(Event::new("+failover-state-select-slave", details, name));
+        events.push(Event::new("+selected-slave", cand.clone(), name));
+        events.push(Event::new("+failover-state-send-slaveof-noone", cand, name));
+        self.current_epoch = *epoch;
+        self.push_history(FailoverRecord {
+            master: master.to_string(),
+            epoch: *epoch,
+            reason: *reason,
+            from,
+            candidate: Some(candidate.clone()),
+            leader: *leader,
+            started_at_ms: *at_ms,
+            promoted_at_ms: None,
+            promoted_index: None,
+            ended_at_ms: None,
+            outcome: "running".into(),
+        });
+        Ok(Outcome::default())
+    }
+
+    fn apply_failover_done(
+        &mut self,
+        master: &str,
+        epoch: &Epoch,
+        new_addr: &Addr,
+        at_ms: &u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let m = self.master_mut(master)?;
+        let f = match &m.failover {
+            Some(f) if f.epoch == *epoch && &f.candidate == new_addr => f.clone(),
+            _ => {
+                return Err(Rejection::precondition(format!(
+                    "no failover of epoch {epoch} promoting {new_addr}"
+                )))
+            }
+        };
+        let old = m.addr.clone();
+        events.push(Event::new(
+            "+promoted-slave",
+            replica_details(new_addr, &m.name, &old),
+            Some(master),
+        ));
+        events.push(Event::new(
+            "+failover-state-reconf-slaves",
+            m.details(),
+            Some(master),
+        ));
+        m.addr = new_addr.clone();
+        m.config_epoch = *epoch;
+        m.replicas.remove(new_addr);
+        m.replicas.insert(old.clone());
+        m.observations.clear();
+        m.odown_since_ms = None;
+        m.failover = None;
+        m.reconf = Some(ReconfState {
+            epoch: *epoch,
+            started_at_ms: f.started_at_ms,
+            old_addr: old.clone(),
+            replicas: BTreeMap::new(),
+        });
+        events.push(
+            Event::new(
+                "+switch-master",
+                format!(
+                    "{master} {} {} {} {}",
+                    old.host, old.port, new_addr.host, new_addr.port
+                ),
+                Some(master),
+            )
+            .of_switch(*epoch, f.leader),
+        );
+        for r in &m.replicas {
+            events.push(Event::new(
+                "+slave",
+                replica_details(r, &m.name, &m.addr),
+                Some(master),
+            ));
+        }
+        let index = self.applied_index;
+        if let Some(rec) = self.history_mut(master, *epoch) {
+            rec.promoted_at_ms = Some(*at_ms);
+            rec.promoted_index = Some(index);
+            rec.outcome = "promoted".into();
+        }
+        Ok(Outcome::default())
+    }
+
+    fn apply_failover_abort(
+        &mut self,
+        master: &str,
+        epoch: &Epoch,
+        why: &str,
+        at_ms: &u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let current_epoch = self.current_epoch;
+        let m = self.master_mut(master)?;
+        let code = why.split(':').next().unwrap_or("").trim();
+        let kind = match code {
+            "no-good-slave" | "slave-timeout" | "not-elected" => {
+                format!("-failover-abort-{code}")
+            }
+            _ => "-failover-abort".to_string(),
+        };
+        match &m.failover {
+            Some(f) if f.epoch == *epoch => {
+                m.failover = None;
+                events.push(Event::new(kind, m.details(), Some(master)));
+                if let Some(rec) = self.history_mut(master, *epoch) {
+                    rec.ended_at_ms = Some(*at_ms);
+                    rec.outcome = format!("aborted: {}", lim.reason(why));
+                }
+                Ok(Outcome::default())
+            }
+            // Epoch 0: a failover that could not even start (no candidate). Recorded
+            // in history so operators can see why nothing happened; state unchanged.
+            None if *epoch == 0 => {
+                let from = m.addr.clone();
+                let reason = m
+                    .failover_request
+                    .take()
+                    .map_or(FailoverReason::Odown, |r| r.reason);
+                events.push(Event::new(kind, m.details(), Some(master)));
+                self.push_history(FailoverRecord {
+                    master: master.to_string(),
+                    epoch: current_epoch,
+                    reason,
+                    from,
+                    candidate: None,
+                    leader: 0,
+                    started_at_ms: *at_ms,
+                    promoted_at_ms: None,
+                    promoted_index: None,
+                    ended_at_ms: Some(*at_ms),
+                    outcome: format!("aborted: {}", lim.reason(why)),
+                });
+                Ok(Outcome::default())
+            }
+            _ => Err(Rejection::precondition(format!(
+                "no failover of epoch {epoch} in progress"
+            ))),
+        }
+    }
+
+    fn apply_reconf(
+        &mut self,
+        master: &str,
+        epoch: &Epoch,
+        replica: &Addr,
+        stage: &ReconfStage,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let m = self.master_mut(master)?;
+        let addr = m.addr.clone();
+        let name = m.name.clone();
+        let r = match &mut m.reconf {
+            Some(r) if r.epoch == *epoch => r,
+            _ => {
+                return Err(Rejection::precondition(format!(
+                    "no reconfiguration of epoch {epoch}"
+                )))
+            }
+        };
+        if r.replicas.get(replica) == Some(stage) {
+            return Ok(Outcome::default());
+        }
+        lim.check(check_addr("replica", replica))?;
+        if r.replicas.len() > lim.max_replicas() && !r.replicas.contains_key(replica) {
+            return Err(Rejection::invalid(format!(
+                "at most {} replicas are tracked in one reconfiguration",
+                lim.max_replicas() + 1
+            )));
+        }
+        r.replicas.insert(replica.clone(), *stage);
+        let kind = match stage {
+            ReconfStage::Sent => "+slave-reconf-sent",
+            ReconfStage::InProgress => "+slave-reconf-inprog",
+            ReconfStage::Done => "+slave-reconf-done",
+            ReconfStage::TimedOut => "-slave-reconf-sent-timeout",
+        };
+        events.push(Event::new(
+            kind,
+            replica_details(replica, &name, &addr),
+            Some(master),
+        ));
+        Ok(Outcome::default())
+    }
+
+    fn apply_failover_end(
+        &mut self,
+        master: &str,
+        epoch: &Epoch,
+        timed_out: &bool,
+        at_ms: &u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let m = self.master_mut(master)?;
+        if !matches!(&m.reconf, Some(r) if r.epoch == *epoch) {
+            return Err(Rejection::precondition(format!(
+                "no reconfiguration of epoch {epoch}"
+            )));
+        }
+        m.reconf = None;
+        if *timed_out {
+            events.push(Event::new(
+                "+failover-end-for-timeout",
+                m.details(),
+                Some(master),
+            ));
+        }
+        events.push(Event::new("+failover-end", m.details(), Some(master)));
+        if let Some(rec) = self.history_mut(master, *epoch) {
+            rec.ended_at_ms = Some(*at_ms);
+            rec.outcome = if *timed_out { "timed_out" } else { "ended" }.into();
+        }
+        Ok(Outcome::default())
+    }
+
+    fn apply_fence(
+        &mut self,
+        master: &str,
+        epoch: &Epoch,
+        instance: &Addr,
+        kind: &FenceKind,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let lim = self.limits();
+        let m = self.master_mut(master)?;
+        if m.config_epoch != *epoch || m.failover.is_some() {
+            return Err(Rejection::precondition(
+                "the master changed since the fencing decision",
+            ));
+        }
+        if instance == &m.addr {
+            return Err(Rejection::invalid("cannot fence the current master"));
+        }
+        lim.check(check_addr("instance", instance))?;
+        // A demoted instance is a replica from now on (while the bound allows).
+        if m.replicas.len() < lim.max_replicas() {
+            m.replicas.insert(instance.clone());
+        }
+        let event = match kind {
+            FenceKind::ConvertToSlave => "+convert-to-slave",
+            FenceKind::FixSlaveConfig => "+fix-slave-config",
+        };
+        events.push(Event::new(
+            event,
+            replica_details(instance, &m.name, &m.addr),
+            Some(master),
+        ));
+        Ok(Outcome::default())
+    }
+
+    fn apply_pause(&mut self, master: &str, events: &mut Vec<Event>) -> Result<Outcome, Rejection> {
+        let m = self.master_mut(master)?;
+        if !m.paused {
+            m.paused = true;
+            events.push(Event::new("+pause-failover", m.details(), Some(master)));
+        }
+        Ok(Outcome::default())
+    }
+
+    fn apply_resume(
+        &mut self,
+        master: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let m = self.master_mut(master)?;
+        if m.paused {
+            m.paused = false;
+            events.push(Event::new("-pause-failover", m.details(), Some(master)));
+        }
+        Ok(Outcome::default())
+    }
+
+    fn apply_cluster_version(
+        &mut self,
+        version: &u32,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, Rejection> {
+        let readers = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.info.command_version.unwrap_or(super::BASE_VERSION) < *version)
+            .map(|(id, _)| id.to_string())
+            .collect::<Vec<_>>();
+        if !readers.is_empty() {
+            return Err(Rejection {
+                kind: RejectKind::Precondition,
+                message: format!(
+                    "nodes {} do not read command format {version}",
+                    readers.join(", ")
+                ),
+            });
+        }
+        if *version > self.cluster_version() {
+            self.cluster_version = *version;
+            events.push(Event::new(
+                "+cluster-version",
+                format!("command format {version}"),
+                None,
+            ));
+        }
+        Ok(Outcome::default())
+    }
+
+    fn apply_sync_hold(
+        &mut self,
+        master: &str,
+        instance: &Addr,
+        node: &NodeId,
+        original: &Option<(String, String)>,
+        at_ms: &u64,
+    ) -> Result<Outcome, Rejection> {
+        match original {
+            Some((diskless, delay)) => {
+                check_len("repl-diskless-sync", diskless, MAX_SYNC_VALUE_LEN)?;
+                check_len("repl-diskless-sync-delay", delay, MAX_SYNC_VALUE_LEN)?;
+                let m = self.masters.get(master).ok_or_else(Rejection::not_found)?;
+                // The first record wins: a later one may have read the hold itself.
+                if !self.sync_holds.contains_key(instance) {
+                    if self.sync_holds.len() >= MAX_SYNC_HOLDS {
+                        return Err(Rejection::precondition("too many sync holds"));
+                    }
+                    let rec = SyncHoldRecord {
+                        master: master.to_string(),
+                        owner: *node,
+                        diskless_sync: diskless.clone(),
+                        diskless_sync_delay: delay.clone(),
+                        since_ms: *at_ms,
+                        auth_user: m.auth_user.clone(),
+                        auth_pass: m.auth_pass.clone(),
+                        tls: m.tls,
+                    };
+                    self.sync_holds.insert(instance.clone(), rec);
+                }
+            }
+            None => {
+                if self
+                    .sync_holds
+                    .get(instance)
+                    .is_some_and(|r| r.master == master)
+                {
+                    self.sync_holds.remove(instance);
+                }
+            }
+        }
+        Ok(Outcome::default())
     }
 
     fn insert_master(&mut self, spec: &MasterSpec, events: &mut Vec<Event>) {
