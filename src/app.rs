@@ -44,6 +44,9 @@ pub enum AppError {
     /// TLS files or settings are unusable.
     #[error("tls: {0}")]
     Tls(String),
+    /// The monitor's runtime could not be started.
+    #[error("cannot start the monitor runtime: {0}")]
+    Runtime(std::io::Error),
     /// A port could not be bound.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -65,6 +68,17 @@ pub struct Node {
     pub monitor_view: tokio::sync::watch::Receiver<Arc<crate::monitor::MonitorView>>,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The runtime of the monitor and the failover executor (see [`Node::start`]).
+    probe_rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (which blocks) inside another runtime.
+        if let Some(rt) = self.probe_rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Node {
@@ -205,17 +219,29 @@ impl Node {
             crate::monitor::acl::run(raft.clone(), shutdown.clone())
                 .instrument(info_span!("redis_acl_check")),
         ));
-        // Monitoring runs on every node; the failover executor acts only on the leader.
+        // Monitoring runs on every node; the failover executor acts only on the leader. Both
+        // run on their own runtime and thread (as the Raft node does), so that thousands of
+        // client connections on the shared runtime cannot delay a probe's PING (a late reply
+        // counts towards down-after) or the steps of a failover. Everything they spawn
+        // (probes, discovery, holds) lands there too.
         // Node-local timing knobs, set at run time with SENTINEL DEBUG.
         let tuning = Arc::new(crate::tuning::Tuning::default());
-        let (monitor_view, monitor_task) =
-            crate::monitor::spawn(raft.clone(), tuning.clone(), shutdown.clone());
+        let probe_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("monitor-{}", cfg.node_id))
+            .enable_all()
+            .build()
+            .map_err(AppError::Runtime)?;
+        let (monitor_view, monitor_task, failover_task) = {
+            let _on_probe_rt = probe_rt.enter();
+            let (view, monitor_task) =
+                crate::monitor::spawn(raft.clone(), tuning.clone(), shutdown.clone());
+            let failover_task =
+                crate::failover::spawn(raft.clone(), view.clone(), shutdown.clone());
+            (view, monitor_task, failover_task)
+        };
         tasks.push(monitor_task);
-        tasks.push(crate::failover::spawn(
-            raft.clone(),
-            monitor_view.clone(),
-            shutdown.clone(),
-        ));
+        tasks.push(failover_task);
 
         // Notification and client-reconfig scripts, on every node.
         let scripts = Arc::new(crate::scripts::Scripts::default());
@@ -349,13 +375,14 @@ impl Node {
             monitor_view,
             trigger,
             tasks,
+            probe_rt: Some(probe_rt),
         })
     }
 
     /// Stops every task and waits for them (bounded by a grace period).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.trigger.trigger();
-        let all = futures::future::join_all(self.tasks);
+        let all = futures::future::join_all(std::mem::take(&mut self.tasks));
         if tokio::time::timeout(GRACE, all).await.is_err() {
             error!("tasks did not stop within {GRACE:?}");
         }
