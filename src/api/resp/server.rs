@@ -249,6 +249,23 @@ async fn next_event(
     }
 }
 
+/// Waits (briefly) until this node's published state includes entry `index`. The Raft task
+/// sends an entry's events just before it publishes the state they describe; a client that
+/// reacts to an event by asking this node (Lettuce refreshes on `+switch-master`) must be
+/// answered from that state, as Sentinel updates its state before it publishes.
+async fn state_includes(sh: &Shared, index: u64) {
+    if sh.ctx.raft.state().applied_index >= index {
+        return;
+    }
+    let mut w = sh.ctx.raft.watch_state();
+    // Bounded: an event must never be held back for long, whatever happens to the state.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        w.wait_for(|st| st.applied_index >= index),
+    )
+    .await;
+}
+
 async fn idle(limit: Option<Duration>) {
     match limit {
         Some(d) => tokio::time::sleep(d).await,
@@ -396,20 +413,21 @@ async fn serve_client(
             _ = s.handle.kill.notified() => return Close::Killed,
             ev = next_event(&mut s.events) => match ev {
                 Ok(ev) => {
-                    for f in pubsub::deliver(&ev, s, me) {
-                        conn.push(&f, s.proto);
-                    }
                     // Coalesce whatever else is already queued into the same write.
+                    let mut batch = vec![ev];
                     for _ in 0..EVENT_BATCH {
                         let Some(rx) = s.events.as_mut() else { break };
                         match rx.try_recv() {
-                            Ok(ev) => {
-                                for f in pubsub::deliver(&ev, s, me) {
-                                    conn.push(&f, s.proto);
-                                }
-                            }
+                            Ok(ev) => batch.push(ev),
                             Err(broadcast::error::TryRecvError::Lagged(n)) => return Close::Lagged(n),
                             Err(_) => break,
+                        }
+                    }
+                    let last = batch.last().map_or(0, |ev| ev.index);
+                    state_includes(sh, last).await;
+                    for ev in &batch {
+                        for f in pubsub::deliver(ev, s, me) {
+                            conn.push(&f, s.proto);
                         }
                     }
                 }
