@@ -35,6 +35,10 @@ use crate::model::NodeId;
 
 const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// The state machine, apart from `meta`: redb keeps a value in its table's leaf page, and a
+/// state of many masters in `meta` made every hard state update rewrite pages of its size.
+/// (Older data dirs have it as `meta`'s `state`; it moves here at the next checkpoint.)
+const STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("state");
 
 /// File name inside `data_dir`.
 pub const DB_FILE: &str = "raft.redb";
@@ -247,6 +251,7 @@ impl DiskStore {
         {
             let mut meta = tx.open_table(META).map_err(redb::Error::from)?;
             let _ = tx.open_table(LOG).map_err(redb::Error::from)?;
+            let _ = tx.open_table(STATE).map_err(redb::Error::from)?;
             let get = |meta: &redb::Table<'_, &str, &[u8]>,
                        k: &str|
              -> Result<Option<Vec<u8>>, redb::Error> {
@@ -296,6 +301,7 @@ impl DiskStore {
         let rtx = self.db.begin_read().map_err(redb::Error::from)?;
         let meta = rtx.open_table(META).map_err(redb::Error::from)?;
         let log = rtx.open_table(LOG).map_err(redb::Error::from)?;
+        let state_table = rtx.open_table(STATE).map_err(redb::Error::from)?;
         let get = |k: &str| -> Result<Option<Vec<u8>>, LoadError> {
             Ok(meta
                 .get(k)
@@ -325,7 +331,11 @@ impl DiskStore {
             Some(v) => VoteGuard::from_bytes(&v).map_err(LoadError::Corrupt)?,
             None => VoteGuard::default(),
         };
-        let state = match get("state")? {
+        let saved_state = match state_table.get("state").map_err(redb::Error::from)? {
+            Some(v) => Some(v.value().to_vec()),
+            None => get("state")?,
+        };
+        let state = match saved_state {
             Some(v) => {
                 ClusterState::from_bytes(&v).map_err(|e| LoadError::Corrupt(e.to_string()))?
             }
@@ -434,7 +444,8 @@ impl DiskStore {
             meta.insert("cs", codec::encode(md.get_conf_state()).as_slice())?;
             meta.insert("hs", codec::encode(&hs).as_slice())?;
             meta.insert("applied", md.index.to_be_bytes().as_slice())?;
-            meta.insert("state", snap.data.as_ref())?;
+            meta.remove("state")?;
+            tx.open_table(STATE)?.insert("state", snap.data.as_ref())?;
             Ok(())
         })?;
         let mut m = self.mem.write();
@@ -562,7 +573,9 @@ impl DiskStore {
             let mut meta = tx.open_table(META)?;
             meta.insert("hs", codec::encode(&hs).as_slice())?;
             meta.insert("applied", applied.index.to_be_bytes().as_slice())?;
-            meta.insert("state", state_bytes.as_slice())?;
+            meta.remove("state")?;
+            tx.open_table(STATE)?
+                .insert("state", state_bytes.as_slice())?;
             meta.insert("cs", codec::encode(applied.cs).as_slice())?;
             if let Some((upto, term, first)) = compact {
                 meta.insert("trunc", trunc_bytes(upto, term).as_slice())?;
@@ -882,6 +895,65 @@ mod tests {
             6,
             "a checkpoint alone compacts nothing"
         );
+    }
+
+    /// Data dirs written before the state machine had its own table still open, and the state
+    /// moves to that table at the next checkpoint.
+    #[test]
+    fn a_state_in_the_older_place_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = DiskStore::open(dir.path(), 1, "c").unwrap();
+            let st = ClusterState {
+                current_epoch: 7,
+                ..Default::default()
+            };
+            s.bootstrap(&[1], &st).unwrap();
+        }
+        {
+            // The older layout: the state is `meta`'s `state`.
+            let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut state = tx.open_table(STATE).unwrap();
+                let v = state.remove("state").unwrap().unwrap().value().to_vec();
+                tx.open_table(META)
+                    .unwrap()
+                    .insert("state", v.as_slice())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let (s, rec) = DiskStore::open(dir.path(), 1, "c").unwrap();
+        assert_eq!(rec.state.current_epoch, 7);
+        assert_eq!(rec.applied, INIT_INDEX);
+        let cs = s.conf_state();
+        s.append(&[entry(6, 5)], Some(&hs(5, 6))).unwrap();
+        let mut st = rec.state.clone();
+        st.applied_index = 6;
+        s.checkpoint(
+            AppliedState {
+                index: 6,
+                commit: 6,
+                cs: &cs,
+                state: &st,
+            },
+            None,
+        )
+        .unwrap();
+        drop(s);
+        let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+        let rtx = db.begin_read().unwrap();
+        assert!(rtx
+            .open_table(META)
+            .unwrap()
+            .get("state")
+            .unwrap()
+            .is_none());
+        drop(rtx);
+        drop(db);
+        let (_, rec) = DiskStore::open(dir.path(), 1, "c").unwrap();
+        assert_eq!((rec.applied, rec.state.current_epoch), (6, 7));
     }
 
     #[test]
