@@ -39,6 +39,7 @@
 mod command;
 mod event;
 pub mod limits;
+mod spec;
 mod state;
 
 pub use command::{
@@ -46,6 +47,8 @@ pub use command::{
     ReconfStage, BASE_VERSION, SUPPORTED_VERSION,
 };
 pub use event::{master_details, replica_details, Event};
+pub(crate) use spec::check_spec;
+pub use spec::{SpecField, SpecProblem, MAX_SCRIPT_LEN};
 pub use state::{
     Applied, ClusterState, FailoverRecord, FailoverRequestState, FailoverState, MasterState,
     Member, Observation, Outcome, ReconfState, RejectKind, Rejection, SnapshotError, StaleVote,

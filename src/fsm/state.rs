@@ -12,6 +12,7 @@ use super::limits::{
     check_addr, check_len, Limits, LEGACY_HISTORY_LIMIT, MAX_NAME_LEN, MAX_RUN_ID_LEN,
     MAX_SECRET_LEN,
 };
+use super::spec::{check_spec, script_ok, SpecField, SpecProblem};
 use crate::model::{glob_match, Addr, Epoch, NodeId};
 
 /// Failover history entries kept per master (that master's oldest dropped first). Sized with
@@ -1511,53 +1512,38 @@ fn entry_time(cmd: &Command) -> Option<u64> {
 
 /// A script path: empty (none) or absolute, bounded, without control characters.
 fn check_script(path: &str) -> Result<(), Rejection> {
-    if path.is_empty() {
-        return Ok(());
-    }
-    if !path.starts_with('/') || path.len() > 4096 || path.chars().any(|c| c.is_control()) {
-        return Err(Rejection::invalid(format!(
-            "script path must be absolute, without control characters: {path:?}"
-        )));
+    if !script_ok(path) {
+        return Err(script_rejection(path));
     }
     Ok(())
 }
 
+fn script_rejection(path: &str) -> Rejection {
+    Rejection::invalid(format!(
+        "script path must be absolute, without control characters: {path:?}"
+    ))
+}
+
+/// `check_spec` worded as Sentinel's `SENTINEL MONITOR` words it.
 fn validate_spec(spec: &MasterSpec, lim: Limits) -> Result<(), Rejection> {
-    for s in [&spec.notification_script, &spec.client_reconfig_script]
-        .into_iter()
-        .flatten()
-    {
-        check_script(s)?;
-    }
-    lim.check(check_len("master name", &spec.name, MAX_NAME_LEN))?;
-    lim.check(check_addr("master", &spec.addr))?;
-    lim.check(check_len(
-        "auth-user",
-        spec.auth_user.as_deref().unwrap_or(""),
-        MAX_NAME_LEN,
-    ))?;
-    lim.check(check_len(
-        "auth-pass",
-        spec.auth_pass.as_deref().unwrap_or(""),
-        MAX_SECRET_LEN,
-    ))?;
-    if spec.quorum == 0 {
-        return Err(Rejection::invalid("Quorum must be 1 or greater."));
-    }
-    if spec.name.is_empty()
-        || spec
-            .name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Rejection::invalid("Invalid master name."));
-    }
-    if spec.down_after_ms == 0 || spec.failover_timeout_ms == 0 || spec.parallel_syncs == 0 {
-        return Err(Rejection::invalid(
+    check_spec(spec, lim).map_err(|p| match p {
+        SpecProblem::Script { path, .. } => script_rejection(&path),
+        SpecProblem::TooLong { field, len, max } => {
+            let what = match field {
+                SpecField::Name => "master name",
+                SpecField::Addr => "master host",
+                SpecField::AuthUser => "auth-user",
+                _ => "auth-pass",
+            };
+            Rejection::invalid(format!("{what} is {len} bytes long; the limit is {max}"))
+        }
+        SpecProblem::HostQuote => Rejection::invalid("master host contains a quote or a backslash"),
+        SpecProblem::Zero(SpecField::Quorum) => Rejection::invalid("Quorum must be 1 or greater."),
+        SpecProblem::BadName => Rejection::invalid("Invalid master name."),
+        SpecProblem::Zero(_) => Rejection::invalid(
             "down-after-milliseconds, failover-timeout and parallel-syncs must be greater than 0",
-        ));
-    }
-    Ok(())
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -1202,3 +1202,67 @@ fn limits_are_enforced_only_from_the_cluster_version_that_has_them() {
     assert_eq!(results, [true, true, true, true, true, false]);
     assert_eq!(a, b);
 }
+
+/// Each rule of a monitored master's spec refuses with the message it has always had (the
+/// rules are shared with the config file, which words them itself).
+#[test]
+fn each_master_rule_has_its_message() {
+    use super::limits::{MAX_NAME_LEN, MAX_SECRET_LEN};
+    let mut f = Fixture::new();
+    type Change = Box<dyn Fn(&mut MasterSpec)>;
+    let cases: Vec<(Change, String)> =
+        vec![
+        (
+            Box::new(|s| s.notification_script = Some("rel.sh".into())),
+            "script path must be absolute, without control characters: \"rel.sh\"".into(),
+        ),
+        (
+            Box::new(|s| s.client_reconfig_script = Some(format!("/{}", "x".repeat(4096)))),
+            "script path must be absolute, without control characters".into(),
+        ),
+        (
+            Box::new(|s| s.addr.host = "h".repeat(MAX_NAME_LEN + 1)),
+            "master host is 257 bytes long; the limit is 256".into(),
+        ),
+        (
+            Box::new(|s| s.addr.host = "a\"b".into()),
+            "master host contains a quote or a backslash".into(),
+        ),
+        (
+            Box::new(|s| s.auth_user = Some("u".repeat(MAX_NAME_LEN + 1))),
+            "auth-user is 257 bytes long; the limit is 256".into(),
+        ),
+        (
+            Box::new(|s| s.auth_pass = Some("p".repeat(MAX_SECRET_LEN + 1))),
+            "auth-pass is 513 bytes long; the limit is 512".into(),
+        ),
+        (Box::new(|s| s.quorum = 0), "Quorum must be 1 or greater.".into()),
+        (
+            Box::new(|s| s.name = "my master".into()),
+            "Invalid master name.".into(),
+        ),
+        (Box::new(|s| s.name = String::new()), "Invalid master name.".into()),
+        (
+            Box::new(|s| s.down_after_ms = 0),
+            "down-after-milliseconds, failover-timeout and parallel-syncs must be greater than 0"
+                .into(),
+        ),
+        (
+            Box::new(|s| s.failover_timeout_ms = 0),
+            "down-after-milliseconds, failover-timeout and parallel-syncs must be greater than 0"
+                .into(),
+        ),
+        (
+            Box::new(|s| s.parallel_syncs = 0),
+            "down-after-milliseconds, failover-timeout and parallel-syncs must be greater than 0"
+                .into(),
+        ),
+    ];
+    for (change, want) in cases {
+        let mut s = spec("m9", "10.0.0.9:6379", 2);
+        change(&mut s);
+        let rej = f.err(Command::Monitor { spec: s });
+        assert_eq!(rej.kind, RejectKind::Invalid);
+        assert!(rej.message.starts_with(&want), "{} vs {want}", rej.message);
+    }
+}
