@@ -16,7 +16,7 @@ use raft_sentinel::net::ClusterKey;
 use raft_sentinel::pb::peer::raft_peer_client::RaftPeerClient;
 use raft_sentinel::pb::peer::RaftBatch;
 use support::netns::NetLab;
-use support::{eventually, free_port, Cluster, ClusterOpts, BIN};
+use support::{eventually, free_port, Cluster, ClusterOpts, NodeToml, BIN};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -325,17 +325,12 @@ async fn forged_raft_batch_without_the_secret_is_rejected_and_changes_nothing() 
 }
 
 fn exposed_config(dir: &std::path::Path, host: &str, security: &str) -> std::path::PathBuf {
-    let text = format!(
-        "node_id = 1\ndata_dir = \"{}\"\n[listen]\nsentinel = \"{host}:{}\"\ngrpc = \"{host}:{}\"\npeer = \"{host}:{}\"\nmetrics = \"{host}:{}\"\n[[peers]]\nid = 1\naddr = \"{host}:7701\"\n{security}",
-        dir.join("data").display(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port()
-    );
-    let p = dir.join("node.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    NodeToml::new(1, dir.join("data").display())
+        .listen(host, ports)
+        .peer(1, format!("{host}:7701"))
+        .extra(security)
+        .write(&dir.join("node.toml"))
 }
 
 #[test]

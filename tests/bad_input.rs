@@ -9,7 +9,7 @@ use std::time::Duration;
 use raft::eraftpb::{Message, MessageType};
 use raft_sentinel::pb::peer::raft_peer_client::RaftPeerClient;
 use raft_sentinel::pb::peer::RaftBatch;
-use support::{free_port, Cluster, ClusterOpts, BIN};
+use support::{free_port, Cluster, ClusterOpts, NodeToml, BIN};
 
 fn run_with(config: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -36,13 +36,11 @@ fn run_config(path: &std::path::Path) -> (i32, String) {
 }
 
 fn one_node_config(data: &str) -> String {
-    format!(
-        "node_id = 1\ndata_dir = \"{data}\"\n[listen]\nsentinel = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n[[peers]]\nid = 1\naddr = \"127.0.0.1:7701\"\n",
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port()
-    )
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    NodeToml::new(1, data)
+        .listen("127.0.0.1", ports)
+        .peer(1, "127.0.0.1:7701")
+        .render()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use raft_sentinel::config::{Config, Overrides};
 use raft_sentinel::failover::{self, FailoverError};
 use raft_sentinel::fsm::{Command, FailoverReason};
 use raft_sentinel::model::Addr;
-use support::{eventually, free_port, RedisProcess};
+use support::{eventually, free_port, NodeToml, RedisProcess};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -36,20 +36,18 @@ impl InProc {
         let peers: Vec<(u64, u16)> = (1..=n).map(|id| (id, free_port())).collect();
         let mut nodes = Vec::new();
         for &(id, peer_port) in &peers {
-            let mut s = format!(
-                "node_id = {id}\ndata_dir = \"{}\"\n\n[listen]\nsentinel = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{peer_port}\"\nmetrics = \"127.0.0.1:{}\"\n\n",
-                dir.path().join(format!("node{id}")).display(),
-                free_port(),
-                free_port(),
-                free_port()
-            );
+            let data = dir.path().join(format!("node{id}"));
+            let ports = [free_port(), free_port(), peer_port, free_port()];
+            let mut t = NodeToml::new(id, data.display())
+                .listen("127.0.0.1", ports)
+                .new_cluster()
+                .raft("tick_ms", 20)
+                .raft("election_ticks", 10)
+                .raft("heartbeat_ticks", 2);
             for (pid, pport) in &peers {
-                s.push_str(&format!(
-                    "[[peers]]\nid = {pid}\naddr = \"127.0.0.1:{pport}\"\n\n"
-                ));
+                t = t.peer(*pid, format!("127.0.0.1:{pport}"));
             }
-            s.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 20\nelection_ticks = 10\nheartbeat_ticks = 2\n\n");
-            s.push_str(masters_toml);
+            let s = t.extra(masters_toml).render();
             let cfg = Config::resolve("test", &s, &Overrides::default()).expect("config");
             nodes.push(Node::start(cfg).await.expect("node start"));
         }

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{eventually, free_port, RedisProcess, BIN};
+use support::{eventually, free_port, NodeToml, RedisProcess, BIN};
 
 struct Proc(std::process::Child);
 impl Drop for Proc {
@@ -48,31 +48,22 @@ async fn leader_moves_off_the_masters_host() {
         .collect();
     let mut procs = Vec::new();
     for (i, p) in ports.iter().enumerate() {
-        let mut cfg = format!(
-            "node_id = {}\ndata_dir = \"{}\"\n[listen]\nsentinel = \"{h}:{}\"\ngrpc = \"{h}:{}\"\npeer = \"{h}:{}\"\nmetrics = \"{h}:{}\"\n",
-            i + 1,
+        let mut cfg = NodeToml::new(
+            i as u64 + 1,
             dir.path().join(format!("d{}", i + 1)).display(),
-            p[0],
-            p[1],
-            p[2],
-            p[3],
-            h = hosts[i]
-        );
+        )
+        .listen(hosts[i], *p);
         for (j, q) in ports.iter().enumerate() {
-            cfg.push_str(&format!(
-                "[[peers]]\nid = {}\naddr = \"{}:{}\"\n",
-                j + 1,
-                hosts[j],
-                q[2]
-            ));
+            cfg = cfg.peer(j as u64 + 1, format!("{}:{}", hosts[j], q[2]));
         }
-        cfg.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 20\n");
-        cfg.push_str(&format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"127.0.0.1:{}\"\nquorum = 2\ndown_after_ms = 1000\n",
-            m.port
-        ));
-        let path = dir.path().join(format!("n{}.toml", i + 1));
-        std::fs::write(&path, cfg).unwrap();
+        let path = cfg
+            .new_cluster()
+            .raft("tick_ms", 20)
+            .extra(&format!(
+                "[[masters]]\nname = \"mymaster\"\naddr = \"127.0.0.1:{}\"\nquorum = 2\ndown_after_ms = 1000\n",
+                m.port
+            ))
+            .write(&dir.path().join(format!("n{}.toml", i + 1)));
         procs.push(Proc(
             Command::new(BIN)
                 .args(["run", "--config", &path.display().to_string()])

@@ -169,16 +169,11 @@ fn missing_or_non_pem_tls_files_are_config_errors() {
         ("/nonexistent/cert.pem", "cannot read"),
         (bogus.to_str().unwrap(), "not a PEM file"),
     ] {
-        let cfg = dir.path().join("c.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "node_id = 1\ndata_dir = \"{}\"\n[[peers]]\nid = 1\naddr = \"127.0.0.1:7701\"\n[raft]\ninitial_cluster_state = \"new\"\n[security]\ntls = {{ cert = \"{cert}\", key = \"{k}\", ca = \"{k}\" }}\n",
-                dir.path().join("d").display(),
-                k = bogus.display()
-            ),
-        )
-        .unwrap();
+        let cfg = support::NodeToml::new(1, dir.path().join("d").display())
+            .peer(1, "127.0.0.1:7701")
+            .new_cluster()
+            .tls(std::path::Path::new(cert), &bogus, &bogus)
+            .write(&dir.path().join("c.toml"));
         let out = std::process::Command::new(support::BIN)
             .args(["run", "--config", &cfg.display().to_string()])
             .output()

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+mod node_toml;
 pub mod resp;
 pub mod tls;
 
@@ -19,6 +20,8 @@ use raft_sentinel::pb::api::coordinator_client::CoordinatorClient;
 use tempfile::TempDir;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+
+pub use node_toml::NodeToml;
 
 /// A Coordinator client that sends the API password, when the node has one.
 pub type ApiClient =
@@ -665,31 +668,22 @@ pub fn write_secret(path: &Path, secret: &str) {
 }
 
 fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
-    let mut s = o.top_toml.clone();
-    s += &format!(
-        "node_id = {}\ndata_dir = \"{}\"\n\n[listen]\nsentinel = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n",
-        n.id,
-        n.data_dir.display(),
-        n.sentinel_port,
-        n.grpc_port,
-        n.peer_port,
-        n.metrics_port
-    );
+    let mut t = NodeToml::new(n.id, n.data_dir.display())
+        .top(&o.top_toml)
+        .listen(
+            "127.0.0.1",
+            [n.sentinel_port, n.grpc_port, n.peer_port, n.metrics_port],
+        )
+        .new_cluster()
+        .raft("tick_ms", o.tick_ms)
+        .raft("election_ticks", o.election_ticks)
+        .raft("heartbeat_ticks", o.heartbeat_ticks)
+        .raft("compact_threshold", o.compact_threshold);
     for (id, addr) in peers {
-        s.push_str(&format!("[[peers]]\nid = {id}\naddr = \"{addr}\"\n\n"));
+        t = t.peer(*id, addr);
     }
-    s.push_str(&format!(
-        "[raft]\ninitial_cluster_state = \"new\"\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\ncompact_threshold = {}\n\n",
-        o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.compact_threshold
-    ));
-    let mut security = String::new();
-    if let Some(t) = &o.tls {
-        security.push_str(&format!(
-            "tls = {{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}\n",
-            t.cert.display(),
-            t.key.display(),
-            t.ca.display()
-        ));
+    if let Some(tls) = &o.tls {
+        t = t.tls(&tls.cert, &tls.key, &tls.ca);
     }
     // Secret files live beside the node directories, in the cluster's temp dir.
     let shared = n
@@ -700,27 +694,15 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
     if let Some(p) = &o.api_password {
         let f = shared.join("api.secret");
         write_secret(&f, p);
-        security.push_str(&format!("api_password_file = \"{}\"\n", f.display()));
+        t = t.security_file("api_password_file", &f);
     }
     if o.api_open_reads {
-        security.push_str("api_open_reads = true\n");
+        t = t.security("api_open_reads", true);
     }
     if let Some(sec) = &o.cluster_secret {
         let f = shared.join("cluster.secret");
         write_secret(&f, sec);
-        security.push_str(&format!("cluster_secret_file = \"{}\"\n", f.display()));
+        t = t.security_file("cluster_secret_file", &f);
     }
-    // One [security] table: merged into the one extra_toml brings, if any.
-    if o.extra_toml.contains("[security]\n") {
-        s.push_str(
-            &o.extra_toml
-                .replacen("[security]\n", &format!("[security]\n{security}"), 1),
-        );
-    } else {
-        if !security.is_empty() {
-            s.push_str(&format!("[security]\n{security}\n"));
-        }
-        s.push_str(&o.extra_toml);
-    }
-    std::fs::write(&n.config, s).expect("write config");
+    t.extra(&o.extra_toml).write(&n.config);
 }

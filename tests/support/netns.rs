@@ -281,35 +281,28 @@ impl NetLab {
         listen_extra: &str,
         master_extra: &str,
     ) -> std::path::PathBuf {
-        let mut s = format!(
-            "node_id = {}\ndata_dir = \"{}\"\n[listen]\nsentinel = \"0.0.0.0:26379\"\ngrpc = \"0.0.0.0:7700\"\npeer = \"0.0.0.0:7701\"\nmetrics = \"0.0.0.0:9700\"\n{listen_extra}",
-            i + 1,
-            dir.join(format!("data{}", i + 1)).display(),
-        );
+        let mut t =
+            super::NodeToml::new(i as u64 + 1, dir.join(format!("data{}", i + 1)).display())
+                .listen("0.0.0.0", [26379, 7700, 7701, 9700])
+                .listen_extra(listen_extra)
+                .new_cluster()
+                .raft("tick_ms", 50)
+                .raft("election_ticks", 10)
+                .raft("heartbeat_ticks", 2);
         for j in 0..3 {
-            s.push_str(&format!(
-                "[[peers]]\nid = {}\naddr = \"{}:7701\"\n",
-                j + 1,
-                self.hosts[j].ip
-            ));
+            t = t.peer(j as u64 + 1, format!("{}:7701", self.hosts[j].ip));
         }
-        s.push_str("[raft]\ninitial_cluster_state = \"new\"\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n");
         // Nodes listen on non-loopback addresses without TLS, so they need the cluster secret
         // and an API password (the secured path); ctl passes API_PASSWORD.
         let cluster = dir.join("cluster.secret");
         let api = dir.join("api.secret");
         super::write_secret(&cluster, CLUSTER_SECRET);
         super::write_secret(&api, API_PASSWORD);
-        s.push_str(&format!(
-            "[security]\ncluster_secret_file = \"{}\"\napi_password_file = \"{}\"\n",
-            cluster.display(),
-            api.display()
-        ));
-        s.push_str(&format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{master}\"\nquorum = 2\ndown_after_ms = 1000\n{master_extra}"
-        ));
-        let p = dir.join(format!("node{}.toml", i + 1));
-        std::fs::write(&p, s).unwrap();
-        p
+        t.security_file("cluster_secret_file", &cluster)
+            .security_file("api_password_file", &api)
+            .extra(&format!(
+                "[[masters]]\nname = \"mymaster\"\naddr = \"{master}\"\nquorum = 2\ndown_after_ms = 1000\n{master_extra}"
+            ))
+            .write(&dir.join(format!("node{}.toml", i + 1)))
     }
 }
