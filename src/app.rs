@@ -142,18 +142,22 @@ impl Node {
         // Mutual TLS on the peer and API ports when configured: both sides present a
         // certificate from the cluster CA.
         let tls = match &cfg.tls {
-            Some(t) => Some(t.load().map_err(|e| AppError::Tls(e.to_string()))?),
+            Some(t) => Some(
+                t.load()
+                    .and_then(|p| p.mutual())
+                    .map_err(|e| AppError::Tls(e.to_string()))?,
+            ),
             None => None,
         };
-        let server_tls = tls.as_ref().map(|p| {
+        let server_tls = tls.as_ref().map(|(cert, key, ca)| {
             ServerTlsConfig::new()
-                .identity(Identity::from_pem(&p.cert, &p.key))
-                .client_ca_root(Certificate::from_pem(&p.ca))
+                .identity(Identity::from_pem(cert, key))
+                .client_ca_root(Certificate::from_pem(ca))
         });
-        let client_tls = tls.as_ref().map(|p| {
+        let client_tls = tls.as_ref().map(|(cert, key, ca)| {
             ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&p.ca))
-                .identity(Identity::from_pem(&p.cert, &p.key))
+                .ca_certificate(Certificate::from_pem(ca))
+                .identity(Identity::from_pem(cert, key))
         });
         let cluster_key = cfg
             .cluster_secret
@@ -211,7 +215,7 @@ impl Node {
             let pem = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
             crate::monitor::link::configure_tls(crate::monitor::link::RedisTls {
                 ca: pem.ca,
-                client: pem.client,
+                client: pem.identity,
             });
         }
         // Every node checks that each master's Redis user may run what the coordinator sends.
@@ -351,17 +355,15 @@ impl Node {
             cfg.unannounced(sentinel_l.local_addr().unwrap_or(cfg.listen.sentinel));
         resp_ctx.deny_scripts_reconfig = cfg.deny_scripts_reconfig;
         resp_ctx.options = crate::api::resp::RespOptions::from_config(&cfg.sentinel_port);
-        if let Some((cert, key, ca)) = &cfg.sentinel_tls {
-            let read = |k: &str, p: &std::path::Path| {
-                crate::config::read_pem(k, p).map_err(|e| AppError::Tls(e.to_string()))
+        if let Some(t) = &cfg.sentinel_tls {
+            let pem = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
+            let Some((cert, key)) = &pem.identity else {
+                return Err(AppError::Tls(format!(
+                    "config key `{}.cert`: missing",
+                    pem.table
+                )));
             };
-            let cert = read("security.sentinel_tls.cert", cert)?;
-            let key = read("security.sentinel_tls.key", key)?;
-            let ca = ca
-                .as_deref()
-                .map(|p| read("security.sentinel_tls.ca", p))
-                .transpose()?;
-            let acceptor = crate::api::resp::stream::acceptor(&cert, &key, ca.as_deref())
+            let acceptor = crate::api::resp::stream::acceptor(cert, key, pem.ca.as_deref())
                 .map_err(|e| AppError::Tls(e.to_string()))?;
             resp_ctx.options.tls = Some(acceptor);
         }

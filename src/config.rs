@@ -295,89 +295,61 @@ fn default_parallel_syncs() -> u32 {
     MasterSpec::DEFAULT_PARALLEL_SYNCS
 }
 
-/// TLS files for the gRPC and peer ports.
+/// The files of one of `[security]`'s TLS tables: `tls` (gRPC and peer ports, mutual TLS:
+/// all three files), `sentinel_tls` (cert and key, and a CA when clients must present a
+/// certificate) or `redis_tls` (a CA, else the system roots; cert and key when the servers
+/// require a client certificate). Which files a table requires is checked when the config
+/// is parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsPaths {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-    /// PEM CA that peers' certificates must chain to.
-    pub ca: PathBuf,
-}
-
-/// TLS files for connections to Redis (masters with `tls = true`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisTlsPaths {
-    /// CA the Redis servers' certificates chain to (None: system roots).
+pub struct TlsFiles {
+    /// The table (`security.tls`), naming the keys in errors.
+    pub table: &'static str,
+    /// PEM certificate chain and private key this node presents.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// PEM CA the other side's certificate must chain to.
     pub ca: Option<PathBuf>,
-    /// Client certificate and key, for servers that require them.
-    pub client: Option<(PathBuf, PathBuf)>,
 }
 
-/// PEM contents of the TLS files.
+/// PEM contents of [`TlsFiles`].
 #[derive(Clone, Debug)]
 pub struct TlsPem {
-    /// Certificate chain.
-    pub cert: Vec<u8>,
-    /// Private key.
-    pub key: Vec<u8>,
+    /// The table the files come from.
+    pub table: &'static str,
+    /// Certificate chain and private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
     /// CA certificate(s).
-    pub ca: Vec<u8>,
+    pub ca: Option<Vec<u8>>,
 }
 
-impl TlsPaths {
-    /// Reads the three files, checking each holds PEM data.
+impl TlsFiles {
+    /// Reads the files (cert, key, then ca), checking each holds PEM data.
     pub fn load(&self) -> Result<TlsPem, ConfigError> {
-        let read = |key: &str, p: &Path| -> Result<Vec<u8>, ConfigError> {
-            let b = std::fs::read(p).map_err(|e| {
-                invalid(
-                    format!("security.tls.{key}"),
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?;
-            if !String::from_utf8_lossy(&b).contains("-----BEGIN ") {
-                return Err(invalid(
-                    format!("security.tls.{key}"),
-                    format!("{} is not a PEM file", p.display()),
-                ));
-            }
-            Ok(b)
+        let read = |k: &str, p: &Path| read_pem(&format!("{}.{k}", self.table), p);
+        let identity = match &self.identity {
+            Some((cert, key)) => Some((read("cert", cert)?, read("key", key)?)),
+            None => None,
         };
+        let ca = self.ca.as_deref().map(|p| read("ca", p)).transpose()?;
         Ok(TlsPem {
-            cert: read("cert", &self.cert)?,
-            key: read("key", &self.key)?,
-            ca: read("ca", &self.ca)?,
+            table: self.table,
+            identity,
+            ca,
         })
     }
 }
 
-impl RedisTlsPaths {
-    /// Reads the files, each checked to hold PEM data.
-    pub fn load(&self) -> Result<RedisTlsPem, ConfigError> {
-        let ca = self
-            .ca
-            .as_deref()
-            .map(|p| read_pem("security.redis_tls.ca", p))
-            .transpose()?;
-        let client = match &self.client {
-            Some((c, k)) => Some((
-                read_pem("security.redis_tls.cert", c)?,
-                read_pem("security.redis_tls.key", k)?,
-            )),
-            None => None,
-        };
-        Ok(RedisTlsPem { ca, client })
-    }
-}
+/// Certificate chain, private key and CA (PEM) of mutual TLS.
+pub type MutualPem = (Vec<u8>, Vec<u8>, Vec<u8>);
 
-/// PEM contents of [`RedisTlsPaths`].
-#[derive(Clone, Debug)]
-pub struct RedisTlsPem {
-    /// CA certificate(s).
-    pub ca: Option<Vec<u8>>,
-    /// Client certificate and key.
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
+impl TlsPem {
+    /// Certificate, key and CA, for mutual TLS. The table that needs them cannot be parsed
+    /// without them; should one still be missing, this is an error, never plain text.
+    pub fn mutual(self) -> Result<MutualPem, ConfigError> {
+        let missing = |k: &str| invalid(format!("{}.{k}", self.table), "missing");
+        let (cert, key) = self.identity.ok_or_else(|| missing("cert"))?;
+        let ca = self.ca.ok_or_else(|| missing("ca"))?;
+        Ok((cert, key, ca))
+    }
 }
 
 /// Reads a PEM file for config key `key`, with a clear error when it is missing or not PEM.
@@ -457,13 +429,13 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Started with `--insecure`: exposed ports without TLS or a secret are only warned about.
     pub insecure: bool,
-    /// TLS for gRPC and peer ports.
-    pub tls: Option<TlsPaths>,
-    /// TLS material for Redis connections.
-    pub redis_tls: Option<RedisTlsPaths>,
-    /// TLS on the Sentinel port: certificate, key, and optionally a CA clients must present
-    /// a certificate from.
-    pub sentinel_tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// TLS for gRPC and peer ports (`security.tls`: cert, key and ca).
+    pub tls: Option<TlsFiles>,
+    /// TLS material for Redis connections (`security.redis_tls`).
+    pub redis_tls: Option<TlsFiles>,
+    /// TLS on the Sentinel port (`security.sentinel_tls`): certificate, key, and optionally a
+    /// CA clients must present a certificate from.
+    pub sentinel_tls: Option<TlsFiles>,
     /// Masters proposed when the cluster first forms.
     pub masters: Vec<MasterSpec>,
     /// Connection and buffer limits of the Sentinel port (`[sentinel_port]`).
@@ -591,18 +563,11 @@ impl Config {
             source,
         })?;
         let mut cfg = Config::resolve(&path.display().to_string(), &text, overrides)?;
-        if let Some(t) = &cfg.tls {
+        for t in [&cfg.tls, &cfg.redis_tls, &cfg.sentinel_tls]
+            .into_iter()
+            .flatten()
+        {
             t.load()?;
-        }
-        if let Some(t) = &cfg.redis_tls {
-            t.load()?;
-        }
-        if let Some((cert, key, ca)) = &cfg.sentinel_tls {
-            read_pem("security.sentinel_tls.cert", cert)?;
-            read_pem("security.sentinel_tls.key", key)?;
-            if let Some(ca) = ca {
-                read_pem("security.sentinel_tls.ca", ca)?;
-            }
         }
         for (key, file, target) in cfg.secret_files.clone() {
             let text = std::fs::read_to_string(&file)
@@ -970,9 +935,9 @@ struct Security {
     requirepass: Option<String>,
     api_password: Option<String>,
     api_open_reads: bool,
-    tls: Option<TlsPaths>,
-    redis_tls: Option<RedisTlsPaths>,
-    sentinel_tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    tls: Option<TlsFiles>,
+    redis_tls: Option<TlsFiles>,
+    sentinel_tls: Option<TlsFiles>,
 }
 
 /// `[security]`: a secret is given inline or as a file, never both.
@@ -1007,9 +972,9 @@ fn resolve_security(
     }
     let redis_tls = match s.redis_tls {
         None => None,
-        Some(t) => Some(RedisTlsPaths {
-            ca: t.ca,
-            client: match (t.cert, t.key) {
+        Some(t) => Some(TlsFiles {
+            table: "security.redis_tls",
+            identity: match (t.cert, t.key) {
                 (Some(c), Some(k)) => Some((c, k)),
                 (None, None) => None,
                 _ => {
@@ -1019,19 +984,24 @@ fn resolve_security(
                     ))
                 }
             },
+            ca: t.ca,
         }),
     };
     Ok(Security {
         requirepass: s.requirepass,
         api_password: s.api_password,
         api_open_reads: s.api_open_reads,
-        tls: s.tls.map(|t| TlsPaths {
-            cert: t.cert,
-            key: t.key,
-            ca: t.ca,
+        tls: s.tls.map(|t| TlsFiles {
+            table: "security.tls",
+            identity: Some((t.cert, t.key)),
+            ca: Some(t.ca),
         }),
         redis_tls,
-        sentinel_tls: s.sentinel_tls.map(|t| (t.cert, t.key, t.ca)),
+        sentinel_tls: s.sentinel_tls.map(|t| TlsFiles {
+            table: "security.sentinel_tls",
+            identity: Some((t.cert, t.key)),
+            ca: t.ca,
+        }),
     })
 }
 
@@ -1523,6 +1493,60 @@ quorum = 2
         assert!(err(&both).contains("not both"));
     }
 
+    /// The three TLS tables resolve to one type; a missing or non-PEM file is an error at
+    /// load naming its table's key, as before.
+    #[test]
+    fn tls_tables_name_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ok.pem");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let ok = pem.display().to_string();
+        let gone = dir.path().join("gone.pem").display().to_string();
+        let text = |tls: &str, redis: &str, sentinel: &str| {
+            format!(
+                "{GOOD}\n[security]\ntls = {{ cert = \"{ok}\", key = \"{ok}\", ca = \"{tls}\" }}\n\
+                 redis_tls = {{ ca = \"{redis}\" }}\n\
+                 sentinel_tls = {{ cert = \"{ok}\", key = \"{sentinel}\" }}\n"
+            )
+        };
+        let c = resolve(&text(&ok, &ok, &ok)).unwrap();
+        let t = c.tls.as_ref().unwrap();
+        assert_eq!(t.identity, Some((pem.clone(), pem.clone())));
+        assert_eq!(t.ca, Some(pem.clone()));
+        assert_eq!(c.redis_tls.as_ref().unwrap().identity, None);
+        assert_eq!(c.sentinel_tls.as_ref().unwrap().ca, None);
+        for t in [&c.tls, &c.redis_tls, &c.sentinel_tls] {
+            t.as_ref().unwrap().load().unwrap();
+        }
+        let (cert, _, ca) = c.tls.unwrap().load().unwrap().mutual().unwrap();
+        assert!(cert.starts_with(b"-----BEGIN") && ca.starts_with(b"-----BEGIN"));
+        for (text, want) in [
+            (
+                text(&gone, &ok, &ok),
+                "config key `security.tls.ca`: cannot read",
+            ),
+            (
+                text(&ok, &gone, &ok),
+                "config key `security.redis_tls.ca`: cannot read",
+            ),
+            (
+                text(&ok, &ok, &gone),
+                "config key `security.sentinel_tls.key`: cannot read",
+            ),
+        ] {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, &text).unwrap();
+            let e = Config::load(&path, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+        let e = err(&format!(
+            "{GOOD}\n[security]\nredis_tls = {{ cert = \"{ok}\" }}\n"
+        ));
+        assert!(e.contains("cert and key must be given together"), "{e}");
+    }
+
     #[test]
     fn exposed_ports_need_tls_or_a_secret() {
         let mut c = resolve(GOOD).unwrap();
@@ -1536,10 +1560,10 @@ quorum = 2
         c.api_password = Some("pw".into());
         assert!(keys(&c).is_empty());
         let mut c = resolve(GOOD).unwrap();
-        c.tls = Some(TlsPaths {
-            cert: "c".into(),
-            key: "k".into(),
-            ca: "a".into(),
+        c.tls = Some(TlsFiles {
+            table: "security.tls",
+            identity: Some(("c".into(), "k".into())),
+            ca: Some("a".into()),
         });
         assert!(keys(&c).is_empty(), "mutual TLS authenticates both ports");
         let mut c = resolve(GOOD).unwrap();
