@@ -18,8 +18,10 @@ use super::frame::{self, Check, Frame, Heads, Limits, Protocol, ProtocolError, S
 
 /// Output is written out once this much is pending, even mid-pipeline.
 pub const FLUSH_AT: usize = 64 * 1024;
-/// Initial read buffer; grows only for large requests.
+/// Largest step by which the input buffer grows.
 const READ_CHUNK: usize = 16 * 1024;
+/// First size of a connection's input buffer (see [`make_room`]).
+const READ_FIRST: usize = 1024;
 
 /// One request taken from the input.
 #[derive(Debug)]
@@ -95,9 +97,7 @@ impl Connection {
             // Wait for input before taking a buffer, so an idle connection holds none.
             ClientStream::Plain(s) => loop {
                 s.readable().await?;
-                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                    self.rbuf.reserve(READ_CHUNK);
-                }
+                make_room(&mut self.rbuf);
                 match s.try_read_buf(&mut self.rbuf) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -105,9 +105,7 @@ impl Connection {
                 }
             },
             ClientStream::Tls(s) => {
-                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                    self.rbuf.reserve(READ_CHUNK);
-                }
+                make_room(&mut self.rbuf);
                 s.read_buf(&mut self.rbuf).await?
             }
         };
@@ -242,5 +240,15 @@ impl Connection {
         self.read_bytes = 0;
         self.written_bytes = 0;
         t
+    }
+}
+
+/// Room in `rbuf` for the next read. A fresh buffer starts at [`READ_FIRST`] and doubles in
+/// steps of at most [`READ_CHUNK`]: most requests fit the first, and a connection that trickles
+/// a request (thousands of slowloris clients) holds 1 KiB rather than 16 KiB.
+fn make_room(rbuf: &mut BytesMut) {
+    if rbuf.capacity() - rbuf.len() < READ_FIRST / 2 {
+        let grow = rbuf.capacity().clamp(READ_FIRST, READ_CHUNK);
+        rbuf.reserve(grow);
     }
 }
