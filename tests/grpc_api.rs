@@ -426,15 +426,22 @@ async fn membership_three_five_three_with_a_failover_in_between() {
         let (code, out, err) = c.ctl(&["add-node", "--id", &id.to_string(), "--addr", &addr]);
         assert_eq!(code, 0, "add-node {id}: {out}{err}");
     }
-    let (code, out, _) = c.ctl(&["status", "--json"]);
-    assert_eq!(code, 0);
-    let voters = json(&out)["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["voter"] == true)
-        .count();
-    assert_eq!(voters, 5);
+    // add-node returns once the leader left the joint configuration; the node ctl asks
+    // (the first endpoint) applies it a moment later.
+    let voters = || {
+        let (code, out, _) = c.ctl(&["status", "--json"]);
+        assert_eq!(code, 0);
+        json(&out)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["voter"] == true)
+            .count()
+    };
+    wait_for("five voters", Duration::from_secs(5), || {
+        (voters() == 5).then_some(())
+    })
+    .await;
     // With five voters a failover still works, and all five agree.
     let (epoch, addr) = force_failover(&c).await;
     for n in &c.nodes {

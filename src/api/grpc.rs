@@ -79,7 +79,9 @@ pub fn status_of(e: ProposeError, state: &ClusterState) -> Status {
         ProposeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
         ProposeError::Invalid(_) => Status::invalid_argument(e.to_string()),
         ProposeError::Precondition(_) => Status::failed_precondition(e.to_string()),
-        ProposeError::Shutdown | ProposeError::LeaderChanged => Status::unavailable(e.to_string()),
+        ProposeError::Shutdown | ProposeError::LeaderChanged | ProposeError::MembershipBusy => {
+            Status::unavailable(e.to_string())
+        }
     }
 }
 

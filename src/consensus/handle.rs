@@ -160,6 +160,10 @@ pub enum ProposeError {
     /// The request conflicts with the current membership.
     #[error("{0}")]
     Precondition(String),
+    /// Another membership change is still being applied (or a joint configuration not left
+    /// yet): Raft would drop this one without a word. Nothing was proposed; retry later.
+    #[error("another membership change is still being applied; retry")]
+    MembershipBusy,
     /// The node is stopping.
     #[error("the node is shutting down")]
     Shutdown,
@@ -420,10 +424,40 @@ impl RaftHandle {
         }
     }
 
+    /// Proposes a membership change once the previous one is applied: raft-rs turns a
+    /// conf change proposed while another is unapplied (or while a joint configuration is
+    /// not left yet) into an empty entry, and its proposer would never be answered.
     async fn conf_change(&self, cc: ConfChangeV2) -> Result<(), ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.call(NodeMsg::ConfChange { cc, reply }, rx, PROPOSE_TIMEOUT)
-            .await
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let leaving = cc.changes.is_empty();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.wait_status(left, |s| {
+                s.role != Role::Leader
+                    || (s.pending_conf_index <= s.applied
+                        && (leaving || s.voters_outgoing.is_empty()))
+            })
+            .await?;
+            let (reply, rx) = oneshot::channel();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self
+                .call(
+                    NodeMsg::ConfChange {
+                        cc: cc.clone(),
+                        reply,
+                    },
+                    rx,
+                    left,
+                )
+                .await
+            {
+                // The status lagged the node: wait for the next one.
+                Err(ProposeError::MembershipBusy) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     fn leader_only(&self) -> Result<Arc<RaftStatus>, ProposeError> {

@@ -467,6 +467,13 @@ impl RaftNode {
                 }
             }
             NodeMsg::ConfChange { cc, reply } => {
+                let joint = !self.cs.voters_outgoing.is_empty();
+                let busy = self.raw.raft.has_pending_conf() || (joint && !cc.changes.is_empty());
+                if self.raw.raft.state == StateRole::Leader && busy {
+                    // raft-rs would append it as an empty entry: nobody would answer.
+                    let _ = reply.send(Err(ProposeError::MembershipBusy));
+                    return;
+                }
                 let id = self.next_id();
                 let ctx = self.ctx_bytes(id);
                 match self.raw.propose_conf_change(ctx, cc) {

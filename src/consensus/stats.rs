@@ -62,6 +62,7 @@ impl ProposalStats {
             Err(ProposeError::LeaderChanged) => self.record("leader_changed", None),
             Err(ProposeError::Invalid(_)) => self.record("invalid", None),
             Err(ProposeError::Precondition(_)) => self.record("precondition", None),
+            Err(ProposeError::MembershipBusy) => self.record("membership_busy", None),
             Err(ProposeError::Shutdown) => self.record("shutdown", None),
         }
     }
