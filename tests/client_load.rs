@@ -237,6 +237,13 @@ async fn a_subscriber_that_does_not_read_is_closed_at_its_pubsub_output_limit() 
     );
     let n = ready(&c).await;
     let addr = n.sentinel_addr();
+    // A subscriber that reads. It sees +monitor before the slow one subscribes: that event
+    // would otherwise reach the slow one too (10,000 pmessages right after its confirmations)
+    // whenever it is published a little after the command's reply.
+    let mut reader = RespClient::connect(&addr).await;
+    reader.send(&["SUBSCRIBE", "+monitor", "+set"]).await;
+    reader.read().await;
+    reader.read().await;
     let mut admin = RespClient::connect(&addr).await;
     assert_eq!(
         admin
@@ -245,6 +252,11 @@ async fn a_subscriber_that_does_not_read_is_closed_at_its_pubsub_output_limit() 
             .text()
             .as_deref(),
         Some("OK")
+    );
+    let ev = reader.read().await.1.items();
+    assert_eq!(
+        ev.get(1).and_then(|c| c.text()).as_deref(),
+        Some("+monitor")
     );
     // The slow subscriber: a small receive window, and patterns that all match `+set`, so
     // each event is about 1 MB of pmessages for it.
@@ -269,10 +281,7 @@ async fn a_subscriber_that_does_not_read_is_closed_at_its_pubsub_output_limit() 
         );
         got.extend_from_slice(&chunk[..k]);
     }
-    // From here on it reads nothing. A subscriber that reads:
-    let mut reader = RespClient::connect(&addr).await;
-    reader.send(&["SUBSCRIBE", "+set"]).await;
-    reader.read().await;
+    // From here on it reads nothing.
     let mut closed_after = None;
     for i in 0..40 {
         let v = (5000 + i).to_string();
