@@ -102,6 +102,23 @@ async fn wiped_node_does_not_rebootstrap_and_is_replaced() {
     )
     .await;
 
+    // B must know that C has run (C's announcement applied there): that is what B tells
+    // the wiped C later.
+    eventually(
+        Duration::from_secs(20),
+        "B has applied every node's announcement",
+        || async {
+            let mut cl = c.node(B).client().await.ok()?;
+            let st = cl
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (st.members.len() == 3 && st.members.iter().all(|m| !m.run_id.is_empty())).then_some(())
+        },
+    )
+    .await;
+
     // 1. B down; a failover is committed on {A, C}.
     c.node_mut(B).kill9();
     c.wait_leader(Duration::from_secs(20)).await;

@@ -511,8 +511,13 @@ impl RaftHandle {
         let mut cc = single(ConfChangeType::AddNode, id);
         cc.transition = ConfChangeTransition::Implicit;
         self.conf_change(cc).await?;
-        self.wait_status(PROPOSE_TIMEOUT, |s| s.voters_outgoing.is_empty())
-            .await
+        // Done only once the joint configuration is left: a voter lost while the cluster is
+        // still joint can stall it for good. The status may lag the applied entry, so the
+        // new voter must be in it too.
+        self.wait_status(PROPOSE_TIMEOUT, |s| {
+            s.voters.contains(&id) && s.voters_outgoing.is_empty()
+        })
+        .await
     }
 
     /// Removes a node through a joint configuration. Refused when the remaining voters that
