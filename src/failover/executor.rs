@@ -45,6 +45,8 @@ use crate::shutdown::Shutdown;
 const POLL: Duration = Duration::from_millis(10);
 /// The main loop re-evaluates at least this often.
 const TICK: Duration = Duration::from_millis(100);
+/// Least time between two passes caused by changes of the monitor view alone.
+const VIEW_COALESCE: Duration = Duration::from_millis(50);
 /// How often `REPLICAOF NO ONE` may be re-sent to a candidate that does not report master.
 const PROMOTE_RESEND: Duration = Duration::from_millis(1000);
 /// A repointed replica that does not follow yet gets `REPLICAOF` again after this.
@@ -178,11 +180,15 @@ impl Executor {
         let mut view_rx = self.ctx.view.clone();
         loop {
             self.tick();
+            // Hundreds of probes write the view; a pass walks every master, so view changes
+            // are taken at most every VIEW_COALESCE (decisions follow committed state, which
+            // still wakes it at once).
+            let view_settled = sleep(VIEW_COALESCE);
             tokio::select! {
                 _ = shutdown.recv() => break,
                 r = state_rx.changed() => if r.is_err() { break },
                 r = status_rx.changed() => if r.is_err() { break },
-                r = view_rx.changed() => if r.is_err() { break },
+                r = async { view_settled.await; view_rx.changed().await } => if r.is_err() { break },
                 _ = sleep(TICK) => {}
             }
         }
@@ -219,8 +225,16 @@ impl Executor {
             .retain(|_, (at, h)| !h.is_finished() || at.elapsed() < FENCE_RESEND);
         let state = self.ctx.raft.state();
         let view = self.ctx.view();
+        // Each master's instances, found in one pass: fencing looks at them on every tick.
+        let mut by_master: BTreeMap<&str, Vec<&InstanceInfo>> = BTreeMap::new();
+        for i in view.instances.values() {
+            by_master.entry(i.master.as_str()).or_default().push(i);
+        }
         for m in state.masters.values() {
-            self.plan(m, &view);
+            let own = by_master
+                .get(m.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            self.plan(m, &view, own);
         }
         self.jobs.retain(|name, j| {
             let keep = state.masters.contains_key(name);
@@ -231,7 +245,7 @@ impl Executor {
         });
     }
 
-    fn plan(&mut self, m: &MasterState, view: &MonitorView) {
+    fn plan(&mut self, m: &MasterState, view: &MonitorView, own: &[&InstanceInfo]) {
         if !m.is_odown() {
             self.ctx.abort_rate.lock().remove(&m.name);
         }
@@ -268,7 +282,7 @@ impl Executor {
             self.jobs.remove(&m.name);
         }
         if m.failover.is_none() && m.reconf.is_none() {
-            self.fence(m, view);
+            self.fence(m, view, own);
         }
         let Some(key) = key else {
             return;
@@ -297,7 +311,7 @@ impl Executor {
     /// Demotes instances that claim to be master but are not the committed one, and
     /// repoints replicas that follow another master. Only while the committed master is
     /// healthy here: never leave the set without a master.
-    fn fence(&mut self, m: &MasterState, view: &MonitorView) {
+    fn fence(&mut self, m: &MasterState, view: &MonitorView, own: &[&InstanceInfo]) {
         let now = Instant::now();
         let Some(cur) = view.get(&m.addr) else {
             return;
@@ -305,8 +319,8 @@ impl Executor {
         if !healthy(cur, now) || cur.role != Some(ReportedRole::Master) {
             return;
         }
-        for i in view.instances.values() {
-            if i.master != m.name || i.addr == m.addr || !healthy(i, now) {
+        for &i in own {
+            if i.addr == m.addr || !healthy(i, now) {
                 continue;
             }
             let wrong = match i.role {
@@ -472,7 +486,10 @@ async fn start(ctx: Ctx, name: String) {
         target: target.as_ref(),
         require_synced: reason == FailoverReason::Switchover,
     };
-    match select::select(&m, &view, &params) {
+    let chosen = select::select(&m, &view, &params);
+    // Holding the view across the commit below would make every probe's write copy it.
+    drop(view);
+    match chosen {
         Ok(candidate) => {
             let epoch = st.current_epoch + 1;
             info!(candidate = %candidate, epoch, reason = reason.as_str(), "+try-failover");
@@ -849,15 +866,26 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
             .count();
         let mut all_done = true;
         let auth = Auth::of(&m);
-        for t in &targets {
+        // What the view says of each target, read now: the view is not held across the
+        // commits and sends below (every probe write would copy it meanwhile).
+        let seen: Vec<(bool, bool, bool)> = targets
+            .iter()
+            .map(|t| {
+                let info = view.get(t);
+                let following = info.is_some_and(|i| follows(i, &m.addr));
+                (
+                    info.is_some_and(|i| healthy(i, now)),
+                    following,
+                    following && info.is_some_and(|i| i.master_link_up),
+                )
+            })
+            .collect();
+        drop(view);
+        for (t, &(reachable, following, link_up)) in targets.iter().zip(&seen) {
             let stage = r.replicas.get(t).copied();
             if matches!(stage, Some(ReconfStage::Done | ReconfStage::TimedOut)) {
                 continue;
             }
-            let info = view.get(t);
-            let reachable = info.is_some_and(|i| healthy(i, now));
-            let following = info.is_some_and(|i| follows(i, &m.addr));
-            let link_up = following && info.is_some_and(|i| i.master_link_up);
             let next = if link_up {
                 Some(ReconfStage::Done)
             } else if following && stage != Some(ReconfStage::InProgress) {

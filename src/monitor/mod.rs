@@ -46,6 +46,8 @@ use probe::{Probe, ViewTx};
 
 /// The leader proposes newly discovered replicas at most this often per master.
 const REPLICAS_RETRY: Duration = Duration::from_secs(1);
+/// Least time between two passes of the supervisor caused by view changes.
+const VIEW_COALESCE: Duration = Duration::from_millis(100);
 /// A master's INFO counts as current for forgetting replicas while younger than this.
 const FORGET_INFO_FRESH: Duration = Duration::from_secs(15);
 
@@ -161,10 +163,15 @@ impl Supervisor {
             self.propose_discovered(&state, &view);
             self.propose_forgotten(&state, &view);
             self.end_sync_holds(&state);
+            // Holding the view while waiting would make every probe's next write copy it.
+            drop((state, view));
+            let view_settled = tokio::time::sleep(VIEW_COALESCE);
             tokio::select! {
                 _ = shutdown.recv() => break,
                 r = state_rx.changed() => if r.is_err() { break },
-                r = view_rx.changed() => if r.is_err() { break },
+                // View changes (discovered replicas) are taken in batches: each pass walks
+                // every instance, and hundreds of probes write the view.
+                r = async { view_settled.await; view_rx.changed().await } => if r.is_err() { break },
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

@@ -48,6 +48,10 @@ const REPLICA_ASK_TIMEOUT: Duration = Duration::from_millis(300);
 /// before its replicas' next reconnect (once a second) resyncs them from it.
 const MASTER_RECONNECT: Duration = Duration::from_millis(10);
 
+/// How stale the reply and INFO times in the shared view may get while nothing else changes
+/// (readers allow INFO up to 3 s old; Sentinel's own reply times move once a second).
+const FRESHNESS_REPUBLISH: Duration = Duration::from_secs(1);
+
 /// Shared writer of the view; each probe replaces only its own entry.
 pub(crate) type ViewTx = Arc<watch::Sender<Arc<MonitorView>>>;
 
@@ -113,6 +117,10 @@ pub(crate) struct Probe {
     errors: ErrorLog,
     /// This node's period settings (`SENTINEL DEBUG`).
     tuning: Arc<Tuning>,
+    /// When this probe last wrote its entry of the view.
+    published_at: Instant,
+    /// The last step ran at the fast INFO period.
+    was_fast: bool,
 }
 
 impl Drop for Probe {
@@ -154,6 +162,8 @@ impl Probe {
             tilt,
             errors: ErrorLog::new(errlog::SUMMARY_PERIOD, now),
             tuning,
+            published_at: now,
+            was_fast: false,
         }
     }
 
@@ -172,6 +182,13 @@ impl Probe {
                 }
             };
             let fast = self.fast_mode(m);
+            if fast && !self.was_fast {
+                // The master is in trouble: read INFO now rather than at the end of the normal
+                // period, so the failover compares replica offsets taken after the master
+                // stopped answering, not up to a period before its last writes.
+                self.next_info = self.next_info.min(Instant::now());
+            }
+            self.was_fast = fast;
             let t = Timings::of(m.down_after_ms, fast, self.periods());
             self.step(&state, m, &t).await;
             let wake = self.next_wake(m, &t);
@@ -744,17 +761,32 @@ impl Probe {
         self.info.sdown_reason = reason;
     }
 
-    fn publish(&self) {
+    /// Writes this instance's entry into the shared view. A change in substance is written at
+    /// once; a change of freshness alone (reply and INFO times, INFO text) at most every
+    /// [`FRESHNESS_REPUBLISH`]: every write wakes every reader of the view, and with hundreds
+    /// of instances per-PING writes cost more than all the probing itself.
+    fn publish(&mut self) {
         let info = &self.info;
+        let now = Instant::now();
+        let due = now.saturating_duration_since(self.published_at) >= FRESHNESS_REPUBLISH;
+        let mut wrote = false;
         self.view_tx.send_if_modified(|v| {
-            if v.instances.get(&info.addr) == Some(info) {
-                return false;
+            match v.instances.get(&info.addr) {
+                // Substance first: it compares no INFO text.
+                Some(old) if !old.differs_beyond_freshness(info) && (!due || old == info) => {
+                    return false
+                }
+                _ => {}
             }
+            wrote = true;
             Arc::make_mut(v)
                 .instances
                 .insert(info.addr.clone(), info.clone());
             true
         });
+        if wrote {
+            self.published_at = now;
+        }
     }
 
     /// This node's committed observation differs from what it sees now, or its down vote is

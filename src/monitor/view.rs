@@ -104,6 +104,63 @@ impl InstanceInfo {
     }
 }
 
+impl InstanceInfo {
+    /// True when `self` and `other` differ in more than how recent they are: the PING reply
+    /// times, the INFO time and the INFO text (whose `uptime_in_seconds` moves every second).
+    /// Listing every field by destructuring makes a new field a compile error here, so it
+    /// cannot be left out of the comparison by accident.
+    pub fn differs_beyond_freshness(&self, other: &InstanceInfo) -> bool {
+        let InstanceInfo {
+            addr,
+            master,
+            run_id,
+            role,
+            role_reported_at,
+            ping_pending_since,
+            last_ok_ping_reply: _,
+            last_ping_reply: _,
+            info_refresh: _,
+            sdown_since,
+            connected,
+            master_host,
+            master_port,
+            master_link_up,
+            master_link_down,
+            priority,
+            repl_offset,
+            replica_announced,
+            last_error,
+            replicas,
+            failover_state,
+            sdown_reason,
+            keys,
+            info_text: _,
+        } = self;
+        *addr != other.addr
+            || *master != other.master
+            || *run_id != other.run_id
+            || *role != other.role
+            || *role_reported_at != other.role_reported_at
+            || *ping_pending_since != other.ping_pending_since
+            || *sdown_since != other.sdown_since
+            || *connected != other.connected
+            || *master_host != other.master_host
+            || *master_port != other.master_port
+            || *master_link_up != other.master_link_up
+            || *master_link_down != other.master_link_down
+            || *priority != other.priority
+            || *repl_offset != other.repl_offset
+            || *replica_announced != other.replica_announced
+            || *last_error != other.last_error
+            || *replicas != other.replicas
+            || *failover_state != other.failover_state
+            || *sdown_reason != other.sdown_reason
+            || *keys != other.keys
+            // A first INFO must show at once.
+            || self.info_refresh.is_some() != other.info_refresh.is_some()
+    }
+}
+
 /// The whole local view, published through a `watch<Arc<MonitorView>>`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MonitorView {
