@@ -50,14 +50,7 @@ async fn limit_counts(addr: &str, pass: Option<&str>) -> BTreeMap<String, u64> {
 
 /// The metrics port's `/metrics` page.
 fn scrape(metrics_port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
+    support::http_get_raw(metrics_port, "/metrics").expect("metrics port")
 }
 
 /// `raft_sentinel_port_limited_connections_total` by limit, from the metrics port.

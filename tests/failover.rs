@@ -7,7 +7,10 @@ mod support;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use support::{
+    eventually, follows, info_field, offset, wait_synced, Cluster, ClusterOpts, NodeProcess,
+    RedisProcess,
+};
 use tokio::time::Instant;
 
 /// `down_after_ms` used by these tests.
@@ -34,35 +37,6 @@ fn cluster(masters_toml: String) -> Cluster {
         extra_toml: masters_toml,
         ..ClusterOpts::default()
     })
-}
-
-/// One field of `INFO <section>`.
-fn info_field(r: &RedisProcess, section: &str, field: &str) -> Option<String> {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", r.port))
-        .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()?;
-    let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
-    let text: String = redis::cmd("INFO").arg(section).query(&mut c).ok()?;
-    text.lines()
-        .filter_map(|l| l.trim_end().split_once(':'))
-        .find(|(k, _)| *k == field)
-        .map(|(_, v)| v.to_string())
-}
-
-fn offset(r: &RedisProcess) -> Option<i64> {
-    let field = match r.role()?.as_str() {
-        "master" => "master_repl_offset",
-        _ => "slave_repl_offset",
-    };
-    info_field(r, "replication", field)?.parse().ok()
-}
-
-/// Whether `r` replicates from `master` with the link up.
-fn follows(r: &RedisProcess, master: &RedisProcess) -> bool {
-    r.role().as_deref() == Some("slave")
-        && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
-        && info_field(r, "replication", "master_link_status").as_deref() == Some("up")
 }
 
 /// Points a replica at a port nobody listens on: it stays a replica, with its offset frozen.
@@ -165,21 +139,6 @@ fn calls(r: &RedisProcess, cmd: &str) -> u64 {
         .find_map(|kv| kv.strip_prefix("calls="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-async fn wait_synced(master: &RedisProcess, replicas: &[&RedisProcess]) {
-    eventually(
-        Duration::from_secs(15),
-        "replicas in sync with the master",
-        || async {
-            let m = offset(master)?;
-            replicas
-                .iter()
-                .all(|r| follows(r, master) && offset(r) == Some(m))
-                .then_some(())
-        },
-    )
-    .await
 }
 
 /// `GetMaster` on one node.

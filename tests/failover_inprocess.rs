@@ -17,7 +17,7 @@ use raft_sentinel::config::{Config, Overrides};
 use raft_sentinel::failover::{self, FailoverError};
 use raft_sentinel::fsm::{Command, FailoverReason};
 use raft_sentinel::model::Addr;
-use support::{eventually, free_port, NodeToml, RedisProcess};
+use support::{eventually, follows, free_port, wait_synced, NodeToml, RedisProcess};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -130,39 +130,6 @@ fn master_toml(name: &str, addr: &str, extra: &str) -> String {
     format!(
         "[[masters]]\nname = \"{name}\"\naddr = \"{addr}\"\nquorum = 2\ndown_after_ms = {DOWN_AFTER}\nfailover_timeout_ms = 5000\nparallel_syncs = 1\n{extra}\n"
     )
-}
-
-fn info_field(r: &RedisProcess, section: &str, field: &str) -> Option<String> {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", r.port))
-        .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()?;
-    let text: String = redis::cmd("INFO").arg(section).query(&mut c).ok()?;
-    text.lines()
-        .filter_map(|l| l.trim_end().split_once(':'))
-        .find(|(k, _)| *k == field)
-        .map(|(_, v)| v.to_string())
-}
-
-fn follows(r: &RedisProcess, master: &RedisProcess) -> bool {
-    r.role().as_deref() == Some("slave")
-        && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
-        && info_field(r, "replication", "master_link_status").as_deref() == Some("up")
-}
-
-async fn wait_synced(master: &RedisProcess, replicas: &[&RedisProcess]) {
-    eventually(Duration::from_secs(15), "replicas in sync", || async {
-        let off = info_field(master, "replication", "master_repl_offset")?;
-        replicas
-            .iter()
-            .all(|r| {
-                follows(r, master)
-                    && info_field(r, "replication", "slave_repl_offset").as_deref()
-                        == Some(off.as_str())
-            })
-            .then_some(())
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use support::{eventually, follows, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 
 /// `down_after_ms` used by these tests.
 const DOWN_AFTER: u64 = 500;
@@ -59,18 +59,6 @@ async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-}
-
-fn follows(r: &RedisProcess, master: &RedisProcess) -> bool {
-    let Ok(text) = redis::cmd("INFO")
-        .arg("replication")
-        .query::<String>(&mut r.client())
-    else {
-        return false;
-    };
-    text.contains("role:slave")
-        && text.contains(&format!("master_port:{}", master.port))
-        && text.contains("master_link_status:up")
 }
 
 fn acl(r: &RedisProcess, rules: &[&str]) {

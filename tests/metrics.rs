@@ -4,23 +4,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
-
-/// Minimal HTTP/1.0 GET: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
+use support::{eventually, http_get, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 
 /// Parses the text exposition strictly enough to catch malformed output: every sample line is
 /// `name{labels} value` with a valid metric name, balanced quoted labels and a float value;

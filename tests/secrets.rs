@@ -3,25 +3,16 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use support::resp::RespClient;
-use support::{eventually, Cluster, ClusterOpts, RedisProcess};
+use support::{eventually, http_get_raw, Cluster, ClusterOpts, RedisProcess};
 
 const REDIS_PW: &str = "redis-pw-7f3a9c";
 const NEW_REDIS_PW: &str = "rotated-pw-51e0d2";
 const CLIENT_PW: &str = "client-pw-c0ffee";
 const API_PW: &str = "api-pw-4b1d9e";
 const CLUSTER_SECRET: &str = "cluster-secret-8e2f60a17c";
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [REDIS_PW, NEW_REDIS_PW, CLIENT_PW, API_PW, CLUSTER_SECRET] {
@@ -116,8 +107,14 @@ async fn secrets_stay_secret() {
         assert_clean("refused ctl", &text);
     }
     for n in &c.nodes {
-        assert_clean("metrics", &http_get(n.metrics_port, "/metrics"));
-        assert_clean("ready", &http_get(n.metrics_port, "/ready"));
+        assert_clean(
+            "metrics",
+            &http_get_raw(n.metrics_port, "/metrics").expect("GET /metrics"),
+        );
+        assert_clean(
+            "ready",
+            &http_get_raw(n.metrics_port, "/ready").expect("GET /ready"),
+        );
     }
     // Let the nodes log a while (probes, the +set event, reconnects with the new password).
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -3,8 +3,10 @@
 //! on drop (and their logs printed when a test panics).
 #![allow(dead_code)]
 
+mod http;
 pub mod netns;
 mod node_toml;
+mod replication;
 pub mod resp;
 pub mod tls;
 
@@ -21,7 +23,12 @@ use tempfile::TempDir;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+// Re-exported for the test files; each uses only some of them.
+#[allow(unused_imports)]
+pub use http::{http_get, http_get_raw};
 pub use node_toml::NodeToml;
+#[allow(unused_imports)]
+pub use replication::{follows, info_field, offset, wait_synced};
 
 /// A Coordinator client that sends the API password, when the node has one.
 pub type ApiClient =
