@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
 use support::{
-    eventually, follows, info_field, offset, wait_synced, Cluster, ClusterOpts, NodeProcess,
-    RedisProcess,
+    eventually, follows, get_master, info_field, offset, wait_monitored, wait_synced, Cluster,
+    ClusterOpts, NodeProcess, RedisProcess,
 };
 use tokio::time::Instant;
 
@@ -141,18 +141,6 @@ fn calls(r: &RedisProcess, cmd: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `GetMaster` on one node.
-async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterReply> {
-    let mut c = node.client().await.ok()?;
-    c.get_master(pb::GetMasterRequest {
-        name: name.into(),
-        consistency: pb::Consistency::Local as i32,
-    })
-    .await
-    .ok()
-    .map(|r| r.into_inner())
-}
-
 fn addr_of(reply: &pb::GetMasterReply) -> Option<(String, u16, u64)> {
     let m = reply.master.as_ref()?;
     Some((
@@ -178,27 +166,6 @@ async fn wait_all_agree(c: &Cluster, name: &str, addr: &str, limit: Duration) ->
         epoch
     })
     .await
-}
-
-/// Waits until the committed state knows `n` replicas of `name` on every node, so
-/// monitoring is up everywhere before a test breaks something.
-async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
-    eventually(
-        Duration::from_secs(20),
-        "every node knows the replicas",
-        || async {
-            for node in c.nodes.iter().filter(|n| n.is_running()) {
-                let r = get_master(node, name).await?;
-                if r.master?.num_replicas != n {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
-    // Let every probe take a few INFO rounds.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
 /// Prints the failover milestones of every node's log (for timing analysis with --nocapture).

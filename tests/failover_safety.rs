@@ -7,7 +7,10 @@ mod support;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, follows, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use support::{
+    eventually, follows, get_master, wait_monitored, Cluster, ClusterOpts, NodeProcess,
+    RedisProcess,
+};
 
 /// `down_after_ms` used by these tests.
 const DOWN_AFTER: u64 = 500;
@@ -27,38 +30,9 @@ fn cluster(name: &str, addr: &str, extra: &str) -> Cluster {
     })
 }
 
-async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterReply> {
-    let mut c = node.client().await.ok()?;
-    c.get_master(pb::GetMasterRequest {
-        name: name.into(),
-        consistency: pb::Consistency::Local as i32,
-    })
-    .await
-    .ok()
-    .map(|r| r.into_inner())
-}
-
 fn addr_of(reply: &pb::GetMasterReply) -> Option<String> {
     let m = reply.master.as_ref()?;
     Some(format!("{}:{}", m.host, m.port))
-}
-
-/// Waits until the committed state knows `n` replicas of `name` on every node.
-async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
-    eventually(
-        Duration::from_secs(20),
-        "every node knows the replicas",
-        || async {
-            for node in c.nodes.iter().filter(|n| n.is_running()) {
-                if get_master(node, name).await?.master?.num_replicas != n {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
 fn acl(r: &RedisProcess, rules: &[&str]) {

@@ -713,3 +713,35 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
     }
     t.extra(&o.extra_toml).write(&n.config);
 }
+
+/// `GetMaster` (local read) on one node.
+pub async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterReply> {
+    let mut c = node.client().await.ok()?;
+    c.get_master(pb::GetMasterRequest {
+        name: name.into(),
+        consistency: pb::Consistency::Local as i32,
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+/// Waits until the committed state knows `n` replicas of `name` on every running node, so
+/// monitoring is up everywhere before a test breaks something; then lets every probe take a
+/// few INFO rounds.
+pub async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
+    eventually(
+        Duration::from_secs(20),
+        "every node knows the replicas",
+        || async {
+            for node in c.nodes.iter().filter(|n| n.is_running()) {
+                if get_master(node, name).await?.master?.num_replicas != n {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
