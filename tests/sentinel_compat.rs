@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::real_sentinel::RealSentinel;
 use support::resp::RespClient;
 use support::{eventually, Cluster, ClusterOpts, RedisProcess};
 
@@ -499,59 +500,6 @@ async fn redis_cli_discovers_and_writes() {
 
 // === Side-by-side shape check against a real redis-sentinel ===
 
-/// A real `redis-sentinel` watching `master`, on a free port, killed on drop.
-struct RealSentinel {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RealSentinel {
-    fn start(master: &RedisProcess) -> RealSentinel {
-        let dir = tempfile::tempdir().unwrap();
-        let port = support::free_port();
-        let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\n",
-                dir.path().display(),
-                master.port
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-sentinel")
-            .arg(&conf)
-            .args(["--logfile", &dir.path().join("log").display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
-        let mut tries = 0;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            tries += 1;
-            assert!(tries < 500, "redis-sentinel on {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RealSentinel {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RealSentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 use support::resp::Value;
 
 /// The shape of a reply: types all the way down, and the keys of every map (RESP3 maps, and
@@ -600,8 +548,16 @@ async fn same_reply_shapes_as_real_redis_sentinel() {
     let t = Topo::start().await;
     // Two real sentinels, so SENTINEL SENTINELS has an entry on the real side too.
     let real = [
-        RealSentinel::start(&t.master),
-        RealSentinel::start(&t.master),
+        RealSentinel::start(
+            &t.master,
+            2,
+            "sentinel down-after-milliseconds mymaster 1000\n",
+        ),
+        RealSentinel::start(
+            &t.master,
+            2,
+            "sentinel down-after-milliseconds mymaster 1000\n",
+        ),
     ];
     for r in &real {
         let addr = r.addr();

@@ -6,12 +6,12 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use raft_sentinel::pb::api as pb;
+use support::real_sentinel::RealSentinel;
 use support::resp::RespClient;
 use support::{eventually, Cluster, ClusterOpts, RedisProcess};
 
@@ -254,60 +254,11 @@ async fn ask_period_sets_how_often_a_down_vote_is_reaffirmed() {
     assert!(n >= 2, "ASK-PERIOD 86400000: {n} renewals in 3 s");
 }
 
-/// A real `redis-sentinel` watching `master`, on a free port, killed on drop.
-struct RealSentinel {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RealSentinel {
-    fn start(master: &RedisProcess) -> RealSentinel {
-        let dir = tempfile::tempdir().unwrap();
-        let port = support::free_port();
-        let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
-                dir.path().display(),
-                master.port
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-sentinel")
-            .arg(&conf)
-            .args(["--logfile", &dir.path().join("log").display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
-        let mut tries = 0;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            tries += 1;
-            assert!(tries < 500, "redis-sentinel on {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RealSentinel {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RealSentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_and_config_set_replies_match_real_redis_sentinel_byte_for_byte() {
     let master = RedisProcess::start(&[]);
     let c = one_node(&master, 5000).await;
-    let real = RealSentinel::start(&master);
+    let real = RealSentinel::start(&master, 1, "");
     // Sentinel reads arguments in order and reports the first problem (its DEBUG applies the
     // pairs before a bad one; this node applies none, with the same reply). Redis 7.0's CONFIG
     // SET takes one pair, so only single pairs are compared.

@@ -30,6 +30,14 @@ fn hex(c: u8) -> u8 {
     }
 }
 
+/// A closing quote at `i` must end the argument: a space or the end of the line follows.
+fn closing_quote_ends(line: &[u8], i: usize) -> Result<(), UnbalancedQuotes> {
+    match line.get(i + 1) {
+        Some(&c) if !is_space(c) => Err(UnbalancedQuotes),
+        _ => Ok(()),
+    }
+}
+
 /// Splits `line` into arguments (see the module docs).
 pub fn split(line: &[u8]) -> Result<Vec<Vec<u8>>, UnbalancedQuotes> {
     let line = match line.iter().position(|&c| c == 0) {
@@ -70,9 +78,7 @@ pub fn split(line: &[u8]) -> Result<Vec<Vec<u8>>, UnbalancedQuotes> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < n && !is_space(line[i + 1]) {
-                        return Err(UnbalancedQuotes);
-                    }
+                    closing_quote_ends(line, i)?;
                     i += 1;
                     break;
                 } else {
@@ -84,9 +90,7 @@ pub fn split(line: &[u8]) -> Result<Vec<Vec<u8>>, UnbalancedQuotes> {
                     i += 1;
                     cur.push(b'\'');
                 } else if c == b'\'' {
-                    if i + 1 < n && !is_space(line[i + 1]) {
-                        return Err(UnbalancedQuotes);
-                    }
+                    closing_quote_ends(line, i)?;
                     i += 1;
                     break;
                 } else {

@@ -6,6 +6,7 @@
 mod http;
 pub mod netns;
 mod node_toml;
+pub mod real_sentinel;
 mod replication;
 pub mod resp;
 pub mod tls;
