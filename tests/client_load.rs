@@ -230,6 +230,11 @@ async fn a_subscriber_that_does_not_read_is_closed_at_its_pubsub_output_limit() 
     );
     let n = ready(&c).await;
     let addr = n.sentinel_addr();
+    // A live master: an unreachable one would be +sdown after down_after, an event that
+    // matches every slow-subscriber pattern and, arriving while the slow subscriber is still
+    // taking its 10,000 confirmations through a 4 KiB window, would close it too early.
+    let master = support::RedisProcess::start(&[]);
+    let master_port = master.port.to_string();
     // A subscriber that reads. It sees +monitor before the slow one subscribes: that event
     // would otherwise reach the slow one too (10,000 pmessages right after its confirmations)
     // whenever it is published a little after the command's reply.
@@ -240,7 +245,7 @@ async fn a_subscriber_that_does_not_read_is_closed_at_its_pubsub_output_limit() 
     let mut admin = RespClient::connect(&addr).await;
     assert_eq!(
         admin
-            .cmd(&["SENTINEL", "MONITOR", "m", "127.0.0.1", "7000", "1"])
+            .cmd(&["SENTINEL", "MONITOR", "m", "127.0.0.1", &master_port, "1"])
             .await
             .text()
             .as_deref(),
