@@ -123,9 +123,14 @@ async fn a_stopped_nodes_old_down_vote_does_not_complete_a_later_quorum() {
     .await;
     // 2. C is stopped (powered off for repair) but stays a voter.
     lab.kill(nodes[C]);
+    // C re-affirmed its vote every second until it died, and a vote expires counting from
+    // its last affirmation: from the kill, not from the first vote seen above (the kill may
+    // come seconds after it on a loaded machine).
+    let killed_at = wall_ms();
+    assert!(killed_at >= voted_at, "the wall clock went back");
     // 3. Much later (past the expiry window), A has a 2-second blip toward the master.
     let window_ms = 5_000;
-    let until = voted_at + window_ms + 1_000;
+    let until = killed_at + window_ms + 1_000;
     tokio::time::sleep(Duration::from_millis(until.saturating_sub(wall_ms()))).await;
     lab.cut(A, MASTER);
     tokio::time::sleep(Duration::from_secs(2)).await;
