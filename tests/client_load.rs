@@ -26,6 +26,18 @@ fn one_node(extra_toml: &str) -> Cluster {
 async fn ready(c: &Cluster) -> &NodeProcess {
     c.wait_leader(Duration::from_secs(20)).await;
     let n = c.node(1);
+    // A new cluster commits its command format just after the election, and every node
+    // publishes it as `+cluster-version`, an event that matches the slow subscriber's
+    // patterns. Waiting for it here keeps it out of what the tests subscribe to.
+    support::eventually(
+        Duration::from_secs(10),
+        "the cluster version is committed",
+        || async {
+            (n.status().await?.cluster_version == raft_sentinel::fsm::SUPPORTED_VERSION)
+                .then_some(())
+        },
+    )
+    .await;
     support::eventually(Duration::from_secs(10), "sentinel port answers", || async {
         let mut cl = RespClient::connect(&n.sentinel_addr()).await;
         cl.send(&["PING"]).await;
