@@ -135,6 +135,14 @@ async fn stock_reflection_client_calls_get_master_by_name() {
     );
     let c = one_node();
     c.wait_leader(Duration::from_secs(20)).await;
+    // The configured master is committed just after the election: the client's lookup must
+    // not race it.
+    support::eventually(
+        Duration::from_secs(10),
+        "the configured master is applied",
+        || async { support::get_master(&c.nodes[0], "mymaster").await?.master },
+    )
+    .await;
     let out = std::process::Command::new(&python)
         .arg(
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
