@@ -78,153 +78,15 @@ fn toml_str(s: &str) -> String {
 
 /// Converts `sentinel.conf` text.
 pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportError> {
-    let mut masters: BTreeMap<String, Master> = BTreeMap::new();
-    let mut skipped = Vec::new();
-    let mut port: u16 = 26379;
-    let mut bind: Option<String> = None;
-    let mut requirepass: Option<String> = None;
-    let mut announce_ip: Option<String> = None;
-    let mut deny_scripts_reconfig: Option<bool> = None;
-    let num = |line: usize, v: &str, what: &str| -> Result<u64, ImportError> {
-        v.parse().map_err(|_| ImportError::Line {
-            line,
-            problem: format!("{what} '{v}' is not a number"),
-        })
-    };
+    let mut conf = SentinelConf::default();
     for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let args = split_args(trimmed).map_err(|problem| ImportError::Line { line, problem })?;
-        let lower: Vec<String> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
-        let skip = |why: &str| format!("line {line}: `{trimmed}`: {why}");
-        match lower[0].as_str() {
-            "port" if args.len() == 2 => {
-                port = num(line, &args[1], "port")?
-                    .try_into()
-                    .map_err(|_| ImportError::Line {
-                        line,
-                        problem: "port out of range".into(),
-                    })?
-            }
-            "bind" if args.len() >= 2 => {
-                if args.len() > 2 {
-                    skipped.push(skip("only the first bind address is used"));
-                }
-                bind = Some(args[1].trim_start_matches('-').to_string());
-            }
-            "requirepass" if args.len() == 2 => requirepass = Some(args[1].clone()),
-            "sentinel" if args.len() >= 2 => {
-                let sub = lower[1].as_str();
-                let name = args.get(2).cloned().unwrap_or_default();
-                let per_master = |m: &mut BTreeMap<String, Master>| -> Result<(), ImportError> {
-                    if !m.contains_key(&name) {
-                        return Err(ImportError::Line {
-                            line,
-                            problem: format!("'{name}' is used before its `sentinel monitor` line"),
-                        });
-                    }
-                    Ok(())
-                };
-                match sub {
-                    "monitor" if args.len() == 6 => {
-                        let p = num(line, &args[4], "port")?;
-                        let addr = u16::try_from(p)
-                            .ok()
-                            .and_then(|p| Addr::new(args[3].clone(), p).ok())
-                            .ok_or_else(|| ImportError::Line {
-                                line,
-                                problem: format!("invalid address {}:{}", args[3], args[4]),
-                            })?;
-                        let quorum = num(line, &args[5], "quorum")? as u32;
-                        let m = masters.entry(name).or_default();
-                        m.addr = Some(addr);
-                        m.quorum = quorum;
-                        m.line = line;
-                    }
-                    "down-after-milliseconds" if args.len() == 4 => {
-                        per_master(&mut masters)?;
-                        masters.get_mut(&name).expect("checked").down_after_ms =
-                            Some(num(line, &args[3], "down-after-milliseconds")?);
-                    }
-                    "failover-timeout" if args.len() == 4 => {
-                        per_master(&mut masters)?;
-                        masters.get_mut(&name).expect("checked").failover_timeout_ms =
-                            Some(num(line, &args[3], "failover-timeout")?);
-                    }
-                    "parallel-syncs" if args.len() == 4 => {
-                        per_master(&mut masters)?;
-                        masters.get_mut(&name).expect("checked").parallel_syncs =
-                            Some(num(line, &args[3], "parallel-syncs")? as u32);
-                    }
-                    "auth-pass" if args.len() == 4 => {
-                        per_master(&mut masters)?;
-                        masters.get_mut(&name).expect("checked").auth_pass = Some(args[3].clone());
-                    }
-                    "auth-user" if args.len() == 4 => {
-                        per_master(&mut masters)?;
-                        masters.get_mut(&name).expect("checked").auth_user = Some(args[3].clone());
-                    }
-                    "announce-ip" if args.len() == 3 => announce_ip = Some(args[2].clone()),
-                    "known-replica" | "known-slave" | "known-sentinel" | "config-epoch"
-                    | "leader-epoch" | "current-epoch" | "myid" => skipped.push(skip(
-                        "Sentinel state; here the Raft log holds it (replicas are rediscovered)",
-                    )),
-                    "notification-script" | "client-reconfig-script" if args.len() == 4 => {
-                        per_master(&mut masters)?;
-                        let m = masters.get_mut(&name).expect("checked");
-                        let path = (!args[3].is_empty()).then(|| args[3].clone());
-                        if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
-                            return Err(ImportError::Line {
-                                line,
-                                problem: format!("{sub} must be an absolute path"),
-                            });
-                        }
-                        if sub == "notification-script" {
-                            m.notification_script = path;
-                        } else {
-                            m.client_reconfig_script = path;
-                        }
-                    }
-                    "deny-scripts-reconfig" if args.len() == 3 => {
-                        deny_scripts_reconfig = Some(match lower[2].as_str() {
-                            "yes" => true,
-                            "no" => false,
-                            _ => {
-                                return Err(ImportError::Line {
-                                    line,
-                                    problem: "deny-scripts-reconfig must be yes or no".into(),
-                                })
-                            }
-                        })
-                    }
-                    "announce-port" => skipped.push(skip("set [listen].sentinel to the port clients should use")),
-                    "sentinel-user" | "sentinel-pass" => skipped.push(skip(
-                        "no Sentinel-to-Sentinel links; nodes talk over the peer port (use [security] tls)",
-                    )),
-                    "master-reboot-down-after-period" | "rename-command" => {
-                        skipped.push(skip("not supported yet; set it with SENTINEL SET if needed later"))
-                    }
-                    "resolve-hostnames" | "announce-hostnames" => {
-                        skipped.push(skip("no equivalent setting"))
-                    }
-                    _ => skipped.push(skip("unknown or malformed sentinel directive")),
-                }
-            }
-            "tls-port" | "tls-cert-file" | "tls-key-file" | "tls-ca-cert-file"
-            | "tls-replication" => skipped.push(skip(
-                "TLS is configured with [security] tls (peer/API) and per-master tls",
-            )),
-            "dir" | "logfile" | "daemonize" | "pidfile" | "protected-mode" | "loglevel"
-            | "supervised" => skipped.push(skip(
-                "process setting of redis-sentinel; use data_dir, systemd and RAFT_SENTINEL_LOG",
-            )),
-            _ => skipped.push(skip("not a Sentinel setting this tool knows")),
-        }
+        conf.directive(&Directive::parse(i + 1, trimmed)?)?;
     }
-    if masters.is_empty() {
+    if conf.masters.is_empty() {
         return Err(ImportError::Invalid(
             "no `sentinel monitor` line found".into(),
         ));
@@ -235,22 +97,237 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
             target.node_id
         )));
     }
-    let host = bind.unwrap_or_else(|| "0.0.0.0".into());
-    let host = if host == "*" { "0.0.0.0".into() } else { host };
     let mut out = String::new();
+    write_node(&mut out, &conf, target);
+    let mut names = Vec::new();
+    for (name, m) in &conf.masters {
+        write_master(&mut out, name, m, target.peers.len())?;
+        names.push(name.clone());
+    }
+    Ok(Imported {
+        toml: out,
+        skipped: conf.skipped,
+        masters: names,
+    })
+}
+
+/// One line of `sentinel.conf`, split into arguments.
+struct Directive<'a> {
+    /// 1-based line number.
+    line: usize,
+    text: &'a str,
+    args: Vec<String>,
+    /// The arguments in lower case, for matching names.
+    lower: Vec<String>,
+}
+
+impl<'a> Directive<'a> {
+    fn parse(line: usize, text: &'a str) -> Result<Self, ImportError> {
+        let args = split_args(text).map_err(|problem| ImportError::Line { line, problem })?;
+        let lower = args.iter().map(|a| a.to_ascii_lowercase()).collect();
+        Ok(Directive {
+            line,
+            text,
+            args,
+            lower,
+        })
+    }
+
+    fn error(&self, problem: impl Into<String>) -> ImportError {
+        ImportError::Line {
+            line: self.line,
+            problem: problem.into(),
+        }
+    }
+
+    /// The note for a line that is not carried over.
+    fn skip(&self, why: &str) -> String {
+        format!("line {}: `{}`: {why}", self.line, self.text)
+    }
+
+    /// Argument `i` as a number; `what` names it in the error.
+    fn num(&self, i: usize, what: &str) -> Result<u64, ImportError> {
+        let v = &self.args[i];
+        v.parse()
+            .map_err(|_| self.error(format!("{what} '{v}' is not a number")))
+    }
+}
+
+/// What the directives set, as they are read.
+struct SentinelConf {
+    masters: BTreeMap<String, Master>,
+    skipped: Vec<String>,
+    port: u16,
+    bind: Option<String>,
+    requirepass: Option<String>,
+    announce_ip: Option<String>,
+    deny_scripts_reconfig: Option<bool>,
+}
+
+impl Default for SentinelConf {
+    fn default() -> Self {
+        SentinelConf {
+            masters: BTreeMap::new(),
+            skipped: Vec::new(),
+            port: 26379,
+            bind: None,
+            requirepass: None,
+            announce_ip: None,
+            deny_scripts_reconfig: None,
+        }
+    }
+}
+
+impl SentinelConf {
+    /// A top-level directive: the few process settings that carry over, `sentinel ...`, or a
+    /// note on why it does not.
+    fn directive(&mut self, d: &Directive<'_>) -> Result<(), ImportError> {
+        let args = &d.args;
+        match d.lower[0].as_str() {
+            "port" if args.len() == 2 => {
+                self.port = d
+                    .num(1, "port")?
+                    .try_into()
+                    .map_err(|_| d.error("port out of range"))?
+            }
+            "bind" if args.len() >= 2 => {
+                if args.len() > 2 {
+                    self.skipped
+                        .push(d.skip("only the first bind address is used"));
+                }
+                self.bind = Some(args[1].trim_start_matches('-').to_string());
+            }
+            "requirepass" if args.len() == 2 => self.requirepass = Some(args[1].clone()),
+            "sentinel" if args.len() >= 2 => return self.sentinel(d),
+            "tls-port" | "tls-cert-file" | "tls-key-file" | "tls-ca-cert-file"
+            | "tls-replication" => self.skipped.push(
+                d.skip("TLS is configured with [security] tls (peer/API) and per-master tls"),
+            ),
+            "dir" | "logfile" | "daemonize" | "pidfile" | "protected-mode" | "loglevel"
+            | "supervised" => self.skipped.push(d.skip(
+                "process setting of redis-sentinel; use data_dir, systemd and RAFT_SENTINEL_LOG",
+            )),
+            _ => self
+                .skipped
+                .push(d.skip("not a Sentinel setting this tool knows")),
+        }
+        Ok(())
+    }
+
+    /// `sentinel SUBCOMMAND ...`.
+    fn sentinel(&mut self, d: &Directive<'_>) -> Result<(), ImportError> {
+        let sub = d.lower[1].as_str();
+        let why = match (sub, d.args.len()) {
+            ("monitor", 6) => return self.monitor(d),
+            (
+                "down-after-milliseconds"
+                | "failover-timeout"
+                | "parallel-syncs"
+                | "auth-pass"
+                | "auth-user"
+                | "notification-script"
+                | "client-reconfig-script",
+                4,
+            ) => return self.master_option(d),
+            ("announce-ip", 3) => {
+                self.announce_ip = Some(d.args[2].clone());
+                return Ok(());
+            }
+            ("deny-scripts-reconfig", 3) => {
+                self.deny_scripts_reconfig = Some(match d.lower[2].as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(d.error("deny-scripts-reconfig must be yes or no")),
+                });
+                return Ok(());
+            }
+            (
+                "known-replica" | "known-slave" | "known-sentinel" | "config-epoch"
+                | "leader-epoch" | "current-epoch" | "myid",
+                _,
+            ) => "Sentinel state; here the Raft log holds it (replicas are rediscovered)",
+            ("announce-port", _) => "set [listen].sentinel to the port clients should use",
+            ("sentinel-user" | "sentinel-pass", _) => {
+                "no Sentinel-to-Sentinel links; nodes talk over the peer port (use [security] tls)"
+            }
+            ("master-reboot-down-after-period" | "rename-command", _) => {
+                "not supported yet; set it with SENTINEL SET if needed later"
+            }
+            ("resolve-hostnames" | "announce-hostnames", _) => "no equivalent setting",
+            _ => "unknown or malformed sentinel directive",
+        };
+        self.skipped.push(d.skip(why));
+        Ok(())
+    }
+
+    /// `sentinel monitor NAME HOST PORT QUORUM`.
+    fn monitor(&mut self, d: &Directive<'_>) -> Result<(), ImportError> {
+        let args = &d.args;
+        let p = d.num(4, "port")?;
+        let addr = u16::try_from(p)
+            .ok()
+            .and_then(|p| Addr::new(args[3].clone(), p).ok())
+            .ok_or_else(|| d.error(format!("invalid address {}:{}", args[3], args[4])))?;
+        let quorum = d.num(5, "quorum")? as u32;
+        let m = self.masters.entry(args[2].clone()).or_default();
+        m.addr = Some(addr);
+        m.quorum = quorum;
+        m.line = d.line;
+        Ok(())
+    }
+
+    /// `sentinel OPTION NAME VALUE` for a master declared by an earlier `sentinel monitor`.
+    fn master_option(&mut self, d: &Directive<'_>) -> Result<(), ImportError> {
+        let (sub, name, value) = (d.lower[1].as_str(), &d.args[2], &d.args[3]);
+        let Some(m) = self.masters.get_mut(name) else {
+            return Err(d.error(format!(
+                "'{name}' is used before its `sentinel monitor` line"
+            )));
+        };
+        match sub {
+            "down-after-milliseconds" => m.down_after_ms = Some(d.num(3, sub)?),
+            "failover-timeout" => m.failover_timeout_ms = Some(d.num(3, sub)?),
+            "parallel-syncs" => m.parallel_syncs = Some(d.num(3, sub)? as u32),
+            "auth-pass" => m.auth_pass = Some(value.clone()),
+            "auth-user" => m.auth_user = Some(value.clone()),
+            _ => {
+                // notification-script or client-reconfig-script; empty clears it.
+                let path = (!value.is_empty()).then(|| value.clone());
+                if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                    return Err(d.error(format!("{sub} must be an absolute path")));
+                }
+                if sub == "notification-script" {
+                    m.notification_script = path;
+                } else {
+                    m.client_reconfig_script = path;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node's own settings: top-level keys, `[listen]`, `[[peers]]`, `[raft]`, `[security]`.
+fn write_node(out: &mut String, conf: &SentinelConf, target: &ImportTarget) {
+    let host = conf.bind.as_deref().unwrap_or("0.0.0.0");
+    let host = if host == "*" { "0.0.0.0" } else { host };
     let _ = writeln!(
         out,
         "# Converted from sentinel.conf by raft-sentinel import-sentinel-conf."
     );
     let _ = writeln!(out, "node_id = {}", target.node_id);
     let _ = writeln!(out, "data_dir = {}", toml_str(&target.data_dir));
-    if let Some(d) = deny_scripts_reconfig {
+    if let Some(d) = conf.deny_scripts_reconfig {
         let _ = writeln!(out, "deny_scripts_reconfig = {d}");
     }
     out.push('\n');
     let _ = writeln!(out, "[listen]");
-    let _ = writeln!(out, "sentinel = {}", toml_str(&format!("{host}:{port}")));
-    if let Some(ip) = &announce_ip {
+    let _ = writeln!(
+        out,
+        "sentinel = {}",
+        toml_str(&format!("{host}:{}", conf.port))
+    );
+    if let Some(ip) = &conf.announce_ip {
         let _ = writeln!(out, "announce_ip = {}", toml_str(ip));
     }
     out.push('\n');
@@ -263,7 +340,7 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
     // The peer and gRPC ports listen on all interfaces by default: a node refuses to start
     // that way without TLS or a secret, so say what to set.
     let _ = writeln!(out, "[security]");
-    if let Some(p) = &requirepass {
+    if let Some(p) = &conf.requirepass {
         let _ = writeln!(out, "requirepass = {}", toml_str(p));
     }
     let _ = writeln!(
@@ -272,7 +349,7 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
          # random secret on every node, e.g. from `openssl rand -hex 32`, or `tls = {{ ... }}`.\n\
          # cluster_secret_file = \"/etc/raft-sentinel/cluster-secret\""
     );
-    if requirepass.is_none() {
+    if conf.requirepass.is_none() {
         let _ = writeln!(
             out,
             "# The gRPC API password (ctl --password-file); requirepass serves when it is set.\n\
@@ -280,54 +357,48 @@ pub fn convert(text: &str, target: &ImportTarget) -> Result<Imported, ImportErro
         );
     }
     out.push('\n');
-    let mut names = Vec::new();
-    for (name, m) in &masters {
-        let addr = m
-            .addr
-            .as_ref()
-            .ok_or_else(|| ImportError::Invalid(format!("master '{name}' has no address")))?;
-        if m.quorum as usize > target.peers.len() {
-            return Err(ImportError::Line {
-                line: m.line,
-                problem: format!(
-                    "quorum {} of '{name}' is more than the {} coordinator node(s) given: pass --peer for every node",
-                    m.quorum,
-                    target.peers.len()
-                ),
-            });
-        }
-        let _ = writeln!(out, "[[masters]]");
-        let _ = writeln!(out, "name = {}", toml_str(name));
-        let _ = writeln!(out, "addr = {}", toml_str(&addr.to_string()));
-        let _ = writeln!(out, "quorum = {}", m.quorum);
-        // Sentinel's defaults where the file is silent, so behaviour does not change silently.
-        let _ = writeln!(out, "down_after_ms = {}", m.down_after_ms.unwrap_or(30_000));
-        let _ = writeln!(
-            out,
-            "failover_timeout_ms = {}",
-            m.failover_timeout_ms.unwrap_or(180_000)
-        );
-        let _ = writeln!(out, "parallel_syncs = {}", m.parallel_syncs.unwrap_or(1));
-        if let Some(u) = &m.auth_user {
-            let _ = writeln!(out, "auth_user = {}", toml_str(u));
-        }
-        if let Some(p) = &m.auth_pass {
-            let _ = writeln!(out, "auth_pass = {}", toml_str(p));
-        }
-        if let Some(p) = &m.notification_script {
-            let _ = writeln!(out, "notification_script = {}", toml_str(p));
-        }
-        if let Some(p) = &m.client_reconfig_script {
-            let _ = writeln!(out, "client_reconfig_script = {}", toml_str(p));
-        }
-        out.push('\n');
-        names.push(name.clone());
+}
+
+/// One `[[masters]]` table; `nodes` is the number of coordinator nodes, the highest quorum.
+fn write_master(out: &mut String, name: &str, m: &Master, nodes: usize) -> Result<(), ImportError> {
+    let addr = m
+        .addr
+        .as_ref()
+        .ok_or_else(|| ImportError::Invalid(format!("master '{name}' has no address")))?;
+    if m.quorum as usize > nodes {
+        return Err(ImportError::Line {
+            line: m.line,
+            problem: format!(
+                "quorum {} of '{name}' is more than the {nodes} coordinator node(s) given: pass --peer for every node",
+                m.quorum,
+            ),
+        });
     }
-    Ok(Imported {
-        toml: out,
-        skipped,
-        masters: names,
-    })
+    let _ = writeln!(out, "[[masters]]");
+    let _ = writeln!(out, "name = {}", toml_str(name));
+    let _ = writeln!(out, "addr = {}", toml_str(&addr.to_string()));
+    let _ = writeln!(out, "quorum = {}", m.quorum);
+    // Sentinel's defaults where the file is silent, so behaviour does not change silently.
+    let _ = writeln!(out, "down_after_ms = {}", m.down_after_ms.unwrap_or(30_000));
+    let _ = writeln!(
+        out,
+        "failover_timeout_ms = {}",
+        m.failover_timeout_ms.unwrap_or(180_000)
+    );
+    let _ = writeln!(out, "parallel_syncs = {}", m.parallel_syncs.unwrap_or(1));
+    let optional = [
+        ("auth_user", &m.auth_user),
+        ("auth_pass", &m.auth_pass),
+        ("notification_script", &m.notification_script),
+        ("client_reconfig_script", &m.client_reconfig_script),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            let _ = writeln!(out, "{key} = {}", toml_str(v));
+        }
+    }
+    out.push('\n');
+    Ok(())
 }
 
 #[cfg(test)]
