@@ -28,7 +28,7 @@ use tracing::warn;
 use crate::api::grpc_port::GrpcPortStats;
 use crate::api::resp::clients::{Limit, Stats as SentinelPortStats};
 use crate::consensus::{RaftHandle, Role};
-use crate::fsm::FailoverRecord;
+use crate::fsm::{ClusterState, FailoverRecord, MasterState};
 use crate::monitor::MonitorView;
 use crate::shutdown::Shutdown;
 
@@ -188,62 +188,74 @@ impl NodeMetrics {
     /// Renders the text exposition.
     pub fn render(&self) -> String {
         let mut reg = Registry::with_prefix("raft_sentinel");
-        let st = self.raft.status();
         let state = self.raft.state();
+        let view = self.monitor.borrow().clone();
+        self.register_node(&mut reg, &state, &view);
+        let mut masters = MasterFamilies::default();
+        for m in state.masters.values() {
+            masters.add(m, &state, &view);
+        }
+        self.events
+            .sync(state.masters.values().map(|m| m.name.as_str()));
+        masters.register(&mut reg);
+        self.register_events(&mut reg);
+        self.ports.register(&mut reg);
+        let mut out = String::new();
+        encode(&mut out, &reg).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// This node: Raft progress, TILT, the epoch, proposals.
+    fn register_node(&self, reg: &mut Registry, state: &ClusterState, view: &MonitorView) {
+        let st = self.raft.status();
         let node = self.raft.node_id();
-        gauge(&mut reg, "node_id", "This node's id", node as i64);
-        gauge(&mut reg, "raft_term", "Current Raft term", st.term as i64);
+        gauge(reg, "node_id", "This node's id", node as i64);
+        gauge(reg, "raft_term", "Current Raft term", st.term as i64);
         gauge(
-            &mut reg,
+            reg,
             "raft_leader_id",
             "Known Raft leader (0: none)",
             st.leader_id as i64,
         );
         gauge(
-            &mut reg,
+            reg,
             "raft_is_leader",
             "1 if this node is the Raft leader",
             i64::from(st.role == Role::Leader),
         );
         gauge(
-            &mut reg,
+            reg,
             "raft_commit_index",
             "Raft commit index",
             st.commit as i64,
         );
         gauge(
-            &mut reg,
+            reg,
             "raft_applied_index",
             "Last applied log index",
             st.applied as i64,
         );
+        gauge(reg, "raft_voters", "Voting members", st.voters.len() as i64);
         gauge(
-            &mut reg,
-            "raft_voters",
-            "Voting members",
-            st.voters.len() as i64,
-        );
-        gauge(
-            &mut reg,
+            reg,
             "raft_leader_contact",
             "1 while this node is in contact with a Raft leader (its answers can be trusted)",
             i64::from(self.raft.has_leader_contact()),
         );
-        let tilt_since = self.monitor.borrow().tilt_since;
         gauge(
-            &mut reg,
+            reg,
             "tilt",
             "1 while this node is in TILT: it stalled or its clock jumped, so its probe results are void and it casts no down vote",
-            i64::from(tilt_since.is_some()),
+            i64::from(view.tilt_since.is_some()),
         );
         gauge(
-            &mut reg,
+            reg,
             "apply_halted_index",
             "Index of a committed entry this node cannot decode and stopped applying at (0: applying)",
             st.halted.as_ref().map_or(0, |(i, _)| *i as i64),
         );
         gauge(
-            &mut reg,
+            reg,
             "current_epoch",
             "Highest failover epoch",
             state.current_epoch as i64,
@@ -255,99 +267,10 @@ impl NodeMetrics {
             "Time from proposing to applied on this node",
             stats.duration.clone(),
         );
+    }
 
-        let view = self.monitor.borrow().clone();
-        let epoch: Family<Labels, Gauge> = Family::default();
-        let odown: Family<Labels, Gauge> = Family::default();
-        let down: Family<Labels, Gauge> = Family::default();
-        let reachable: Family<Labels, Gauge> = Family::default();
-        let replicas: Family<Labels, Gauge> = Family::default();
-        let paused: Family<Labels, Gauge> = Family::default();
-        let in_progress: Family<Labels, Gauge> = Family::default();
-        let last: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
-        let last_abort: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> =
-            Family::default();
-        for m in state.masters.values() {
-            let l = || vec![("master", m.name.clone())];
-            epoch.get_or_create(&l()).set(m.config_epoch as i64);
-            odown.get_or_create(&l()).set(i64::from(m.is_odown()));
-            paused.get_or_create(&l()).set(i64::from(m.paused));
-            in_progress
-                .get_or_create(&l())
-                .set(i64::from(m.failover.is_some() || m.reconf.is_some()));
-            replicas.get_or_create(&l()).set(m.replicas.len() as i64);
-            // Every member's latest observation; 0 for a member that reported none yet.
-            for n in state.members.keys().chain(m.observations.keys()) {
-                let seen = m.observations.get(n).is_some_and(|o| o.down);
-                down.get_or_create(&vec![("master", m.name.clone()), ("node", n.to_string())])
-                    .set(i64::from(seen));
-            }
-            let up = view
-                .get(&m.addr)
-                .is_some_and(|i| i.connected && i.sdown_since.is_none());
-            reachable.get_or_create(&l()).set(i64::from(up));
-            // 0 until a failover of this master completed the phase.
-            let record = state
-                .history
-                .iter()
-                .rev()
-                .find(|r| r.master == m.name && r.promoted_at_ms.is_some());
-            let seconds = |end: Option<u64>| match (record, end) {
-                (Some(r), Some(e)) => (e as f64 - r.started_at_ms as f64) / 1000.0,
-                _ => 0.0,
-            };
-            last.get_or_create(&vec![
-                ("master", m.name.clone()),
-                ("phase", "promotion".into()),
-            ])
-            .set(seconds(record.and_then(|r| r.promoted_at_ms)));
-            last.get_or_create(&vec![("master", m.name.clone()), ("phase", "total".into())])
-                .set(seconds(record.and_then(|r| r.ended_at_ms)));
-            for (reason, at_ms) in last_aborts(&state.history, &m.name) {
-                last_abort
-                    .get_or_create(&abort_labels(&m.name, reason))
-                    .set(at_ms as f64 / 1000.0);
-            }
-        }
-        self.events
-            .sync(state.masters.values().map(|m| m.name.as_str()));
-        reg.register(
-            "master_config_epoch",
-            "Epoch of the master's last promotion",
-            epoch,
-        );
-        reg.register(
-            "master_odown",
-            "1 if the master is objectively down (quorum agrees)",
-            odown,
-        );
-        reg.register(
-            "master_down_observed",
-            "Each node's latest committed observation of the master (1 = down)",
-            down,
-        );
-        reg.register(
-            "master_reachable",
-            "1 if this node currently gets valid replies from the master",
-            reachable,
-        );
-        reg.register("master_replicas", "Known replicas", replicas);
-        reg.register("master_paused", "1 if automatic failover is paused", paused);
-        reg.register(
-            "master_failover_in_progress",
-            "1 while a failover runs",
-            in_progress,
-        );
-        reg.register(
-            "master_last_failover_seconds",
-            "Duration of the last failover by phase (promotion: until the address switched; total: until reconfiguration ended); 0 until a failover completed the phase",
-            last,
-        );
-        reg.register(
-            "master_last_abort_timestamp_seconds",
-            "Unix time of the last aborted failover by reason, from the replicated failover history (0: none in it)",
-            last_abort,
-        );
+    /// The counters fed from applied events.
+    fn register_events(&self, reg: &mut Registry) {
         reg.register(
             "failovers",
             "Completed failovers (address switched) seen applied",
@@ -363,11 +286,126 @@ impl NodeMetrics {
             "Times a master became objectively down",
             self.events.odown.clone(),
         );
-        // Per port, from startup.
+    }
+}
+
+type SecondsGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The per-master gauges, computed from the applied state and this node's monitor view.
+#[derive(Default)]
+struct MasterFamilies {
+    epoch: Family<Labels, Gauge>,
+    odown: Family<Labels, Gauge>,
+    down: Family<Labels, Gauge>,
+    reachable: Family<Labels, Gauge>,
+    replicas: Family<Labels, Gauge>,
+    paused: Family<Labels, Gauge>,
+    in_progress: Family<Labels, Gauge>,
+    last: Family<Labels, SecondsGauge>,
+    last_abort: Family<Labels, SecondsGauge>,
+}
+
+impl MasterFamilies {
+    fn add(&mut self, m: &MasterState, state: &ClusterState, view: &MonitorView) {
+        let l = || vec![("master", m.name.clone())];
+        self.epoch.get_or_create(&l()).set(m.config_epoch as i64);
+        self.odown.get_or_create(&l()).set(i64::from(m.is_odown()));
+        self.paused.get_or_create(&l()).set(i64::from(m.paused));
+        self.in_progress
+            .get_or_create(&l())
+            .set(i64::from(m.failover.is_some() || m.reconf.is_some()));
+        self.replicas
+            .get_or_create(&l())
+            .set(m.replicas.len() as i64);
+        // Every member's latest observation; 0 for a member that reported none yet.
+        for n in state.members.keys().chain(m.observations.keys()) {
+            let seen = m.observations.get(n).is_some_and(|o| o.down);
+            self.down
+                .get_or_create(&vec![("master", m.name.clone()), ("node", n.to_string())])
+                .set(i64::from(seen));
+        }
+        let up = view
+            .get(&m.addr)
+            .is_some_and(|i| i.connected && i.sdown_since.is_none());
+        self.reachable.get_or_create(&l()).set(i64::from(up));
+        // 0 until a failover of this master completed the phase.
+        let record = state
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.master == m.name && r.promoted_at_ms.is_some());
+        let seconds = |end: Option<u64>| match (record, end) {
+            (Some(r), Some(e)) => (e as f64 - r.started_at_ms as f64) / 1000.0,
+            _ => 0.0,
+        };
+        self.last
+            .get_or_create(&vec![
+                ("master", m.name.clone()),
+                ("phase", "promotion".into()),
+            ])
+            .set(seconds(record.and_then(|r| r.promoted_at_ms)));
+        self.last
+            .get_or_create(&vec![("master", m.name.clone()), ("phase", "total".into())])
+            .set(seconds(record.and_then(|r| r.ended_at_ms)));
+        for (reason, at_ms) in last_aborts(&state.history, &m.name) {
+            self.last_abort
+                .get_or_create(&abort_labels(&m.name, reason))
+                .set(at_ms as f64 / 1000.0);
+        }
+    }
+
+    fn register(self, reg: &mut Registry) {
+        reg.register(
+            "master_config_epoch",
+            "Epoch of the master's last promotion",
+            self.epoch,
+        );
+        reg.register(
+            "master_odown",
+            "1 if the master is objectively down (quorum agrees)",
+            self.odown,
+        );
+        reg.register(
+            "master_down_observed",
+            "Each node's latest committed observation of the master (1 = down)",
+            self.down,
+        );
+        reg.register(
+            "master_reachable",
+            "1 if this node currently gets valid replies from the master",
+            self.reachable,
+        );
+        reg.register("master_replicas", "Known replicas", self.replicas);
+        reg.register(
+            "master_paused",
+            "1 if automatic failover is paused",
+            self.paused,
+        );
+        reg.register(
+            "master_failover_in_progress",
+            "1 while a failover runs",
+            self.in_progress,
+        );
+        reg.register(
+            "master_last_failover_seconds",
+            "Duration of the last failover by phase (promotion: until the address switched; total: until reconfiguration ended); 0 until a failover completed the phase",
+            self.last,
+        );
+        reg.register(
+            "master_last_abort_timestamp_seconds",
+            "Unix time of the last aborted failover by reason, from the replicated failover history (0: none in it)",
+            self.last_abort,
+        );
+    }
+}
+
+impl PortStats {
+    /// Per client port, from startup.
+    fn register(&self, reg: &mut Registry) {
         let port = |p: &str| vec![("port", p.to_string())];
         let call = |p: &str, c: &str| vec![("port", p.to_string()), ("command", c.to_string())];
-        let sp = &self.ports.sentinel;
-        let gp = &self.ports.grpc;
+        let sp = &self.sentinel;
+        let gp = &self.grpc;
         let connections: Family<Labels, Gauge> = Family::default();
         connections
             .get_or_create(&port("sentinel"))
@@ -426,9 +464,6 @@ impl NodeMetrics {
             "Connections refused (limit max_connections, buffer_budget_refused) or closed (the others) by a client limit of the Sentinel port",
             limited,
         );
-        let mut out = String::new();
-        encode(&mut out, &reg).expect("writing to a String cannot fail");
-        out
     }
 }
 
