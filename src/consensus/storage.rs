@@ -245,6 +245,29 @@ impl DiskStore {
     }
 
     fn load(&self, node_id: NodeId, cluster_id: &str) -> Result<Recovered, LoadError> {
+        let (fresh, run_id) = self.claim(node_id, cluster_id)?;
+        let (mut m, vote_guard, state) = self.read()?;
+        check(&m, &state)?;
+        let last = m.last_index();
+        let fresh = fresh || (m.cs.voters.is_empty() && m.cs.learners.is_empty() && last == 0);
+        let applied = m.applied;
+        m.snapshot = build_snapshot(applied, m.term(applied).unwrap_or(0), &m.cs, &state);
+        m.durable_hs = m.hs.clone();
+        let commit = m.hs.commit;
+        *self.mem.write() = m;
+        Ok(Recovered {
+            state,
+            applied,
+            run_id,
+            fresh,
+            vote_guard,
+            commit,
+        })
+    }
+
+    /// Checks that the store belongs to `node_id` of `cluster_id`, or marks it as theirs when
+    /// it is new, and returns whether it was new and the node's run id (made on first start).
+    fn claim(&self, node_id: NodeId, cluster_id: &str) -> Result<(bool, String), LoadError> {
         let tx = self.db.begin_write().map_err(redb::Error::from)?;
         let mut fresh = false;
         let run_id;
@@ -297,7 +320,12 @@ impl DiskStore {
             };
         }
         tx.commit().map_err(redb::Error::from)?;
+        Ok((fresh, run_id))
+    }
 
+    /// Reads the Raft state, the vote guard, the saved state machine and the log, each
+    /// decoded and the log checked to be contiguous.
+    fn read(&self) -> Result<(Mem, VoteGuard, ClusterState), LoadError> {
         let rtx = self.db.begin_read().map_err(redb::Error::from)?;
         let meta = rtx.open_table(META).map_err(redb::Error::from)?;
         let log = rtx.open_table(LOG).map_err(redb::Error::from)?;
@@ -341,63 +369,8 @@ impl DiskStore {
             }
             None => ClusterState::default(),
         };
-        for (expect, row) in (m.trunc_index + 1..).zip(log.iter().map_err(redb::Error::from)?) {
-            let (k, v) = row.map_err(redb::Error::from)?;
-            let idx = k.value();
-            if idx != expect {
-                return Err(LoadError::Corrupt(format!(
-                    "log gap: expected entry {expect}, found {idx}"
-                )));
-            }
-            let e = codec::decode_entry(v.value())
-                .map_err(|e| LoadError::Corrupt(format!("entry {idx}: {e}")))?;
-            if e.index != idx {
-                return Err(LoadError::Corrupt(format!(
-                    "entry stored at {idx} claims index {}",
-                    e.index
-                )));
-            }
-            m.entries.push(e);
-        }
-        let last = m.last_index();
-        if m.hs.commit > last {
-            return Err(LoadError::Corrupt(format!(
-                "commit index {} is past the last log entry {last}",
-                m.hs.commit
-            )));
-        }
-        if m.applied > m.hs.commit || m.applied < m.trunc_index {
-            return Err(LoadError::Corrupt(format!(
-                "applied index {} outside [{}, {}]",
-                m.applied, m.trunc_index, m.hs.commit
-            )));
-        }
-        if state.applied_index != m.applied {
-            return Err(LoadError::Corrupt(format!(
-                "state machine is at {} but applied index is {}",
-                state.applied_index, m.applied
-            )));
-        }
-        if let Some(e) = m.entries.windows(2).find(|w| w[1].term < w[0].term) {
-            return Err(LoadError::Corrupt(format!(
-                "term goes backwards at entry {}",
-                e[1].index
-            )));
-        }
-        let fresh = fresh || (m.cs.voters.is_empty() && m.cs.learners.is_empty() && last == 0);
-        let applied = m.applied;
-        m.snapshot = build_snapshot(applied, m.term(applied).unwrap_or(0), &m.cs, &state);
-        m.durable_hs = m.hs.clone();
-        let commit = m.hs.commit;
-        *self.mem.write() = m;
-        Ok(Recovered {
-            state,
-            applied,
-            run_id,
-            fresh,
-            vote_guard,
-            commit,
-        })
+        m.entries = read_log(&log, m.trunc_index + 1)?;
+        Ok((m, vote_guard, state))
     }
 
     /// Saves the vote guard (its own fsync'd transaction).
@@ -635,6 +608,60 @@ impl DiskStore {
             source,
         })
     }
+}
+
+/// The log from `first` on, which must be contiguous, each entry at its own index.
+fn read_log(log: &redb::ReadOnlyTable<u64, &[u8]>, first: u64) -> Result<Vec<Entry>, LoadError> {
+    let mut entries = Vec::new();
+    for (expect, row) in (first..).zip(log.iter().map_err(redb::Error::from)?) {
+        let (k, v) = row.map_err(redb::Error::from)?;
+        let idx = k.value();
+        if idx != expect {
+            return Err(LoadError::Corrupt(format!(
+                "log gap: expected entry {expect}, found {idx}"
+            )));
+        }
+        let e = codec::decode_entry(v.value())
+            .map_err(|e| LoadError::Corrupt(format!("entry {idx}: {e}")))?;
+        if e.index != idx {
+            return Err(LoadError::Corrupt(format!(
+                "entry stored at {idx} claims index {}",
+                e.index
+            )));
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+/// The invariants between the loaded indexes, the state machine and the log's terms.
+fn check(m: &Mem, state: &ClusterState) -> Result<(), LoadError> {
+    let last = m.last_index();
+    if m.hs.commit > last {
+        return Err(LoadError::Corrupt(format!(
+            "commit index {} is past the last log entry {last}",
+            m.hs.commit
+        )));
+    }
+    if m.applied > m.hs.commit || m.applied < m.trunc_index {
+        return Err(LoadError::Corrupt(format!(
+            "applied index {} outside [{}, {}]",
+            m.applied, m.trunc_index, m.hs.commit
+        )));
+    }
+    if state.applied_index != m.applied {
+        return Err(LoadError::Corrupt(format!(
+            "state machine is at {} but applied index is {}",
+            state.applied_index, m.applied
+        )));
+    }
+    if let Some(e) = m.entries.windows(2).find(|w| w[1].term < w[0].term) {
+        return Err(LoadError::Corrupt(format!(
+            "term goes backwards at entry {}",
+            e[1].index
+        )));
+    }
+    Ok(())
 }
 
 enum LoadError {
