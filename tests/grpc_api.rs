@@ -248,41 +248,38 @@ async fn wait_ready_for_failover(c: &Cluster) {
         )
         .await;
     }
-    // The leader needs fresh INFO from the replicas, following the current master.
-    let mut c0 = c
-        .nodes
-        .iter()
-        .find(|n| n.is_running())
-        .unwrap()
-        .client()
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "replicas follow the current master",
-        || {
-            let mut c0 = c0.clone();
-            async move {
-                let d = c0
-                    .get_master_detail(pb::GetMasterDetailRequest {
-                        name: "mymaster".into(),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                let master = d.master.as_ref()?;
-                let at = format!("{}:{}", master.host, master.port);
-                let ok = d
-                    .replicas
-                    .iter()
-                    .filter(|r| r.following == at && r.master_link_up)
-                    .count();
-                (ok >= 2).then_some(())
-            }
-        },
-    )
-    .await;
-    drop(c0.get_master(pb::GetMasterRequest::default()).await);
+    // The leader chooses from its own INFO of the replicas, which must show them following
+    // the current master with the link up (a switchover refuses others as not in sync).
+    // Each node reads INFO on its own schedule, and the leader may be any of them: every
+    // node's view must show it, not only the first node's.
+    for n in c.nodes.iter().filter(|n| n.is_running()) {
+        let api = n.client().await.unwrap();
+        eventually(
+            Duration::from_secs(30),
+            &format!("node {} sees the replicas follow the current master", n.id),
+            || {
+                let mut api = api.clone();
+                async move {
+                    let d = api
+                        .get_master_detail(pb::GetMasterDetailRequest {
+                            name: "mymaster".into(),
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    let master = d.master.as_ref()?;
+                    let at = format!("{}:{}", master.host, master.port);
+                    let ok = d
+                        .replicas
+                        .iter()
+                        .filter(|r| r.following == at && r.master_link_up)
+                        .count();
+                    (ok >= 2).then_some(())
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// Forces a failover through ctl and waits until every node answers the new address.
@@ -457,15 +454,22 @@ async fn membership_three_five_three_with_a_failover_in_between() {
     }
     c.node_mut(4).kill9();
     c.node_mut(5).kill9();
-    let (code, out, _) = c.ctl(&["status", "--json"]);
-    assert_eq!(code, 0);
-    let ids: Vec<u64> = json(&out)["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, [1, 2, 3]);
+    // As for the additions: the node ctl asks applies the last removal a moment after the
+    // leader answered it.
+    let members = || {
+        let (code, out, _) = c.ctl(&["status", "--json"]);
+        assert_eq!(code, 0);
+        json(&out)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect::<Vec<u64>>()
+    };
+    wait_for("members 1, 2, 3", Duration::from_secs(5), || {
+        (members() == [1, 2, 3]).then_some(())
+    })
+    .await;
     let (epoch2, _) = force_failover(&c).await;
     assert!(epoch2 > epoch);
 }
