@@ -184,7 +184,7 @@ def main():
     raise_nofile(a.idle + a.slow + a.pipe + 8192)
     targets = {"both": ["redis-sentinel", "raft-sentinel"], "raft": ["raft-sentinel"],
                "sentinel": ["redis-sentinel"]}[a.target]
-    res = {(t, l): [] for t in targets for l in (False, True)}
+    res = {(t, loaded): [] for t in targets for loaded in (False, True)}
     for i in range(a.runs):
         for t in targets:
             for loaded in (False, True):

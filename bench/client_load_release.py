@@ -94,8 +94,8 @@ def flood(port, pid, conns, limit_s=60):
         info = call(port, "INFO", "stats").decode(errors="replace")
     except OSError:
         info = ""
-    limits = " ".join(l.strip() for l in info.splitlines()
-                      if l.startswith("limit_") and not l.strip().endswith(":0"))
+    limits = " ".join(line.strip() for line in info.splitlines()
+                      if line.startswith("limit_") and not line.strip().endswith(":0"))
     for s in list(socks) + held:
         s.close()
     held.clear()

@@ -68,7 +68,7 @@ def main():
         procs.append(master)
         procs.append(redis(tmp, rport, mport))
         others = []
-        for i in range(1, args.masters):
+        for _ in range(1, args.masters):
             p = free_port()
             others.append(p)
             procs.append(redis(tmp, p))

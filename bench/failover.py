@@ -258,7 +258,7 @@ def bench_sigstop(t, rs, runs, stop_s=3.0):
         i = rs.index(m)
         rs.procs.signal(f"redis{i}", signal.SIGSTOP)
         t0 = time.monotonic()
-        wait(lambda: (t.master() or m) != m, 60, "failover during SIGSTOP")
+        wait(lambda m=m: (t.master() or m) != m, 60, "failover during SIGSTOP")
         LAST_FAILOVER[0] = time.monotonic()
         time.sleep(max(0.0, stop_s - (time.monotonic() - t0)))
         rs.procs.signal(f"redis{i}", signal.SIGCONT)

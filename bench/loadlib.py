@@ -127,7 +127,7 @@ class Env:
     def sentinels(self, master, n=3, down_after=1000, extra=""):
         """n redis-sentinel processes monitoring master (quorum n//2+1); their ports, procs."""
         ports, procs = [], []
-        for i in range(n):
+        for _ in range(n):
             port = free_port()
             d = os.path.join(self.tmp, f"sentinel-{port}")
             os.makedirs(d)

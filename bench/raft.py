@@ -9,7 +9,7 @@
 Usage: bench/raft.py [--runs 10] [--proposals 500] [--tick-ms 100] [--election-ticks 10]
 Builds nothing: run `cargo build --release` (or pass --bin) first.
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 def free_port():
     with socket.socket() as s:
@@ -65,9 +65,9 @@ def leader(bin, nodes):
 def wait_leader(bin, nodes, limit=30):
     end = time.monotonic() + limit
     while time.monotonic() < end:
-        l = leader(bin, nodes)
-        if l:
-            return l
+        lead = leader(bin, nodes)
+        if lead:
+            return lead
         time.sleep(0.05)
     sys.exit("no leader elected")
 
@@ -96,10 +96,10 @@ def main():
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for n in nodes:
             n.start()
-        l = wait_leader(args.bin, nodes)
-        follower = next(n for n in nodes if n.id != l)
+        lead = wait_leader(args.bin, nodes)
+        follower = next(n for n in nodes if n.id != lead)
         print(f"3 nodes on loopback, fsync on, tick {args.tick_ms} ms, election {args.election_ticks} ticks")
-        for label, node in (("leader", nodes[l - 1]), ("follower", follower)):
+        for label, node in (("leader", nodes[lead - 1]), ("follower", follower)):
             code, out, err = ctl(args.bin, [node.grpc()], "bench", "--count", str(args.proposals), "--json", timeout=300)
             if code != 0:
                 sys.exit(f"bench failed: {err}")
@@ -109,7 +109,7 @@ def main():
         if code != 0:
             sys.exit(f"monitor failed: {err}")
         for op in ("get-local", "get-linearizable"):
-            for label, node in (("leader", nodes[l - 1]), ("follower", follower)):
+            for label, node in (("leader", nodes[lead - 1]), ("follower", follower)):
                 code, out, err = ctl(args.bin, [node.grpc()], "bench", "--op", op, "--count", str(args.reads),
                                      "--concurrency", str(args.concurrency), "--json", timeout=300)
                 if code != 0:
@@ -119,10 +119,10 @@ def main():
                       f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  {r['per_second']:.0f} req/s")
         times = []
         for run in range(args.runs):
-            l = wait_leader(args.bin, nodes)
+            lead = wait_leader(args.bin, nodes)
             time.sleep(1.0)  # a steady state with heartbeats flowing
-            victim = nodes[l - 1]
-            others = [n.grpc() for n in nodes if n.id != l]
+            victim = nodes[lead - 1]
+            others = [n.grpc() for n in nodes if n.id != lead]
             t0 = time.monotonic()
             victim.kill9()
             while True:
@@ -136,7 +136,7 @@ def main():
                     sys.exit("no commit within 30 s after the leader was killed")
             took = (time.monotonic() - t0) * 1000
             times.append(took)
-            print(f"run {run + 1}: leader {l} killed; a proposal committed after {took:.0f} ms")
+            print(f"run {run + 1}: leader {lead} killed; a proposal committed after {took:.0f} ms")
             victim.start()
         print(f"kill -9 leader -> new leader commits: median {statistics.median(times):.0f} ms, "
               f"min {min(times):.0f} ms, max {max(times):.0f} ms over {len(times)} runs "

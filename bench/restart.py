@@ -10,7 +10,7 @@ median and the maximum. Goal: under 1 s with the leader reachable.
 
 Usage: bench/restart.py [--runs 10] [--bin target/release/raft-sentinel] [--tick-ms 100]
 """
-import argparse, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 def free_port():
     with socket.socket() as s:

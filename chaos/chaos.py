@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 
 import checker  # noqa: E402
 import report  # noqa: E402
-from deploy import NAME, RaftSentinel, RedisSentinel, Timing  # noqa: E402
+from deploy import RaftSentinel, RedisSentinel, Timing  # noqa: E402
 from lab import Lab, namespaces_available  # noqa: E402
 from resp import Conn  # noqa: E402
 from scenarios import SCENARIOS, SMOKE, Ctx  # noqa: E402
@@ -83,10 +83,10 @@ def converged(hist, d):
 
 
 def run_one(args, binary, target, scenario, seed, rep, outdir):
-    fn, needs_partitions, majority, zero_loss, no_promotion = SCENARIOS[scenario]
+    sc = SCENARIOS[scenario]
     rng = random.Random(seed)
     mode = "netns" if args.netns else "loopback"
-    if needs_partitions and mode != "netns":
+    if sc.needs_partitions and mode != "netns":
         log(f"  {scenario}: skipped, partitions need network namespaces")
         return None
     rundir = os.path.join(outdir, f"{target}-{scenario}-{rep}")
@@ -118,7 +118,7 @@ def run_one(args, binary, target, scenario, seed, rep, outdir):
         for w in workers:
             w.start()
         time.sleep(2.0)
-        fn(Ctx(d, lab, hist, rng, timing))
+        sc.run(Ctx(d, lab, hist, rng, timing))
         # Wait for agreement (held for a second), bounded.
         end = time.monotonic() + args.converge_timeout
         stable_since = None
@@ -153,11 +153,11 @@ def run_one(args, binary, target, scenario, seed, rep, outdir):
             f.write(json.dumps(e) + "\n")
     res = checker.check(events)
     viol = list(res["violations"])
-    if not majority:
+    if not sc.majority_survives:
         viol = [v for v in viol if "converged" in v or "not checked" in v]
-    if zero_loss and res["writes"].get("lost"):
+    if sc.zero_loss and res["writes"].get("lost"):
         viol.append(f"{res['writes']['lost']} acknowledged writes lost where zero loss is expected")
-    if no_promotion and res["promotions"]["promotions"]:
+    if sc.no_promotion and res["promotions"]["promotions"]:
         viol.append(f"{res['promotions']['promotions']} promotions of a healthy master")
     if error:
         viol.append(f"harness error: {error}")

@@ -229,7 +229,7 @@ class Lab:
 
     def undrop(self, src):
         h = self.hosts[src - 1]
-        for ip, pref in list(self.cut_state[h.idx].items()):
+        for pref in list(self.cut_state[h.idx].values()):
             _tc(h.ns, "filter", "del", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", pref, check=False)
         self.cut_state[h.idx] = {}
 

@@ -26,7 +26,7 @@ def timeline_svg(history, result, title):
     height = top + lane_h * len(lanes) + 80
     xs = lambda t: left + width * (t / end)  # noqa: E731
     addr_color = {}
-    for t, a in result.get("timeline", []):
+    for _, a in result.get("timeline", []):
         addr_color.setdefault(a, PALETTE[len(addr_color) % len(PALETTE)])
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 20}" height="{height}" '
            'font-family="monospace" font-size="11">',
@@ -51,7 +51,7 @@ def timeline_svg(history, result, title):
             for w in ev["write"]:
                 if w["client"] == key:
                     buckets[int(w["t1"] * 10)][0 if w["ok"] else 1] += 1
-            for b, (ok, bad) in buckets.items():
+            for b, (_, bad) in buckets.items():
                 out.append(_rect(xs(b / 10), y, max(1.0, xs(0.1) - xs(0)), lane_h - 4,
                                  "#d62728" if bad else "#2ca02c"))
     y_end = top + lane_h * len(lanes)

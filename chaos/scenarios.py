@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import checker
 from deploy import PEER_PORT, SENTINEL_PORT
@@ -508,28 +510,39 @@ def timeout_after_promotion(ctx):
     ctx.heal()
 
 
-# name -> (function, needs partitions, a coordinator majority survives, zero loss expected,
-#          no promotion expected)
+class Scenario(NamedTuple):
+    """A fault, and what the checker may expect of the run."""
+    run: Callable[[Ctx], None]
+    # Skipped without network namespaces.
+    needs_partitions: bool = False
+    # A coordinator majority survives: every invariant is checked (else only convergence).
+    majority_survives: bool = True
+    # No acknowledged write may be lost.
+    zero_loss: bool = False
+    # The master stays healthy: a promotion is a violation.
+    no_promotion: bool = False
+
+
 SCENARIOS = {
-    "kill-master": (kill_master, False, True, False, False),
-    "host-loss": (host_loss, False, True, False, False),
-    "host-loss-leader": (host_loss_leader, False, True, False, False),
-    "sigstop-master": (sigstop_master, False, True, False, False),
-    "partition-master": (partition_master, True, True, False, False),
-    "partition-master-oneway": (partition_master_oneway, True, True, False, False),
-    "partition-leader": (partition_leader, True, True, False, False),
-    "leader-kill-mid-failover": (leader_kill_mid_failover, False, True, False, False),
-    "all-coordinators-restart": (all_coordinators_restart, False, False, False, False),
-    "flapping-master": (flapping_master, False, True, False, False),
-    "master-restart-empty": (master_restart_empty, False, True, True, False),
-    "lagging-replica": (lagging_replica, True, True, False, False),
-    "coordinator-churn": (coordinator_churn, False, True, False, False),
-    "switchover": (switchover, False, True, True, False),
-    "stale-vote": (stale_vote, True, True, True, True),
-    "disk-replaced": (disk_replaced, False, True, False, False),
-    "coordinator-stall": (coordinator_stall, False, True, True, True),
-    "leader-partition-mid-reconf": (leader_partition_mid_reconf, True, True, False, False),
-    "timeout-after-promotion": (timeout_after_promotion, False, True, False, False),
+    "kill-master": Scenario(kill_master),
+    "host-loss": Scenario(host_loss),
+    "host-loss-leader": Scenario(host_loss_leader),
+    "sigstop-master": Scenario(sigstop_master),
+    "partition-master": Scenario(partition_master, needs_partitions=True),
+    "partition-master-oneway": Scenario(partition_master_oneway, needs_partitions=True),
+    "partition-leader": Scenario(partition_leader, needs_partitions=True),
+    "leader-kill-mid-failover": Scenario(leader_kill_mid_failover),
+    "all-coordinators-restart": Scenario(all_coordinators_restart, majority_survives=False),
+    "flapping-master": Scenario(flapping_master),
+    "master-restart-empty": Scenario(master_restart_empty, zero_loss=True),
+    "lagging-replica": Scenario(lagging_replica, needs_partitions=True),
+    "coordinator-churn": Scenario(coordinator_churn),
+    "switchover": Scenario(switchover, zero_loss=True),
+    "stale-vote": Scenario(stale_vote, needs_partitions=True, zero_loss=True, no_promotion=True),
+    "disk-replaced": Scenario(disk_replaced),
+    "coordinator-stall": Scenario(coordinator_stall, zero_loss=True, no_promotion=True),
+    "leader-partition-mid-reconf": Scenario(leader_partition_mid_reconf, needs_partitions=True),
+    "timeout-after-promotion": Scenario(timeout_after_promotion),
 }
 
 SMOKE = ["kill-master", "partition-master", "master-restart-empty"]

@@ -41,6 +41,9 @@ if grep -rnE '\b(tokio|tonic|redis|raft)::' src/model src/fsm; then
   exit 1
 fi
 
+log "python lint: ruff over bench/, chaos/, tests/compat/ and scripts/ (ruff.toml)"
+tests/compat/.venv/bin/ruff check --no-cache
+
 log "monitoring: promtool checks the alert rules and dashboard queries, runs the rule tests"
 scripts/check-monitoring.sh
 
