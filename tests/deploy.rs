@@ -599,6 +599,8 @@ fn exported_metrics() -> BTreeSet<String> {
         "reg.register(",
         "gauge(&mut reg,",
         "gauge(\n            &mut reg,",
+        "gauge(reg,",
+        "gauge(\n            reg,",
     ] {
         for part in src.split(marker).skip(1) {
             if let Some(name) = part.split('"').nth(1) {
