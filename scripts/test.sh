@@ -19,8 +19,6 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 # Debian's Prometheus server package (about 20 MB to download, 100 MB installed; the server
 # itself is not used). promtool is a static binary: the recommended node exporter is not needed.
 command -v promtool >/dev/null || need_apt+=(prometheus)
-# The TLS tests make their certificates with the openssl command.
-command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
