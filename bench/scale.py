@@ -16,10 +16,13 @@ killed at once, as when one host dies. Reported per target:
              failovers, must never change
 
 Usage: bench/scale.py [--bin target/release/raft-sentinel] [--masters 50,200] [--kill 10]
-       [--down-after 1000] [--idle 10] [--target both|raft|sentinel]
+       [--down-after 1000] [--idle 10] [--target both|raft|sentinel] [--keep-logs DIR]
+
+--keep-logs DIR keeps the raft-sentinel nodes' logs (JSON lines) and the kill time in DIR/N<n>/;
+bench/scale_breakdown.py DIR/N<n> then splits each failover into its stages.
 Everything runs on 127.0.0.1; every process is stopped by pid at the end.
 """
-import argparse, os, resource, shutil, socket, statistics, sys, tempfile, time
+import argparse, json, os, resource, shutil, socket, statistics, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from failover import Procs, RespError, _read, free_port, wait  # noqa: E402
@@ -173,7 +176,10 @@ class RaftTarget:
                         f"failover_timeout_ms = {FAILOVER_TIMEOUT_MS}"]
             path = f"{d}/node{i+1}.toml"
             open(path, "w").write("\n".join(cfg) + "\n")
-            procs.start(f"node{i}", [args.bin, "run", "--config", path], f"{d}/node{i+1}.log")
+            argv = [args.bin, "run", "--config", path]
+            if args.keep_logs:
+                argv += ["--log-format", "json"]
+            procs.start(f"node{i}", argv, f"{d}/node{i+1}.log")
             self.pids.append(procs.procs[f"node{i}"].pid)
 
     def ready(self, fleet):
@@ -285,6 +291,7 @@ def run_one(cls, n, args):
         untouched = [nm for nm in names if nm not in killed_names]
 
         t0 = time.monotonic()
+        wall0 = time.time()
         for k in killed:
             fleet.kill_master(k)
         switched = {}  # (node, name) -> ms
@@ -325,6 +332,17 @@ def run_one(cls, n, args):
         now = answers(t.ports, untouched)
         changed += [k for k, v in now.items() if v != before[k]]
         res["failover"] = per_master
+        if args.keep_logs and cls is RaftTarget:
+            keep = os.path.join(args.keep_logs, f"N{n}")
+            os.makedirs(keep, exist_ok=True)
+            for i in range(3):
+                shutil.copy(f"{d}/node{i+1}.log", f"{keep}/node{i+1}.log")
+            with open(f"{keep}/meta.json", "w") as f:
+                json.dump({"kill_wall": wall0, "down_after_ms": args.down_after,
+                           "killed": {nm: [fleet.master[k], fleet.replica[k]]
+                                      for nm, k in killed_names.items()},
+                           "seen_ms": {nm: [switched.get((ni, nm)) for ni in range(3)]
+                                       for nm in killed_names}}, f, indent=1)
         res["all_ms"] = max(per_master)
         res["untouched_changed"] = len(set(changed))
         print(f"  {t.name} N={n}: {args.kill} killed: per master median {statistics.median(per_master):.0f} ms,"
@@ -345,7 +363,10 @@ def main():
     ap.add_argument("--idle", type=float, default=10.0, help="idle measuring window, seconds")
     ap.add_argument("--settle", type=float, default=5.0, help="wait after startup, seconds")
     ap.add_argument("--target", default="both", choices=["both", "raft", "sentinel"])
+    ap.add_argument("--keep-logs", default=None, help="keep node logs and kill times here")
     args = ap.parse_args()
+    if args.keep_logs:
+        os.environ.setdefault("RAFT_SENTINEL_LOG", "info,raft_rs=warn")
     for tool in ("redis-server", "redis-sentinel"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found (apt-get install redis-server redis-sentinel)")

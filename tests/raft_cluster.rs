@@ -671,3 +671,134 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
     }
     c.stop().await;
 }
+
+fn forced_start(master: &str, epoch: u64, candidate: &str) -> Command {
+    Command::FailoverStart {
+        master: master.into(),
+        epoch,
+        candidate: candidate.parse().unwrap(),
+        reason: FailoverReason::Forced,
+        leader: 1,
+        at_ms: epoch,
+    }
+}
+
+/// The log index of each of `masters`' `+new-epoch` events received so far.
+fn new_epoch_indexes(
+    events: &mut tokio::sync::broadcast::Receiver<raft_sentinel::consensus::AppliedEvent>,
+    masters: &[&str],
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    while let Ok(ev) = events.try_recv() {
+        let m = ev.event.master.clone().unwrap_or_default();
+        if ev.event.kind == "+new-epoch" && masters.contains(&m.as_str()) {
+            out.insert(m, ev.index);
+        }
+    }
+    out
+}
+
+/// Decisions proposed together (as the failover executor does for masters that fail at once)
+/// are appended in their order, in one entry once every member reads batches, and each gets
+/// its own outcome: consecutive epochs all apply, a stale one alone is refused. Proposed on a
+/// follower, they travel to the leader the same way. While a member reads only an older
+/// format they are separate entries, still in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_proposed_together_share_one_entry_once_every_member_reads_batches() {
+    use raft_sentinel::fsm::{BASE_VERSION, BATCH_VERSION, SUPPORTED_VERSION};
+    let net = MemNetwork::new();
+    let voters = [1, 2, 3];
+    let dirs: Vec<Arc<TempDir>> = (0..3)
+        .map(|_| Arc::new(tempfile::tempdir().unwrap()))
+        .collect();
+    // Node 3 starts as an older version: no batches yet.
+    let announced = |id: u64| (id != 3).then_some(SUPPORTED_VERSION);
+    let mut nodes = BTreeMap::new();
+    for id in voters {
+        nodes.insert(
+            id,
+            start_node_v(
+                &net,
+                id,
+                &voters,
+                dirs[id as usize - 1].clone(),
+                1000,
+                announced(id),
+            ),
+        );
+    }
+    let mut c = TestCluster { net, nodes };
+    let leader = c.leader(&voters).await;
+    c.wait_bootstrapped(&voters).await;
+    for m in ["a", "b", "c", "d", "e"] {
+        c.h(leader).propose(monitor(m)).await.unwrap();
+    }
+    assert_eq!(c.h(leader).state().cluster_version(), BASE_VERSION);
+    let mut events = c.h(leader).subscribe_events();
+    let e = c.h(leader).state().current_epoch;
+    let res = c
+        .h(leader)
+        .propose_all(
+            vec![
+                forced_start("a", e + 1, "127.0.0.1:7001"),
+                forced_start("b", e + 2, "127.0.0.1:7002"),
+            ],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let at = new_epoch_indexes(&mut events, &["a", "b"]);
+    assert_eq!(at.len(), 2, "{at:?}");
+    assert_eq!(at["b"], at["a"] + 1, "separate entries, in order: {at:?}");
+
+    // Node 3 is upgraded: the cluster reads batches from now on.
+    let n3 = c.nodes.remove(&3).unwrap();
+    n3.trigger.trigger();
+    let _ = n3.task.await;
+    let n3 = start_node_v(
+        &c.net,
+        3,
+        &voters,
+        dirs[2].clone(),
+        1000,
+        Some(SUPPORTED_VERSION),
+    );
+    c.nodes.insert(3, n3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(1..=3).all(|id| c.h(id).state().cluster_version() >= BATCH_VERSION) {
+        assert!(Instant::now() < deadline, "cluster version not raised");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = c.leader(&voters).await;
+    let follower = voters.into_iter().find(|id| *id != leader).unwrap();
+    let mut events = c.h(leader).subscribe_events();
+    let e = c.h(leader).state().current_epoch;
+    let res = c
+        .h(follower)
+        .propose_all(
+            vec![
+                forced_start("c", e + 1, "127.0.0.1:7003"),
+                forced_start("d", e + 2, "127.0.0.1:7004"),
+                forced_start("e", e + 2, "127.0.0.1:7005"), // taken by d: refused
+            ],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(res[0].is_ok() && res[1].is_ok(), "{res:?}");
+    assert!(
+        matches!(&res[2], Err(ProposeError::Rejected(r)) if r.message.contains("stale epoch")),
+        "{res:?}"
+    );
+    let at = new_epoch_indexes(&mut events, &["c", "d", "e"]);
+    assert_eq!(at.len(), 2, "{at:?}");
+    assert_eq!(at["c"], at["d"], "one entry: {at:?}");
+    let applied = c.h(leader).state().applied_index;
+    c.wait_applied(&voters, applied).await;
+    for id in voters {
+        let st = c.h(id).state();
+        assert_eq!(st.current_epoch, e + 2, "node {id}");
+        assert!(st.masters["c"].failover.is_some() && st.masters["d"].failover.is_some());
+        assert!(st.masters["e"].failover.is_none(), "node {id}");
+    }
+    c.stop().await;
+}

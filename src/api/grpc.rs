@@ -483,7 +483,7 @@ impl Coordinator for CoordinatorService {
             }
         }
         let (initial, mut cursor) = if r.from_epoch == 0 {
-            (changes::current(&state, &names), state.applied_index)
+            (changes::current(&state, &names), changes::cursor_at(&state))
         } else {
             let idx = changes::resume_index(&state, &names, r.from_epoch).map_err(|e| match e {
                 changes::ResumeError::Future(..) => Status::invalid_argument(e.to_string()),
@@ -503,7 +503,7 @@ impl Coordinator for CoordinatorService {
                 let mut state = state;
                 loop {
                     for c in changes::switches_after(&state, &names, cursor) {
-                        cursor = c.index;
+                        cursor = (c.index, c.epoch);
                         if tx.send(Ok(c)).await.is_err() {
                             return;
                         }

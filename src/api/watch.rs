@@ -1,8 +1,9 @@
 //! Which master changes a `WatchMasters` stream sends, computed from applied state only, so
 //! every node gives the same answer and a resumed stream misses nothing.
 //!
-//! Switches are ordered by the log index of their `FailoverDone` (commit order); a client
-//! resumes with the epoch of the last switch it received.
+//! Switches are ordered by the log index of their `FailoverDone` (commit order), then by
+//! epoch (one entry may hold several switches, see `Command::Batch`); a client resumes with
+//! the epoch of the last switch it received.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +21,15 @@ pub enum ResumeError {
         "failover history no longer reaches back to epoch {0}; restart the watch with from_epoch 0"
     )]
     Expired(u64),
+}
+
+/// A position in the stream of switches: (log index, epoch) of the last one sent. Several
+/// switches may share an index (one batch entry), so the index alone is not enough.
+pub type Cursor = (u64, u64);
+
+/// The cursor of a watch that starts at `state` and wants only what comes after it.
+pub fn cursor_at(state: &ClusterState) -> Cursor {
+    (state.applied_index, u64::MAX)
 }
 
 fn watched(names: &BTreeSet<String>, name: &str) -> bool {
@@ -46,13 +56,13 @@ pub fn current(state: &ClusterState, names: &BTreeSet<String>) -> Vec<MasterChan
         .collect()
 }
 
-/// The log index after which switches of the watched masters must be sent to a client
+/// The position after which switches of the watched masters must be sent to a client
 /// resuming from `from_epoch`.
 pub fn resume_index(
     state: &ClusterState,
     names: &BTreeSet<String>,
     from_epoch: u64,
-) -> Result<u64, ResumeError> {
+) -> Result<Cursor, ResumeError> {
     if from_epoch > state.current_epoch {
         return Err(ResumeError::Future(from_epoch, state.current_epoch));
     }
@@ -61,7 +71,7 @@ pub fn resume_index(
         .find(|r| r.epoch == from_epoch)
         .and_then(|r| r.promoted_index)
     {
-        return Ok(idx);
+        return Ok((idx, from_epoch));
     }
     // History is bounded per master: a watched master whose dropped records reach past the
     // client's epoch may have had a switch the client never saw.
@@ -78,24 +88,27 @@ pub fn resume_index(
         .filter(|r| r.epoch > from_epoch)
         .filter_map(|r| r.promoted_index)
         .min()
-        .map_or(state.applied_index, |i| i - 1))
+        .map_or(cursor_at(state), |i| (i - 1, u64::MAX)))
 }
 
-/// Switches of watched masters applied after log index `after`, in commit order.
+/// Switches of watched masters applied after position `after`, in commit order.
 pub fn switches_after(
     state: &ClusterState,
     names: &BTreeSet<String>,
-    after: u64,
+    after: Cursor,
 ) -> Vec<MasterChange> {
-    let mut out: Vec<(u64, MasterChange)> = state
+    let mut out: Vec<(Cursor, MasterChange)> = state
         .history
         .iter()
         .filter(|r| watched(names, &r.master))
         .filter_map(|r| {
-            let idx = r.promoted_index.filter(|i| *i > after)?;
+            let idx = r.promoted_index?;
+            if (idx, r.epoch) <= after {
+                return None;
+            }
             let to = r.candidate.as_ref()?;
             Some((
-                idx,
+                (idx, r.epoch),
                 MasterChange {
                     kind: Kind::Switch.into(),
                     name: r.master.clone(),
@@ -182,7 +195,7 @@ mod tests {
         done(&mut s, "a", 1, "h:11");
         failover(&mut s, "a", 3, "h:1");
         done(&mut s, "a", 3, "h:1");
-        let got: Vec<u64> = switches_after(&s, &all, 0)
+        let got: Vec<u64> = switches_after(&s, &all, (0, 0))
             .iter()
             .map(|c| c.epoch)
             .collect();
@@ -198,7 +211,7 @@ mod tests {
         assert!(switches_after(&s, &all, idx).is_empty());
         // Filtering by name.
         let only_b: BTreeSet<String> = ["b".to_string()].into();
-        let got: Vec<u64> = switches_after(&s, &only_b, 0)
+        let got: Vec<u64> = switches_after(&s, &only_b, (0, 0))
             .iter()
             .map(|c| c.epoch)
             .collect();
@@ -210,6 +223,51 @@ mod tests {
             ("h", 12, 2)
         );
         assert_eq!(resume_index(&s, &all, 9), Err(ResumeError::Future(9, 3)));
+    }
+
+    /// Two switches committed in one batch entry share its index: a client that saw the
+    /// first gets the second when it resumes, and one that saw both gets nothing again.
+    #[test]
+    fn switches_of_one_batch_entry_resume_exactly() {
+        let mut s = state();
+        let all = BTreeSet::new();
+        failover(&mut s, "a", 1, "h:11");
+        failover(&mut s, "b", 2, "h:12");
+        let both = Command::Batch {
+            commands: vec![
+                Command::FailoverDone {
+                    master: "b".into(),
+                    epoch: 2,
+                    new_addr: "h:12".parse().unwrap(),
+                    at_ms: 2,
+                },
+                Command::FailoverDone {
+                    master: "a".into(),
+                    epoch: 1,
+                    new_addr: "h:11".parse().unwrap(),
+                    at_ms: 2,
+                },
+            ],
+        };
+        apply(&mut s, both);
+        let sent = switches_after(&s, &all, (0, 0));
+        let got: Vec<(u64, u64)> = sent.iter().map(|c| (c.index, c.epoch)).collect();
+        assert_eq!(got, [(s.applied_index, 1), (s.applied_index, 2)]);
+        for (seen, rest) in [(1, vec![2]), (2, vec![])] {
+            let at = resume_index(&s, &all, seen).unwrap();
+            let got: Vec<u64> = switches_after(&s, &all, at)
+                .iter()
+                .map(|c| c.epoch)
+                .collect();
+            assert_eq!(got, rest, "resumed after epoch {seen}");
+        }
+        // A stream that sent the first one and then stopped (its cursor) still sends the other.
+        let got: Vec<u64> = switches_after(&s, &all, (sent[0].index, sent[0].epoch))
+            .iter()
+            .map(|c| c.epoch)
+            .collect();
+        assert_eq!(got, [2]);
+        assert!(switches_after(&s, &all, cursor_at(&s)).is_empty());
     }
 
     #[test]
@@ -248,7 +306,7 @@ mod tests {
             done(&mut s, "a", e, to[(e % 2) as usize]);
         }
         let only_b: BTreeSet<String> = ["b".to_string()].into();
-        let got: Vec<u64> = switches_after(&s, &only_b, 0)
+        let got: Vec<u64> = switches_after(&s, &only_b, (0, 0))
             .iter()
             .map(|c| c.epoch)
             .collect();

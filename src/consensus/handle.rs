@@ -134,6 +134,33 @@ pub struct AppliedEvent {
     pub event: Event,
 }
 
+/// Commands queued with [`RaftHandle::submit_all`], not yet known to be applied.
+pub struct Submitted {
+    rxs: Vec<oneshot::Receiver<Result<Outcome, ProposeError>>>,
+    started: Instant,
+    timeout: Duration,
+    stats: Arc<ProposalStats>,
+}
+
+impl Submitted {
+    /// Waits for each command's outcome (applied on this node, refused, or failed), at most
+    /// until the timeout given when they were queued. In the order they were given.
+    pub async fn outcomes(self) -> Vec<Result<Outcome, ProposeError>> {
+        let deadline = self.started + self.timeout;
+        let mut out = Vec::with_capacity(self.rxs.len());
+        for rx in self.rxs {
+            let res = match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) => Err(ProposeError::Timeout(self.timeout)),
+                Ok(Err(_)) => Err(ProposeError::Shutdown),
+                Ok(Ok(r)) => r,
+            };
+            self.stats.record_outcome(&res, self.started.elapsed());
+            out.push(res);
+        }
+        out
+    }
+}
+
 /// Why a proposal, read or membership change did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -231,6 +258,51 @@ impl RaftHandle {
             .await;
         self.stats.record_outcome(&res, started.elapsed());
         res
+    }
+
+    /// Proposes several commands at once, appended in this order (one entry where the
+    /// cluster's format allows, see [`Command::batchable`]), and waits until each is applied
+    /// on this node or `timeout` passes. One outcome per command, in order.
+    pub async fn propose_all(
+        &self,
+        cmds: Vec<Command>,
+        timeout: Duration,
+    ) -> Vec<Result<Outcome, ProposeError>> {
+        let n = cmds.len();
+        match self.submit_all(cmds, timeout).await {
+            Ok(s) => s.outcomes().await,
+            Err(e) => vec![Err(e); n],
+        }
+    }
+
+    /// The first half of [`RaftHandle::propose_all`]: returns once the commands are queued
+    /// to the node, in order, before anything queued later. A leader that numbers epochs
+    /// itself queues each round of decisions this way (in the order it numbered them) and
+    /// waits for the outcomes without holding up the next round.
+    pub async fn submit_all(
+        &self,
+        cmds: Vec<Command>,
+        timeout: Duration,
+    ) -> Result<Submitted, ProposeError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut rxs = Vec::with_capacity(cmds.len());
+        let mut msg = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (reply, rx) = oneshot::channel();
+            msg.push((cmd, reply));
+            rxs.push(rx);
+        }
+        tokio::time::timeout_at(deadline, self.tx.send(NodeMsg::ProposeAll { cmds: msg }))
+            .await
+            .map_err(|_| ProposeError::Timeout(timeout))?
+            .map_err(|_| ProposeError::Shutdown)?;
+        Ok(Submitted {
+            rxs,
+            started,
+            timeout,
+            stats: self.stats.clone(),
+        })
     }
 
     /// Proposes an operator's command (MONITOR, SET, REMOVE, RESET) the way setup scripts

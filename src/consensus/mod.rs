@@ -10,7 +10,8 @@ mod transport;
 
 pub use codec::{decode_message, encode, CodecError};
 pub use handle::{
-    AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role, PROPOSE_TIMEOUT,
+    AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role, Submitted,
+    PROPOSE_TIMEOUT,
 };
 pub use node::{
     wall_ms, Boot, BootDecision, MailboxReceiver, NodeConfig, RaftNode, StartError,

@@ -20,7 +20,9 @@ use super::codec;
 use super::handle::{AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role};
 use super::storage::{AppliedState, DiskStore, Recovered, StoreError, VoteGuard};
 use super::transport::{Mailbox, Transport};
-use crate::fsm::{ClusterState, Command, MasterSpec, MemberInfo, Outcome};
+use crate::fsm::{
+    ClusterState, Command, MasterSpec, MemberInfo, Outcome, BATCH_VERSION, MAX_BATCH,
+};
 use crate::model::NodeId;
 use crate::shutdown::Shutdown;
 
@@ -75,6 +77,10 @@ pub(crate) enum NodeMsg {
     Propose {
         cmd: Command,
         reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+    },
+    /// Several commands, appended in this order (in one entry where they may share one).
+    ProposeAll {
+        cmds: Vec<(Command, oneshot::Sender<Result<Outcome, ProposeError>>)>,
     },
     ConfChange {
         cc: ConfChangeV2,
@@ -164,6 +170,9 @@ pub struct RaftNode {
     waiters: HashMap<u64, (NodeId, Waiter)>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
     parked_reads: Vec<(u64, oneshot::Sender<Result<u64, ProposeError>>)>,
+    /// Proposals taken from the mailbox and not yet handed to Raft: those of one burst go
+    /// out together, batchable ones in one entry (see [`Self::flush_proposals`]).
+    pending: Vec<(Command, oneshot::Sender<Result<Outcome, ProposeError>>)>,
     // liveness bookkeeping
     last_heard: HashMap<NodeId, Instant>,
     leader_contact: Arc<AtomicU64>,
@@ -310,6 +319,7 @@ impl RaftNode {
             waiters: HashMap::new(),
             reads: HashMap::new(),
             parked_reads: Vec::new(),
+            pending: Vec::new(),
             last_heard: HashMap::new(),
             leader_contact,
             sentinel_addr,
@@ -396,6 +406,7 @@ impl RaftNode {
                                 Err(_) => break,
                             }
                         }
+                        self.flush_proposals();
                     }
                     None => break,
                 },
@@ -449,23 +460,8 @@ impl RaftNode {
                     debug!(peer_id = from, error = %e, "step failed");
                 }
             }
-            NodeMsg::Propose { cmd, reply } => {
-                if let Err(e) = self.format_allowed(&cmd) {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                let id = self.next_id();
-                let ctx = self.ctx_bytes(id);
-                match self.raw.propose(ctx, cmd.encode()) {
-                    Ok(()) => {
-                        let leader = self.raw.raft.leader_id;
-                        self.waiters.insert(id, (leader, Waiter::Propose(reply)));
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(self.not_leader()));
-                    }
-                }
-            }
+            NodeMsg::Propose { cmd, reply } => self.pending.push((cmd, reply)),
+            NodeMsg::ProposeAll { cmds } => self.pending.extend(cmds),
             NodeMsg::ConfChange { cc, reply } => {
                 let joint = !self.cs.voters_outgoing.is_empty();
                 let busy = self.raw.raft.has_pending_conf() || (joint && !cc.changes.is_empty());
@@ -511,6 +507,79 @@ impl RaftNode {
                 self.raw.report_snapshot(id, st);
             }
             NodeMsg::Boot(d) => self.on_boot_decision(d),
+        }
+    }
+
+    /// Hands the proposals of one mailbox burst to Raft, in the order they came. Once every
+    /// member reads [`Command::Batch`], consecutive batchable ones (observations and
+    /// failover decisions, see [`Command::batchable`]) share one entry: when many masters
+    /// fail at once, their commands cost one append, one fsync and one apply pass rather
+    /// than one each. Waiting for more is never done: only what is already queued is joined.
+    fn flush_proposals(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batching = self.state.cluster_version() >= BATCH_VERSION;
+        let mut group = Vec::new();
+        for (cmd, reply) in std::mem::take(&mut self.pending) {
+            if let Err(e) = self.format_allowed(&cmd) {
+                let _ = reply.send(Err(e));
+                continue;
+            }
+            if batching && cmd.batchable() {
+                group.push((cmd, reply));
+                if group.len() == MAX_BATCH {
+                    self.propose_group(std::mem::take(&mut group));
+                }
+                continue;
+            }
+            self.propose_group(std::mem::take(&mut group));
+            self.propose_group(vec![(cmd, reply)]);
+        }
+        self.propose_group(group);
+    }
+
+    /// Proposes one entry: the command alone, or a [`Command::Batch`] of several whose
+    /// context lists every proposal id in order.
+    fn propose_group(
+        &mut self,
+        mut group: Vec<(Command, oneshot::Sender<Result<Outcome, ProposeError>>)>,
+    ) {
+        let (data, ids, replies) = match group.len() {
+            0 => return,
+            1 => {
+                let (cmd, reply) = group.pop().expect("one");
+                (cmd.encode(), vec![self.next_id()], vec![reply])
+            }
+            _ => {
+                let mut commands = Vec::with_capacity(group.len());
+                let mut ids = Vec::with_capacity(group.len());
+                let mut replies = Vec::with_capacity(group.len());
+                for (cmd, reply) in group {
+                    commands.push(cmd);
+                    ids.push(self.next_id());
+                    replies.push(reply);
+                }
+                (Command::Batch { commands }.encode(), ids, replies)
+            }
+        };
+        let mut ctx = Vec::with_capacity(8 + 8 * ids.len());
+        ctx.extend_from_slice(&self.cfg.id.to_be_bytes());
+        for id in &ids {
+            ctx.extend_from_slice(&id.to_be_bytes());
+        }
+        match self.raw.propose(ctx, data) {
+            Ok(()) => {
+                let leader = self.raw.raft.leader_id;
+                for (id, reply) in ids.into_iter().zip(replies) {
+                    self.waiters.insert(id, (leader, Waiter::Propose(reply)));
+                }
+            }
+            Err(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(self.not_leader()));
+                }
+            }
         }
     }
 
@@ -651,12 +720,24 @@ impl RaftNode {
         v
     }
 
-    /// The proposal id in an entry's context, if this node proposed it.
-    fn own_id(&self, ctx: &[u8]) -> Option<u64> {
-        if ctx.len() != 16 || ctx[..8] != self.cfg.id.to_be_bytes() {
-            return None;
+    /// The proposal ids in an entry's context (one per command of a batch), if this node
+    /// proposed it; empty otherwise.
+    fn own_ids(&self, ctx: &[u8]) -> Vec<u64> {
+        if ctx.len() < 16 || !ctx.len().is_multiple_of(8) || ctx[..8] != self.cfg.id.to_be_bytes() {
+            return Vec::new();
         }
-        Some(u64::from_be_bytes(ctx[8..].try_into().expect("8 bytes")))
+        ctx[8..]
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect()
+    }
+
+    /// The proposal id of a single-command entry, if this node proposed it.
+    fn own_id(&self, ctx: &[u8]) -> Option<u64> {
+        match self.own_ids(ctx)[..] {
+            [id] => Some(id),
+            _ => None,
+        }
     }
 
     fn not_leader(&self) -> ProposeError {
@@ -927,6 +1008,34 @@ impl RaftNode {
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => self.state.skip(e.index),
                 EntryType::EntryNormal => match Command::decode(&e.data) {
+                    Ok(Command::Batch { commands }) => {
+                        *checkpoint |= commands.iter().any(|c| {
+                            matches!(
+                                c,
+                                Command::Announce { .. }
+                                    | Command::ClusterVersion { .. }
+                                    | Command::Bootstrap { .. }
+                            )
+                        });
+                        let results = self.state.apply_batch(e.index, &commands);
+                        // The ids match the commands one to one; anything else is not ours.
+                        let ids = self.own_ids(&e.context);
+                        let ids = if ids.len() == results.len() {
+                            ids
+                        } else {
+                            Vec::new()
+                        };
+                        let mut ids = ids.into_iter();
+                        for (cmd, applied) in commands.iter().zip(results) {
+                            if let Err(rej) = &applied.result {
+                                debug!(index = e.index, op = cmd.kind(), reason = %rej, "command rejected");
+                            }
+                            events.extend(applied.events.into_iter().map(|ev| (e.index, ev)));
+                            if let Some(id) = ids.next() {
+                                resolved.push((id, applied.result.map_err(ProposeError::Rejected)));
+                            }
+                        }
+                    }
                     Ok(cmd) => {
                         *checkpoint |= matches!(
                             cmd,

@@ -13,7 +13,11 @@
 //!   `FailoverEnd`.
 //! - `Start` on ODOWN (not paused, budget left) or an operator request: choose a
 //!   candidate, commit `FailoverStart` with a new epoch, or an epoch-0 `FailoverAbort`
-//!   saying why none qualifies.
+//!   saying why none qualifies. The masters that need a start at one pass are decided
+//!   together and proposed in one round with consecutive epochs (one entry once the cluster
+//!   reads batches): K masters failing at once do not queue behind each other's epochs.
+//!
+//! Jobs of different masters run side by side: promotions of K masters go out in parallel.
 //!
 //! Outside failovers it fences: an instance reporting `role:master` that is not the
 //! committed master is made a replica of it (only while that master is healthy here), and a
@@ -25,13 +29,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{sleep, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::actions::{self, FailoverTo};
 use super::select::{self, SelectParams, MAX_INFO_AGE};
-use crate::consensus::{wall_ms, ProposeError, RaftHandle, Role};
+use crate::consensus::{wall_ms, ProposeError, RaftHandle, Role, PROPOSE_TIMEOUT};
 use crate::fsm::{
     ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ReconfStage,
 };
@@ -83,7 +87,9 @@ pub fn spawn(
             view: monitor_view,
             abort_rate: Arc::new(Mutex::new(BTreeMap::new())),
             fence_backoff: Arc::new(Mutex::new(BTreeMap::new())),
+            epoch_floor: Arc::new(tokio::sync::Mutex::new(0)),
         },
+        to_start: Vec::new(),
         jobs: BTreeMap::new(),
         fences: BTreeMap::new(),
         wrong_master_since: BTreeMap::new(),
@@ -103,6 +109,11 @@ struct Ctx {
     abort_rate: Arc<Mutex<BTreeMap<String, (Instant, Duration)>>>,
     /// Per instance whose fence failed: failures in a row and the earliest next try.
     fence_backoff: Arc<Mutex<BTreeMap<Addr, (u32, Instant)>>>,
+    /// The highest epoch this node has put in a start. Held by a round of starts while it
+    /// numbers its epochs and queues them to Raft, so rounds reach the log in the order of
+    /// their epochs (a start whose epoch is not above the committed one is refused) while a
+    /// round need not wait for the previous one to commit.
+    epoch_floor: Arc<tokio::sync::Mutex<Epoch>>,
 }
 
 impl Ctx {
@@ -161,12 +172,15 @@ enum JobKey {
 
 struct Job {
     key: JobKey,
-    handle: JoinHandle<()>,
+    /// The masters started in one round share their task.
+    handle: AbortHandle,
 }
 
 struct Executor {
     ctx: Ctx,
     jobs: BTreeMap<String, Job>,
+    /// Masters found needing a start during the current pass.
+    to_start: Vec<String>,
     fences: BTreeMap<Addr, (Instant, JoinHandle<()>)>,
     wrong_master_since: BTreeMap<Addr, Instant>,
     budget_warned: BTreeMap<String, Instant>,
@@ -236,6 +250,9 @@ impl Executor {
                 .map_or(&[][..], Vec::as_slice);
             self.plan(m, &view, own);
         }
+        drop(by_master);
+        drop(view);
+        self.start_round();
         self.jobs.retain(|name, j| {
             let keep = state.masters.contains_key(name);
             if !keep {
@@ -290,9 +307,11 @@ impl Executor {
         let ctx = self.ctx.clone();
         let name = m.name.clone();
         let handle = match &key {
-            JobKey::Start => tokio::spawn(
-                start(ctx, name.clone()).instrument(info_span!("failover", master = %name)),
-            ),
+            JobKey::Start => {
+                // Decided with the others of this pass (see `start_round`).
+                self.to_start.push(name);
+                return;
+            }
             JobKey::Promote(epoch) => {
                 let f = m.failover.clone().expect("promote job needs a failover");
                 let span =
@@ -305,7 +324,28 @@ impl Executor {
                 tokio::spawn(reconf(ctx, name, *epoch).instrument(span))
             }
         };
+        let handle = handle.abort_handle();
         self.jobs.insert(m.name.clone(), Job { key, handle });
+    }
+
+    /// One task decides every start found in this pass and proposes them in one round.
+    fn start_round(&mut self) {
+        if self.to_start.is_empty() {
+            return;
+        }
+        let names = std::mem::take(&mut self.to_start);
+        let span = info_span!("failover_start", masters = names.len());
+        let handle = tokio::spawn(start(self.ctx.clone(), names.clone()).instrument(span));
+        for name in names {
+            let handle = handle.abort_handle();
+            self.jobs.insert(
+                name,
+                Job {
+                    key: JobKey::Start,
+                    handle,
+                },
+            );
+        }
     }
 
     /// Demotes instances that claim to be master but are not the committed one, and
@@ -442,23 +482,101 @@ async fn fence_one(
     }
 }
 
-/// Chooses a candidate and commits `FailoverStart`, or an epoch-0 abort saying why not.
-async fn start(ctx: Ctx, name: String) {
-    let Some((st, m)) = ctx.master(&name) else {
+/// Decides the start of every master in `names` (see [`decide_start`]) and proposes the
+/// decisions together: the failovers get consecutive epochs above the committed one and go
+/// out in one round, so K masters failing at once cost one commit, not K in a row.
+async fn start(ctx: Ctx, names: Vec<String>) {
+    let mut floor = ctx.epoch_floor.lock().await;
+    let st = ctx.raft.state();
+    let view = ctx.view();
+    let now = Instant::now();
+    // Above the committed epoch, and above the epochs of rounds still on their way to it.
+    let mut epoch = st.current_epoch.max(*floor);
+    let mut cmds = Vec::new();
+    for name in &names {
+        let Some(m) = st.masters.get(name) else {
+            continue;
+        };
+        let _span = info_span!("failover", master = %name).entered();
+        match decide_start(&ctx, m, &view, now) {
+            Some(Decision::Start { candidate, reason }) => {
+                epoch += 1;
+                info!(candidate = %candidate, epoch, reason = reason.as_str(), "+try-failover");
+                cmds.push(Command::FailoverStart {
+                    master: name.clone(),
+                    epoch,
+                    candidate,
+                    reason,
+                    leader: ctx.raft.node_id(),
+                    at_ms: wall_ms(),
+                });
+            }
+            Some(Decision::Abort(why)) => cmds.push(Command::FailoverAbort {
+                master: name.clone(),
+                epoch: 0,
+                why,
+                at_ms: wall_ms(),
+            }),
+            None => {}
+        }
+    }
+    // Holding the view across the commit below would make every probe's write copy it.
+    drop(view);
+    if cmds.is_empty() {
         return;
+    }
+    *floor = epoch;
+    let kinds: Vec<(&'static str, String)> = cmds
+        .iter()
+        .map(|c| match c {
+            Command::FailoverStart { master, .. } | Command::FailoverAbort { master, .. } => {
+                (c.kind(), master.clone())
+            }
+            _ => (c.kind(), String::new()),
+        })
+        .collect();
+    let n = cmds.len();
+    let submitted = ctx.raft.submit_all(cmds, PROPOSE_TIMEOUT).await;
+    drop(floor);
+    let results = match submitted {
+        Ok(s) => s.outcomes().await,
+        Err(e) => vec![Err(e); n],
     };
+    for ((kind, master), r) in kinds.into_iter().zip(results) {
+        match r {
+            Ok(_) => {}
+            Err(e @ ProposeError::Rejected(_)) => {
+                debug!(command = kind, master = %master, error = %e, "refused")
+            }
+            Err(e) => warn!(command = kind, master = %master, error = %e, "could not commit"),
+        }
+    }
+}
+
+/// What a start decided for one master.
+enum Decision {
+    /// Fail over to this candidate.
+    Start {
+        candidate: Addr,
+        reason: FailoverReason,
+    },
+    /// Commit an epoch-0 abort saying why not.
+    Abort(String),
+}
+
+/// Chooses a candidate for `m`, or says why none qualifies (None: nothing to commit now).
+fn decide_start(ctx: &Ctx, m: &MasterState, view: &MonitorView, now: Instant) -> Option<Decision> {
+    let name = &m.name;
     if m.failover.is_some() || m.reconf.is_some() {
-        return;
+        return None;
     }
     let request = m.failover_request.clone();
     // Votes must still be fresh by this node's clock; the state machine checks the same at
     // the `FailoverStart`'s time.
     let odown = m.is_odown_at(wall_ms()) && !m.paused && m.budget_allows(wall_ms());
     if request.is_none() && !odown {
-        return;
+        return None;
     }
-    let view = ctx.view();
-    let now = Instant::now();
     let master_info = view.get(&m.addr);
     let master_down_for = master_info
         .and_then(|i| i.sdown_since)
@@ -472,12 +590,10 @@ async fn start(ctx: Ctx, name: String) {
         let master_ok =
             master_info.is_some_and(|i| healthy(i, now) && i.role == Some(ReportedRole::Master));
         if m.is_odown() || !master_ok {
-            let why = format!(
+            return Some(Decision::Abort(format!(
                 "master-down: a switchover needs a healthy master; {} is not",
                 m.addr
-            );
-            abort0(&ctx, &name, why).await;
-            return;
+            )));
         }
     }
     let params = SelectParams {
@@ -486,23 +602,8 @@ async fn start(ctx: Ctx, name: String) {
         target: target.as_ref(),
         require_synced: reason == FailoverReason::Switchover,
     };
-    let chosen = select::select(&m, &view, &params);
-    // Holding the view across the commit below would make every probe's write copy it.
-    drop(view);
-    match chosen {
-        Ok(candidate) => {
-            let epoch = st.current_epoch + 1;
-            info!(candidate = %candidate, epoch, reason = reason.as_str(), "+try-failover");
-            let cmd = Command::FailoverStart {
-                master: name.clone(),
-                epoch,
-                candidate,
-                reason,
-                leader: ctx.raft.node_id(),
-                at_ms: wall_ms(),
-            };
-            let _ = ctx.propose(cmd).await;
-        }
+    match select::select(m, view, &params) {
+        Ok(candidate) => Some(Decision::Start { candidate, reason }),
         Err(none) => {
             if request.is_none() {
                 // ODOWN without a candidate is retried every tick; commit the reason only
@@ -511,27 +612,17 @@ async fn start(ctx: Ctx, name: String) {
                 // commit an entry forever at the same pace.
                 let first = Duration::from_millis(m.failover_timeout_ms.clamp(1000, 30_000));
                 let mut rate = ctx.abort_rate.lock();
-                let wait = match rate.get(&name) {
-                    Some((at, wait)) if at.elapsed() < *wait => return,
+                let wait = match rate.get(name) {
+                    Some((at, wait)) if at.elapsed() < *wait => return None,
                     Some((_, wait)) => (*wait * 2).min(MAX_ABORT_BACKOFF),
                     None => first,
                 };
                 rate.insert(name.clone(), (Instant::now(), wait));
             }
             warn!(reason = %none, "-failover-abort-no-good-slave");
-            abort0(&ctx, &name, format!("no-good-slave: {none}")).await;
+            Some(Decision::Abort(format!("no-good-slave: {none}")))
         }
     }
-}
-
-async fn abort0(ctx: &Ctx, name: &str, why: String) {
-    let cmd = Command::FailoverAbort {
-        master: name.to_string(),
-        epoch: 0,
-        why,
-        at_ms: wall_ms(),
-    };
-    let _ = ctx.propose(cmd).await;
 }
 
 /// Drives a committed failover to `FailoverDone` (or aborts it at `failover_timeout`).

@@ -327,6 +327,14 @@ pub enum Command {
         /// The new version.
         version: u32,
     },
+    /// Several commands in one log entry (format [`BATCH_VERSION`]), applied in order at the
+    /// entry's index, each with its own outcome as if it had its own entry: when many masters
+    /// fail together, their observations and decisions cost one entry, not one each. A batch
+    /// inside a batch is refused.
+    Batch {
+        /// The commands, in the order they apply.
+        commands: Vec<Command>,
+    },
 }
 
 /// Versioned wrapper, so a later release can read entries written by this one.
@@ -343,7 +351,12 @@ pub const BASE_VERSION: u32 = 1;
 /// The highest command format this version reads. A format above the committed cluster
 /// version is never proposed (see `ClusterState::cluster_version`), so a node of an older
 /// version never meets an entry it cannot read in a cluster it is a member of.
-pub const SUPPORTED_VERSION: u32 = 4;
+pub const SUPPORTED_VERSION: u32 = 5;
+/// The first format with [`Command::Batch`].
+pub const BATCH_VERSION: u32 = 5;
+/// Most commands in one [`Command::Batch`] (it is one Raft entry, so it must stay far below
+/// the Raft message size limit: a few hundred bytes each).
+pub const MAX_BATCH: usize = 256;
 
 /// A log entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +410,10 @@ impl Command {
             }
             // Format 4: committed hold settings.
             Command::SyncHold { .. } => 4,
+            Command::Batch { commands } => commands
+                .iter()
+                .map(Command::format_version)
+                .fold(BATCH_VERSION, u32::max),
             _ => BASE_VERSION,
         }
     }
@@ -424,7 +441,27 @@ impl Command {
             Command::Announce { .. } => "announce",
             Command::ClusterVersion { .. } => "cluster_version",
             Command::SyncHold { .. } => "sync_hold",
+            Command::Batch { .. } => "batch",
         }
+    }
+
+    /// Whether a node may put this command in a [`Command::Batch`] with others: the
+    /// observations and failover decisions many masters produce at once. Commands about the
+    /// cluster itself (bootstrap, announcements, the format version) and operator commands
+    /// keep an entry of their own.
+    pub fn batchable(&self) -> bool {
+        matches!(
+            self,
+            Command::Observe { .. }
+                | Command::Replicas { .. }
+                | Command::ForgetReplicas { .. }
+                | Command::FailoverStart { .. }
+                | Command::FailoverDone { .. }
+                | Command::FailoverAbort { .. }
+                | Command::Reconf { .. }
+                | Command::FailoverEnd { .. }
+                | Command::Fence { .. }
+        )
     }
 }
 
@@ -465,9 +502,15 @@ mod tests {
         assert!(!serde_json::to_string(&spec).unwrap().contains("script"));
         assert_eq!(Command::decode(&raise.encode()).unwrap(), raise);
 
-        let future = br#"{"v":5,"op":"pause","master":"m"}"#;
-        let e = Command::decode(future).unwrap_err().to_string();
-        assert!(e.contains("format version 5"), "{e}");
+        let future = format!(
+            r#"{{"v":{},"op":"pause","master":"m"}}"#,
+            SUPPORTED_VERSION + 1
+        );
+        let e = Command::decode(future.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("format version {}", SUPPORTED_VERSION + 1)),
+            "{e}"
+        );
         assert!(Command::decode(br#"{"v":3,"op":"from_the_future"}"#).is_err());
         let hold = Command::SyncHold {
             master: "m".into(),

@@ -44,7 +44,7 @@ mod state;
 
 pub use command::{
     Command, DecodeError, FailoverReason, FenceKind, MasterSpec, MemberInfo, ObserveReason,
-    ReconfStage, BASE_VERSION, SUPPORTED_VERSION,
+    ReconfStage, BASE_VERSION, BATCH_VERSION, MAX_BATCH, SUPPORTED_VERSION,
 };
 pub use event::{master_details, replica_details, Event};
 pub(crate) use spec::check_spec;

@@ -509,7 +509,33 @@ impl ClusterState {
             "apply gap or regression: index {index} after {}",
             self.applied_index
         );
+        if let Command::Batch { commands } = cmd {
+            // One outcome for the whole entry: how many of its commands applied.
+            let all = self.apply_batch(index, commands);
+            let count = all.iter().filter(|a| a.result.is_ok()).count() as u64;
+            return Applied {
+                result: Ok(Outcome { count }),
+                events: all.into_iter().flat_map(|a| a.events).collect(),
+            };
+        }
         self.applied_index = index;
+        self.apply_one(cmd)
+    }
+
+    /// Applies the commands of a [`Command::Batch`] at `index`, in order, each exactly as
+    /// if it were the only command of its entry (a refused one changes nothing, the others
+    /// still apply); returns each one's outcome, in order.
+    pub fn apply_batch(&mut self, index: u64, commands: &[Command]) -> Vec<Applied> {
+        assert!(
+            index > self.applied_index,
+            "apply gap or regression: index {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        commands.iter().map(|c| self.apply_one(c)).collect()
+    }
+
+    fn apply_one(&mut self, cmd: &Command) -> Applied {
         let mut events = Vec::new();
         let result = self.apply_inner(cmd, &mut events);
         if result.is_err() {
@@ -712,6 +738,7 @@ impl ClusterState {
                 original,
                 at_ms,
             } => self.apply_sync_hold(master, instance, node, original, at_ms),
+            Command::Batch { .. } => Err(Rejection::invalid("a batch cannot hold a batch")),
             Command::Announce { node, info } => match self.members.get_mut(node) {
                 Some(m) => {
                     for (what, v) in [

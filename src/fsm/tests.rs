@@ -1266,3 +1266,188 @@ fn each_master_rule_has_its_message() {
         assert!(rej.message.starts_with(&want), "{} vs {want}", rej.message);
     }
 }
+
+/// Three masters down at once, each with a replica; returns
+/// the state and the commands that make all three objectively down (two nodes each).
+fn three_down() -> (Fixture, Vec<Command>) {
+    let mut f = Fixture::new();
+    for (i, name) in ["m1", "m2", "m3"].iter().enumerate() {
+        f.ok(Command::Monitor {
+            spec: spec(name, &format!("10.0.1.{}:6379", i + 1), 2),
+        });
+        f.ok(Command::Replicas {
+            master: name.to_string(),
+            replicas: vec![addr(&format!("10.0.2.{}:6379", i + 1))],
+        });
+    }
+    let mut votes = Vec::new();
+    for node in [1, 2] {
+        for (i, name) in ["m1", "m2", "m3"].iter().enumerate() {
+            votes.push(Command::Observe {
+                node,
+                master: name.to_string(),
+                addr: addr(&format!("10.0.1.{}:6379", i + 1)),
+                down: true,
+                reason: ObserveReason::NoReply,
+                at_ms: 10_000,
+            });
+        }
+    }
+    (f, votes)
+}
+
+fn start_of(name: &str, i: usize, epoch: u64) -> Command {
+    Command::FailoverStart {
+        master: name.into(),
+        epoch,
+        candidate: addr(&format!("10.0.2.{i}:6379")),
+        reason: FailoverReason::Odown,
+        leader: 1,
+        at_ms: 10_100,
+    }
+}
+
+fn done_of(name: &str, i: usize, epoch: u64) -> Command {
+    Command::FailoverDone {
+        master: name.into(),
+        epoch,
+        new_addr: addr(&format!("10.0.2.{i}:6379")),
+        at_ms: 10_200,
+    }
+}
+
+/// A batch is one entry whose commands apply in order, each as if it had an entry of its
+/// own: the same state and the same events as one entry per command, and a refused command
+/// (here a start whose epoch is not above the current one) changes nothing while the others
+/// of the batch still apply.
+#[test]
+fn a_batch_applies_like_its_commands_one_entry_each() {
+    let (mut one_each, votes) = three_down();
+    let (mut batched, _) = three_down();
+    let starts = vec![
+        start_of("m1", 1, 1),
+        start_of("m2", 2, 2),
+        start_of("m3", 3, 2), // the same epoch again: refused
+    ];
+    let dones = vec![done_of("m2", 2, 2), done_of("m1", 1, 1)];
+
+    let mut events_one = Vec::new();
+    let mut results_one = Vec::new();
+    for cmd in votes.iter().chain(&starts).chain(&dones) {
+        let a = one_each.apply(cmd.clone());
+        results_one.push(a.result.is_ok());
+        events_one.extend(a.events);
+    }
+
+    let mut events_batched = Vec::new();
+    let mut results_batched = Vec::new();
+    for group in [&votes, &starts, &dones] {
+        batched.idx += 1;
+        let idx = batched.idx;
+        let applied = batched.s.apply_batch(idx, group);
+        assert_eq!(applied.len(), group.len());
+        assert_eq!(batched.s.applied_index, idx);
+        for a in applied {
+            results_batched.push(a.result.is_ok());
+            events_batched.extend(a.events);
+        }
+    }
+    assert_eq!(results_batched, results_one);
+    assert_eq!(
+        results_one[6..9],
+        [true, true, false],
+        "only the repeated epoch is refused"
+    );
+    assert_eq!(events_batched, events_one);
+    let kinds: Vec<&str> = events_batched
+        .iter()
+        .map(|e| e.kind.as_str())
+        .filter(|k| ["+odown", "+switch-master", "+new-epoch"].contains(k))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "+odown",
+            "+odown",
+            "+odown",
+            "+new-epoch",
+            "+new-epoch",
+            "+switch-master",
+            "+switch-master"
+        ]
+    );
+    // The same state but for where entries fell: indexes differ, nothing else.
+    let normalise = |s: &ClusterState| {
+        let mut s = s.clone();
+        s.applied_index = 0;
+        for r in &mut s.history {
+            r.promoted_index = None;
+        }
+        s
+    };
+    assert_eq!(normalise(&batched.s), normalise(&one_each.s));
+    assert_eq!(batched.s.current_epoch, 2);
+    assert!(batched.s.masters["m3"].failover.is_none());
+    assert_eq!(batched.s.masters["m1"].addr, addr("10.0.2.1:6379"));
+    assert_eq!(batched.s.masters["m2"].addr, addr("10.0.2.2:6379"));
+    // Both switches of the last batch are recorded at its index.
+    let at: Vec<Option<u64>> = batched.s.history.iter().map(|r| r.promoted_index).collect();
+    assert_eq!(at, [Some(batched.idx), Some(batched.idx)]);
+}
+
+/// `apply` of a whole batch (what a caller without per-command outcomes sees) counts the
+/// commands that applied and returns every event; a batch inside a batch is refused alone.
+#[test]
+fn a_batch_counts_what_applied_and_refuses_nesting() {
+    let (mut f, votes) = three_down();
+    let nested = Command::Batch {
+        commands: vec![votes[0].clone()],
+    };
+    let mut commands = votes.clone();
+    commands.push(nested);
+    let a = f.apply(Command::Batch { commands });
+    assert_eq!(a.result, Ok(Outcome { count: 6 }));
+    assert_eq!(
+        Fixture::kinds(&a.events)
+            .iter()
+            .filter(|k| **k == "+odown")
+            .count(),
+        3
+    );
+    let idx = f.idx + 1;
+    let r = f.s.apply_batch(
+        idx,
+        &[Command::Batch {
+            commands: Vec::new(),
+        }],
+    );
+    assert_eq!(r[0].result.as_ref().unwrap_err().kind, RejectKind::Invalid);
+    assert!(r[0].events.is_empty());
+}
+
+/// A batch is written in its own format, so an older node never meets one: the cluster
+/// version gates it (the node proposes batches only from `BATCH_VERSION` on), and a batch
+/// holding a newer command says the newer format.
+#[test]
+fn a_batch_has_its_own_format_and_round_trips() {
+    let (_, votes) = three_down();
+    let b = Command::Batch {
+        commands: votes.clone(),
+    };
+    assert_eq!(b.format_version(), BATCH_VERSION);
+    const { assert!(BATCH_VERSION > 4 && BATCH_VERSION <= SUPPORTED_VERSION) };
+    let v: serde_json::Value = serde_json::from_slice(&b.encode()).unwrap();
+    assert_eq!(v["v"], BATCH_VERSION);
+    assert_eq!(Command::decode(&b.encode()).unwrap(), b);
+    // What a node of format 4 does with it: it cannot read it.
+    let mut older = v.clone();
+    older["v"] = serde_json::json!(SUPPORTED_VERSION + 1);
+    assert!(Command::decode(&serde_json::to_vec(&older).unwrap()).is_err());
+    // Observations and failover decisions may share an entry; cluster-wide commands do not.
+    assert!(votes[0].batchable());
+    assert!(start_of("m1", 1, 1).batchable());
+    assert!(done_of("m1", 1, 1).batchable());
+    assert!(!Command::ClusterVersion { version: 5 }.batchable());
+    assert!(!Command::Remove { name: "m".into() }.batchable());
+    assert!(!b.batchable());
+}
