@@ -609,6 +609,10 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::bool::weighted;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
 
     fn enc(f: &Frame, p: Protocol) -> Vec<u8> {
         let mut b = BytesMut::new();
@@ -845,21 +849,6 @@ mod tests {
         assert!(reqs.iter().all(|r| r[2] == "mymaster"));
     }
 
-    /// Tiny deterministic generator (xorshift), so the property test needs no extra crate
-    /// and every failure is reproducible from its seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// Resuming from the saved scan gives what a scan from byte 0 gives, for every way of
     /// splitting the input, including errors found late and pipelined requests.
     #[test]
@@ -940,68 +929,92 @@ mod tests {
         assert!(done);
     }
 
-    /// Random bytes, and random mutations of valid requests, fed in random chunk sizes:
-    /// the decoder never panics, never claims more bytes than it has, and the buffer it asks
-    /// the connection to keep never exceeds the request limit plus one read.
-    #[test]
-    fn property_random_input_never_panics_and_stays_bounded() {
-        let small = Limits {
-            max_bulk_len: 4096,
-            max_args: 64,
-            max_request_len: 16 * 1024,
-            unauth_max_request_len: 16 * 1024,
-            max_inline_len: 1024,
-        };
-        let seeds = [
-            b"*3\r\n$8\r\nSENTINEL\r\n$7\r\nmasters\r\n$1\r\nx\r\n".to_vec(),
-            b"PING \"a b\" 'c'\r\n".to_vec(),
-            b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n".to_vec(),
+    /// What the decoder is fed: random bytes, random bytes from RESP's own alphabet, or a
+    /// valid request with a few bytes replaced; a quarter of them end with a bulk header far
+    /// over the limit.
+    fn frame_input() -> impl Strategy<Value = Vec<u8>> {
+        const SEEDS: [&[u8]; 3] = [
+            b"*3\r\n$8\r\nSENTINEL\r\n$7\r\nmasters\r\n$1\r\nx\r\n",
+            b"PING \"a b\" 'c'\r\n",
+            b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
         ];
-        let alphabet = b"*$:+-\r\n0123456789-\"' \\xaAPING";
-        for seed in 1..=3000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let mut input: Vec<u8> = match rng.below(3) {
-                0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
-                1 => (0..rng.below(300))
-                    .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
-                    .collect(),
-                _ => {
-                    let mut v = seeds[rng.below(seeds.len() as u64) as usize].clone();
-                    for _ in 0..=rng.below(4) {
-                        let i = rng.below(v.len() as u64) as usize;
-                        v[i] = alphabet[rng.below(alphabet.len() as u64) as usize];
+        let alphabet = || select(b"*$:+-\r\n0123456789-\"' \\xaAPING".to_vec());
+        let body = prop_oneof![
+            vec(any::<u8>(), 0..300),
+            vec(alphabet(), 0..300),
+            (
+                select(SEEDS.to_vec()),
+                vec((any::<Index>(), alphabet()), 1..=4)
+            )
+                .prop_map(|(seed, edits)| {
+                    let mut v = seed.to_vec();
+                    for (at, byte) in edits {
+                        let i = at.index(v.len());
+                        v[i] = byte;
                     }
                     v
-                }
-            };
-            if rng.below(4) == 0 {
-                input.extend(b"*1\r\n$999999999\r\n");
+                }),
+        ];
+        (body, weighted(0.25)).prop_map(|(mut v, oversized)| {
+            if oversized {
+                v.extend(b"*1\r\n$999999999\r\n");
             }
+            v
+        })
+    }
+
+    proptest! {
+        // As many cases as the hand-rolled generator ran; well under a second in a debug
+        // build. Each run draws new inputs; a failure prints the shrunk input, and nothing
+        // is written to the source tree.
+        #![proptest_config(ProptestConfig {
+            cases: 3000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Random bytes, and random mutations of valid requests, fed in random chunk sizes:
+        /// the decoder never panics, never claims more bytes than it has, and the buffer it
+        /// asks the connection to keep never exceeds the request limit plus one read.
+        #[test]
+        fn property_random_input_never_panics_and_stays_bounded(
+            input in frame_input(),
+            chunks in vec(1usize..=64, 1..32),
+            authed in vec(any::<bool>(), 1..16),
+        ) {
+            let small = Limits {
+                max_bulk_len: 4096,
+                max_args: 64,
+                max_request_len: 16 * 1024,
+                unauth_max_request_len: 16 * 1024,
+                max_inline_len: 1024,
+            };
+            let (mut chunks, mut authed) = (chunks.iter().cycle(), authed.iter().cycle());
             let mut buf = BytesMut::new();
             let mut fed = 0;
             'feed: while fed < input.len() {
-                let chunk = (1 + rng.below(64) as usize).min(input.len() - fed);
+                let chunk = (*chunks.next().unwrap()).min(input.len() - fed);
                 buf.extend_from_slice(&input[fed..fed + chunk]);
                 fed += chunk;
                 loop {
-                    match check(&buf, &small, rng.below(2) == 0) {
+                    match check(&buf, &small, *authed.next().unwrap()) {
                         Ok(Check::Incomplete) => {
-                            assert!(
+                            prop_assert!(
                                 buf.len() <= small.max_request_len + 64,
-                                "seed {seed}: buffered {} bytes",
+                                "buffered {} bytes",
                                 buf.len()
                             );
                             break;
                         }
                         Ok(Check::Empty(n)) => {
-                            assert!(n > 0 && n <= buf.len(), "seed {seed}");
+                            prop_assert!(n > 0 && n <= buf.len());
                             let _ = buf.split_to(n);
                         }
                         Ok(Check::Request { len, multibulk }) => {
-                            assert!(len > 0 && len <= buf.len(), "seed {seed}");
+                            prop_assert!(len > 0 && len <= buf.len());
                             let args = parse(buf.split_to(len).freeze(), multibulk);
-                            assert!(!args.is_empty() && args.len() <= small.max_args);
-                            assert!(args.iter().all(|a| a.len() <= small.max_request_len));
+                            prop_assert!(!args.is_empty() && args.len() <= small.max_args);
+                            prop_assert!(args.iter().all(|a| a.len() <= small.max_request_len));
                         }
                         Err(_) => break 'feed,
                     }
