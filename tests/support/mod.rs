@@ -136,6 +136,12 @@ fn tail(path: &Path, lines: usize) -> String {
 
 // === RedisProcess ===
 
+/// How long the checks of a Redis's state ([`RedisProcess::role`], [`info_field`]) wait for
+/// its answer. A redis-server answers in microseconds, but a loaded machine can leave it
+/// unscheduled for most of a second; a check that gave up sooner would read a slow answer as
+/// none (no master at all, a command never sent).
+pub const REDIS_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A real `redis-server` on a free loopback port. Killed by pid on drop.
 pub struct RedisProcess {
     /// Its port.
@@ -264,13 +270,14 @@ impl RedisProcess {
             .expect("connect to redis")
     }
 
-    /// The `role` field of `ROLE`: "master" or "slave" (None if unreachable).
+    /// The `role` field of `ROLE`: "master" or "slave" (None if unreachable, or no answer
+    /// within [`REDIS_ANSWER_TIMEOUT`]).
     pub fn role(&self) -> Option<String> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
         let mut c = client
-            .get_connection_with_timeout(Duration::from_millis(500))
+            .get_connection_with_timeout(REDIS_ANSWER_TIMEOUT)
             .ok()?;
-        let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = c.set_read_timeout(Some(REDIS_ANSWER_TIMEOUT));
         let v: redis::Value = redis::cmd("ROLE").query(&mut c).ok()?;
         match v {
             redis::Value::Array(items) => match items.first() {

@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use super::{eventually, RedisProcess};
+use super::{eventually, RedisProcess, REDIS_ANSWER_TIMEOUT};
 
-/// One field of `INFO <section>`; `None` if the Redis does not answer within 500 ms.
+/// One field of `INFO <section>`; `None` if the Redis does not answer within
+/// [`REDIS_ANSWER_TIMEOUT`].
 pub fn info_field(r: &RedisProcess, section: &str, field: &str) -> Option<String> {
     let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", r.port))
         .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
+        .get_connection_with_timeout(REDIS_ANSWER_TIMEOUT)
         .ok()?;
-    let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = c.set_read_timeout(Some(REDIS_ANSWER_TIMEOUT));
     let text: String = redis::cmd("INFO").arg(section).query(&mut c).ok()?;
     text.lines()
         .filter_map(|l| l.trim_end().split_once(':'))
