@@ -480,6 +480,10 @@ pub struct SentinelPort {
     pub pubsub_soft_limit_bytes: usize,
     /// See `pubsub_soft_limit_bytes`.
     pub pubsub_soft_limit_secs: u64,
+    /// Threads serving the port's connections (1 by default, like Sentinel's event loop: a
+    /// short request then costs the fewest context switches; more help only TLS handshakes
+    /// and very many busy clients).
+    pub threads: usize,
 }
 
 impl Default for SentinelPort {
@@ -496,6 +500,7 @@ impl Default for SentinelPort {
             pubsub_hard_limit_bytes: 8 * 1024 * 1024,
             pubsub_soft_limit_bytes: 2 * 1024 * 1024,
             pubsub_soft_limit_secs: 60,
+            threads: 1,
         }
     }
 }
@@ -525,6 +530,9 @@ impl SentinelPort {
         }
         if self.write_timeout_secs == 0 {
             return Err(invalid(key("write_timeout_secs"), "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(invalid(key("threads"), "must be between 1 and 64"));
         }
         if self.pubsub_soft_limit_bytes > self.pubsub_hard_limit_bytes {
             return Err(invalid(
@@ -1357,6 +1365,10 @@ quorum = 2
             (
                 format!("{GOOD}\n[sentinel_port]\npubsub_soft_limit_bytes = 99999999999\n"),
                 "sentinel_port.pubsub_soft_limit_bytes",
+            ),
+            (
+                format!("{GOOD}\n[sentinel_port]\nthreads = 0\n"),
+                "sentinel_port.threads",
             ),
             (
                 GOOD.replace(

@@ -66,7 +66,7 @@ impl Budget {
                 break;
             }
             c.evicted.store(true, Ordering::Relaxed);
-            c.kill.notify_one();
+            c.kill.fire();
             left = left.saturating_sub(bytes);
             closed += 1;
         }

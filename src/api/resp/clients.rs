@@ -3,12 +3,14 @@
 //! the few fields other connections need to see, behind a short uncontended lock.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::cmd::table::CmdId;
@@ -34,6 +36,38 @@ pub struct ClientMeta {
     pub last_active: Option<Instant>,
 }
 
+/// Tells a connection to close once its current command is done. Sticky: a kill while the
+/// connection is busy takes effect when it next waits. Waiting costs no lock, as the
+/// connection waits on it between every batch of requests.
+#[derive(Debug, Default)]
+pub struct KillSwitch {
+    fired: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl KillSwitch {
+    /// Closes the connection.
+    pub fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once fired.
+    pub fn fired(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.fired.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.fired.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
 /// A connected client as the registry sees it.
 #[derive(Debug)]
 pub struct ClientHandle {
@@ -49,8 +83,8 @@ pub struct ClientHandle {
     pub created: Instant,
     /// Fields other connections read.
     pub meta: Mutex<ClientMeta>,
-    /// Wakes the connection to close it (CLIENT KILL, buffer budget).
-    pub kill: Notify,
+    /// Closes the connection (CLIENT KILL, buffer budget, shutdown).
+    pub kill: KillSwitch,
     /// Bytes its buffers hold (input and output capacity), for the buffer budget.
     pub buffered: AtomicUsize,
     /// Closed to bring the port back under its buffer budget.
@@ -266,7 +300,7 @@ impl Registry {
                 resp: 2,
                 ..ClientMeta::default()
             }),
-            kill: Notify::new(),
+            kill: KillSwitch::default(),
             buffered: AtomicUsize::new(0),
             evicted: Default::default(),
         });

@@ -6,22 +6,57 @@
 //! thousands of commands costs few syscalls, and a client that stops reading makes the server
 //! stop reading too (backpressure) instead of growing memory.
 
+use std::cell::RefCell;
 use std::io;
 use std::time::Duration;
 
 use super::stream::ClientStream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::fast::{is_addr_lookup, AddrTable};
+use super::fast::{is_addr_lookup, match_lookup, AddrTable};
 use super::frame::{self, Check, Frame, Heads, Limits, Protocol, ProtocolError, Scan};
 
 /// Output is written out once this much is pending, even mid-pipeline.
 pub const FLUSH_AT: usize = 64 * 1024;
 /// Largest step by which the input buffer grows.
 const READ_CHUNK: usize = 16 * 1024;
-/// First size of a connection's input buffer (see [`make_room`]).
+/// First size of a connection's input buffer (see [`make_room`]) and of its output buffer.
 const READ_FIRST: usize = 1024;
+/// Spare buffers kept per thread (see [`SPARE`]).
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    /// Emptied buffers of [`READ_FIRST`] bytes, for the next connection that needs one.
+    /// Connections give their buffers back when empty, so idle ones hold none, and take one
+    /// when input or output arrives: with this a short request costs no allocation. At most
+    /// [`SPARE_MAX`] per thread (64 KiB), outside the buffer budget.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of [`READ_FIRST`] bytes, spare if there is one.
+fn take_buf() -> BytesMut {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_FIRST))
+}
+
+/// Gives back an emptied buffer from [`take_buf`] that was neither reallocated nor split
+/// (the caller tracks that: `capacity` alone does not show an allocation's size once the
+/// front was consumed).
+fn give_buf(mut buf: BytesMut) {
+    buf.clear();
+    // Moves the start back to the front of the allocation (no copy: it is empty).
+    if buf.try_reclaim(READ_FIRST) && buf.capacity() == READ_FIRST {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_MAX {
+                s.push(buf);
+            }
+        });
+    }
+}
 
 /// One request taken from the input.
 #[derive(Debug)]
@@ -57,6 +92,10 @@ pub struct Connection {
     stream: ClientStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Whether `rbuf` / `wbuf` came from [`take_buf`] and were not reallocated or split since,
+    /// so they may go back to the spares.
+    rbuf_spare: bool,
+    wbuf_spare: bool,
     limits: Limits,
     /// Where the request at the front of `rbuf` was left by the last scan (see
     /// [`frame::check_resume`]).
@@ -77,6 +116,8 @@ impl Connection {
             // connections hold no buffer memory.
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            rbuf_spare: false,
+            wbuf_spare: false,
             limits,
             heads: Heads::default(),
             scan: Scan::default(),
@@ -95,17 +136,18 @@ impl Connection {
     pub async fn read_more(&mut self) -> io::Result<usize> {
         let n = match &mut self.stream {
             // Wait for input before taking a buffer, so an idle connection holds none.
-            ClientStream::Plain(s) => loop {
+            ClientStream::Plain(s) => {
                 s.readable().await?;
-                make_room(&mut self.rbuf);
-                match s.try_read_buf(&mut self.rbuf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            },
+                make_room(&mut self.rbuf, &mut self.rbuf_spare);
+                // Through `AsyncRead`, not `try_read_buf`: a read that fills less than the
+                // room offered clears the socket's readiness (the socket is drained; with
+                // edge-triggered epoll this is safe), so the next wait goes straight to the
+                // reactor instead of costing a read that returns EAGAIN: one read per
+                // request instead of two. On a spurious wake-up the read waits, buffer held.
+                s.read_buf(&mut self.rbuf).await?
+            }
             ClientStream::Tls(s) => {
-                make_room(&mut self.rbuf);
+                make_room(&mut self.rbuf, &mut self.rbuf_spare);
                 s.read_buf(&mut self.rbuf).await?
             }
         };
@@ -121,7 +163,10 @@ impl Connection {
     /// Gives back the input buffer's memory once everything in it is consumed.
     pub fn release_input(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            self.rbuf = BytesMut::new();
+            let buf = std::mem::take(&mut self.rbuf);
+            if std::mem::take(&mut self.rbuf_spare) {
+                give_buf(buf);
+            }
         }
     }
 
@@ -143,6 +188,7 @@ impl Connection {
         }
         self.written_bytes += n as u64;
         self.wbuf.advance(n);
+        self.wbuf_spare = false;
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
             self.stream.flush().await?;
@@ -165,6 +211,13 @@ impl Connection {
     /// being split into owned arguments.
     pub fn next_request(&mut self, authed: bool, lookups: bool) -> Result<Incoming, ProtocolError> {
         loop {
+            if lookups {
+                if let Some((len, name)) = match_lookup(&self.rbuf, &self.limits) {
+                    // Whole: whatever an earlier scan of this request left is done with.
+                    self.scan = Scan::default();
+                    return Ok(Incoming::Lookup(Lookup { len, name }));
+                }
+            }
             let check = frame::check_resume(
                 &self.rbuf,
                 &self.limits,
@@ -184,6 +237,7 @@ impl Connection {
                     }));
                 }
                 Check::Request { len, multibulk } => {
+                    self.rbuf_spare = false;
                     let bytes = self.rbuf.split_to(len).freeze();
                     return Ok(Incoming::Request(frame::parse(bytes, multibulk)));
                 }
@@ -195,6 +249,7 @@ impl Connection {
     /// the input.
     pub fn answer_lookup(&mut self, l: Lookup, table: &AddrTable, proto: Protocol) {
         let (at, len) = l.name;
+        self.out_room();
         self.wbuf
             .put_slice(table.reply(&self.rbuf[at..at + len], proto));
         self.rbuf.advance(l.len);
@@ -202,7 +257,16 @@ impl Connection {
 
     /// Encodes a reply into the output buffer.
     pub fn push(&mut self, frame: &Frame, proto: Protocol) {
+        self.out_room();
         frame.encode(proto, &mut self.wbuf);
+    }
+
+    /// Takes an output buffer if there is none.
+    fn out_room(&mut self) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = take_buf();
+            self.wbuf_spare = true;
+        }
     }
 
     /// Bytes of encoded replies not yet written.
@@ -217,20 +281,38 @@ impl Connection {
             return Ok(());
         }
         let n = self.wbuf.len();
-        match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.wbuf)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("client took no output for {:?}", self.write_timeout),
-                ))
+        // Usually the socket takes it all at once: one write, no timer.
+        let mut done = 0;
+        if let ClientStream::Plain(s) = &mut self.stream {
+            if let Some(r) = s.write(&self.wbuf).now_or_never() {
+                done = r?;
+                if done == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+            }
+        }
+        if done < n {
+            let rest = &self.wbuf[done..];
+            match tokio::time::timeout(self.write_timeout, self.stream.write_all(rest)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("client took no output for {:?}", self.write_timeout),
+                    ))
+                }
             }
         }
         self.written_bytes += n as u64;
         // Give the memory back: most connections send one request now and then.
-        self.wbuf = BytesMut::new();
+        let buf = std::mem::take(&mut self.wbuf);
+        if std::mem::take(&mut self.wbuf_spare) {
+            give_buf(buf);
+        }
         // TLS may hold the last record until flushed.
-        self.stream.flush().await?;
+        if let ClientStream::Tls(_) = self.stream {
+            self.stream.flush().await?;
+        }
         Ok(())
     }
 
@@ -245,10 +327,15 @@ impl Connection {
 
 /// Room in `rbuf` for the next read. A fresh buffer starts at [`READ_FIRST`] and doubles in
 /// steps of at most [`READ_CHUNK`]: most requests fit the first, and a connection that trickles
-/// a request (thousands of slowloris clients) holds 1 KiB rather than 16 KiB.
-fn make_room(rbuf: &mut BytesMut) {
-    if rbuf.capacity() - rbuf.len() < READ_FIRST / 2 {
+/// a request (thousands of slowloris clients) holds 1 KiB rather than 16 KiB. `spare` tracks
+/// whether it may go back to the spares.
+fn make_room(rbuf: &mut BytesMut, spare: &mut bool) {
+    if rbuf.capacity() == 0 {
+        *rbuf = take_buf();
+        *spare = true;
+    } else if rbuf.capacity() - rbuf.len() < READ_FIRST / 2 {
         let grow = rbuf.capacity().clamp(READ_FIRST, READ_CHUNK);
         rbuf.reserve(grow);
+        *spare = false;
     }
 }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::cmd::sentinel::get_master_addr;
-use super::frame::{Frame, Heads, Protocol};
+use super::frame::{Frame, Heads, Limits, Protocol};
 use crate::fsm::ClusterState;
 
 /// Full command name of the lookup (CLIENT LIST `cmd=`), as the command table spells it.
@@ -35,6 +35,47 @@ pub fn is_addr_lookup(buf: &[u8], heads: &Heads) -> bool {
         sub.eq_ignore_ascii_case(b"get-master-addr-by-name")
             || sub.eq_ignore_ascii_case(b"get-primary-addr-by-name")
     }
+}
+
+/// A lookup's first two arguments and the `$` of the third, as clients frame them, in the
+/// two spellings (compared ignoring ASCII case).
+const LOOKUP_HEADS: [&[u8]; 2] = [
+    b"*3\r\n$8\r\nsentinel\r\n$23\r\nget-master-addr-by-name\r\n$",
+    b"*3\r\n$8\r\nsentinel\r\n$24\r\nget-primary-addr-by-name\r\n$",
+];
+
+/// A whole lookup at the front of `buf`, recognised without the general parser: the
+/// request's length and where its name is. Only the plain form clients send is taken (a name
+/// of at most 9999 bytes, canonical lengths, CRLF everywhere, within `limits`); anything else,
+/// including other valid forms, is None and left to the general parser, which then sees
+/// the same bytes, so both paths answer alike.
+pub fn match_lookup(buf: &[u8], limits: &Limits) -> Option<(usize, (usize, usize))> {
+    let at = LOOKUP_HEADS
+        .iter()
+        .find(|h| buf.len() > h.len() && buf[..h.len()].eq_ignore_ascii_case(h))?
+        .len();
+    let digits = buf[at..].iter().take(5).position(|&c| c == b'\r')?;
+    if digits == 0 || (digits > 1 && buf[at] == b'0') {
+        return None;
+    }
+    let mut len = 0usize;
+    for &c in &buf[at..at + digits] {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        len = len * 10 + usize::from(c - b'0');
+    }
+    let name = at + digits + 2;
+    let end = name + len + 2;
+    if len > limits.max_bulk_len
+        || end > limits.max_request_len
+        || buf.len() < end
+        || buf[name - 1] != b'\n'
+        || &buf[end - 2..end] != b"\r\n"
+    {
+        return None;
+    }
+    Some((end, (name, len)))
 }
 
 /// Encoded replies of every master's lookup for one applied state.
@@ -145,7 +186,7 @@ impl AddrView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::resp::frame::{check_heads, Check, Limits};
+    use crate::api::resp::frame::{check_heads, Check};
 
     fn heads(req: &[u8]) -> Heads {
         let mut h = Heads::default();
@@ -178,6 +219,54 @@ mod tests {
         check_heads(inline, &Limits::default(), true, &mut h).unwrap();
         assert_eq!(h.count, 0);
         assert!(!is_addr_lookup(inline, &h));
+    }
+
+    /// The shortcut recognises the usual framing of both spellings in any case, and
+    /// whatever it takes the general parser reads the same way: on every prefix of a set of
+    /// requests, valid or not.
+    #[test]
+    fn shortcut_agrees_with_the_general_parser() {
+        let limits = Limits::default();
+        let reqs: [&[u8]; 12] = [
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n",
+            b"*3\r\n$8\r\nsentinel\r\n$24\r\nGET-PRIMARY-ADDR-BY-NAME\r\n$0\r\n\r\n",
+            b"*3\r\n$8\r\nSeNtInEl\r\n$23\r\nGet-Master-Addr-By-Name\r\n$10\r\n0123456789\r\n",
+            // Not canonical, or not CRLF: the general parser's business.
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$08\r\nmymaster\r\n",
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\rxmymaster\r\n",
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymasterXY",
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$-1\r\n",
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$+8\r\nmymaster\r\n",
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$12345\r\nx\r\n",
+            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n*8\r\nmymaster\r\n",
+            b"*3\r\n$8\r\nSENTINEL\r\n$6\r\nmaster\r\n$8\r\nmymaster\r\n",
+            b"*4\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$1\r\nm\r\n$1\r\nx\r\n",
+        ];
+        for (i, req) in reqs.iter().enumerate() {
+            let mut buf = req.to_vec();
+            buf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+            for cut in 0..=buf.len() {
+                let b = &buf[..cut];
+                let Some((len, (at, n))) = match_lookup(b, &limits) else {
+                    assert!(i > 2 || cut < req.len(), "request {i} not recognised");
+                    continue;
+                };
+                let mut h = Heads::default();
+                let general = check_heads(b, &limits, true, &mut h);
+                assert!(
+                    matches!(general, Ok(Check::Request { len: l, .. }) if l == len),
+                    "request {i} cut {cut}: {general:?}"
+                );
+                assert!(is_addr_lookup(b, &h));
+                assert_eq!(h.args[2], (at, n));
+            }
+        }
+        // The limits hold on this path too.
+        let tight = Limits {
+            max_bulk_len: 4,
+            ..Limits::default()
+        };
+        assert!(match_lookup(reqs[0], &tight).is_none());
     }
 
     #[test]

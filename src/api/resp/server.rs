@@ -144,6 +144,11 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
         }
     }
     drop(listener);
+    // Connections close once their current command is done. One that registers after this
+    // sees the shutdown itself (see `handle`).
+    for c in sh.clients.all() {
+        c.kill.fire();
+    }
     let open = conns.len();
     if open > 0 {
         info!(open, "sentinel port draining connections");
@@ -178,7 +183,7 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     sh: Arc<Shared>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     _permit: OwnedSemaphorePermit,
 ) {
     let laddr = stream.local_addr().unwrap_or(peer);
@@ -192,7 +197,9 @@ async fn handle(
     let stream = match &opts.tls {
         None => ClientStream::Plain(stream),
         Some(acceptor) => {
-            match tokio::time::timeout(opts.write_timeout, acceptor.accept(stream)).await {
+            // Boxed, as it is large and over once the connection is served.
+            let accept = Box::pin(acceptor.accept(stream));
+            match tokio::time::timeout(opts.write_timeout, accept).await {
                 Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
                 Ok(Err(e)) => {
                     debug!(error = %e, "TLS handshake failed");
@@ -206,14 +213,20 @@ async fn handle(
         }
     };
     let client = sh.clients.add(peer, laddr, fd);
+    // The port fires every registered client's kill switch on shutdown; one registered
+    // after that sees the shutdown here.
+    if shutdown.is_shutdown() {
+        client.kill.fire();
+    }
     sh.stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut conn = Connection::new(stream, opts.limits, opts.write_timeout);
     let mut session = Session::new(client.clone(), sh.ctx.requirepass.is_some());
     let mut charge = Charge::new(sh.budget.clone(), client.clone());
-    let why = serve_client(&mut conn, &mut session, &sh, &mut shutdown, &mut charge).await;
+    let why = serve_client(&mut conn, &mut session, &sh, &mut charge).await;
     drop(charge);
     let why = match why {
         Close::Killed if client.evicted.load(Ordering::Relaxed) => Close::OverBudget,
+        Close::Killed if shutdown.is_shutdown() => Close::Shutdown,
         other => other,
     };
     if let Some(l) = why.limit() {
@@ -266,17 +279,36 @@ async fn state_includes(sh: &Shared, index: u64) {
     .await;
 }
 
-async fn idle(limit: Option<Duration>) {
-    match limit {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
+/// A time limit that closes a connection when reached.
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    Idle,
+    Unauthenticated,
+    Request,
+    PubsubSoft,
+    Write,
 }
 
-/// Sleeps until `at`, or forever when None.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
+/// The earliest of `deadlines` (the first listed on a tie).
+fn earliest<const N: usize>(
+    deadlines: [(Option<Instant>, Deadline); N],
+) -> Option<(Instant, Deadline)> {
+    deadlines
+        .into_iter()
+        .fold(None, |best, (at, d)| match (best, at) {
+            (_, None) => best,
+            (Some((b, _)), Some(t)) if b <= t => best,
+            (_, Some(t)) => Some((t, d)),
+        })
+}
+
+/// Sleeps until the deadline and names it, or forever when None.
+async fn until(next: Option<(Instant, Deadline)>) -> Deadline {
+    match next {
+        Some((t, d)) => {
+            tokio::time::sleep_until(t).await;
+            d
+        }
         None => std::future::pending().await,
     }
 }
@@ -285,7 +317,6 @@ async fn serve_client(
     conn: &mut Connection,
     s: &mut Session,
     sh: &Shared,
-    shutdown: &mut Shutdown,
     charge: &mut Charge,
 ) -> Close {
     let me = sh.ctx.raft.node_id();
@@ -294,7 +325,8 @@ async fn serve_client(
     let auth_deadline = opts.unauth_idle_timeout.map(|d| Instant::now() + d);
     // When the request now at the front of the input started to arrive.
     let mut partial_since: Option<Instant> = None;
-    // When pending Pub/Sub output last went out, and since when it is above the soft limit.
+    // When pending Pub/Sub output last went out (or, if none was pending, was queued), and
+    // since when it is above the soft limit.
     let mut out_progress = Instant::now();
     let mut soft_since: Option<Instant> = None;
     let mut view = AddrView::new(sh.ctx.raft.watch_state(), &sh.addr_tables);
@@ -330,7 +362,9 @@ async fn serve_client(
                 Ok(Incoming::Request(args)) => {
                     processed += 1;
                     last_was_lookup = false;
-                    match cmd::execute(args, s, sh).await {
+                    // Boxed: the largest command's future would otherwise size every
+                    // connection's task, idle or not (about 2 KiB of its 3).
+                    match Box::pin(cmd::execute(args, s, sh)).await {
                         Reply::One(f) => {
                             errors += f.is_error() as u64;
                             conn.push(&f, s.proto);
@@ -383,7 +417,7 @@ async fn serve_client(
             if let Err(e) = conn.flush().await {
                 return Close::Io(e);
             }
-            out_progress = Instant::now();
+            // Nothing is pending now; `out_progress` is set when output is next queued.
             soft_since = None;
         }
         if let Some(close) = outcome {
@@ -406,11 +440,22 @@ async fn serve_client(
         let soft_deadline = soft_since.map(|t| t + opts.pubsub_soft_time);
         let request_deadline = partial_since.zip(opts.request_timeout).map(|(t, d)| t + d);
         let auth_deadline = auth_deadline.filter(|_| !s.authed);
+        let idle_deadline = idle_limit
+            .filter(|_| !s.subscribed())
+            .map(|d| Instant::now() + d);
+        // One timer, for the earliest limit: an idle connection's task stays small, and a
+        // wake-up polls one timer instead of five.
+        let next_deadline = earliest([
+            (idle_deadline, Deadline::Idle),
+            (auth_deadline, Deadline::Unauthenticated),
+            (request_deadline, Deadline::Request),
+            (soft_deadline, Deadline::PubsubSoft),
+            (write_deadline, Deadline::Write),
+        ]);
 
         tokio::select! {
             biased;
-            _ = shutdown.recv() => return Close::Shutdown,
-            _ = s.handle.kill.notified() => return Close::Killed,
+            _ = s.handle.kill.fired() => return Close::Killed,
             ev = next_event(&mut s.events) => match ev {
                 Ok(ev) => {
                     // Coalesce whatever else is already queued into the same write.
@@ -425,6 +470,9 @@ async fn serve_client(
                     }
                     let last = batch.last().map_or(0, |ev| ev.index);
                     state_includes(sh, last).await;
+                    if conn.pending_output() == 0 {
+                        out_progress = Instant::now();
+                    }
                     for ev in &batch {
                         for f in pubsub::deliver(ev, s, me) {
                             conn.push(&f, s.proto);
@@ -443,14 +491,16 @@ async fn serve_client(
                 Ok(Io::Read(_)) => {}
                 Err(e) => return Close::Io(e),
             },
-            _ = idle(idle_limit), if !s.subscribed() => return Close::Idle,
-            _ = until(auth_deadline) => return Close::Unauthenticated,
-            _ = until(request_deadline) => return Close::SlowRequest,
-            _ = until(soft_deadline) => return Close::PubsubOutput(conn.pending_output()),
-            _ = until(write_deadline) => return Close::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("client took no output for {:?}", opts.write_timeout),
-            )),
+            reached = until(next_deadline) => return match reached {
+                Deadline::Idle => Close::Idle,
+                Deadline::Unauthenticated => Close::Unauthenticated,
+                Deadline::Request => Close::SlowRequest,
+                Deadline::PubsubSoft => Close::PubsubOutput(conn.pending_output()),
+                Deadline::Write => Close::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("client took no output for {:?}", opts.write_timeout),
+                )),
+            },
         }
         // Pub/Sub output limit, checked whenever events were queued or written.
         let pending = conn.pending_output();
@@ -462,5 +512,32 @@ async fn serve_client(
         } else {
             soft_since = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earliest_deadline_wins_and_ties_go_to_the_first_listed() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let name = |d: Option<(Instant, Deadline)>| d.map(|(at, d)| (at, format!("{d:?}")));
+        assert_eq!(earliest::<0>([]).map(|d| d.0), None);
+        assert_eq!(
+            name(earliest([(None, Deadline::Idle), (None, Deadline::Write)])),
+            None
+        );
+        assert_eq!(
+            name(earliest([
+                (Some(t + 2 * s), Deadline::Idle),
+                (None, Deadline::Unauthenticated),
+                (Some(t + s), Deadline::Request),
+                (Some(t + s), Deadline::Write),
+                (Some(t + 3 * s), Deadline::PubsubSoft),
+            ])),
+            Some((t + s, "Request".to_string()))
+        );
     }
 }

@@ -250,6 +250,6 @@ fn kill_one(c: &super::ClientHandle, s: &mut Session) {
         // Redis answers first, then closes its own connection.
         s.close_after_reply = true;
     } else {
-        c.kill.notify_one();
+        c.kill.fire();
     }
 }
