@@ -79,18 +79,68 @@ const DISK_SYNC: [&str; 2] = ["--repl-diskless-sync", "no"];
 /// The delay a coordinator sets while it holds an empty master's full syncs.
 const HOLD_DELAY: &str = "117";
 
-/// Pauses failovers of `mymaster`, then kills the master and brings it back empty within
-/// 200 ms, well before down_after: only the restart detection can save the replicas' data.
+/// Pauses failovers of `mymaster`, then kills the master and brings it back empty well
+/// before down_after: only the restart detection can save the replicas' data.
 /// Returns once the hold is on, with the client that can resume failovers.
-async fn restart_empty_while_paused(c: &Cluster, m: &mut RedisProcess) -> support::ApiClient {
+///
+/// A replica retries its master once a second (Redis's replication cron), and with
+/// disk-based sync the first retry that reaches the restarted master wipes it: the hold
+/// must be on before then. The restart is timed from the replicas' refused retries so that
+/// the next one is at least half a second away (the widest gap between their retry phases):
+/// what is tested is that the hold comes within that time, not where in its once-a-second
+/// cycle a replica happened to be. (In production the hold closes the window for every
+/// replica whose retry comes after it, as the README says.)
+async fn restart_empty_while_paused(
+    c: &Cluster,
+    m: &mut RedisProcess,
+    replicas: &[&RedisProcess],
+) -> support::ApiClient {
     let mut grpc = c.nodes[0].client().await.expect("gRPC client");
     grpc.pause(pb::PauseRequest {
         name: "mymaster".into(),
     })
     .await
     .expect("Pause");
+    let before: Vec<usize> = replicas.iter().map(|r| master_retries(r)).collect();
     m.kill9();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each replica's first refused retry after the kill: its phase in the 1 s cycle.
+    let mut first = vec![None; replicas.len()];
+    let t_kill = Instant::now();
+    while first.iter().any(Option::is_none) {
+        assert!(
+            t_kill.elapsed() < Duration::from_secs(5),
+            "a replica never retried its dead master"
+        );
+        for (i, r) in replicas.iter().enumerate() {
+            if first[i].is_none() && master_retries(r) > before[i] {
+                first[i] = Some(t_kill.elapsed().as_millis() as u64 % 1000);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Restart right after the retry that opens the widest gap before the next one.
+    let phases: Vec<u64> = first.into_iter().map(|p| p.expect("seen")).collect();
+    let after = (0..phases.len())
+        .max_by_key(|&i| {
+            phases
+                .iter()
+                .map(|&q| (q + 1000 - phases[i] - 1) % 1000 + 1)
+                .min()
+                .expect("one phase")
+        })
+        .unwrap_or(0);
+    eprintln!("replicas' retry phases after the kill (ms of the 1 s cycle): {phases:?}");
+    if let Some(r) = replicas.get(after) {
+        let seen = master_retries(r);
+        let t = Instant::now();
+        while master_retries(r) == seen {
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "a replica stopped retrying"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
     m.restart();
     let t0 = Instant::now();
     eventually(
@@ -103,6 +153,11 @@ async fn restart_empty_while_paused(c: &Cluster, m: &mut RedisProcess) -> suppor
     .await;
     eprintln!("empty restart to hold: {:?}", t0.elapsed());
     grpc
+}
+
+/// How many times a replica has tried to connect to its master, from its log.
+fn master_retries(r: &RedisProcess) -> usize {
+    r.log_text().matches("Connecting to MASTER").count()
 }
 
 /// Waits until the hold is released: the disk-based sync settings of [`DISK_SYNC`] are back.
@@ -603,7 +658,7 @@ async fn a_hold_on_an_empty_master_ends_when_no_failover_comes() {
     wait_monitored(&c, "mymaster", 1).await;
     write_keys(&m, "acked", 100);
     wait_synced(&m, &[&r1]).await;
-    let _grpc = restart_empty_while_paused(&c, &mut m).await;
+    let _grpc = restart_empty_while_paused(&c, &mut m, &[&r1]).await;
     // Failovers stay paused: the empty-restart failure is given up after failover_timeout
     // (5 s) and the master gets its own settings back and takes writes again.
     let t0 = Instant::now();
@@ -664,7 +719,7 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     write_keys(&m, "acked", 300);
     wait_synced(&m, &[&r1, &r2]).await;
     // Failovers paused: for now the hold alone must keep the replicas' data.
-    let mut grpc = restart_empty_while_paused(&c, &mut m).await;
+    let mut grpc = restart_empty_while_paused(&c, &mut m, &[&r1, &r2]).await;
     // The replicas reconnect and ask for a full sync within a second; it must not start.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dbsize(&r1), 300, "a replica resynced from the empty master");
@@ -738,7 +793,7 @@ async fn an_empty_restart_is_seen_when_the_keys_were_only_in_db_3() {
     wait_synced(&m, &[&r1]).await;
     assert_eq!(dbsize(&m), 0, "db 0 must stay empty for this test");
     // Failovers paused: the hold alone keeps the replica's data.
-    let _grpc = restart_empty_while_paused(&c, &mut m).await;
+    let _grpc = restart_empty_while_paused(&c, &mut m, &[&r1]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let keys = info_field(&r1, "keyspace", "db3").and_then(|v| {
         v.split(',')
@@ -769,7 +824,7 @@ async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
     wait_monitored(&c, "mymaster", 1).await;
     write_keys(&m, "acked", 100);
     wait_synced(&m, &[&r1]).await;
-    let _grpc = restart_empty_while_paused(&c, &mut m).await;
+    let _grpc = restart_empty_while_paused(&c, &mut m, &[&r1]).await;
     let holders = || -> Vec<u64> {
         c.nodes
             .iter()

@@ -289,6 +289,11 @@ impl RedisProcess {
         }
     }
 
+    /// Its whole log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.dir.path().join("redis.log"), lines)
