@@ -44,7 +44,8 @@ pub enum AppError {
     /// TLS files or settings are unusable.
     #[error("tls: {0}")]
     Tls(String),
-    /// The runtime of the monitor or of the Sentinel port could not be started.
+    /// The runtime of the monitor, the failover executor or the Sentinel port could not be
+    /// started.
     #[error("cannot start a runtime: {0}")]
     Runtime(std::io::Error),
     /// A port could not be bound.
@@ -68,18 +69,24 @@ pub struct Node {
     pub monitor_view: tokio::sync::watch::Receiver<Arc<crate::monitor::MonitorView>>,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// The runtime of the monitor and the failover executor (see [`Node::start`]).
+    /// The runtime of the monitor (see [`Node::start`]).
     probe_rt: Option<tokio::runtime::Runtime>,
     /// The runtime of the Sentinel port's connections (see [`Node::start`]).
     port_rt: Option<tokio::runtime::Runtime>,
+    /// The runtime of the failover executor (see [`Node::start`]).
+    failover_rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         // A runtime may not be dropped (which blocks) inside another runtime.
-        for rt in [self.probe_rt.take(), self.port_rt.take()]
-            .into_iter()
-            .flatten()
+        for rt in [
+            self.probe_rt.take(),
+            self.failover_rt.take(),
+            self.port_rt.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             rt.shutdown_background();
         }
@@ -228,11 +235,13 @@ impl Node {
             crate::monitor::acl::run(raft.clone(), shutdown.clone())
                 .instrument(info_span!("redis_acl_check")),
         ));
-        // Monitoring runs on every node; the failover executor acts only on the leader. Both
-        // run on their own runtime and thread (as the Raft node does), so that thousands of
+        // Monitoring runs on every node; the failover executor acts only on the leader. Each
+        // runs on its own runtime and thread (as the Raft node does), so that thousands of
         // client connections on the shared runtime cannot delay a probe's PING (a late reply
-        // counts towards down-after) or the steps of a failover. Everything they spawn
-        // (probes, discovery, holds) lands there too.
+        // counts towards down-after), and the hundreds of probes cannot delay the steps of a
+        // failover (K promotions waited behind a busy probe thread, tens of ms each step).
+        // Everything they spawn (probes, discovery, holds; failover jobs and their Redis
+        // connections) lands on their own runtime too.
         // Node-local timing knobs, set at run time with SENTINEL DEBUG.
         let tuning = Arc::new(crate::tuning::Tuning::default());
         let probe_rt = tokio::runtime::Builder::new_multi_thread()
@@ -241,13 +250,19 @@ impl Node {
             .enable_all()
             .build()
             .map_err(AppError::Runtime)?;
-        let (monitor_view, monitor_task, failover_task) = {
+        let failover_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("failover-{}", cfg.node_id))
+            .enable_all()
+            .build()
+            .map_err(AppError::Runtime)?;
+        let (monitor_view, monitor_task) = {
             let _on_probe_rt = probe_rt.enter();
-            let (view, monitor_task) =
-                crate::monitor::spawn(raft.clone(), tuning.clone(), shutdown.clone());
-            let failover_task =
-                crate::failover::spawn(raft.clone(), view.clone(), shutdown.clone());
-            (view, monitor_task, failover_task)
+            crate::monitor::spawn(raft.clone(), tuning.clone(), shutdown.clone())
+        };
+        let failover_task = {
+            let _on_failover_rt = failover_rt.enter();
+            crate::failover::spawn(raft.clone(), monitor_view.clone(), shutdown.clone())
         };
         tasks.push(monitor_task);
         tasks.push(failover_task);
@@ -410,6 +425,7 @@ impl Node {
             tasks,
             probe_rt: Some(probe_rt),
             port_rt: Some(port_rt),
+            failover_rt: Some(failover_rt),
         })
     }
 

@@ -51,6 +51,27 @@ pub(crate) async fn replication(link: &mut Link) -> Result<ReplicationInfo, Link
 /// refuses the whole transaction (for example an ACL without `CONFIG`), `REPLICAOF` is sent
 /// on its own and the client kills are best effort.
 pub(crate) async fn replicaof(link: &mut Link, to: Option<&Addr>) -> Result<(), LinkError> {
+    replicaof_then_role(link, to, false).await.map(|_| ())
+}
+
+/// The promotion: [`replicaof`] with `REPLICAOF NO ONE`, and `ROLE` in the same write right
+/// after the transaction, so the check that the candidate is master costs no round trip of
+/// its own. Redis runs them in order: `ROLE` sees the result (and `CLIENT KILL` spares the
+/// connection that sends it).
+pub(crate) async fn promote(link: &mut Link) -> Result<RoleReply, LinkError> {
+    match replicaof_then_role(link, None, true).await? {
+        Some(r) => Ok(r),
+        None => role(link).await,
+    }
+}
+
+/// [`replicaof`], with `ROLE` pipelined after it when `with_role`; its reply is returned
+/// when the transaction ran (None when it was refused and sent piecemeal).
+async fn replicaof_then_role(
+    link: &mut Link,
+    to: Option<&Addr>,
+    with_role: bool,
+) -> Result<Option<RoleReply>, LinkError> {
     let what = match to {
         Some(a) => format!("REPLICAOF {} {}", a.host, a.port),
         None => "REPLICAOF NO ONE".to_string(),
@@ -63,7 +84,11 @@ pub(crate) async fn replicaof(link: &mut Link, to: Option<&Addr>) -> Result<(), 
     p.cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal");
     p.cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub");
     p.cmd("EXEC");
-    let replies = link.pipeline(&p, 6, &what, CMD_TIMEOUT).await?;
+    if with_role {
+        p.cmd("ROLE");
+    }
+    let count = if with_role { 7 } else { 6 };
+    let replies = link.pipeline(&p, count, &what, CMD_TIMEOUT).await?;
     match &replies[5] {
         Value::Array(results) => {
             match results.first() {
@@ -86,7 +111,8 @@ pub(crate) async fn replicaof(link: &mut Link, to: Option<&Addr>) -> Result<(), 
             if let Some(Value::ServerError(e)) = results.get(1) {
                 debug!(addr = %link.addr(), error = %server_error_line(e), "CONFIG REWRITE failed (ignored)");
             }
-            Ok(())
+            // An unreadable ROLE reply is asked again on its own by the caller.
+            Ok(replies.get(6).and_then(|v| parse_role(v).ok()))
         }
         Value::ServerError(e) => {
             warn!(
@@ -102,7 +128,7 @@ pub(crate) async fn replicaof(link: &mut Link, to: Option<&Addr>) -> Result<(), 
                     debug!(error = %e, "CLIENT KILL failed (ignored)");
                 }
             }
-            Ok(())
+            Ok(None)
         }
         other => Err(LinkError::Unexpected {
             addr: link.addr().clone(),

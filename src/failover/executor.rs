@@ -73,6 +73,8 @@ const MAX_FENCE_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_ABORT_BACKOFF: Duration = Duration::from_secs(600);
 /// How long a leadership check before fencing may take.
 const LEADER_CHECK: Duration = Duration::from_millis(500);
+/// A connection opened for a promotion that did not use it is closed after this.
+const PREPARED_TTL: Duration = Duration::from_secs(5);
 
 /// Starts the executor; it ends at `shutdown`.
 pub fn spawn(
@@ -88,6 +90,7 @@ pub fn spawn(
             abort_rate: Arc::new(Mutex::new(BTreeMap::new())),
             fence_backoff: Arc::new(Mutex::new(BTreeMap::new())),
             epoch_floor: Arc::new(tokio::sync::Mutex::new(0)),
+            prepared: Arc::new(Mutex::new(BTreeMap::new())),
         },
         to_start: Vec::new(),
         jobs: BTreeMap::new(),
@@ -114,6 +117,9 @@ struct Ctx {
     /// their epochs (a start whose epoch is not above the committed one is refused) while a
     /// round need not wait for the previous one to commit.
     epoch_floor: Arc<tokio::sync::Mutex<Epoch>>,
+    /// Connections to chosen candidates, opened while their start commits (opening one sends
+    /// nothing to Redis), for the promotion to use: it then costs no connection set-up.
+    prepared: Arc<Mutex<BTreeMap<Addr, (Instant, Link)>>>,
 }
 
 impl Ctx {
@@ -140,6 +146,13 @@ impl Ctx {
 
     fn view(&self) -> Arc<MonitorView> {
         self.view.borrow().clone()
+    }
+
+    /// A connection to `addr` opened for its promotion, if one is ready and recent.
+    fn take_prepared(&self, addr: &Addr) -> Option<Link> {
+        let mut p = self.prepared.lock();
+        p.retain(|_, (at, _)| at.elapsed() < PREPARED_TTL);
+        p.remove(addr).map(|(_, l)| l)
     }
 
     fn master(&self, name: &str) -> Option<(Arc<ClusterState>, MasterState)> {
@@ -493,6 +506,7 @@ async fn start(ctx: Ctx, names: Vec<String>) {
     // Above the committed epoch, and above the epochs of rounds still on their way to it.
     let mut epoch = st.current_epoch.max(*floor);
     let mut cmds = Vec::new();
+    let mut candidates = Vec::new();
     for name in &names {
         let Some(m) = st.masters.get(name) else {
             continue;
@@ -502,6 +516,7 @@ async fn start(ctx: Ctx, names: Vec<String>) {
             Some(Decision::Start { candidate, reason }) => {
                 epoch += 1;
                 info!(candidate = %candidate, epoch, reason = reason.as_str(), "+try-failover");
+                candidates.push((candidate.clone(), Auth::of(m)));
                 cmds.push(Command::FailoverStart {
                     master: name.clone(),
                     epoch,
@@ -538,10 +553,26 @@ async fn start(ctx: Ctx, names: Vec<String>) {
     let n = cmds.len();
     let submitted = ctx.raft.submit_all(cmds, PROPOSE_TIMEOUT).await;
     drop(floor);
-    let results = match submitted {
-        Ok(s) => s.outcomes().await,
-        Err(e) => vec![Err(e); n],
+    // While the starts commit, open the connections their promotions will use.
+    let prepare = futures::future::join_all(candidates.into_iter().map(|(addr, auth)| {
+        let ctx = ctx.clone();
+        async move {
+            if let Ok(link) = actions::connect(&addr, &auth).await {
+                let mut p = ctx.prepared.lock();
+                p.retain(|_, (at, _)| at.elapsed() < PREPARED_TTL);
+                p.insert(addr, (Instant::now(), link));
+            }
+        }
+    }));
+    let outcomes = async {
+        match submitted {
+            Ok(s) => s.outcomes().await,
+            Err(e) => vec![Err(e); n],
+        }
     };
+    let (results, ()) = tokio::join!(outcomes, async {
+        prepare.await;
+    });
     for ((kind, master), r) in kinds.into_iter().zip(results) {
         match r {
             Ok(_) => {}
@@ -628,7 +659,7 @@ fn decide_start(ctx: &Ctx, m: &MasterState, view: &MonitorView, now: Instant) ->
 /// Drives a committed failover to `FailoverDone` (or aborts it at `failover_timeout`).
 /// Safe to run again on a new leader: it checks where Redis is before acting.
 async fn promote(ctx: Ctx, name: String, f: FailoverState) {
-    let mut cand: Option<Link> = None;
+    let mut cand: Option<Link> = ctx.take_prepared(&f.candidate);
     let mut old: Option<Link> = None;
     let mut sent: Option<Instant> = None;
     // The budget runs on this leader's own monotonic clock from when it took the job over:
@@ -782,14 +813,12 @@ async fn promote_step(
     }
     info!("+failover-state-send-slaveof-noone");
     *sent = Some(Instant::now());
-    match actions::replicaof(link, None).await {
-        Ok(()) => {
+    // REPLICAOF NO ONE is synchronous: the ROLE sent right after it says master.
+    match actions::promote(link).await {
+        Ok(RoleReply::Master { .. }) => Step::Promoted,
+        Ok(_) => {
             info!("+failover-state-wait-promotion");
-            // REPLICAOF NO ONE is synchronous: ROLE right away says master.
-            match actions::role(link).await {
-                Ok(RoleReply::Master { .. }) => Step::Promoted,
-                _ => Step::Wait,
-            }
+            Step::Wait
         }
         Err(e) => {
             warn!(error = %e, "promotion failed; retrying");
