@@ -128,7 +128,9 @@ class Fleet:
             for i in range(self.n):
                 p = Pipe(self.replica[i], timeout=1)
                 try:
-                    if "master_link_status:up" not in p.many([("INFO", "replication")])[0]:
+                    info = p.many([("INFO", "replication")])[0]
+                    # A replica still loading answers with an error (-LOADING): not linked yet.
+                    if not isinstance(info, str) or "master_link_status:up" not in info:
                         return False
                 finally:
                     p.close()
