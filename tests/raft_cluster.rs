@@ -61,6 +61,23 @@ fn node_config_v(
 }
 
 impl TestCluster {
+    /// Stops node `id` and starts it again on its data dir, reading the newest command format
+    /// (a rolling upgrade of that node).
+    async fn upgrade(&mut self, id: u64, voters: &[u64], dir: Arc<TempDir>) {
+        let old = self.nodes.remove(&id).expect("a running node");
+        old.trigger.trigger();
+        let _ = old.task.await;
+        let new = start_node_v(
+            &self.net,
+            id,
+            voters,
+            dir,
+            1000,
+            Some(raft_sentinel::fsm::SUPPORTED_VERSION),
+        );
+        self.nodes.insert(id, new);
+    }
+
     fn start(n: u64, compact_threshold: u64) -> TestCluster {
         let net = MemNetwork::new();
         let voters: Vec<u64> = (1..=n).collect();
@@ -627,18 +644,7 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
         .expect("applied as a node of the older format applies it");
 
     // Node 3 is upgraded (restarted on its data dir with the new version): the cluster moves on.
-    let n3 = c.nodes.remove(&3).unwrap();
-    n3.trigger.trigger();
-    let _ = n3.task.await;
-    let n3 = start_node_v(
-        &c.net,
-        3,
-        &voters,
-        dirs[2].clone(),
-        1000,
-        Some(SUPPORTED_VERSION),
-    );
-    c.nodes.insert(3, n3);
+    c.upgrade(3, &voters, dirs[2].clone()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(1..=3).all(|id| c.h(id).state().cluster_version() == SUPPORTED_VERSION) {
         assert!(
@@ -752,18 +758,7 @@ async fn decisions_proposed_together_share_one_entry_once_every_member_reads_bat
     assert_eq!(at["b"], at["a"] + 1, "separate entries, in order: {at:?}");
 
     // Node 3 is upgraded: the cluster reads batches from now on.
-    let n3 = c.nodes.remove(&3).unwrap();
-    n3.trigger.trigger();
-    let _ = n3.task.await;
-    let n3 = start_node_v(
-        &c.net,
-        3,
-        &voters,
-        dirs[2].clone(),
-        1000,
-        Some(SUPPORTED_VERSION),
-    );
-    c.nodes.insert(3, n3);
+    c.upgrade(3, &voters, dirs[2].clone()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(1..=3).all(|id| c.h(id).state().cluster_version() >= BATCH_VERSION) {
         assert!(Instant::now() < deadline, "cluster version not raised");
