@@ -225,14 +225,14 @@ impl Node {
 
         if let Some(t) = &cfg.redis_tls {
             let pem = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
-            crate::monitor::link::configure_tls(crate::monitor::link::RedisTls {
+            crate::instance::link::configure_tls(crate::instance::link::RedisTls {
                 ca: pem.ca,
                 client: pem.identity,
             });
         }
         // Every node checks that each master's Redis user may run what the coordinator sends.
         tasks.push(tokio::spawn(
-            crate::monitor::acl::run(raft.clone(), shutdown.clone())
+            crate::instance::acl::run(raft.clone(), shutdown.clone())
                 .instrument(info_span!("redis_acl_check")),
         ));
         // Monitoring runs on every node; the failover executor acts only on the leader. Each

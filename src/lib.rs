@@ -12,6 +12,7 @@
 //! - [`consensus`]: the one task that owns the Raft node, durable storage, the handle other
 //!   tasks use to propose, read and watch, and the transport abstraction.
 //! - [`net`]: the peer transport over gRPC (Raft messages as opaque bytes).
+//! - [`instance`]: talking to one Redis instance (connection, reply parsers, ACL check).
 //! - [`monitor`]: probing Redis instances; subjective down proposed as observations.
 //! - [`failover`]: leader-only failover executor, fenced by the committed epoch.
 //! - [`api`]: the public gRPC service and the Sentinel-compatible RESP port.
@@ -31,6 +32,7 @@ pub mod consensus;
 pub mod failover;
 pub mod fsm;
 pub mod import;
+pub mod instance;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

@@ -6,9 +6,11 @@ use std::time::Duration;
 use redis::Value;
 use tracing::{debug, info, warn};
 
+use crate::instance::info::{
+    parse_replication, parse_role, value_text, ReplicationInfo, RoleReply,
+};
+use crate::instance::link::{server_error_line, short, Auth, Link, LinkError};
 use crate::model::Addr;
-use crate::monitor::info::{parse_replication, parse_role, value_text, ReplicationInfo, RoleReply};
-use crate::monitor::link::{server_error_line, short, Auth, Link, LinkError};
 use crate::monitor::ReportedRole;
 
 /// Connect plus AUTH.

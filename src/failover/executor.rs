@@ -39,9 +39,9 @@ use crate::consensus::{wall_ms, ProposeError, RaftHandle, Role, PROPOSE_TIMEOUT}
 use crate::fsm::{
     ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ReconfStage,
 };
+use crate::instance::info::RoleReply;
+use crate::instance::link::{Auth, Link};
 use crate::model::{Addr, Epoch};
-use crate::monitor::info::RoleReply;
-use crate::monitor::link::{Auth, Link};
 use crate::monitor::{InstanceInfo, MonitorView, ReportedRole};
 use crate::shutdown::Shutdown;
 
@@ -795,7 +795,7 @@ async fn promote_step(
         Ok(_) => {}
         Err(e) => {
             debug!(error = %e, "ROLE of the candidate failed");
-            if e.is_broken() || matches!(e, crate::monitor::link::LinkError::Timeout { .. }) {
+            if e.is_broken() || matches!(e, crate::instance::link::LinkError::Timeout { .. }) {
                 *cand = None;
             }
             return Step::Wait;
@@ -1123,7 +1123,7 @@ async fn send_replicaof(
             // A forced failover may have paused its writes; it is a replica now.
             actions::unpause(&mut link).await;
         }
-        Ok::<bool, crate::monitor::link::LinkError>(true)
+        Ok::<bool, crate::instance::link::LinkError>(true)
     }
     .await;
     match result {

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::link::{Auth, Link};
 use super::probe::{config_get_sync, config_set_sync, HOLD_DELAY_SECS, ORPHAN_HOLD_GRACE};
 use crate::consensus::{wall_ms, RaftHandle};
 use crate::fsm::{ClusterState, Command, SyncHoldRecord};
+use crate::instance::link::{Auth, Link};
 use crate::model::Addr;
 
 /// Connect, and each command, to a held instance.

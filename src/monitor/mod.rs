@@ -15,12 +15,9 @@
 //! Objective down is not decided here: it is computed in the state machine from the
 //! committed observations of every node.
 
-pub mod acl;
 mod errlog;
 mod health;
 mod hold;
-pub mod info;
-pub mod link;
 mod probe;
 mod tilt;
 mod view;

@@ -13,14 +13,14 @@ use tracing::{debug, info, warn};
 
 use super::errlog::{self, ErrorLog, Summary};
 use super::health::{self, Periods, Timings};
-use super::info::{
-    parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
-};
-use super::link::{server_error_line, Auth, Link, LinkError};
 use super::tilt::Tilt;
 use super::view::{InstanceInfo, MonitorView, ReportedRole};
 use crate::consensus::{wall_ms, ProposeError, RaftHandle};
 use crate::fsm::{ClusterState, Command, MasterState, ObserveReason, RejectKind};
+use crate::instance::info::{
+    parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
+};
+use crate::instance::link::{server_error_line, Auth, Link, LinkError};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use crate::tuning::{Knob, Tuning};
@@ -354,7 +354,7 @@ impl Probe {
                 } else {
                     let msg = match &v {
                         Value::ServerError(e) => server_error_line(e),
-                        other => super::link::short(other),
+                        other => crate::instance::link::short(other),
                     };
                     self.set_error(format!("{} replied to PING: {msg}", self.addr));
                 }
@@ -453,7 +453,7 @@ impl Probe {
             match &r[i] {
                 Value::ServerError(e) => Err(format!("{what} failed: {}", server_error_line(e))),
                 v => value_text(v)
-                    .ok_or_else(|| format!("{what} returned {}", super::link::short(v))),
+                    .ok_or_else(|| format!("{what} returned {}", crate::instance::link::short(v))),
             }
         };
         let repl_text = text(0, "INFO replication")?;
@@ -1020,7 +1020,10 @@ pub(super) async fn config_get_sync(
             Value::Map(kv) if kv.len() == 1 => {
                 value_text(&kv[0].1).ok_or_else(|| "CONFIG GET: not a string".to_string())
             }
-            other => Err(format!("CONFIG GET returned {}", super::link::short(other))),
+            other => Err(format!(
+                "CONFIG GET returned {}",
+                crate::instance::link::short(other)
+            )),
         }
     };
     Ok((value(&r[0])?, value(&r[1])?))

@@ -4,8 +4,8 @@
 
 use redis::Value;
 
-use super::view::ReportedRole;
 use crate::model::Addr;
+use crate::monitor::ReportedRole;
 
 /// Longest INFO text we agree to parse; a real `INFO replication` is well under 4 KiB, and
 /// a huge reply means the port is not what we think it is.
