@@ -66,7 +66,7 @@ pub struct Node {
     /// Handle to its Raft task.
     pub raft: RaftHandle,
     /// This node's local view of every Redis instance (written by the monitor).
-    pub monitor_view: tokio::sync::watch::Receiver<Arc<crate::monitor::MonitorView>>,
+    pub monitor_view: tokio::sync::watch::Receiver<Arc<crate::view::MonitorView>>,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The runtime of the monitor (see [`Node::start`]).

@@ -5,7 +5,10 @@
 //! master, and serve the current master over gRPC and a Sentinel-compatible RESP port.
 //!
 //! Layout and data flow (an arrow means "is used by"):
-//! `model → fsm → consensus → {net, monitor, failover} → api → app → main`.
+//! `model → fsm → consensus → {net, instance} → {monitor, failover} → api → app → main`.
+//! [`view`] (what this node sees of each Redis instance) and [`clock`] may be read by every
+//! layer above `fsm`. `failover` and `api` never import `monitor`, and `instance` imports
+//! none of `monitor`, `failover` and `api`.
 //!
 //! - [`model`]: pure domain types (addresses, ids, epochs).
 //! - [`fsm`]: the replicated state machine; deterministic `apply(index, Command) -> Events`.
@@ -14,6 +17,7 @@
 //! - [`net`]: the peer transport over gRPC (Raft messages as opaque bytes).
 //! - [`instance`]: talking to one Redis instance (connection, reply parsers, ACL check).
 //! - [`monitor`]: probing Redis instances; subjective down proposed as observations.
+//! - [`view`]: the local per-instance view the monitor writes and failover, api and metrics read.
 //! - [`failover`]: leader-only failover executor, fenced by the committed epoch.
 //! - [`api`]: the public gRPC service and the Sentinel-compatible RESP port.
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` on the metrics port.
@@ -27,6 +31,7 @@
 
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod consensus;
 pub mod failover;
@@ -43,4 +48,5 @@ pub mod scripts;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tuning;
+pub mod view;
 pub mod webhooks;

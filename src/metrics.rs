@@ -29,8 +29,8 @@ use crate::api::grpc_port::GrpcPortStats;
 use crate::api::resp::clients::{Limit, Stats as SentinelPortStats};
 use crate::consensus::{RaftHandle, Role};
 use crate::fsm::{ClusterState, FailoverRecord, MasterState};
-use crate::monitor::MonitorView;
 use crate::shutdown::Shutdown;
+use crate::view::MonitorView;
 
 type Labels = Vec<(&'static str, String)>;
 

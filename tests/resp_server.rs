@@ -12,8 +12,8 @@ use std::time::Duration;
 use raft_sentinel::api::resp::{self, RespContext, RespOptions};
 use raft_sentinel::consensus::{DiskStore, MemNetwork, NodeConfig, RaftHandle, RaftNode, Role};
 use raft_sentinel::fsm::{Command, MasterSpec, MemberInfo, ObserveReason};
-use raft_sentinel::monitor::{InstanceInfo, MonitorView, ReportedRole};
 use raft_sentinel::shutdown::{self, ShutdownTrigger};
+use raft_sentinel::view::{InstanceInfo, MonitorView, ReportedRole};
 use support::resp::{encode, RespClient, Value};
 use tempfile::TempDir;
 use tokio::sync::watch;
@@ -1358,7 +1358,7 @@ async fn is_master_down_by_addr_and_simulate_failure() {
             addr: master_spec().addr,
             down: true,
             reason: ObserveReason::NoReply,
-            at_ms: raft_sentinel::consensus::wall_ms(),
+            at_ms: raft_sentinel::clock::wall_ms(),
         })
         .await
         .expect("observation committed");

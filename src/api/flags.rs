@@ -8,7 +8,7 @@
 
 use crate::fsm::{FailoverReason, MasterState, ReconfStage};
 use crate::model::{Addr, NodeId};
-use crate::monitor::InstanceInfo;
+use crate::view::InstanceInfo;
 
 /// Flags of master `m` as node `me` sees it, in Sentinel's order.
 pub fn master(me: NodeId, m: &MasterState, info: Option<&InstanceInfo>) -> Vec<&'static str> {

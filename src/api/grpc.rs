@@ -19,9 +19,9 @@ use crate::consensus::{ProposeError, RaftHandle, Role};
 use crate::failover::{self, FailoverError};
 use crate::fsm::{ClusterState, Command, FailoverReason, MasterSpec, MasterState, RejectKind};
 use crate::model::Addr;
-use crate::monitor::{InstanceInfo, MonitorView};
 use crate::pb::api as pb;
 use crate::pb::api::coordinator_server::Coordinator;
+use crate::view::{InstanceInfo, MonitorView};
 
 /// Metadata key carrying the leader's node id on `UNAVAILABLE`.
 pub const LEADER_ID_HEADER: &str = "x-leader-id";

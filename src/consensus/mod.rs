@@ -14,8 +14,7 @@ pub use handle::{
     PROPOSE_TIMEOUT,
 };
 pub use node::{
-    wall_ms, Boot, BootDecision, MailboxReceiver, NodeConfig, RaftNode, StartError,
-    MAILBOX_CAPACITY,
+    Boot, BootDecision, MailboxReceiver, NodeConfig, RaftNode, StartError, MAILBOX_CAPACITY,
 };
 pub use stats::ProposalStats;
 pub use storage::{

@@ -1454,11 +1454,3 @@ fn sorted(v: &[u64]) -> Vec<u64> {
     v.sort_unstable();
     v
 }
-
-/// Wall clock in ms since the Unix epoch, for times carried inside commands.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

@@ -11,7 +11,7 @@ use crate::instance::info::{
 };
 use crate::instance::link::{server_error_line, short, Auth, Link, LinkError};
 use crate::model::Addr;
-use crate::monitor::ReportedRole;
+use crate::view::ReportedRole;
 
 /// Connect plus AUTH.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);

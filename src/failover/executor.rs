@@ -35,15 +35,16 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::actions::{self, FailoverTo};
 use super::select::{self, SelectParams, MAX_INFO_AGE};
-use crate::consensus::{wall_ms, ProposeError, RaftHandle, Role, PROPOSE_TIMEOUT};
+use crate::clock::wall_ms;
+use crate::consensus::{ProposeError, RaftHandle, Role, PROPOSE_TIMEOUT};
 use crate::fsm::{
     ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ReconfStage,
 };
 use crate::instance::info::RoleReply;
 use crate::instance::link::{Auth, Link};
 use crate::model::{Addr, Epoch};
-use crate::monitor::{InstanceInfo, MonitorView, ReportedRole};
 use crate::shutdown::Shutdown;
+use crate::view::{InstanceInfo, MonitorView, ReportedRole};
 
 /// Polling period while a job waits for Redis to change.
 const POLL: Duration = Duration::from_millis(10);

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 pub use executor::spawn;
 
-use crate::consensus::{wall_ms, ProposeError, RaftHandle};
+use crate::clock::wall_ms;
+use crate::consensus::{ProposeError, RaftHandle};
 use crate::fsm::{ClusterState, Command, FailoverReason, RejectKind};
 use crate::model::{Addr, Epoch};
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::fsm::MasterState;
 use crate::model::Addr;
-use crate::monitor::{InstanceInfo, MonitorView, ReportedRole};
+use crate::view::{InstanceInfo, MonitorView, ReportedRole};
 
 /// INFO older than this is too old to compare offsets (normal period 1 s; 100 ms while the
 /// master is in trouble).

@@ -5,7 +5,7 @@
 use redis::Value;
 
 use crate::model::Addr;
-use crate::monitor::ReportedRole;
+use crate::view::ReportedRole;
 
 /// Longest INFO text we agree to parse; a real `INFO replication` is well under 4 KiB, and
 /// a huge reply means the port is not what we think it is.

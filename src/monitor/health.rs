@@ -6,8 +6,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::time::Instant;
 
-use super::view::{InstanceInfo, ReportedRole};
 use crate::fsm::ObserveReason;
+use crate::view::{InstanceInfo, ReportedRole};
 
 /// INFO period while the master is down (here or in the cluster) or a failover runs (or
 /// the normal period, if that is shorter).

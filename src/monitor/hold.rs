@@ -8,7 +8,8 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::probe::{config_get_sync, config_set_sync, HOLD_DELAY_SECS, ORPHAN_HOLD_GRACE};
-use crate::consensus::{wall_ms, RaftHandle};
+use crate::clock::wall_ms;
+use crate::consensus::RaftHandle;
 use crate::fsm::{ClusterState, Command, SyncHoldRecord};
 use crate::instance::link::{Auth, Link};
 use crate::model::Addr;

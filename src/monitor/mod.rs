@@ -1,4 +1,4 @@
-//! Monitoring of Redis instances on every node: probing, parsing INFO/ROLE, subjective down.
+//! Monitoring of Redis instances on every node: probing, subjective down, the local view.
 //!
 //! - [`spawn`] starts the supervisor. It watches the applied [`ClusterState`] and keeps one
 //!   probe task per instance: every monitored master, its known replicas, and the replicas
@@ -8,9 +8,9 @@
 //!   [`MonitorView`] and, for the current master, proposes `Observe` on transitions.
 //! - `errlog`: a repeated probe error is logged once, then counted once a minute; pure.
 //! - `health`: the subjective-down rules and probe periods; pure.
-//! - [`info`]: parsers for `INFO replication`, `INFO server` and `ROLE`; pure.
-//! - [`link`]: a Redis connection with AUTH and a timeout on every call (also used by the
-//!   failover executor).
+//!
+//! The connection and the reply parsers are in [`crate::instance`]; the view itself is in
+//! [`crate::view`], so failover and the API read it without depending on this module.
 //!
 //! Objective down is not decided here: it is computed in the state machine from the
 //! committed observations of every node.
@@ -20,7 +20,6 @@ mod health;
 mod hold;
 mod probe;
 mod tilt;
-mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -31,14 +30,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-pub use health::{acceptable_ping_reply, Periods, Timings, INFO_PERIOD_FAST};
-pub use view::{InstanceInfo, MonitorView, ReportedRole};
-
 use crate::consensus::{ProposeError, RaftHandle, Role};
 use crate::fsm::{limits, ClusterState, Command};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use crate::tuning::Tuning;
+use crate::view::{MonitorView, ReportedRole};
+pub use health::{acceptable_ping_reply, Periods, Timings, INFO_PERIOD_FAST};
 use probe::{Probe, ViewTx};
 
 /// The leader proposes newly discovered replicas at most this often per master.

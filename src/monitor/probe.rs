@@ -14,8 +14,8 @@ use tracing::{debug, info, warn};
 use super::errlog::{self, ErrorLog, Summary};
 use super::health::{self, Periods, Timings};
 use super::tilt::Tilt;
-use super::view::{InstanceInfo, MonitorView, ReportedRole};
-use crate::consensus::{wall_ms, ProposeError, RaftHandle};
+use crate::clock::wall_ms;
+use crate::consensus::{ProposeError, RaftHandle};
 use crate::fsm::{ClusterState, Command, MasterState, ObserveReason, RejectKind};
 use crate::instance::info::{
     parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
@@ -24,6 +24,7 @@ use crate::instance::link::{server_error_line, Auth, Link, LinkError};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use crate::tuning::{Knob, Tuning};
+use crate::view::{InstanceInfo, MonitorView, ReportedRole};
 
 /// Longest wait between two `Observe` attempts after failures.
 const MAX_OBSERVE_BACKOFF: Duration = Duration::from_secs(2);

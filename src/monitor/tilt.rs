@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::consensus::wall_ms;
+use crate::clock::wall_ms;
 use crate::tuning::{Knob, Tuning};
 
 /// How often the watcher beats (more often when the trigger is short, so one late beat of a

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 
 use crate::config::SentinelPort;
 use crate::consensus::RaftHandle;
-use crate::monitor::MonitorView;
 use crate::shutdown::Shutdown;
+use crate::view::MonitorView;
 
 pub mod budget;
 pub mod clients;

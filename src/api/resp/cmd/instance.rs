@@ -10,7 +10,7 @@ use crate::api::flags;
 use crate::api::resp::frame::Frame;
 use crate::fsm::{ClusterState, MasterState};
 use crate::model::{Addr, NodeId};
-use crate::monitor::{InstanceInfo, MonitorView, ReportedRole};
+use crate::view::{InstanceInfo, MonitorView, ReportedRole};
 
 /// Another coordinator node, as SENTINEL SENTINELS lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub fn master_map(
     let fl = flags::master(sh.ctx.raft.node_id(), m, info).join(",");
     let odown_ms = m
         .odown_since_ms
-        .map(|t| crate::consensus::wall_ms().saturating_sub(t) as i64);
+        .map(|t| crate::clock::wall_ms().saturating_sub(t) as i64);
     let mut b = Builder(Vec::with_capacity(24));
     head(
         &mut b,
