@@ -187,6 +187,46 @@ fn missing_or_non_pem_tls_files_are_config_errors() {
     }
 }
 
+/// A certificate that is PEM but not a certificate passes the config check (which reads the
+/// files) and is refused only when the Sentinel port builds its TLS acceptor, once the node's
+/// other runtimes already run: the node must exit with the error, not panic.
+#[test]
+fn unusable_sentinel_certificate_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let cfg = support::NodeToml::new(1, dir.path().join("d").display())
+        .listen("127.0.0.1", [0; 4])
+        .peer(1, "127.0.0.1:7701")
+        .new_cluster()
+        .security(
+            "sentinel_tls",
+            format!(
+                "{{ cert = \"{}\", key = \"{}\" }}",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .write(&dir.path().join("c.toml"));
+    let out = std::process::Command::new(support::BIN)
+        .args(["run", "--config", &cfg.display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("raft-sentinel: tls:"), "{err}");
+}
+
 fn redis_cli(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new("redis-cli")
         .args(args)
