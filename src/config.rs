@@ -70,7 +70,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// A peer as ID=HOST:PORT; repeat for each (replaces `[[peers]]`).
     #[arg(long = "peer", value_name = "ID=HOST:PORT")]
-    pub peers: Vec<String>,
+    pub peers: Vec<PeerArg>,
     /// Sentinel-compatible RESP listen address.
     #[arg(long)]
     pub sentinel_listen: Option<String>,
@@ -98,6 +98,56 @@ pub struct Overrides {
     /// protecting it (anyone who reaches the port can then act on the cluster).
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// A coordinator node given on the command line as `ID=HOST:PORT` (`--peer`): its id and
+/// its peer port's address, both checked when the argument is parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerArg {
+    /// Node id, greater than 0.
+    pub id: NodeId,
+    /// `HOST:PORT` as given (a valid [`Addr`]).
+    pub addr: String,
+}
+
+/// Why a `--peer` argument was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerArgError {
+    /// No `=` between id and address.
+    #[error("'{0}' is not ID=HOST:PORT (no '=')")]
+    NoEquals(String),
+    /// The id is not a number greater than 0.
+    #[error("'{0}' is not a node id (a whole number greater than 0)")]
+    BadId(String),
+    /// The address is not `HOST:PORT`.
+    #[error(transparent)]
+    Addr(#[from] crate::model::AddrError),
+}
+
+impl std::str::FromStr for PeerArg {
+    type Err = PeerArgError;
+
+    fn from_str(s: &str) -> Result<PeerArg, PeerArgError> {
+        let (id, addr) = s
+            .split_once('=')
+            .ok_or_else(|| PeerArgError::NoEquals(s.to_string()))?;
+        let id = id
+            .parse::<NodeId>()
+            .ok()
+            .filter(|&id| id > 0)
+            .ok_or_else(|| PeerArgError::BadId(id.to_string()))?;
+        addr.parse::<Addr>()?;
+        Ok(PeerArg {
+            id,
+            addr: addr.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for PeerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.id, self.addr)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -820,8 +870,8 @@ fn resolve_listen(l: ListenFile, o: &Overrides) -> Result<Listen, ConfigError> {
     Ok(listen)
 }
 
-/// `[[peers]]`, or the `--peer` flags that replace them: every voter, this node included,
-/// with distinct ids and addresses.
+/// `[[peers]]`, or the `--peer` flags that replace them (checked as they were parsed): every
+/// voter, this node included, with distinct ids and addresses.
 fn resolve_peers(
     file: &[PeerFile],
     o: &Overrides,
@@ -835,16 +885,8 @@ fn resolve_peers(
     } else {
         o.peers
             .iter()
-            .map(|s| {
-                let (id, addr) = s
-                    .split_once('=')
-                    .ok_or_else(|| invalid("--peer", format!("'{s}' is not ID=HOST:PORT")))?;
-                let id = id
-                    .parse()
-                    .map_err(|_| invalid("--peer", format!("'{id}' is not a node id")))?;
-                Ok((format!("--peer {s}"), id, addr.to_string()))
-            })
-            .collect::<Result<_, ConfigError>>()?
+            .map(|p| (format!("--peer {p}"), p.id, p.addr.clone()))
+            .collect()
     };
     if raw_peers.is_empty() {
         return Err(invalid(
@@ -1445,20 +1487,87 @@ quorum = 2
     #[test]
     fn cli_peers_replace_file_peers() {
         let o = Overrides {
-            peers: vec!["1=127.0.0.1:1".into(), "2=127.0.0.1:2".into()],
+            peers: vec![
+                "1=127.0.0.1:1".parse().unwrap(),
+                "2=127.0.0.1:2".parse().unwrap(),
+            ],
             ..Overrides::default()
         };
         let text = GOOD.replace("quorum = 2", "quorum = 1");
         let c = Config::resolve("t", &text, &o).unwrap();
         assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[&2], "127.0.0.1:2");
         let o = Overrides {
-            peers: vec!["x".into()],
+            peers: vec![
+                "1=127.0.0.1:1".parse().unwrap(),
+                "1=127.0.0.1:2".parse().unwrap(),
+            ],
             ..Overrides::default()
         };
-        assert!(Config::resolve("t", GOOD, &o)
-            .unwrap_err()
-            .to_string()
-            .contains("ID=HOST:PORT"));
+        assert_eq!(
+            Config::resolve("t", &text, &o).unwrap_err().to_string(),
+            "config key `--peer 1=127.0.0.1:2.id`: duplicate node id 1"
+        );
+    }
+
+    /// `--peer` is checked by the command-line parser, with the reason in its error.
+    #[test]
+    fn bad_peer_arguments_are_refused_by_the_parser() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: Overrides,
+        }
+        let parse = |arg: &str| {
+            Cli::try_parse_from(["t".to_string(), format!("--peer={arg}")]).map(|c| c.o.peers)
+        };
+        assert_eq!(
+            parse("3=[::1]:7701").unwrap(),
+            [PeerArg {
+                id: 3,
+                addr: "[::1]:7701".into()
+            }]
+        );
+        for (arg, want) in [
+            ("x", "'x' is not ID=HOST:PORT (no '=')"),
+            (
+                "127.0.0.1:7701",
+                "'127.0.0.1:7701' is not ID=HOST:PORT (no '=')",
+            ),
+            (
+                "a=h:1",
+                "'a' is not a node id (a whole number greater than 0)",
+            ),
+            (
+                "0=h:1",
+                "'0' is not a node id (a whole number greater than 0)",
+            ),
+            (
+                "-1=h:1",
+                "'-1' is not a node id (a whole number greater than 0)",
+            ),
+            (
+                "=h:1",
+                "'' is not a node id (a whole number greater than 0)",
+            ),
+            ("1=h:x", "'h:x' has an invalid port (1-65535)"),
+            ("1=h:0", "'h:0' has an invalid port (1-65535)"),
+            ("1=h:65536", "'h:65536' has an invalid port (1-65535)"),
+            ("1=h", "'h' is not of the form host:port"),
+            ("1=:7701", "':7701' has an invalid host"),
+            ("1=", "'' is not of the form host:port"),
+        ] {
+            let e = parse(arg).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{arg}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!(
+                    "invalid value '{arg}' for '--peer <ID=HOST:PORT>': {want}"
+                )),
+                "{arg}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use raft_sentinel::config::{Config, Overrides};
+use raft_sentinel::config::{Config, Overrides, PeerArg};
 use raft_sentinel::telemetry::{self, LogFormat};
 
 mod ctl;
@@ -53,7 +53,7 @@ enum Cmd {
         /// Every coordinator node as ID=HOST:PORT (peer port); repeat for each.
         /// Default: this node alone on 127.0.0.1:7701.
         #[arg(long = "peer", value_name = "ID=HOST:PORT")]
-        peers: Vec<String>,
+        peers: Vec<PeerArg>,
         /// Data directory (default /var/lib/raft-sentinel/<node id>).
         #[arg(long)]
         data_dir: Option<String>,
@@ -129,7 +129,7 @@ const EXIT_DATA: u8 = 65;
 fn import_sentinel_conf(
     file: &std::path::Path,
     node_id: u64,
-    peers: &[String],
+    peers: &[PeerArg],
     data_dir: Option<String>,
     output: Option<&std::path::Path>,
 ) -> ExitCode {
@@ -141,21 +141,8 @@ fn import_sentinel_conf(
             return ExitCode::from(EXIT_DATA);
         }
     };
-    let mut map = std::collections::BTreeMap::new();
-    for p in peers {
-        let parsed = p
-            .split_once('=')
-            .and_then(|(id, addr)| Some((id.parse::<u64>().ok()?, addr.to_string())));
-        match parsed {
-            Some((id, addr)) => {
-                map.insert(id, addr);
-            }
-            None => {
-                eprintln!("raft-sentinel: --peer '{p}' is not ID=HOST:PORT");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    }
+    let mut map: std::collections::BTreeMap<_, _> =
+        peers.iter().map(|p| (p.id, p.addr.clone())).collect();
     if map.is_empty() {
         map.insert(node_id, "127.0.0.1:7701".to_string());
     }

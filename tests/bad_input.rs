@@ -72,6 +72,45 @@ fn bad_configs_exit_64_naming_the_problem() {
     assert!(err.contains("cannot read config file"), "{err}");
 }
 
+/// A malformed `--peer` is a usage error of the command line (exit 2, like any malformed
+/// flag), for `run` and `import-sentinel-conf` alike, saying what is wrong with it.
+#[test]
+fn bad_peer_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        one_node_config(&dir.path().join("d").display().to_string()),
+    )
+    .unwrap();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(&conf, "sentinel monitor mymaster 127.0.0.1 6379 1\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let conf = conf.display().to_string();
+    for (peer, want) in [
+        ("127.0.0.1:7701", "is not ID=HOST:PORT (no '=')"),
+        ("one=127.0.0.1:7701", "'one' is not a node id"),
+        ("1=127.0.0.1:http", "has an invalid port"),
+        ("1=:7701", "has an invalid host"),
+    ] {
+        let flag = format!("--peer={peer}");
+        for args in [
+            vec!["run", "--config", &cfg, &flag],
+            vec!["import-sentinel-conf", &conf, "--node-id", "1", &flag],
+        ] {
+            let out = Command::new(BIN).args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!(
+                    "invalid value '{peer}' for '--peer <ID=HOST:PORT>'"
+                )) && err.contains(want),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn corrupt_and_foreign_data_dirs_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
