@@ -23,6 +23,7 @@ use crate::consensus::{
     Boot, DiskStore, NodeConfig, RaftHandle, RaftNode, Recovered, StartError, StoreError,
 };
 use crate::fsm::MemberInfo;
+use crate::instance::link::Connector;
 use crate::metrics::PortStats;
 use crate::net::{ClusterKey, PeerNetwork, PeerService, MAX_PEER_MESSAGE};
 use crate::pb;
@@ -110,11 +111,11 @@ impl Node {
         };
         let raft = launch.start_raft(store, recovered, &ports, &security)?;
         launch.serve_peer_port(ports.peer, &raft, &security)?;
-        launch.check_redis_access(&raft)?;
+        let connector = launch.check_redis_access(&raft)?;
         // Node-local timing knobs, set at run time with SENTINEL DEBUG.
         let tuning = Arc::new(crate::tuning::Tuning::default());
         let (monitor_view, probe_rt, failover_rt) =
-            launch.start_monitor_and_failover(&raft, &tuning)?;
+            launch.start_monitor_and_failover(&raft, &tuning, &connector)?;
         let scripts = launch.start_notifications(&raft);
         // Keep the Raft leader off hosts that run monitored masters (acts only on the leader).
         launch.spawn(
@@ -400,18 +401,23 @@ impl Launch {
     }
 
     /// TLS of the connections to Redis, and the task by which every node checks that each
-    /// master's Redis user may run what the coordinator sends.
-    fn check_redis_access(&mut self, raft: &RaftHandle) -> Result<(), AppError> {
-        if let Some(t) = &self.cfg.redis_tls {
-            let pem = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
-            crate::instance::link::configure_tls(crate::instance::link::RedisTls {
-                ca: pem.ca,
-                client: pem.identity,
-            });
-        }
-        let acl = crate::instance::acl::run(raft.clone(), self.shutdown.clone());
+    /// master's Redis user may run what the coordinator sends. Returns the connector (this
+    /// node's TLS material) that every task connecting to Redis is given.
+    fn check_redis_access(&mut self, raft: &RaftHandle) -> Result<Connector, AppError> {
+        let tls = match &self.cfg.redis_tls {
+            Some(t) => {
+                let pem = t.load().map_err(|e| AppError::Tls(e.to_string()))?;
+                Some(crate::instance::link::RedisTls {
+                    ca: pem.ca,
+                    client: pem.identity,
+                })
+            }
+            None => None,
+        };
+        let connector = Connector::new(tls);
+        let acl = crate::instance::acl::run(raft.clone(), connector.clone(), self.shutdown.clone());
         self.spawn(info_span!("redis_acl_check"), acl);
-        Ok(())
+        Ok(connector)
     }
 
     /// Monitoring runs on every node; the failover executor acts only on the leader. Each
@@ -425,17 +431,28 @@ impl Launch {
         &mut self,
         raft: &RaftHandle,
         tuning: &Arc<crate::tuning::Tuning>,
+        connector: &Connector,
     ) -> Result<MonitorParts, AppError> {
         let node_id = self.cfg.node_id;
         let probe_rt = OwnRuntime::build(format!("monitor-{node_id}"), 1)?;
         let failover_rt = OwnRuntime::build(format!("failover-{node_id}"), 1)?;
         let (monitor_view, monitor_task) = {
             let _on_probe_rt = probe_rt.get().enter();
-            crate::monitor::spawn(raft.clone(), tuning.clone(), self.shutdown.clone())
+            crate::monitor::spawn(
+                raft.clone(),
+                tuning.clone(),
+                connector.clone(),
+                self.shutdown.clone(),
+            )
         };
         let failover_task = {
             let _on_failover_rt = failover_rt.get().enter();
-            crate::failover::spawn(raft.clone(), monitor_view.clone(), self.shutdown.clone())
+            crate::failover::spawn(
+                raft.clone(),
+                monitor_view.clone(),
+                connector.clone(),
+                self.shutdown.clone(),
+            )
         };
         self.tasks.push(monitor_task);
         self.tasks.push(failover_task);

@@ -5,8 +5,10 @@ mod support;
 
 use std::time::Duration;
 
+use raft_sentinel::instance::link::{Auth, Connector, LinkError, RedisTls};
+use raft_sentinel::model::Addr;
 use raft_sentinel::pb::api as pb;
-use support::tls::make_pki;
+use support::tls::{make_pki, TlsFiles};
 use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 
 async fn master_of(n: &NodeProcess) -> Option<(String, u64, usize)> {
@@ -55,6 +57,86 @@ async fn fail_over(c: &Cluster, master: &mut RedisProcess) -> String {
     .await
 }
 
+/// `redis-server` arguments for TLS only (no plain port), client certificates required and
+/// replication over TLS too, plus `extra`. For [`RedisProcess::start_tls`].
+fn tls_only_args(pki: &TlsFiles, extra: &[&str]) -> Vec<String> {
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut v: Vec<String> = ["--tls-port", "PORT", "--port", "0"]
+        .map(String::from)
+        .to_vec();
+    v.extend([
+        "--tls-cert-file".to_string(),
+        path(&pki.cert),
+        "--tls-key-file".to_string(),
+        path(&pki.key),
+        "--tls-ca-cert-file".to_string(),
+        path(&pki.ca),
+        "--tls-auth-clients".to_string(),
+        "yes".to_string(),
+        "--tls-replication".to_string(),
+        "yes".to_string(),
+    ]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// The TLS material for Redis belongs to the connector a node builds, not to the process:
+/// connectors with different settings coexist in one process, in any order, and each one
+/// alone decides whether a TLS connection is trusted and which client certificate it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connector_uses_its_own_redis_tls_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(&dir.path().join("redis-pki"), "redis");
+    let other = make_pki(&dir.path().join("other-pki"), "other");
+    let redis = RedisProcess::start_tls(&tls_only_args(&pki, &[]));
+    let addr: Addr = redis.addr().parse().unwrap();
+    let auth = Auth {
+        tls: true,
+        ..Auth::default()
+    };
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let with = |ca: &TlsFiles, client: Option<&TlsFiles>| {
+        Connector::new(Some(RedisTls {
+            ca: Some(read(&ca.ca)),
+            client: client.map(|c| (read(&c.cert), read(&c.key))),
+        }))
+    };
+    let good = with(&pki, Some(&pki));
+    // Built before and after the good one: none of them may change what another does.
+    let no_tls_material = Connector::new(None);
+    let wrong_ca = with(&other, Some(&pki));
+    let no_client_cert = with(&pki, None);
+    // Generous: a TLS handshake on a loaded machine; the refusals below are not timeouts.
+    let limit = Duration::from_secs(5);
+    let ping = |c: Connector| {
+        let (addr, auth) = (addr.clone(), auth.clone());
+        async move {
+            let mut link = c.connect(&addr, &auth, limit).await?;
+            link.text(&redis::cmd("PING"), "PING", limit).await
+        }
+    };
+    for (name, c) in [
+        ("system roots only", no_tls_material.clone()),
+        ("another CA", wrong_ca.clone()),
+    ] {
+        match ping(c).await {
+            Err(LinkError::Connect { detail, .. }) => {
+                assert!(!detail.contains("timed out"), "{name}: {detail}")
+            }
+            other => panic!("{name}: the server certificate must be refused, got {other:?}"),
+        }
+    }
+    assert_eq!(ping(good.clone()).await.unwrap(), "PONG");
+    // Redis requires a client certificate: without one the handshake or the first reply
+    // fails, whatever the other connectors carry.
+    assert!(
+        ping(no_client_cert).await.is_err(),
+        "a connector without a client certificate must not get through"
+    );
+    assert!(ping(no_tls_material).await.is_err());
+    assert_eq!(ping(good).await.unwrap(), "PONG");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_over_tls_is_monitored_and_failed_over() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,35 +146,7 @@ async fn redis_over_tls_is_monitored_and_failed_over() {
         pki.cert.display().to_string(),
         pki.key.display().to_string(),
     );
-    // TLS only (no plain port), client certificates required, replication over TLS too.
-    let tls_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "--tls-port",
-            "PORT",
-            "--port",
-            "0",
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(
-            [
-                "--tls-ca-cert-file",
-                &ca,
-                "--tls-auth-clients",
-                "yes",
-                "--tls-replication",
-                "yes",
-            ]
-            .map(String::from),
-        );
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
+    let tls_args = |extra: &[&str]| tls_only_args(&pki, extra);
     let mut master = RedisProcess::start_tls(&tls_args(&[]));
     let replica_of = master.port.to_string();
     let _replica = RedisProcess::start_tls(&tls_args(&["--replicaof", "127.0.0.1", &replica_of]));

@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use crate::instance::info::{
     parse_replication, parse_role, value_text, ReplicationInfo, RoleReply,
 };
-use crate::instance::link::{server_error_line, short, Auth, Link, LinkError};
+use crate::instance::link::{server_error_line, short, Auth, Connector, Link, LinkError};
 use crate::model::Addr;
 use crate::view::ReportedRole;
 
@@ -19,8 +19,12 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub(crate) const CMD_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Opens a connection for the executor.
-pub(crate) async fn connect(addr: &Addr, auth: &Auth) -> Result<Link, LinkError> {
-    Link::connect(addr, auth, CONNECT_TIMEOUT).await
+pub(crate) async fn connect(
+    connector: &Connector,
+    addr: &Addr,
+    auth: &Auth,
+) -> Result<Link, LinkError> {
+    connector.connect(addr, auth, CONNECT_TIMEOUT).await
 }
 
 /// `ROLE`.

@@ -41,7 +41,7 @@ use crate::fsm::{
     ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ReconfStage,
 };
 use crate::instance::info::RoleReply;
-use crate::instance::link::{Auth, Link};
+use crate::instance::link::{Auth, Connector, Link};
 use crate::model::{Addr, Epoch};
 use crate::shutdown::Shutdown;
 use crate::view::{InstanceInfo, MonitorView, ReportedRole};
@@ -81,6 +81,7 @@ const PREPARED_TTL: Duration = Duration::from_secs(5);
 pub fn spawn(
     raft: RaftHandle,
     monitor_view: watch::Receiver<Arc<MonitorView>>,
+    connector: Connector,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
     let span = info_span!("failover_executor", node_id = raft.node_id());
@@ -88,6 +89,7 @@ pub fn spawn(
         ctx: Ctx {
             raft,
             view: monitor_view,
+            connector,
             abort_rate: Arc::new(Mutex::new(BTreeMap::new())),
             fence_backoff: Arc::new(Mutex::new(BTreeMap::new())),
             epoch_floor: Arc::new(tokio::sync::Mutex::new(0)),
@@ -108,6 +110,8 @@ pub fn spawn(
 struct Ctx {
     raft: RaftHandle,
     view: watch::Receiver<Arc<MonitorView>>,
+    /// Opens every Redis connection of a failover (with the node's TLS material).
+    connector: Connector,
     /// Per master, the last epoch-0 abort committed for ODOWN and the wait before the next
     /// (doubling while no candidate appears).
     abort_rate: Arc<Mutex<BTreeMap<String, (Instant, Duration)>>>,
@@ -468,7 +472,7 @@ async fn fence_one(
         return;
     }
     let result = async {
-        let mut link = actions::connect(&addr, &Auth::of(&m)).await?;
+        let mut link = actions::connect(&ctx.connector, &addr, &Auth::of(&m)).await?;
         let still =
             |x: &MasterState| x.addr == master && x.config_epoch == epoch && x.failover.is_none();
         if !ctx.may_send(&name, still) {
@@ -558,7 +562,7 @@ async fn start(ctx: Ctx, names: Vec<String>) {
     let prepare = futures::future::join_all(candidates.into_iter().map(|(addr, auth)| {
         let ctx = ctx.clone();
         async move {
-            if let Ok(link) = actions::connect(&addr, &auth).await {
+            if let Ok(link) = actions::connect(&ctx.connector, &addr, &auth).await {
                 let mut p = ctx.prepared.lock();
                 p.retain(|_, (at, _)| at.elapsed() < PREPARED_TTL);
                 p.insert(addr, (Instant::now(), link));
@@ -678,7 +682,7 @@ async fn promote(ctx: Ctx, name: String, f: FailoverState) {
             // A previous leader may have promoted the candidate just before it died:
             // aborting then would strand a master that the next selection refuses
             // ("reports role master"). Ask the candidate first; if it is master, finish.
-            if candidate_is_master(&f.candidate, &Auth::of(&m), &mut cand).await {
+            if candidate_is_master(&ctx.connector, &f.candidate, &Auth::of(&m), &mut cand).await {
                 info!("+promoted-slave (found promoted at the failover timeout)");
                 let cmd = Command::FailoverDone {
                     master: name.clone(),
@@ -740,8 +744,13 @@ async fn promote(ctx: Ctx, name: String, f: FailoverState) {
 }
 
 /// `ROLE` of the candidate says master (false when it cannot be asked).
-async fn candidate_is_master(addr: &Addr, auth: &Auth, slot: &mut Option<Link>) -> bool {
-    let Some(link) = ensure_link(slot, addr, auth).await else {
+async fn candidate_is_master(
+    connector: &Connector,
+    addr: &Addr,
+    auth: &Auth,
+    slot: &mut Option<Link>,
+) -> bool {
+    let Some(link) = ensure_link(connector, slot, addr, auth).await else {
         return false;
     };
     match actions::role(link).await {
@@ -763,12 +772,13 @@ enum Step {
 
 /// Opens `slot` if needed; returns None (after logging) when the instance is unreachable.
 async fn ensure_link<'a>(
+    connector: &Connector,
     slot: &'a mut Option<Link>,
     addr: &Addr,
     auth: &Auth,
 ) -> Option<&'a mut Link> {
     if slot.is_none() {
-        match actions::connect(addr, auth).await {
+        match actions::connect(connector, addr, auth).await {
             Ok(l) => *slot = Some(l),
             Err(e) => {
                 debug!(error = %e, "cannot reach instance");
@@ -788,7 +798,7 @@ async fn promote_step(
     cand: &mut Option<Link>,
     sent: &mut Option<Instant>,
 ) -> Step {
-    let Some(link) = ensure_link(cand, &f.candidate, auth).await else {
+    let Some(link) = ensure_link(&ctx.connector, cand, &f.candidate, auth).await else {
         return Step::Wait;
     };
     match actions::role(link).await {
@@ -842,7 +852,7 @@ async fn quiesce_old_master(
     cand: &mut Link,
 ) {
     let candidate = &f.candidate;
-    let Ok(mut old) = actions::connect(&m.addr, auth).await else {
+    let Ok(mut old) = actions::connect(&ctx.connector, &m.addr, auth).await else {
         return;
     };
     if !ctx.may_send(&m.name, |x| x.failover.as_ref() == Some(f)) {
@@ -871,7 +881,7 @@ async fn switchover_step(
     old: &mut Option<Link>,
     sent: &mut Option<Instant>,
 ) -> Step {
-    let cand_role = match ensure_link(cand, &f.candidate, auth).await {
+    let cand_role = match ensure_link(&ctx.connector, cand, &f.candidate, auth).await {
         Some(l) => match actions::role(l).await {
             Ok(r) => Some(r),
             Err(_) => {
@@ -881,7 +891,7 @@ async fn switchover_step(
         },
         None => None,
     };
-    let Some(old_link) = ensure_link(old, &m.addr, auth).await else {
+    let Some(old_link) = ensure_link(&ctx.connector, old, &m.addr, auth).await else {
         // The old master vanished mid-switchover: it is the candidate's role that counts.
         return match cand_role {
             Some(RoleReply::Master { .. }) => Step::Promoted,
@@ -1115,7 +1125,7 @@ async fn send_replicaof(
         return;
     }
     let result = async {
-        let mut link = actions::connect(t, auth).await?;
+        let mut link = actions::connect(&ctx.connector, t, auth).await?;
         if !ctx.may_send(name, still) {
             return Ok(false);
         }

@@ -16,7 +16,7 @@ use redis::{Pipeline, Value};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::link::{Auth, Link};
+use super::link::{Auth, Connector};
 use crate::consensus::RaftHandle;
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
@@ -61,9 +61,14 @@ fn cmd(args: &[&str]) -> redis::Cmd {
 
 /// The commands `auth` may not run on `addr`, by ACL name. Errors only when the instance
 /// cannot be asked.
-pub async fn missing_commands(addr: &Addr, auth: &Auth) -> Result<Vec<String>, String> {
+pub async fn missing_commands(
+    connector: &Connector,
+    addr: &Addr,
+    auth: &Auth,
+) -> Result<Vec<String>, String> {
     // A connection of its own: a shared one could interleave a probe inside the MULTI.
-    let mut link = Link::connect(addr, auth, TIMEOUT)
+    let mut link = connector
+        .connect(addr, auth, TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     let mut missing = Vec::new();
@@ -130,7 +135,7 @@ fn auth_key(a: &Auth) -> Creds {
 
 /// Runs the check for every instance of every master, again when credentials change, and
 /// retries unreachable instances.
-pub async fn run(raft: RaftHandle, mut shutdown: Shutdown) {
+pub async fn run(raft: RaftHandle, connector: Connector, mut shutdown: Shutdown) {
     let mut state_rx = raft.watch_state();
     // (master, addr) → credentials the last conclusive check used.
     let mut done: BTreeMap<(String, Addr), Creds> = BTreeMap::new();
@@ -154,7 +159,7 @@ pub async fn run(raft: RaftHandle, mut shutdown: Shutdown) {
             }
             let (master, addr) = &key;
             let user = auth.user.clone().unwrap_or_else(|| "default".into());
-            match missing_commands(addr, &auth).await {
+            match missing_commands(&connector, addr, &auth).await {
                 Ok(missing) if missing.is_empty() => {
                     info!(master = %master, addr = %addr, user = %user, "Redis ACL check passed: the user may run every command the coordinator sends");
                     done.insert(key.clone(), auth_key(&auth));

@@ -1,6 +1,8 @@
 //! One connection to one Redis instance, with AUTH/ACL user and a timeout on every call.
 //! The probe keeps one open per instance; the failover executor opens short-lived ones.
+//! Connections are opened through a [`Connector`], which carries the node's TLS material.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -18,7 +20,7 @@ pub struct Auth {
     pub user: Option<String>,
     /// Password.
     pub pass: Option<String>,
-    /// Connect with TLS (see [`configure_tls`] for the CA and client certificate).
+    /// Connect with TLS (the [`Connector`] holds the CA and client certificate).
     pub tls: bool,
 }
 
@@ -101,8 +103,8 @@ pub fn server_error_line(e: &redis::ServerError) -> String {
     }
 }
 
-/// TLS material for connections to Redis (masters with `tls = true`). One per process: a
-/// node runs one per process, and the in-process demo does not use TLS.
+/// TLS material for connections to Redis (masters with `tls = true`), from the node's
+/// `security.redis_tls`.
 #[derive(Clone, Debug, Default)]
 pub struct RedisTls {
     /// CA certificate(s) (PEM) the servers' certificates must chain to; None: system roots.
@@ -111,11 +113,32 @@ pub struct RedisTls {
     pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-static REDIS_TLS: std::sync::OnceLock<RedisTls> = std::sync::OnceLock::new();
+/// Opens [`Link`]s. Built once per node from its configuration and handed to every task
+/// that talks to Redis (probes, holds, the ACL check, the failover executor), so two nodes
+/// in one process (tests, the demo) each use their own TLS settings. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Connector {
+    /// None: TLS connections verify against the system roots and offer no client certificate.
+    tls: Option<Arc<RedisTls>>,
+}
 
-/// Sets the TLS material for Redis connections (first call wins).
-pub fn configure_tls(tls: RedisTls) {
-    let _ = REDIS_TLS.set(tls);
+impl Connector {
+    /// A connector using `tls` for masters configured with `tls = true`.
+    pub fn new(tls: Option<RedisTls>) -> Connector {
+        Connector {
+            tls: tls.map(Arc::new),
+        }
+    }
+
+    /// Connects to `addr` and authenticates within `timeout` (see [`Link::connect`]).
+    pub async fn connect(
+        &self,
+        addr: &Addr,
+        auth: &Auth,
+        timeout: Duration,
+    ) -> Result<Link, LinkError> {
+        Link::connect(self, addr, auth, timeout).await
+    }
 }
 
 /// An open connection.
@@ -125,8 +148,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects and authenticates within `timeout`.
-    pub async fn connect(addr: &Addr, auth: &Auth, timeout: Duration) -> Result<Link, LinkError> {
+    /// Connects and authenticates within `timeout`, with `connector`'s TLS material.
+    pub async fn connect(
+        connector: &Connector,
+        addr: &Addr,
+        auth: &Auth,
+        timeout: Duration,
+    ) -> Result<Link, LinkError> {
         let fail = |detail: String| LinkError::Connect {
             addr: addr.clone(),
             detail,
@@ -153,7 +181,7 @@ impl Link {
             .into_connection_info()
             .map_err(|e| fail(e.to_string()))?
             .set_redis_settings(redis_info);
-        let client = match (auth.tls, REDIS_TLS.get()) {
+        let client = match (auth.tls, connector.tls.as_deref()) {
             (true, Some(t)) => Client::build_with_tls(
                 info,
                 redis::TlsCertificates {

@@ -11,7 +11,7 @@ use super::probe::{config_get_sync, config_set_sync, HOLD_DELAY_SECS, ORPHAN_HOL
 use crate::clock::wall_ms;
 use crate::consensus::RaftHandle;
 use crate::fsm::{ClusterState, Command, SyncHoldRecord};
-use crate::instance::link::{Auth, Link};
+use crate::instance::link::{Auth, Connector};
 use crate::model::Addr;
 
 /// Connect, and each command, to a held instance.
@@ -48,7 +48,7 @@ fn hold_over(
 }
 
 /// One pass on the leader over every recorded hold.
-pub(super) async fn restore_ended_holds(raft: RaftHandle) {
+pub(super) async fn restore_ended_holds(raft: RaftHandle, connector: Connector) {
     let state = raft.state();
     for (addr, rec) in &state.sync_holds {
         let auth = Auth {
@@ -62,7 +62,7 @@ pub(super) async fn restore_ended_holds(raft: RaftHandle) {
                 .map_or(rec.auth_pass.clone(), |m| m.auth_pass.clone()),
             tls: rec.tls,
         };
-        let mut link = match Link::connect(addr, &auth, TIMEOUT).await {
+        let mut link = match connector.connect(addr, &auth, TIMEOUT).await {
             Ok(l) => l,
             Err(e) => {
                 debug!(instance = %addr, error = %e, "cannot reach a held instance yet");

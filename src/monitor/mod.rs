@@ -32,6 +32,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::consensus::{ProposeError, RaftHandle, Role};
 use crate::fsm::{limits, ClusterState, Command};
+use crate::instance::link::Connector;
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use crate::tuning::Tuning;
@@ -51,6 +52,7 @@ const FORGET_INFO_FRESH: Duration = Duration::from_secs(15);
 pub fn spawn(
     raft: RaftHandle,
     tuning: Arc<Tuning>,
+    connector: Connector,
     shutdown: Shutdown,
 ) -> (watch::Receiver<Arc<MonitorView>>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(Arc::new(MonitorView::default()));
@@ -61,6 +63,7 @@ pub fn spawn(
     let sup = Supervisor {
         raft: raft.clone(),
         tuning,
+        connector,
         tilt,
         view_tx,
         probes: BTreeMap::new(),
@@ -107,6 +110,8 @@ async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shut
 struct Supervisor {
     raft: RaftHandle,
     tuning: Arc<Tuning>,
+    /// Opens every Redis connection of the probes and holds (with the node's TLS material).
+    connector: Connector,
     tilt: Arc<tilt::Tilt>,
     view_tx: ViewTx,
     probes: BTreeMap<Addr, ProbeTask>,
@@ -221,6 +226,7 @@ impl Supervisor {
                 self.view_tx.clone(),
                 self.tilt.clone(),
                 self.tuning.clone(),
+                self.connector.clone(),
             );
             let span = info_span!("monitor", master = %master, addr = %addr);
             let handle = tokio::spawn(probe.run(self.shutdown.clone()).instrument(span));
@@ -244,7 +250,7 @@ impl Supervisor {
         self.next_hold_check = now + Duration::from_secs(1);
         let span = info_span!("sync_hold_keeper");
         self.hold_keeper = Some(tokio::spawn(
-            hold::restore_ended_holds(self.raft.clone()).instrument(span),
+            hold::restore_ended_holds(self.raft.clone(), self.connector.clone()).instrument(span),
         ));
     }
 

@@ -20,7 +20,7 @@ use crate::fsm::{ClusterState, Command, MasterState, ObserveReason, RejectKind};
 use crate::instance::info::{
     parse_keyspace_keys, parse_replication, parse_role, parse_run_id, value_text, RoleReply,
 };
-use crate::instance::link::{server_error_line, Auth, Link, LinkError};
+use crate::instance::link::{server_error_line, Auth, Connector, Link, LinkError};
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use crate::tuning::{Knob, Tuning};
@@ -118,6 +118,8 @@ pub(crate) struct Probe {
     errors: ErrorLog,
     /// This node's period settings (`SENTINEL DEBUG`).
     tuning: Arc<Tuning>,
+    /// Opens the connections (with the node's TLS material for `tls = true` masters).
+    connector: Connector,
     /// When this probe last wrote its entry of the view.
     published_at: Instant,
     /// The last step ran at the fast INFO period.
@@ -140,6 +142,7 @@ impl Probe {
         view_tx: ViewTx,
         tilt: Arc<Tilt>,
         tuning: Arc<Tuning>,
+        connector: Connector,
     ) -> Probe {
         let now = Instant::now();
         let view_rx = view_tx.subscribe();
@@ -163,6 +166,7 @@ impl Probe {
             tilt,
             errors: ErrorLog::new(errlog::SUMMARY_PERIOD, now),
             tuning,
+            connector,
             published_at: now,
             was_fast: false,
         }
@@ -299,7 +303,7 @@ impl Probe {
         // down `down_after` after its last good reply, as in Sentinel.
         self.info.ping_pending_since.get_or_insert(now);
         let limit = self.io_budget(t, t.connect_timeout);
-        match Link::connect(&self.addr, auth, limit).await {
+        match self.connector.connect(&self.addr, auth, limit).await {
             Ok(link) => {
                 debug!("connected");
                 self.link = Some(link);
@@ -555,9 +559,10 @@ impl Probe {
             .max(Duration::from_millis(50));
         let asks = replicas.into_iter().map(|r| {
             let auth = auth.clone();
+            let connector = &self.connector;
             async move {
                 let keys = tokio::time::timeout(limit, async {
-                    let mut link = Link::connect(&r, &auth, limit).await?;
+                    let mut link = connector.connect(&r, &auth, limit).await?;
                     let mut c = redis::cmd("INFO");
                     c.arg("keyspace");
                     link.text(&c, "INFO keyspace", limit).await
