@@ -8,7 +8,7 @@
 //! `model → fsm → consensus → {net, instance} → {monitor, failover} → api → app → main`.
 //! [`view`] (what this node sees of each Redis instance) and [`clock`] may be read by every
 //! layer above `fsm`. `failover` and `api` never import `monitor`, and `instance` imports
-//! none of `monitor`, `failover` and `api`.
+//! none of `monitor`, `failover` and `api` (scripts/check-layers.sh checks these rules).
 //!
 //! - [`model`]: pure domain types (addresses, ids, epochs).
 //! - [`fsm`]: the replicated state machine; deterministic `apply(index, Command) -> Events`.
