@@ -12,7 +12,7 @@ Loopback only; each round is bounded by 60 s.
 import argparse, asyncio, os, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadlib import Env, call, enc, master_of, raise_nofile, release_binary  # noqa: E402
+from loadlib import Env, call, encode, master_of, raise_nofile, release_binary  # noqa: E402
 
 CONFIRM = b"$14\r\n+switch-master\r\n:1\r\n"
 
@@ -20,7 +20,7 @@ CONFIRM = b"$14\r\n+switch-master\r\n:1\r\n"
 async def subscribe(port, ready, got, stop):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
-        w.write(enc("SUBSCRIBE", "+switch-master"))
+        w.write(encode("SUBSCRIBE", "+switch-master"))
         buf = b""
         while not buf.endswith(CONFIRM):
             chunk = await r.read(4096)
@@ -87,8 +87,8 @@ def main():
                 # The previous failover's replica must be back and known before the next one.
                 end = time.time() + 30
                 while time.time() < end:
-                    r = call(port, "SENTINEL", "REPLICAS", "mymaster")
-                    if b"master_link_status" in r and b"ok" in r and b"s_down" not in r:
+                    r = str(call(port, "SENTINEL", "REPLICAS", "mymaster"))
+                    if "master_link_status" in r and "ok" in r and "s_down" not in r:
                         break
                     time.sleep(0.2)
                 time.sleep(2.0 if name == "raft-sentinel" else 7.0)

@@ -137,7 +137,7 @@ def one_run(binary, target, loaded, a):
             while time.time() < end:
                 peak = max(peak, rss_kib(pid))
                 time.sleep(0.1)
-            mproc.send_signal(signal.SIGKILL)
+            mproc.signal(signal.SIGKILL)
             t0 = time.monotonic()
             took = None
             last_sample = 0.0

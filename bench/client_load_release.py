@@ -91,8 +91,10 @@ def flood(port, pid, conns, limit_s=60):
     ping_ms = (time.monotonic() - t0) * 1000
     # The limits that refused or closed connections (raft-sentinel's INFO stats).
     try:
-        info = call(port, "INFO", "stats").decode(errors="replace")
+        info = call(port, "INFO", "stats")
     except OSError:
+        info = ""
+    if not isinstance(info, str):  # an error reply
         info = ""
     limits = " ".join(line.strip() for line in info.splitlines()
                       if line.startswith("limit_") and not line.strip().endswith(":0"))

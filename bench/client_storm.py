@@ -12,10 +12,10 @@ Loopback only; each round is bounded by 60 s.
 import argparse, asyncio, os, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadlib import Env, enc, raise_nofile, release_binary  # noqa: E402
+from loadlib import Env, encode, raise_nofile, release_binary  # noqa: E402
 
-REQUEST = enc("HELLO", "3") + enc("SENTINEL", "get-master-addr-by-name", "mymaster") + \
-    enc("SUBSCRIBE", "+switch-master")
+REQUEST = encode("HELLO", "3") + encode("SENTINEL", "get-master-addr-by-name", "mymaster") + \
+    encode("SUBSCRIBE", "+switch-master")
 # The SUBSCRIBE confirmation is the last reply (a RESP3 push frame).
 DONE = b"$14\r\n+switch-master\r\n:1\r\n"
 

@@ -15,88 +15,46 @@ Usage: bench/failover.py [--bin target/release/raft-sentinel] [--runs 5] [--down
        [--only kill,sigstop,switchover] [--target both|raft|sentinel]
 Everything runs on 127.0.0.1 and is stopped by pid at the end.
 """
-import argparse, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
-# --- a minimal RESP client (no third-party packages needed) ---
+# The RESP client and the process helper are chaos's, shared by every Python tool here.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chaos"))
+import resp  # noqa: E402
+from procs import free_port, spawn  # noqa: E402
+from resp import RespError, raised  # noqa: E402
 
-class RespError(Exception):
-    pass
-
-def _read_line(f):
-    line = f.readline()
-    if not line:
-        raise ConnectionError("closed")
-    return line[:-2]
-
-def _read(f):
-    line = _read_line(f)
-    t, rest = line[:1], line[1:]
-    if t == b"+":
-        return rest.decode()
-    if t == b"-":
-        raise RespError(rest.decode())
-    if t == b":":
-        return int(rest)
-    if t == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2].decode(errors="replace")
-    if t == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read(f) for _ in range(n)]
-    raise RespError(f"unexpected reply {line!r}")
 
 def call(host, port, *args, timeout=0.3):
-    """One command on a fresh connection (short timeouts: a dead peer must not stall us)."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        payload = b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(a), a) for a in (str(x).encode() for x in args))
-        s.sendall(payload)
-        return _read(s.makefile("rb"))
+    """One command on a fresh connection (short timeouts: a dead peer must not stall us); an
+    error reply is raised as RespError."""
+    return raised(resp.call(host, port, *args, timeout=timeout))
 
-class Conn:
-    """A persistent connection for the writer."""
+
+class Conn(resp.Conn):
+    """A persistent connection for the writer; error replies are raised."""
+
     def __init__(self, host, port, timeout=0.2):
-        self.s = socket.create_connection((host, port), timeout=timeout)
-        self.s.settimeout(timeout)
-        self.f = self.s.makefile("rb")
-    def cmd(self, *args):
-        self.s.sendall(b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(a), a) for a in (str(x).encode() for x in args)))
-        return _read(self.f)
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
+        super().__init__(host, port, timeout)
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def cmd(self, *args):
+        return raised(self.call(*args))
+
 
 # --- processes ---
 
 class Procs:
+    """The processes of a run by name (chaos's procs.Proc: stopped by pid)."""
     def __init__(self):
         self.procs = {}
     def start(self, name, argv, log):
-        self.procs[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=open(log, "ab"))
+        self.procs[name] = spawn(argv, name, log, stdout=subprocess.DEVNULL)
     def kill(self, name):
         p = self.procs.pop(name, None)
         if p:
-            try:
-                p.send_signal(signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            p.kill()
-            p.wait()
+            p.signal(signal.SIGCONT)
+            p.kill9()
     def signal(self, name, sig):
-        self.procs[name].send_signal(sig)
+        self.procs[name].signal(sig)
     def stop_all(self):
         for n in list(self.procs):
             self.kill(n)

@@ -1,21 +1,15 @@
-"""Shared pieces of the client-load benchmarks (bench/client_*.py): starting Redis, a
-raft-sentinel cluster and a redis-sentinel set on loopback, a minimal RESP encoder, process
-RSS/CPU from /proc, and raising the open-file limit. Every process started is stopped by pid
-by Env.close()."""
-import os, resource, shutil, signal, socket, subprocess, sys, tempfile, time
+"""Shared pieces of the client-load benchmarks (bench/client_*.py) and of
+tests/compat/bench_sentinel.py: starting Redis, a raft-sentinel cluster and a redis-sentinel
+set on loopback, process RSS/CPU from /proc, and raising the open-file limit. Every process
+started is stopped by pid by Env.close(). The RESP client and the process helper are chaos's
+(chaos/resp.py, chaos/procs.py), one copy for every Python tool of the repository."""
+import os, resource, shutil, subprocess, sys, tempfile, time
 
-LOOKUP = b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chaos"))
+from procs import free_port, spawn, stop_all, wait_port  # noqa: E402
+from resp import call as resp_call, encode  # noqa: E402
 
-
-def enc(*args):
-    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LOOKUP = encode("SENTINEL", "get-master-addr-by-name", "mymaster")
 
 
 def raise_nofile(want):
@@ -48,33 +42,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_port(port, what, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} on port {port} did not start")
+def wait_up(port, what, timeout=30):
+    """Exits the benchmark if nothing listens on 127.0.0.1:port within timeout seconds."""
+    if not wait_port("127.0.0.1", port, timeout):
+        sys.exit(f"{what} on port {port} did not start")
 
 
 def call(port, *args, timeout=2.0):
-    """One command on a fresh connection; the raw reply bytes (enough for the checks here)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(enc(*args))
-        data = b""
-        end = time.time() + timeout
-        while time.time() < end:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            if data.endswith(b"\r\n") and not data.startswith(b"*"):
-                break
-            if data.startswith(b"*") and data.count(b"\r\n") >= 1 + 2 * int(data[1:data.index(b"\r\n")] or 0):
-                break
-        return data
+    """One command to 127.0.0.1:port on a fresh connection; its reply."""
+    return resp_call("127.0.0.1", port, *args, timeout=timeout)
 
 
 def master_of(port):
@@ -83,10 +59,9 @@ def master_of(port):
         r = call(port, "SENTINEL", "get-master-addr-by-name", "mymaster", timeout=0.5)
     except OSError:
         return None
-    parts = r.split(b"\r\n")
-    if not r.startswith(b"*2") or len(parts) < 5:
+    if not isinstance(r, list) or len(r) != 2:
         return None
-    return parts[2].decode(), int(parts[4])
+    return r[0], int(r[1])
 
 
 class Env:
@@ -97,8 +72,8 @@ class Env:
         self.procs = []
 
     def start(self, argv, log):
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=open(os.path.join(self.tmp, log), "ab"))
+        """Starts argv, its stderr appended to `log` in the temp dir; a procs.Proc."""
+        p = spawn(argv, log, os.path.join(self.tmp, log), stdout=subprocess.DEVNULL)
         self.procs.append(p)
         return p
 
@@ -109,7 +84,7 @@ class Env:
         if replica_of:
             argv += ["--replicaof", "127.0.0.1", str(replica_of)]
         p = self.start(argv, f"redis-{port}.log")
-        wait_port(port, "redis-server")
+        wait_up(port, "redis-server")
         return port, p
 
     def redis_set(self, replicas=1):
@@ -119,7 +94,7 @@ class Env:
         end = time.time() + 20
         while time.time() < end:
             info = call(m, "INFO", "replication")
-            if b"connected_slaves:%d" % replicas in info:
+            if isinstance(info, str) and f"connected_slaves:{replicas}" in info:
                 break
             time.sleep(0.1)
         return m, mp, rs
@@ -140,7 +115,7 @@ class Env:
             procs.append(self.start(["redis-sentinel", conf], f"sentinel-{port}.log"))
             ports.append(port)
         for p in ports:
-            wait_port(p, "redis-sentinel")
+            wait_up(p, "redis-sentinel")
         return ports, procs
 
     def raft(self, binary, master, n=3, down_after=1000, port_toml=""):
@@ -174,15 +149,7 @@ class Env:
         return sp, procs, mp
 
     def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self.procs, timeout=10)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

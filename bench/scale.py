@@ -22,22 +22,24 @@ Usage: bench/scale.py [--bin target/release/raft-sentinel] [--masters 50,200] [-
 bench/scale_breakdown.py DIR/N<n> then splits each failover into its stages.
 Everything runs on 127.0.0.1; every process is stopped by pid at the end.
 """
-import argparse, json, os, resource, shutil, socket, statistics, sys, tempfile, time
+import argparse, json, os, resource, shutil, signal, socket, statistics, sys, tempfile, time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from failover import Procs, RespError, _read, free_port, wait  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "chaos"))
+from failover import Procs, free_port, wait  # noqa: E402
+from loadlib import cpu_seconds, rss_kib  # noqa: E402
+from resp import Conn, encode  # noqa: E402
 
 FAILOVER_TIMEOUT_MS = 10000
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class Pipe:
-    """A persistent connection that sends many commands at once and reads every reply."""
+class Pipe(Conn):
+    """A persistent connection that sends many commands at once and reads every reply (an
+    error reply as a RespError value)."""
 
     def __init__(self, port, timeout=5.0):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.s.settimeout(timeout)
-        self.f = self.s.makefile("rb")
+        super().__init__("127.0.0.1", port, timeout)
 
     def many(self, cmds):
         # In chunks: a server may refuse a very long unread pipeline.
@@ -47,24 +49,8 @@ class Pipe:
         return res
 
     def _many(self, cmds):
-        out = []
-        for args in cmds:
-            out.append(b"*%d\r\n" % len(args) + b"".join(
-                b"$%d\r\n%s\r\n" % (len(a), a) for a in (str(x).encode() for x in args)))
-        self.s.sendall(b"".join(out))
-        res = []
-        for _ in cmds:
-            try:
-                res.append(_read(self.f))
-            except RespError as e:
-                res.append(e)
-        return res
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
+        self.sock.sendall(b"".join(encode(*args) for args in cmds))
+        return [self.read() for _ in cmds]
 
 
 def distinct_ports(n):
@@ -79,20 +65,6 @@ def distinct_ports(n):
     finally:
         for s in socks:
             s.close()
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def name(i):
@@ -152,7 +124,7 @@ class Fleet:
 
     def kill_master(self, i):
         p = self.procs.procs.pop(f"m{i}")
-        p.kill()
+        p.signal(signal.SIGKILL)
         return p
 
 
@@ -259,11 +231,11 @@ def answers(ports, names):
 
 
 def measure_idle(pids, secs):
-    t0 = [cpu_ticks(p) for p in pids]
+    t0 = [cpu_seconds(p) for p in pids]
     time.sleep(secs)
-    t1 = [cpu_ticks(p) for p in pids]
-    cpu = [100.0 * (b - a) / CLK_TCK / secs for a, b in zip(t0, t1)]
-    return cpu, [rss_kb(p) / 1024 for p in pids]
+    t1 = [cpu_seconds(p) for p in pids]
+    cpu = [100.0 * (b - a) / secs for a, b in zip(t0, t1)]
+    return cpu, [rss_kib(p) / 1024 for p in pids]
 
 
 def run_one(cls, n, args):

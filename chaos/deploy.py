@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 
-from lab import wait_port
+from procs import wait_port
 from resp import Conn, RespError
 
 REDIS_PORT = 6379

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 import subprocess
-import time
+
+import procs
 
 CLONE_NEWNET = 0x40000000
 # The namespace this runner started in: labs are built from it and it returns there between runs.
@@ -52,44 +52,6 @@ def namespaces_available():
         return False
     _ip("netns", "del", name, check=False)
     return True
-
-
-class Proc:
-    """A process this run started; stopped by pid only."""
-
-    def __init__(self, popen, name, log):
-        self.popen = popen
-        self.pid = popen.pid
-        self.name = name
-        self.log = log
-
-    def alive(self):
-        return self.popen.poll() is None
-
-    def signal(self, sig):
-        if self.alive():
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def kill9(self):
-        self.signal(signal.SIGKILL)
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def term(self, timeout=3.0):
-        if not self.alive():
-            return
-        # A stopped process cannot handle SIGTERM.
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
 
 
 class Host:
@@ -179,14 +141,11 @@ class Lab:
     # -- processes ----------------------------------------------------------------------------
 
     def spawn(self, host, argv, name, log_path):
-        log = open(log_path, "ab")
         if self.mode == "netns":
             argv = ["ip", "netns", "exec", self.hosts[host - 1].ns, *argv]
         # New session: a Ctrl-C in the terminal reaches only this runner, which stops its
         # children itself, in order.
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        proc = Proc(p, name, log_path)
+        proc = procs.spawn(argv, name, log_path, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -241,6 +200,8 @@ class Lab:
                 self.drop(o, [self.hosts[host - 1].ip])
 
     def heal_all(self):
+        if not self.partitions:
+            return  # loopback: nothing was cut or slowed (no tc state to clear)
         for h in self.hosts:
             self.undrop(h.idx)
         for idx in list(self.slow):
@@ -285,16 +246,3 @@ class Lab:
             _ip("netns", "del", self.client_ns, check=False)
         if self.sw:
             _ip("netns", "del", self.sw, check=False)
-
-
-def wait_port(host, port, timeout=10.0):
-    import socket
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection((host, port), timeout=0.3):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False

@@ -1,10 +1,38 @@
-"""A minimal blocking RESP2 client for the pollers, samplers and event listeners."""
+"""A minimal blocking RESP client (RESP2, and the RESP3 types HELLO 3 brings) with no
+third-party packages: chaos's pollers, samplers and event listeners, and the benchmarks in
+bench/ and tests/compat/ (which put this directory on sys.path). Error replies are returned
+as RespError values, not raised."""
 
 import socket
 
 
+def encode(*args):
+    """One command as a RESP array of bulk strings (str, bytes or anything str() takes)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def call(host, port, *args, timeout=2.0):
+    """One command on a fresh connection; its reply."""
+    c = Conn(host, port, timeout=timeout)
+    try:
+        return c.call(*args)
+    finally:
+        c.close()
+
+
 class RespError(Exception):
     pass
+
+
+def raised(reply):
+    """The reply, raised instead if it is an error reply (for callers that want exceptions)."""
+    if isinstance(reply, RespError):
+        raise reply
+    return reply
 
 
 class Conn:
@@ -20,11 +48,7 @@ class Conn:
             pass
 
     def send(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        self.sock.sendall(b"".join(out))
+        self.sock.sendall(encode(*args))
 
     def call(self, *args):
         self.send(*args)

@@ -21,36 +21,11 @@ Usage: tests/compat/bench_sentinel.py [--bin target/release/raft-sentinel] [--ro
 Needs redis-server, redis-sentinel and redis-benchmark (Debian: redis-server redis-sentinel
 redis-tools). Builds nothing: run `cargo build --release` first.
 """
-import argparse, os, re, resource, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, os, re, resource, shutil, subprocess, sys, time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} on port {port} did not start")
-
-
-def ask(port, *args):
-    out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "bench"))
+from loadlib import Env, cpu_seconds, master_of  # noqa: E402
 
 
 QUERY = ["SENTINEL", "get-master-addr-by-name", "mymaster"]
@@ -85,69 +60,37 @@ def main():
     ap.add_argument("-n", type=int, default=200000)
     ap.add_argument("-c", type=int, default=50)
     args = ap.parse_args()
-    for tool in ("redis-server", "redis-sentinel", "redis-benchmark", "redis-cli"):
+    for tool in ("redis-server", "redis-sentinel", "redis-benchmark"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found (apt-get install -y redis-server redis-sentinel redis-tools)")
     if not os.path.exists(args.bin):
         sys.exit(f"{args.bin} not found: run cargo build --release first")
-    tmp = tempfile.mkdtemp(prefix="bench-sentinel-")
-    procs = []
+    env = Env("bench-sentinel-")
     try:
-        mport = free_port()
-        procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(mport), "--bind", "127.0.0.1", "--save", "",
-             "--dir", tmp, "--logfile", os.path.join(tmp, "redis.log")]))
-        wait_port(mport, "redis-server")
-
-        sport = free_port()
-        conf = os.path.join(tmp, "sentinel.conf")
-        with open(conf, "w") as f:
-            f.write(f"port {sport}\nbind 127.0.0.1\ndir {tmp}\n"
-                    f"sentinel monitor mymaster 127.0.0.1 {mport} 1\n")
-        procs.append(subprocess.Popen(
-            ["redis-sentinel", conf, "--logfile", os.path.join(tmp, "sentinel.log")]))
-        wait_port(sport, "redis-sentinel")
-
-        ids = [1, 2, 3]
-        ports = {i: {k: free_port() for k in ("sentinel", "grpc", "peer", "metrics")} for i in ids}
-        for i in ids:
-            d = os.path.join(tmp, f"node{i}")
-            os.makedirs(d)
-            lines = [f"node_id = {i}", f'data_dir = "{d}/data"', "[listen]"]
-            lines += [f'{k} = "127.0.0.1:{p}"' for k, p in ports[i].items()]
-            for j in ids:
-                lines += ["[[peers]]", f"id = {j}", f'addr = "127.0.0.1:{ports[j]["peer"]}"']
-            lines += ["[raft]", 'initial_cluster_state = "new"']
-            lines += ["[[masters]]", 'name = "mymaster"', f'addr = "127.0.0.1:{mport}"',
-                      "quorum = 2"]
-            with open(os.path.join(d, "config.toml"), "w") as f:
-                f.write("\n".join(lines) + "\n")
-            log = open(os.path.join(d, "node.log"), "w")
-            procs.append(subprocess.Popen(
-                [args.bin, "run", "--config", os.path.join(d, "config.toml")],
-                stdout=log, stderr=log))
-        rport = ports[1]["sentinel"]
-        wait_port(rport, "raft-sentinel")
+        mport, mproc = env.redis()
+        # Each at its default down-after (Sentinel 30 s, raft-sentinel 5 s).
+        sports, sprocs = env.sentinels(mport, n=1, down_after=30000)
+        rports, rprocs, _ = env.raft(args.bin, mport, n=3, down_after=5000)
+        sport, rport = sports[0], rports[0]
+        want = ("127.0.0.1", mport)
         end = time.time() + 30
-        want = f"127.0.0.1\n{mport}"
-        while time.time() < end and (ask(rport, "SENTINEL", "get-master-addr-by-name", "mymaster") != want
-                                     or ask(sport, "SENTINEL", "get-master-addr-by-name", "mymaster") != want):
+        while time.time() < end and (master_of(rport) != want or master_of(sport) != want):
             time.sleep(0.2)
         for name, port in (("raft-sentinel", rport), ("redis-sentinel", sport)):
-            got = ask(port, "SENTINEL", "get-master-addr-by-name", "mymaster")
+            got = master_of(port)
             if got != want:
                 sys.exit(f"{name} does not answer the master: {got!r}")
 
         print(f"redis-benchmark -c {args.c} -n {args.n} SENTINEL get-master-addr-by-name mymaster")
         print(f"{'mode':<6}{'redis-sentinel':>16}{'raft-sentinel':>16}{'ratio':>7}"
               f"{'ceiling':>10}{'bench cpu s/r':>15}{'server us/req s/r':>20}")
-        spid, rpid = procs[1].pid, procs[2].pid
+        spid, rpid = sprocs[0].pid, rprocs[0].pid
         for pipeline in (1, 16):
             runs = {"redis": [], "raft": [], "ping": []}
             for _ in range(args.rounds):
                 runs["redis"].append(bench(sport, pipeline, args.n, args.c, spid))
                 runs["raft"].append(bench(rport, pipeline, args.n, args.c, rpid))
-                runs["ping"].append(bench(mport, pipeline, args.n, args.c, procs[0].pid, ["PING"]))
+                runs["ping"].append(bench(mport, pipeline, args.n, args.c, mproc.pid, ["PING"]))
             best = {k: max(v) for k, v in runs.items()}
             # Server CPU per request: the median over rounds (clock ticks are coarse).
             us = {k: sorted(r[2] for r in v)[len(v) // 2] for k, v in runs.items()}
@@ -157,14 +100,7 @@ def main():
             print(f"{f'P{pipeline}':<6}{best['redis'][0]:>16.0f}{best['raft'][0]:>16.0f}"
                   f"{ratio:>7.2f}{best['ping'][0]:>10.0f}{cpu:>15}{per:>20}")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        env.close()
 
 
 if __name__ == "__main__":
