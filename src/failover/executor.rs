@@ -34,7 +34,8 @@ use tokio::time::{sleep, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::actions::{self, FailoverTo};
-use super::select::{self, SelectParams, MAX_INFO_AGE};
+use super::reconf::{plan_reconf, EndReason, Mark, Pass, Slots, Step as ReconfStep};
+use super::select::{self, follows, healthy, SelectParams};
 use crate::clock::wall_ms;
 use crate::consensus::{ProposeError, RaftHandle, Role, PROPOSE_TIMEOUT};
 use crate::fsm::{
@@ -54,8 +55,6 @@ const TICK: Duration = Duration::from_millis(100);
 const VIEW_COALESCE: Duration = Duration::from_millis(50);
 /// How often `REPLICAOF NO ONE` may be re-sent to a candidate that does not report master.
 const PROMOTE_RESEND: Duration = Duration::from_millis(1000);
-/// A repointed replica that does not follow yet gets `REPLICAOF` again after this.
-const RECONF_RESEND: Duration = Duration::from_secs(2);
 /// Fencing of one instance is not repeated sooner than this.
 const FENCE_RESEND: Duration = Duration::from_secs(1);
 /// A replica following the wrong master this long (outside failovers) is repointed.
@@ -422,21 +421,6 @@ impl Executor {
             self.fences.insert(i.addr.clone(), (now, h));
         }
     }
-}
-
-/// Connected, not down, answering, with fresh INFO.
-fn healthy(i: &InstanceInfo, now: Instant) -> bool {
-    i.connected
-        && i.sdown_since.is_none()
-        && i.info_refresh
-            .is_some_and(|t| now.saturating_duration_since(t) <= MAX_INFO_AGE)
-}
-
-/// The replica reports `master` as its master.
-fn follows(i: &InstanceInfo, master: &Addr) -> bool {
-    i.role == Some(ReportedRole::Replica)
-        && i.master_host.as_deref() == Some(master.host.as_str())
-        && i.master_port == Some(master.port)
 }
 
 async fn fence_one(
@@ -957,6 +941,7 @@ async fn switchover_step(
 }
 
 /// After the promotion: repoint the old master and every replica, commit progress, end.
+/// Each pass is planned by [`plan_reconf`]; this loop only carries the steps out.
 async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
     let mut sent_at: BTreeMap<Addr, Instant> = BTreeMap::new();
     let mut view_rx = ctx.view.clone();
@@ -972,134 +957,21 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
         if !ctx.active() {
             return;
         }
-        let end = |timed_out: bool| Command::FailoverEnd {
-            master: name.clone(),
-            epoch,
-            timed_out,
-            at_ms: wall_ms(),
-        };
-        if m.is_odown_at(wall_ms()) {
-            // The new master failed too: stop waiting on it so a new failover can start.
-            warn!("new master is objectively down; ending reconfiguration");
-            let _ = ctx.propose(end(true)).await;
-            return;
-        }
-        let timed_out = took_over.elapsed() > Duration::from_millis(m.failover_timeout_ms);
-        let view = view_rx.borrow_and_update().clone();
-        let now = Instant::now();
-        let mut targets: Vec<Addr> = select::replicas_of(&m, &view).into_iter().collect();
-        // The old master first: while it may still take writes, it is the split-brain risk.
-        targets.sort_by_key(|a| *a != r.old_addr);
-        let mut in_flight = r
-            .replicas
-            .values()
-            .filter(|s| matches!(s, ReconfStage::Sent | ReconfStage::InProgress))
-            .count();
-        let mut all_done = true;
-        let auth = Auth::of(&m);
-        // What the view says of each target, read now: the view is not held across the
-        // commits and sends below (every probe write would copy it meanwhile).
-        let seen: Vec<(bool, bool, bool)> = targets
-            .iter()
-            .map(|t| {
-                let info = view.get(t);
-                let following = info.is_some_and(|i| follows(i, &m.addr));
-                (
-                    info.is_some_and(|i| healthy(i, now)),
-                    following,
-                    following && info.is_some_and(|i| i.master_link_up),
-                )
+        // The view is not held across the commits and sends below (every probe write
+        // would copy it meanwhile).
+        let steps = {
+            let view = view_rx.borrow_and_update().clone();
+            plan_reconf(&Pass {
+                master: &m,
+                reconf: &r,
+                view: &view,
+                now: Instant::now(),
+                new_master_odown: m.is_odown_at(wall_ms()),
+                timed_out: took_over.elapsed() > Duration::from_millis(m.failover_timeout_ms),
+                sent_at: &sent_at,
             })
-            .collect();
-        drop(view);
-        for (t, &(reachable, following, link_up)) in targets.iter().zip(&seen) {
-            let stage = r.replicas.get(t).copied();
-            if matches!(stage, Some(ReconfStage::Done | ReconfStage::TimedOut)) {
-                continue;
-            }
-            let next = if link_up {
-                Some(ReconfStage::Done)
-            } else if following && stage != Some(ReconfStage::InProgress) {
-                Some(ReconfStage::InProgress)
-            } else {
-                None
-            };
-            if let Some(next) = next {
-                if stage.is_none() && next == ReconfStage::InProgress {
-                    in_flight += 1;
-                }
-                if next == ReconfStage::Done && stage.is_some() {
-                    in_flight = in_flight.saturating_sub(1);
-                }
-                if next != ReconfStage::Done {
-                    all_done = false;
-                }
-                let cmd = Command::Reconf {
-                    master: name.clone(),
-                    epoch,
-                    replica: t.clone(),
-                    stage: next,
-                };
-                let _ = ctx.propose(cmd).await;
-                continue;
-            }
-            if following {
-                all_done = false;
-                continue;
-            }
-            if stage.is_none() && !reachable {
-                // Down or unknown: fencing repoints it when it comes back.
-                continue;
-            }
-            all_done = false;
-            let is_old = *t == r.old_addr;
-            let send = match stage {
-                None => is_old || in_flight < m.parallel_syncs as usize,
-                Some(_) => {
-                    reachable && sent_at.get(t).is_none_or(|at| at.elapsed() > RECONF_RESEND)
-                }
-            };
-            if !send || timed_out {
-                continue;
-            }
-            if stage.is_none() {
-                let cmd = Command::Reconf {
-                    master: name.clone(),
-                    epoch,
-                    replica: t.clone(),
-                    stage: ReconfStage::Sent,
-                };
-                if ctx.propose(cmd).await.is_err() {
-                    continue;
-                }
-                in_flight += 1;
-            }
-            sent_at.insert(t.clone(), Instant::now());
-            send_replicaof(&ctx, &name, epoch, t, &m.addr, &auth, is_old).await;
-        }
-        if all_done {
-            info!("+failover-end");
-            let _ = ctx.propose(end(false)).await;
-            return;
-        }
-        if timed_out {
-            // Best effort for the rest, as Sentinel does, then end.
-            for t in &targets {
-                let stage = r.replicas.get(t).copied();
-                if matches!(stage, Some(ReconfStage::Done | ReconfStage::TimedOut)) {
-                    continue;
-                }
-                send_replicaof(&ctx, &name, epoch, t, &m.addr, &auth, *t == r.old_addr).await;
-                let cmd = Command::Reconf {
-                    master: name.clone(),
-                    epoch,
-                    replica: t.clone(),
-                    stage: ReconfStage::TimedOut,
-                };
-                let _ = ctx.propose(cmd).await;
-            }
-            warn!("+failover-end-for-timeout");
-            let _ = ctx.propose(end(true)).await;
+        };
+        if run_reconf_steps(&ctx, &name, epoch, &m, steps, &mut sent_at).await {
             return;
         }
         tokio::select! {
@@ -1107,6 +979,71 @@ async fn reconf(ctx: Ctx, name: String, epoch: Epoch) {
             _ = sleep(Duration::from_millis(50)) => {}
         }
     }
+}
+
+/// Carries out one pass of [`reconf`]; true once the reconfiguration is ended.
+async fn run_reconf_steps(
+    ctx: &Ctx,
+    name: &str,
+    epoch: Epoch,
+    m: &MasterState,
+    steps: Vec<ReconfStep>,
+    sent_at: &mut BTreeMap<Addr, Instant>,
+) -> bool {
+    let auth = Auth::of(m);
+    let commit = |replica: &Addr, stage| Command::Reconf {
+        master: name.to_string(),
+        epoch,
+        replica: replica.clone(),
+        stage,
+    };
+    let mut slots = Slots::default();
+    for step in steps {
+        match step {
+            ReconfStep::Commit { replica, stage } => {
+                let _ = ctx.propose(commit(&replica, stage)).await;
+            }
+            ReconfStep::Repoint {
+                replica,
+                is_old,
+                mark,
+            } => {
+                if !slots.admits(mark) {
+                    continue;
+                }
+                if mark != Mark::None {
+                    let ok = ctx
+                        .propose(commit(&replica, ReconfStage::Sent))
+                        .await
+                        .is_ok();
+                    slots.committed(mark, ok);
+                    if !ok {
+                        continue;
+                    }
+                }
+                sent_at.insert(replica.clone(), Instant::now());
+                send_replicaof(ctx, name, epoch, &replica, &m.addr, &auth, is_old).await;
+            }
+            ReconfStep::End(why) => {
+                match why {
+                    EndReason::NewMasterDown => {
+                        warn!("new master is objectively down; ending reconfiguration")
+                    }
+                    EndReason::AllDone => info!("+failover-end"),
+                    EndReason::TimedOut => warn!("+failover-end-for-timeout"),
+                }
+                let end = Command::FailoverEnd {
+                    master: name.to_string(),
+                    epoch,
+                    timed_out: why.timed_out(),
+                    at_ms: wall_ms(),
+                };
+                let _ = ctx.propose(end).await;
+                return true;
+            }
+        }
+    }
+    false
 }
 
 async fn send_replicaof(

@@ -11,6 +11,7 @@
 
 mod actions;
 mod executor;
+mod reconf;
 pub mod select;
 
 use std::time::Duration;

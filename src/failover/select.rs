@@ -118,6 +118,21 @@ pub fn replicas_of(m: &MasterState, view: &MonitorView) -> BTreeSet<Addr> {
     out
 }
 
+/// Connected, not down, answering, with fresh INFO.
+pub fn healthy(i: &InstanceInfo, now: Instant) -> bool {
+    i.connected
+        && i.sdown_since.is_none()
+        && i.info_refresh
+            .is_some_and(|t| now.saturating_duration_since(t) <= MAX_INFO_AGE)
+}
+
+/// The replica reports `master` as its master.
+pub fn follows(i: &InstanceInfo, master: &Addr) -> bool {
+    i.role == Some(ReportedRole::Replica)
+        && i.master_host.as_deref() == Some(master.host.as_str())
+        && i.master_port == Some(master.port)
+}
+
 /// Checks one replica.
 pub fn check(
     m: &MasterState,
