@@ -1668,6 +1668,44 @@ quorum = 2
         assert!(e.contains("cert and key must be given together"), "{e}");
     }
 
+    /// Which files each TLS table requires is said by its own TOML shape, so a missing one is
+    /// a parse error naming the key, as it always was; so is a key no table has.
+    #[test]
+    fn tls_tables_require_their_files() {
+        for (table, want) in [
+            (
+                "tls = { cert = \"/c\", key = \"/k\" }",
+                "missing field `ca`",
+            ),
+            (
+                "tls = { cert = \"/c\", ca = \"/a\" }",
+                "missing field `key`",
+            ),
+            ("sentinel_tls = { key = \"/k\" }", "missing field `cert`"),
+            ("sentinel_tls = { cert = \"/c\" }", "missing field `key`"),
+            (
+                "redis_tls = { ca = \"/a\", crt = \"/c\" }",
+                "unknown field `crt`",
+            ),
+            (
+                "redis_tls = { key = \"/k\" }",
+                "config key `security.redis_tls`: cert and key must be given together",
+            ),
+        ] {
+            let e = err(&format!("{GOOD}\n[security]\n{table}\n"));
+            assert!(e.contains(want), "{table}: {e}");
+            if want.contains("field") {
+                assert!(e.starts_with("config file test.toml: "), "{table}: {e}");
+            }
+        }
+        let c = resolve(&format!(
+            "{GOOD}\n[security]\nredis_tls = {{ ca = \"/a\" }}\nsentinel_tls = {{ cert = \"/c\", key = \"/k\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.redis_tls.unwrap().identity, None);
+        assert_eq!(c.sentinel_tls.unwrap().ca, None);
+    }
+
     #[test]
     fn exposed_ports_need_tls_or_a_secret() {
         let mut c = resolve(GOOD).unwrap();
