@@ -18,15 +18,11 @@ Usage: bench/disk_writes.py [--mode flap] [--seconds 60] [--failovers 5]
        [--bin target/debug/raft-sentinel] [--masters 1]
 `--masters N` monitors N-1 more healthy masters, to show how the figure grows with the state.
 """
-import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(ROOT, "chaos"))
+from procs import free_port, spawn  # noqa: E402
 
 
 def proc_io(pid):
@@ -49,7 +45,7 @@ def redis(dir, port, replicaof=None):
             "--dir", dir, "--protected-mode", "no"]
     if replicaof:
         args += ["--replicaof", "127.0.0.1", str(replicaof)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return spawn(args, f"redis-{port}", os.path.join(dir, f"redis-{port}.log"), stdout=subprocess.DEVNULL)
 
 
 def main():
@@ -89,9 +85,8 @@ def main():
                           "down_after_ms = 1000"]
             cfg = os.path.join(d, "config.toml")
             open(cfg, "w").write("\n".join(lines) + "\n")
-            log = open(os.path.join(d, "node.log"), "ab")
-            p = subprocess.Popen([args.bin, "run", "--config", cfg], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=log)
+            p = spawn([args.bin, "run", "--config", cfg], f"node{i + 1}", os.path.join(d, "node.log"),
+                      stdout=subprocess.DEVNULL)
             procs.append(p)
             nodes.append(p)
         eps = [f"127.0.0.1:{p['grpc']}" for p in ports]
@@ -129,9 +124,9 @@ def main():
             time.sleep(args.seconds)
         elif args.mode == "flap":
             while time.time() - t0 < args.seconds:
-                master.send_signal(signal.SIGSTOP)
+                master.signal(signal.SIGSTOP)
                 time.sleep(2.5)
-                master.send_signal(signal.SIGCONT)
+                master.signal(signal.SIGCONT)
                 time.sleep(2.5)
                 flaps += 1
         else:
@@ -179,12 +174,8 @@ def main():
             print(line)
     finally:
         for p in procs:
-            try:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-                p.wait(timeout=5)
-            except Exception:
-                pass
+            p.signal(signal.SIGCONT)
+            p.kill9()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

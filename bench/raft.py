@@ -9,12 +9,10 @@
 Usage: bench/raft.py [--runs 10] [--proposals 500] [--tick-ms 100] [--election-ticks 10]
 Builds nothing: run `cargo build --release` (or pass --bin) first.
 """
-import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chaos"))
+from procs import free_port, spawn  # noqa: E402
 
 class Node:
     def __init__(self, bin, dir, nid, ports, peers, args):
@@ -36,14 +34,12 @@ class Node:
         return f"127.0.0.1:{self.ports['grpc']}"
 
     def start(self):
-        log = open(os.path.join(self.dir, "node.log"), "ab")
-        self.proc = subprocess.Popen([self.bin, "run", "--config", self.config],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        self.proc = spawn([self.bin, "run", "--config", self.config], f"node{self.id}",
+                          os.path.join(self.dir, "node.log"), stdout=subprocess.DEVNULL)
 
     def kill9(self):
         if self.proc:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.kill9()
             self.proc = None
 
 def ctl(bin, endpoints, *args, timeout=10, attempt_ms=3000):
@@ -91,9 +87,9 @@ def main():
     try:
         # A real master behind "mymaster", so the cluster is in its normal state while reading.
         redis_port = free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        redis = spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                       "--save", "", "--appendonly", "no"], "redis", os.path.join(d, "redis.log"),
+                      stdout=subprocess.DEVNULL)
         for n in nodes:
             n.start()
         lead = wait_leader(args.bin, nodes)
@@ -145,8 +141,7 @@ def main():
         for n in nodes:
             n.kill9()
         if redis:
-            redis.kill()
-            redis.wait()
+            redis.kill9()
         shutil.rmtree(d, ignore_errors=True)
 
 if __name__ == "__main__":

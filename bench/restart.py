@@ -10,12 +10,11 @@ median and the maximum. Goal: under 1 s with the leader reachable.
 
 Usage: bench/restart.py [--runs 10] [--bin target/release/raft-sentinel] [--tick-ms 100]
 """
-import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chaos"))
+from procs import free_port, spawn  # noqa: E402
+from resp import call  # noqa: E402
 
 def write_config(path, nid, ports, peers, tick_ms, master_port):
     lines = [f"node_id = {nid}", f'data_dir = "{os.path.dirname(path)}/data"', "[listen]",
@@ -29,14 +28,12 @@ def write_config(path, nid, ports, peers, tick_ms, master_port):
     open(path, "w").write("\n".join(lines) + "\n")
 
 def lookup(port):
-    """The raw reply to GET-MASTER-ADDR-BY-NAME, or None (refused, closed, not listening)."""
+    """The reply to GET-MASTER-ADDR-BY-NAME, or None (refused, closed, not listening, no master)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nGET-MASTER-ADDR-BY-NAME\r\n$8\r\nmymaster\r\n")
-            data = s.recv(256)
-            return data if data.startswith(b"*2\r\n") else None
+        r = call("127.0.0.1", port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster", timeout=0.5)
     except OSError:
         return None
+    return r if isinstance(r, list) and len(r) == 2 else None
 
 def main():
     ap = argparse.ArgumentParser()
@@ -47,16 +44,15 @@ def main():
     if not os.path.exists(a.bin):
         sys.exit(f"{a.bin} not found: cargo build --release (or pass --bin)")
     tmp = tempfile.mkdtemp(prefix="restart-bench-")
-    master = subprocess.Popen(["redis-server", "--port", str(free_port()), "--save", "", "--dir", tmp],
-                              stdout=subprocess.DEVNULL)
-    master_port = int(master.args[2])
+    master_port = free_port()
+    master = spawn(["redis-server", "--port", str(master_port), "--save", "", "--dir", tmp], "redis",
+                   os.path.join(tmp, "redis.log"), stdout=subprocess.DEVNULL)
     ports = {i: {k: free_port() for k in ("sentinel", "grpc", "peer", "metrics")} for i in (1, 2, 3)}
     peers = [(i, f"127.0.0.1:{ports[i]['peer']}") for i in (1, 2, 3)]
     procs, configs = {}, {}
     def start(i):
-        log = open(os.path.join(tmp, f"node{i}", "node.log"), "ab")
-        procs[i] = subprocess.Popen([a.bin, "run", "--config", configs[i]],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        procs[i] = spawn([a.bin, "run", "--config", configs[i]], f"node{i}",
+                         os.path.join(tmp, f"node{i}", "node.log"), stdout=subprocess.DEVNULL)
     try:
         for i in (1, 2, 3):
             os.makedirs(os.path.join(tmp, f"node{i}"))
@@ -71,8 +67,7 @@ def main():
         times = []
         for run in range(a.runs):
             victim = 1 + run % 3
-            procs[victim].kill()
-            procs[victim].wait()
+            procs[victim].kill9()
             time.sleep(1.0)
             t0 = time.monotonic()
             start(victim)
@@ -88,10 +83,8 @@ def main():
               f"max {max(times):.0f} ms over {len(times)} runs (tick {a.tick_ms} ms, binary {a.bin})")
     finally:
         for p in procs.values():
-            p.kill()
-            p.wait()
-        master.kill()
-        master.wait()
+            p.kill9()
+        master.kill9()
         shutil.rmtree(tmp, ignore_errors=True)
 
 if __name__ == "__main__":
