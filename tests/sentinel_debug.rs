@@ -136,6 +136,70 @@ async fn ping_and_info_periods_change_how_often_redis_is_probed() {
     );
 }
 
+/// `run_id` of the instance's `INFO server`.
+fn run_id(r: &RedisProcess) -> String {
+    let text: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut r.client())
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id in INFO server")
+        .trim()
+        .to_string()
+}
+
+/// The probe keeps a read pending on its idle connection: a master killed right after a
+/// PING is known to be gone at once, reconnected to every 10 ms, and its restart (a new run
+/// id, possibly an empty dataset) is seen within a few reconnect periods, not at the next
+/// PING (here a second away, with INFO every 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_between_two_pings_is_seen_at_once() {
+    let mut master = RedisProcess::start(&[]);
+    let c = one_node(&master, 10_000).await;
+    let mut s = RespClient::connect(&c.nodes[0].sentinel_addr()).await;
+    ok(&s.cmd(&["SENTINEL", "DEBUG", "INFO-PERIOD", "10000"]).await);
+    let old = run_id(&master);
+    eventually(Duration::from_secs(10), "the node lists the run id", || {
+        let addr = c.nodes[0].sentinel_addr();
+        let old = old.clone();
+        async move {
+            let mut s = RespClient::connect(&addr).await;
+            let v = s.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+            (v.field("runid") == Some(old)).then_some(())
+        }
+    })
+    .await;
+    // Kill it right after a PING: the next one is a PING period (1 s) away.
+    let p0 = calls(&master, "ping");
+    let t = Instant::now();
+    while calls(&master, "ping") == p0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "no PING in 5 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    master.restart();
+    let back = Instant::now();
+    let new = run_id(&master);
+    assert_ne!(new, old);
+    let seen = loop {
+        let v = s.cmd(&["SENTINEL", "MASTER", "mymaster"]).await;
+        if v.field("runid").as_deref() == Some(new.as_str()) {
+            break back.elapsed();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "the restart was not seen in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!("restart seen {seen:?} after the master was back");
+    // Reconnects every 10 ms, then one INFO round: well under the PING period.
+    assert!(
+        seen < Duration::from_millis(400),
+        "restart seen only after {seen:?}"
+    );
+}
+
 /// `sentinel_tilt` of the node's `INFO sentinel`, or None while it does not answer.
 async fn tilt(addr: &str) -> Option<bool> {
     tokio::net::TcpStream::connect(addr).await.ok()?;

@@ -2,13 +2,18 @@
 //! The probe keeps one open per instance; the failover executor opens short-lived ones.
 //! Connections are opened through a [`Connector`], which carries the node's TLS material.
 
-use std::sync::Arc;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, Value,
-};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tracing::Instrument;
 
 use crate::fsm::MasterState;
 use crate::model::Addr;
@@ -120,6 +125,22 @@ pub struct RedisTls {
 pub struct Connector {
     /// None: TLS connections verify against the system roots and offer no client certificate.
     tls: Option<Arc<RedisTls>>,
+    /// The TLS client configuration, built from `tls` on first use.
+    tls_connector: Arc<TlsCache>,
+}
+
+/// A TLS client configuration built once (or why it cannot be).
+#[derive(Default)]
+struct TlsCache(OnceLock<Result<tokio_rustls::TlsConnector, String>>);
+
+impl std::fmt::Debug for TlsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "TlsCache(built)"
+        } else {
+            "TlsCache(not built)"
+        })
+    }
 }
 
 impl Connector {
@@ -127,7 +148,18 @@ impl Connector {
     pub fn new(tls: Option<RedisTls>) -> Connector {
         Connector {
             tls: tls.map(Arc::new),
+            tls_connector: Arc::default(),
         }
+    }
+
+    /// The TLS client configuration (the system's roots when no CA is configured).
+    fn tls_connector(&self) -> Result<tokio_rustls::TlsConnector, String> {
+        self.tls_connector
+            .0
+            .get_or_init(|| {
+                build_tls_connector(self.tls.as_deref().unwrap_or(&RedisTls::default()))
+            })
+            .clone()
     }
 
     /// Connects to `addr` and authenticates within `timeout` (see [`Link::connect`]).
@@ -141,10 +173,22 @@ impl Connector {
     }
 }
 
-/// An open connection.
+/// An open connection. Its reader runs all the time, so a connection the instance closed
+/// (killed, restarted, `CLIENT KILL`) is known at once, not at the next command.
 pub struct Link {
     addr: Addr,
     conn: MultiplexedConnection,
+    /// Resolves (with an error) when the connection's reader has stopped.
+    closed: tokio::sync::oneshot::Receiver<()>,
+    gone: bool,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // A reader still waiting for replies from a hung instance would hold its socket.
+        self.reader.abort();
+    }
 }
 
 impl Link {
@@ -166,50 +210,46 @@ impl Link {
         if let Some(p) = &auth.pass {
             redis_info = redis_info.set_password(p);
         }
-        let conn_addr = if auth.tls {
-            ConnectionAddr::TcpTls {
-                host: addr.host.clone(),
-                port: addr.port,
-                // Certificates are always verified, host names included.
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-        };
-        let info = conn_addr
-            .into_connection_info()
-            .map_err(|e| fail(e.to_string()))?
-            .set_redis_settings(redis_info);
-        let client = match (auth.tls, connector.tls.as_deref()) {
-            (true, Some(t)) => Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: t.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.clone(),
-                    }),
-                    root_cert: t.ca.clone(),
-                },
-            ),
-            _ => Client::open(info),
-        }
-        .map_err(|e| fail(e.to_string()))?;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        // The outer timeout also bounds DNS and anything the crate does not time itself.
-        let conn = tokio::time::timeout(
-            timeout + Duration::from_millis(50),
-            client.get_multiplexed_async_connection_with_config(&cfg),
-        )
+        let cfg = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+        // One limit for DNS, TCP, TLS and the AUTH handshake together.
+        let (conn, driver) = tokio::time::timeout(timeout, async {
+            let stream = open_stream(connector, addr, auth.tls)
+                .await
+                .map_err(&fail)?;
+            MultiplexedConnection::new_with_config(&redis_info, stream, cfg)
+                .await
+                .map_err(|e| fail(describe(&e)))
+        })
         .await
-        .map_err(|_| fail(format!("timed out after {timeout:?}")))?
-        .map_err(|e| fail(describe(&e)))?;
+        .map_err(|_| fail(format!("timed out after {timeout:?}")))??;
+        // The connection's reader and writer, spawned here rather than by the crate so that
+        // its end (EOF or reset while idle) is seen by [`Link::closed`].
+        let (tx, closed) = tokio::sync::oneshot::channel::<()>();
+        let span = tracing::debug_span!("redis_conn", addr = %addr);
+        let reader = tokio::spawn(
+            async move {
+                driver.await;
+                drop(tx);
+            }
+            .instrument(span),
+        )
+        .abort_handle();
         Ok(Link {
             addr: addr.clone(),
             conn,
+            closed,
+            gone: false,
+            reader,
         })
+    }
+
+    /// Resolves once the connection is closed (by the instance, a reset, or a failed
+    /// command); stays pending while it is open. Cancel-safe.
+    pub async fn closed(&mut self) {
+        if !self.gone {
+            let _ = (&mut self.closed).await;
+            self.gone = true;
+        }
     }
 
     /// The instance.
@@ -302,6 +342,137 @@ impl Link {
             detail: describe(&e),
         }
     }
+}
+
+/// Plain TCP or TLS, whichever the instance speaks.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// TCP to the instance (every address its name resolves to, in turn), then TLS if asked.
+async fn open_stream(connector: &Connector, addr: &Addr, tls: bool) -> Result<Stream, String> {
+    let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Requests are small and each waits for its reply: no Nagle delay.
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    if !tls {
+        return Ok(Stream::Plain(tcp));
+    }
+    let tls_connector = connector.tls_connector()?;
+    // Certificates are always verified, host names (or IP addresses) included.
+    let name = rustls::pki_types::ServerName::try_from(addr.host.clone())
+        .map_err(|e| format!("not a TLS server name: {e}"))?;
+    let s = tls_connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(Stream::Tls(Box::new(s)))
+}
+
+/// A TLS client configuration from the node's material.
+fn build_tls_connector(t: &RedisTls) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &t.ca {
+        Some(ca) => {
+            for c in CertificateDer::pem_slice_iter(ca) {
+                let c = c.map_err(|e| format!("Redis TLS CA: {e}"))?;
+                roots.add(c).map_err(|e| format!("Redis TLS CA: {e}"))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            if native.certs.is_empty() {
+                if let Some(e) = native.errors.first() {
+                    return Err(format!("system CA certificates: {e}"));
+                }
+            }
+            for c in native.certs {
+                // One unusable system certificate does not make the others useless.
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match &t.client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("Redis TLS client certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("Redis TLS client key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("Redis TLS client certificate: {e}"))?
+        }
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A redis-rs error as one readable line (its parse errors span several).

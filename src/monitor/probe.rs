@@ -203,6 +203,14 @@ impl Probe {
                     None => std::future::pending().await,
                 }
             };
+            // The connection is watched while idle: an instance that closed it (killed,
+            // restarting) is reconnected to now, not found out at the next PING.
+            let link_closed = async {
+                match self.link.as_mut() {
+                    Some(l) => l.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
             let observed = tokio::select! {
                 _ = shutdown.recv() => break,
                 _ = sleep_until(wake) => None,
@@ -213,6 +221,10 @@ impl Probe {
                     None
                 }
                 r = observe_done => Some(r),
+                _ = link_closed => {
+                    self.on_link_closed(&t);
+                    None
+                }
                 r = tuning_rx.changed() => {
                     if r.is_err() {
                         break;
@@ -391,6 +403,15 @@ impl Probe {
         let until = (since + t.down_after + Duration::from_millis(1))
             .saturating_duration_since(Instant::now());
         base.min(until).max(Duration::from_millis(5))
+    }
+
+    fn on_link_closed(&mut self, t: &Timings) {
+        self.record_error(&LinkError::Broken {
+            addr: self.addr.clone(),
+            what: "idle".into(),
+            detail: "closed by the instance".into(),
+        });
+        self.drop_link(t);
     }
 
     fn drop_link(&mut self, t: &Timings) {
