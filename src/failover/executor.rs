@@ -39,7 +39,8 @@ use super::select::{self, follows, healthy, SelectParams};
 use crate::clock::wall_ms;
 use crate::consensus::{ProposeError, RaftHandle, Role, PROPOSE_TIMEOUT};
 use crate::fsm::{
-    ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ReconfStage,
+    ClusterState, Command, FailoverReason, FailoverState, FenceKind, MasterState, ObserveReason,
+    ReconfStage,
 };
 use crate::instance::info::RoleReply;
 use crate::instance::link::{Auth, Connector, Link};
@@ -75,6 +76,11 @@ const MAX_ABORT_BACKOFF: Duration = Duration::from_secs(600);
 const LEADER_CHECK: Duration = Duration::from_millis(500);
 /// A connection opened for a promotion that did not use it is closed after this.
 const PREPARED_TTL: Duration = Duration::from_secs(5);
+/// How long a failover of a master that restarted empty waits for INFO of its replicas taken
+/// after the restart was seen (their probes refresh every 100 ms once the master is in
+/// trouble): a replica may have full-synced from the empty master, and lost its data, since
+/// its last INFO, and only a fresh offset shows it.
+const EMPTY_RESTART_INFO_WAIT: Duration = Duration::from_millis(500);
 
 /// Starts the executor; it ends at `shutdown`.
 pub fn spawn(
@@ -616,6 +622,17 @@ fn decide_start(ctx: &Ctx, m: &MasterState, view: &MonitorView, now: Instant) ->
             )));
         }
     }
+    if let Some(seen) = master_info
+        .filter(|i| i.sdown_reason == Some(ObserveReason::EmptyRestart))
+        .and_then(|i| i.sdown_since)
+    {
+        if now.saturating_duration_since(seen) < EMPTY_RESTART_INFO_WAIT
+            && replica_info_older_than(m, view, seen)
+        {
+            debug!("waiting for replica INFO taken after the empty restart");
+            return None;
+        }
+    }
     let params = SelectParams {
         now,
         master_down_for,
@@ -643,6 +660,14 @@ fn decide_start(ctx: &Ctx, m: &MasterState, view: &MonitorView, now: Instant) ->
             Some(Decision::Abort(format!("no-good-slave: {none}")))
         }
     }
+}
+
+/// Some reachable replica of `m` was last read with INFO before `since`.
+fn replica_info_older_than(m: &MasterState, view: &MonitorView, since: Instant) -> bool {
+    select::replicas_of(m, view)
+        .iter()
+        .filter_map(|a| view.get(a))
+        .any(|i| i.connected && i.sdown_since.is_none() && i.info_refresh.is_none_or(|t| t < since))
 }
 
 /// Drives a committed failover to `FailoverDone` (or aborts it at `failover_timeout`).

@@ -796,14 +796,19 @@ impl Probe {
         let info = &self.info;
         let now = Instant::now();
         let due = now.saturating_duration_since(self.published_at) >= FRESHNESS_REPUBLISH;
+        // While the master is in trouble a failover may choose from these offsets: a new
+        // INFO shows at once (an empty restart's failover waits for INFO taken after it).
+        let fast = self.was_fast;
         let mut wrote = false;
         self.view_tx.send_if_modified(|v| {
-            match v.instances.get(&info.addr) {
+            if let Some(old) = v.instances.get(&info.addr) {
                 // Substance first: it compares no INFO text.
-                Some(old) if !old.differs_beyond_freshness(info) && (!due || old == info) => {
-                    return false
+                let news = old.differs_beyond_freshness(info)
+                    || (fast && old.info_refresh != info.info_refresh)
+                    || (due && old != info);
+                if !news {
+                    return false;
                 }
-                _ => {}
             }
             wrote = true;
             Arc::make_mut(v)
