@@ -10,129 +10,19 @@ use std::time::Duration;
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message,
 };
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::node::NodeMsg;
+use super::mailbox::{BootDecision, NodeMsg, ProposeError};
 use super::stats::ProposalStats;
-use crate::fsm::{ClusterState, Command, Event, Outcome, RejectKind, Rejection};
+use super::status::{AppliedEvent, RaftStatus, Role};
+use crate::fsm::{ClusterState, Command, Outcome, RejectKind};
 use crate::model::NodeId;
 
 /// Default time a proposal may take before the caller gets `Timeout`.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a learner may take to catch up before promotion is given up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Role of a node in its current term.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Follows a leader (or has none).
-    #[default]
-    Follower,
-    /// Pre-vote round.
-    PreCandidate,
-    /// Election round.
-    Candidate,
-    /// Leader.
-    Leader,
-}
-
-/// Replication progress of one peer, as the leader sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PeerProgress {
-    /// Peer id.
-    pub id: NodeId,
-    /// Highest index known replicated there.
-    pub matched: u64,
-    /// Next index to send.
-    pub next_idx: u64,
-    /// Probe, Replicate or Snapshot.
-    pub state: String,
-    /// Heard from within an election timeout.
-    pub recent_active: bool,
-}
-
-/// A snapshot of the node's Raft status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RaftStatus {
-    /// This node.
-    pub id: NodeId,
-    /// Its role.
-    pub role: Role,
-    /// Known leader (0: none).
-    pub leader_id: NodeId,
-    /// Current term.
-    pub term: u64,
-    /// Commit index.
-    pub commit: u64,
-    /// Applied index.
-    pub applied: u64,
-    /// First index still in the log.
-    pub first_index: u64,
-    /// Last index in the log.
-    pub last_index: u64,
-    /// Voters (incoming configuration).
-    pub voters: Vec<NodeId>,
-    /// Learners.
-    pub learners: Vec<NodeId>,
-    /// Voters of the outgoing configuration while joint.
-    pub voters_outgoing: Vec<NodeId>,
-    /// Outgoing voters that become learners when the joint configuration is left.
-    pub learners_next: Vec<NodeId>,
-    /// Index of the last proposed conf change.
-    pub pending_conf_index: u64,
-    /// Per-peer progress (leader only).
-    pub progress: Vec<PeerProgress>,
-    /// Started on an empty data dir in an existing cluster: does not vote until re-admitted.
-    pub awaiting_replacement: bool,
-    /// Still deciding whether to bootstrap a new cluster (asking the configured peers).
-    pub boot_pending: bool,
-    /// Applying stopped at this committed entry, which this node cannot decode (index,
-    /// error). The node serves no master address until it runs a version that reads it.
-    pub halted: Option<(u64, String)>,
-}
-
-/// Whether Raft messages from `from` are accepted, one rule for the peer port and the node:
-/// members of the configuration (`[voters, learners, voters_outgoing, learners_next]`); a
-/// node without a configuration yet (joining) accepts its configured peers, from which its
-/// snapshot comes.
-pub fn accepts_from(members: [&[NodeId]; 4], configured_peer: bool, from: NodeId) -> bool {
-    let [voters, learners, ..] = members;
-    let unconfigured = voters.is_empty() && learners.is_empty();
-    members.iter().any(|m| m.contains(&from)) || (unconfigured && configured_peer)
-}
-
-impl RaftStatus {
-    /// See [`accepts_from`].
-    pub fn accepts_from(&self, from: NodeId, configured_peer: bool) -> bool {
-        accepts_from(
-            [
-                &self.voters,
-                &self.learners,
-                &self.voters_outgoing,
-                &self.learners_next,
-            ],
-            configured_peer,
-            from,
-        )
-    }
-
-    /// The known leader, if any.
-    pub fn leader(&self) -> Option<NodeId> {
-        (self.leader_id != 0).then_some(self.leader_id)
-    }
-}
-
-/// An event from an applied entry.
-#[derive(Clone, Debug)]
-pub struct AppliedEvent {
-    /// Index of the entry that caused it.
-    pub index: u64,
-    /// The event.
-    pub event: Event,
-}
 
 /// Commands queued with [`RaftHandle::submit_all`], not yet known to be applied.
 pub struct Submitted {
@@ -159,41 +49,6 @@ impl Submitted {
         }
         out
     }
-}
-
-/// Why a proposal, read or membership change did not succeed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
-    /// Applied, but the state machine refused it (nothing changed).
-    #[error("{0}")]
-    Rejected(Rejection),
-    /// This node cannot do it now; the leader (if known) can.
-    #[error("not the leader{}", leader.map(|l| format!("; leader is node {l}")).unwrap_or_else(|| "; no leader known".into()))]
-    NotLeader {
-        /// Known leader.
-        leader: Option<NodeId>,
-    },
-    /// No answer in time; the outcome is unknown.
-    #[error("timed out after {0:?}; the outcome is unknown")]
-    Timeout(Duration),
-    /// The leader the proposal went to lost leadership before it was applied here; the entry
-    /// may or may not commit under the next leader. Failing fast lets callers retry at once
-    /// instead of waiting for a timeout after a leader crash.
-    #[error("the leader changed before the proposal was applied; the outcome is unknown")]
-    LeaderChanged,
-    /// The request itself is invalid.
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    /// The request conflicts with the current membership.
-    #[error("{0}")]
-    Precondition(String),
-    /// Another membership change is still being applied (or a joint configuration not left
-    /// yet): Raft would drop this one without a word. Nothing was proposed; retry later.
-    #[error("another membership change is still being applied; retry")]
-    MembershipBusy,
-    /// The node is stopping.
-    #[error("the node is shutting down")]
-    Shutdown,
 }
 
 /// Cloneable handle to the node task. Built by the node task itself (see `RaftNode::start`).
@@ -475,7 +330,7 @@ impl RaftHandle {
     }
 
     /// Hands the boot decision to a node started with [`super::Boot::Decide`].
-    pub async fn decide_boot(&self, d: super::BootDecision) -> Result<(), ProposeError> {
+    pub async fn decide_boot(&self, d: BootDecision) -> Result<(), ProposeError> {
         self.tx
             .send(NodeMsg::Boot(d))
             .await
@@ -719,23 +574,4 @@ fn single(t: ConfChangeType, id: NodeId) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
     cc.mut_changes().push(c);
     cc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::accepts_from;
-
-    #[test]
-    fn members_of_either_half_and_learners_to_be_are_accepted() {
-        let none: &[u64] = &[];
-        // Joint: 3 leaves the voters and becomes a learner.
-        let joint = [&[1u64, 2][..], none, &[1, 2, 3][..], &[3][..]];
-        assert!(accepts_from(joint, false, 3));
-        assert!(!accepts_from(joint, true, 4));
-        // Only learners_next (never both without voters_outgoing in raft-rs, but one rule).
-        assert!(accepts_from([&[1u64][..], none, none, &[5][..]], false, 5));
-        // Unconfigured: the configured peers only.
-        assert!(accepts_from([none, none, none, none], true, 2));
-        assert!(!accepts_from([none, none, none, none], false, 2));
-    }
 }

@@ -3,24 +3,25 @@
 
 mod codec;
 mod handle;
+mod mailbox;
 mod node;
 mod stats;
+mod status;
 mod storage;
 mod transport;
 
 pub use codec::{decode_message, encode, CodecError};
-pub use handle::{
-    AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role, Submitted,
-    PROPOSE_TIMEOUT,
+pub use handle::{RaftHandle, Submitted, PROPOSE_TIMEOUT};
+pub use mailbox::{
+    BootDecision, Mailbox, MailboxFull, MailboxReceiver, ProposeError, MAILBOX_CAPACITY,
 };
-pub use node::{
-    Boot, BootDecision, MailboxReceiver, NodeConfig, RaftNode, StartError, MAILBOX_CAPACITY,
-};
+pub use node::{Boot, NodeConfig, RaftNode, StartError};
 pub use stats::ProposalStats;
+pub use status::{AppliedEvent, Membership, PeerProgress, RaftStatus, Role};
 pub use storage::{
     AppliedState, DiskStore, Recovered, StoreError, VoteGuard, DB_FILE, INIT_INDEX, INIT_TERM,
 };
-pub use transport::{Mailbox, MailboxFull, MemNetwork, MemTransport, Transport};
+pub use transport::{MemNetwork, MemTransport, Transport};
 
 /// raft-rs logs through slog; this drain forwards its records to `tracing` under the
 /// `raft_rs` target, so `raft_rs=warn` in the log filter controls them.

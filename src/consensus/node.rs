@@ -17,18 +17,17 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use super::codec;
-use super::handle::{AppliedEvent, PeerProgress, ProposeError, RaftHandle, RaftStatus, Role};
+use super::handle::RaftHandle;
+use super::mailbox::{self, BootDecision, Mailbox, MailboxReceiver, NodeMsg, ProposeError};
+use super::status::{AppliedEvent, Membership, PeerProgress, RaftStatus, Role};
 use super::storage::{AppliedState, DiskStore, Recovered, StoreError, VoteGuard};
-use super::transport::{Mailbox, Transport};
+use super::transport::Transport;
 use crate::fsm::{
     ClusterState, Command, MasterSpec, MemberInfo, Outcome, BATCH_VERSION, MAX_BATCH,
 };
 use crate::model::NodeId;
 use crate::shutdown::Shutdown;
 
-/// Capacity of the node's mailbox. Peer messages beyond it are dropped (Raft retransmits);
-/// local callers wait.
-pub const MAILBOX_CAPACITY: usize = 4096;
 /// At most this many lease rounds (ReadIndex) in flight per node.
 const MAX_LEASE_ROUNDS: usize = 8;
 /// Capacity of the applied-event broadcast; slow subscribers lag and resync from the state.
@@ -71,30 +70,6 @@ impl NodeConfig {
     }
 }
 
-/// Messages to the node task.
-pub(crate) enum NodeMsg {
-    Step(Message),
-    Propose {
-        cmd: Command,
-        reply: oneshot::Sender<Result<Outcome, ProposeError>>,
-    },
-    /// Several commands, appended in this order (in one entry where they may share one).
-    ProposeAll {
-        cmds: Vec<(Command, oneshot::Sender<Result<Outcome, ProposeError>>)>,
-    },
-    ConfChange {
-        cc: ConfChangeV2,
-        reply: oneshot::Sender<Result<(), ProposeError>>,
-    },
-    ReadIndex {
-        reply: oneshot::Sender<Result<u64, ProposeError>>,
-    },
-    TransferLeader(NodeId),
-    Unreachable(NodeId),
-    SnapshotStatus(NodeId, bool),
-    Boot(BootDecision),
-}
-
 /// How a node that starts on an empty data dir comes into a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Boot {
@@ -107,20 +82,6 @@ pub enum Boot {
     /// Raft message is dropped, so nothing from an existing cluster lands in the store
     /// before the decision.
     Decide,
-}
-
-/// The outcome of asking the configured peers, for a node started with [`Boot::Decide`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BootDecision {
-    /// No peer belongs to a formed cluster: bootstrap with these voters.
-    Bootstrap(Vec<NodeId>),
-    /// A formed cluster exists. `awaiting`: this node ran in it before (or is not a member)
-    /// and must not vote until re-admitted; otherwise it is an initial member that never
-    /// started and takes the cluster's state as it is.
-    Join {
-        /// Guard the vote (see [`VoteGuard`]).
-        awaiting: bool,
-    },
 }
 
 enum Waiter {
@@ -229,8 +190,7 @@ pub enum StartError {
 impl RaftNode {
     /// Creates the mailbox a transport needs before the node exists.
     pub fn mailbox() -> (Mailbox, MailboxReceiver) {
-        let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-        (Mailbox { tx }, MailboxReceiver(rx))
+        mailbox::channel()
     }
 
     /// Builds the node from an opened store and starts its task. `bootstrap_voters` is
@@ -692,20 +652,9 @@ impl RaftNode {
         }
     }
 
-    /// Messages are accepted from members of the current configuration; a node that has no
-    /// configuration yet (joining) accepts the configured peers, from which its snapshot comes.
+    /// See [`Membership::accepts_from`]: the peer port applies the same rule to the status.
     fn accepts_from(&self, from: NodeId) -> bool {
-        let cs = &self.cs;
-        super::handle::accepts_from(
-            [
-                &cs.voters,
-                &cs.learners,
-                &cs.voters_outgoing,
-                &cs.learners_next,
-            ],
-            self.cfg.configured_peers.contains_key(&from),
-            from,
-        )
+        Membership::of(&self.cs).accepts_from(from, self.cfg.configured_peers.contains_key(&from))
     }
 
     fn next_id(&mut self) -> u64 {
@@ -1445,9 +1394,6 @@ fn bootstrap_store(
     info!(node_id = cfg.id, voters = ?voters, "bootstrapped a new cluster");
     Ok(state)
 }
-
-/// The receiving half of a node's mailbox, handed to [`RaftNode::start`].
-pub struct MailboxReceiver(mpsc::Receiver<NodeMsg>);
 
 fn sorted(v: &[u64]) -> Vec<u64> {
     let mut v = v.to_vec();

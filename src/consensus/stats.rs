@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::handle::ProposeError;
+use super::mailbox::ProposeError;
 use crate::fsm::Outcome;
 
 /// Outcome label of a proposal.

@@ -6,12 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::mailbox::Mailbox;
+use crate::model::NodeId;
 use parking_lot::RwLock;
 use raft::eraftpb::{Message, MessageType};
-use tokio::sync::mpsc;
-
-use super::node::NodeMsg;
-use crate::model::NodeId;
 
 /// Outbound side of the Raft transport.
 pub trait Transport: Send + Sync + 'static {
@@ -19,36 +17,6 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, msgs: Vec<Message>);
     /// The set of peers and their addresses changed (membership change or announcement).
     fn set_peers(&self, peers: BTreeMap<NodeId, String>);
-}
-
-/// Inbound side of a node: where the transport delivers messages and reports.
-#[derive(Clone, Debug)]
-pub struct Mailbox {
-    pub(crate) tx: mpsc::Sender<NodeMsg>,
-}
-
-/// The node's mailbox is full or the node stopped; the message was dropped.
-#[derive(Debug, thiserror::Error)]
-#[error("raft node mailbox is full or closed")]
-pub struct MailboxFull;
-
-impl Mailbox {
-    /// Hands a message from a peer to the node. Drops it when the mailbox is full.
-    pub fn deliver(&self, msg: Message) -> Result<(), MailboxFull> {
-        self.tx
-            .try_send(NodeMsg::Step(msg))
-            .map_err(|_| MailboxFull)
-    }
-
-    /// A send to `peer` failed.
-    pub fn report_unreachable(&self, peer: NodeId) {
-        let _ = self.tx.try_send(NodeMsg::Unreachable(peer));
-    }
-
-    /// A snapshot to `peer` was delivered (`ok`) or failed.
-    pub fn report_snapshot(&self, peer: NodeId, ok: bool) {
-        let _ = self.tx.try_send(NodeMsg::SnapshotStatus(peer, ok));
-    }
 }
 
 /// An in-memory network connecting in-process nodes, in the style of raft-rs's test harness:

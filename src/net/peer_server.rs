@@ -39,9 +39,12 @@ impl PeerService {
         }
     }
 
-    fn is_member(&self, id: NodeId) -> bool {
+    /// Whether batches from `id` are taken: the node's own rule (see
+    /// [`crate::consensus::Membership::accepts_from`]), on the status it last published.
+    fn accepts_from(&self, id: NodeId) -> bool {
         self.raft
             .status()
+            .membership()
             .accepts_from(id, self.configured.contains_key(&id))
     }
 }
@@ -74,7 +77,7 @@ impl RaftPeer for PeerService {
                 batch.to
             )));
         }
-        if !self.is_member(batch.from) {
+        if !self.accepts_from(batch.from) {
             warn!(
                 peer_id = batch.from,
                 "rejecting raft batch from a node that is not a member"
@@ -91,7 +94,7 @@ impl RaftPeer for PeerService {
             // A follower forwards a transfer request with `from` set to the transferee, so
             // that one type may name another member; everything else comes from its sender.
             let forwarded_transfer =
-                msg.get_msg_type() == MessageType::MsgTransferLeader && self.is_member(msg.from);
+                msg.get_msg_type() == MessageType::MsgTransferLeader && self.accepts_from(msg.from);
             if (msg.from != batch.from && !forwarded_transfer) || msg.to != me {
                 return Err(Status::invalid_argument(format!(
                     "message from {} to {} inside a batch from {} to {me}",
@@ -124,11 +127,9 @@ impl RaftPeer for PeerService {
         let from = req.from;
         let st = self.raft.status();
         let state = self.raft.state();
-        let configured = !st.voters.is_empty() || !st.learners.is_empty();
-        let initialized = configured && !st.boot_pending;
-        let asker_is_member = st.voters.contains(&from)
-            || st.learners.contains(&from)
-            || st.voters_outgoing.contains(&from);
+        let members = st.membership();
+        let initialized = !members.is_empty() && !st.boot_pending;
+        let asker_is_member = members.contains(from);
         let asker_has_run = state
             .members
             .get(&from)
