@@ -3,7 +3,6 @@
 //! `propose` resolves only when the entry is applied (never earlier); `read_index` resolves
 //! when a linearizable read is safe; state, status and events are watched, never locked.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use raft::eraftpb::{
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::contact::ContactReader;
 use super::mailbox::{BootDecision, NodeMsg, ProposeError};
 use super::stats::ProposalStats;
 use super::status::{AppliedEvent, RaftStatus, Role};
@@ -59,15 +59,13 @@ pub struct RaftHandle {
     pub(super) state: watch::Receiver<Arc<ClusterState>>,
     pub(super) status: watch::Receiver<Arc<RaftStatus>>,
     pub(super) events: broadcast::Sender<AppliedEvent>,
-    /// Milliseconds since `epoch_start` at which the last quorum confirmation of the leader
-    /// started (0: none valid).
-    pub(super) leader_contact: Arc<AtomicU64>,
+    /// The lease this node's task keeps (see [`LeaderContact`](super::contact::LeaderContact)).
+    pub(super) contact: ContactReader,
     /// Sentinel address announced instead of the configured one (see
     /// [`RaftHandle::announce_sentinel_addr`]).
     pub(super) sentinel_addr: Arc<parking_lot::Mutex<Option<String>>>,
     pub(super) epoch_start: Instant,
     pub(super) election_timeout: Duration,
-    pub(super) lease: Duration,
     pub(super) stats: Arc<ProposalStats>,
 }
 
@@ -291,12 +289,7 @@ impl RaftHandle {
     /// Time since the last quorum confirmation of this node's leader started.
     /// `None` if it never has.
     pub fn since_leader_contact(&self) -> Option<Duration> {
-        let at = self.leader_contact.load(Ordering::Relaxed);
-        if at == 0 {
-            return None;
-        }
-        let now = self.epoch_start.elapsed().as_millis() as u64;
-        Some(Duration::from_millis(now.saturating_sub(at)))
+        self.contact.since()
     }
 
     /// True while a quorum confirmed this node's leader (and this node applied what was
@@ -305,12 +298,12 @@ impl RaftHandle {
     /// refuse to elect anyone else, so no other leader can exist meanwhile. False on a node
     /// cut off in a minority, deposed leaders included.
     pub fn has_leader_contact(&self) -> bool {
-        self.since_leader_contact().is_some_and(|d| d < self.lease)
+        self.contact.holds()
     }
 
     /// See [`RaftHandle::has_leader_contact`].
     pub fn lease(&self) -> Duration {
-        self.lease
+        self.contact.lease()
     }
 
     /// Asks the node to hand leadership to `to`, and waits until `to` leads (or times out).

@@ -2,6 +2,7 @@
 //! use, and the transport abstraction. Knows the state machine, never tonic or Redis.
 
 mod codec;
+mod contact;
 mod handle;
 mod mailbox;
 mod node;

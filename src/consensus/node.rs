@@ -6,7 +6,6 @@
 //! state → release reads → send persisted messages → advance → handle the `LightReady`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use super::codec;
+use super::contact::LeaderContact;
 use super::handle::RaftHandle;
 use super::mailbox::{self, BootDecision, Mailbox, MailboxReceiver, NodeMsg, ProposeError};
 use super::status::{AppliedEvent, Membership, PeerProgress, RaftStatus, Role};
@@ -28,8 +28,6 @@ use crate::fsm::{
 use crate::model::NodeId;
 use crate::shutdown::Shutdown;
 
-/// At most this many lease rounds (ReadIndex) in flight per node.
-const MAX_LEASE_ROUNDS: usize = 8;
 /// Capacity of the applied-event broadcast; slow subscribers lag and resync from the state.
 const EVENT_CAPACITY: usize = 4096;
 
@@ -136,22 +134,13 @@ pub struct RaftNode {
     pending: Vec<(Command, oneshot::Sender<Result<Outcome, ProposeError>>)>,
     // liveness bookkeeping
     last_heard: HashMap<NodeId, Instant>,
-    leader_contact: Arc<AtomicU64>,
     /// Sentinel address set at run time (`SENTINEL CONFIG SET announce-ip/announce-port`),
     /// announced instead of the configured one.
     sentinel_addr: Arc<parking_lot::Mutex<Option<String>>>,
-    /// Caught up with the leader since contact was last lost (or since start): only then does
-    /// the node vouch for its state. Regaining contact alone is not enough: entries committed
-    /// while it was cut off may not be applied yet.
-    synced: bool,
-    /// In-flight confirmation rounds (ReadIndex): (request id, started at in ms since
-    /// `epoch_start`). Several overlap, so one slow round does not let the lease lapse.
-    sync_read: Vec<(u64, u64)>,
-    /// Confirmed rounds waiting to be applied: (read index, started at in ms).
-    sync_index: Vec<(u64, u64)>,
+    /// The lease: quorum confirmations of the leader (see [`LeaderContact`]).
+    contact: LeaderContact,
     /// The term the confirmations were made in.
     last_term: u64,
-    epoch_start: Instant,
     last_self_tasks: Option<Instant>,
     last_role: StateRole,
     last_leader: NodeId,
@@ -248,9 +237,9 @@ impl RaftNode {
         let (state_tx, state_rx) = watch::channel(Arc::new(state.clone()));
         let status_tx = watch::Sender::new(Arc::new(RaftStatus::default()));
         let (events_tx, _) = broadcast::channel(EVENT_CAPACITY);
-        let leader_contact = Arc::new(AtomicU64::new(0));
         let sentinel_addr = Arc::new(parking_lot::Mutex::new(None));
         let epoch_start = Instant::now();
+        let contact = LeaderContact::new(epoch_start, cfg.lease());
         let (mailbox, MailboxReceiver(rx)) = mailbox;
         let handle = RaftHandle {
             id: cfg.id,
@@ -258,11 +247,10 @@ impl RaftNode {
             state: state_rx,
             status: status_tx.subscribe(),
             events: events_tx.clone(),
-            leader_contact: leader_contact.clone(),
+            contact: contact.reader(),
             sentinel_addr: sentinel_addr.clone(),
             epoch_start,
             election_timeout: cfg.election_timeout(),
-            lease: cfg.lease(),
             stats: Arc::default(),
         };
         let node = RaftNode {
@@ -281,13 +269,9 @@ impl RaftNode {
             parked_reads: Vec::new(),
             pending: Vec::new(),
             last_heard: HashMap::new(),
-            leader_contact,
             sentinel_addr,
-            synced: false,
-            sync_read: Vec::new(),
-            sync_index: Vec::new(),
+            contact,
             last_term: 0,
-            epoch_start,
             last_self_tasks: None,
             last_role: StateRole::Follower,
             last_leader: 0,
@@ -301,14 +285,20 @@ impl RaftNode {
             cfg,
         };
         node.publish_status();
-        // The node runs on its own thread and runtime: client load on the shared runtime
-        // (thousands of connections, pipelines) cannot delay its ticks, heartbeats or
-        // message handling, and its fsyncs block only this thread, never an async worker.
-        // The peer senders it spawns run here too. The returned task ends when it does.
-        let span = tracing::info_span!("node", node_id = handle.node_id());
+        let task = node.spawn_thread(shutdown)?;
+        Ok((handle, task))
+    }
+
+    /// Runs the node on its own thread and runtime: client load on the shared runtime
+    /// (thousands of connections, pipelines) cannot delay its ticks, heartbeats or message
+    /// handling, and its fsyncs block only this thread, never an async worker. The peer
+    /// senders it spawns run there too. The returned task ends when the node does.
+    fn spawn_thread(self, shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()>, StartError> {
+        let id = self.cfg.id;
+        let span = tracing::info_span!("node", node_id = id);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name(format!("raft-node-{}", handle.node_id()))
+            .name(format!("raft-node-{id}"))
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -316,8 +306,8 @@ impl RaftNode {
                     .expect("a current-thread runtime can be built");
                 rt.block_on(tracing::Instrument::instrument(
                     async move {
-                        node.update_peers();
-                        node.run(shutdown).await
+                        self.update_peers();
+                        self.run(shutdown).await
                     },
                     span,
                 ));
@@ -326,7 +316,7 @@ impl RaftNode {
                 let _ = done_tx.send(());
             })
             .map_err(StartError::Thread)?;
-        let task = tokio::spawn(tracing::Instrument::instrument(
+        Ok(tokio::spawn(tracing::Instrument::instrument(
             async move {
                 if done_rx.await.is_err() {
                     // The thread ended without finishing the node: it panicked. Surface it
@@ -334,9 +324,8 @@ impl RaftNode {
                     panic!("the Raft node thread panicked");
                 }
             },
-            tracing::info_span!("node_thread", node_id = handle.node_id()),
-        ));
-        Ok((handle, task))
+            tracing::info_span!("node_thread", node_id = id),
+        )))
     }
 
     async fn run(mut self, mut shutdown: Shutdown) {
@@ -389,10 +378,6 @@ impl RaftNode {
             }
         }
         info!("raft node stopped");
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch_start.elapsed().as_millis() as u64
     }
 
     fn handle_msg(&mut self, msg: NodeMsg) {
@@ -726,9 +711,7 @@ impl RaftNode {
 
     /// A halted node vouches for nothing, hands leadership away, and says why periodically.
     fn while_halted(&mut self) {
-        self.synced = false;
-        self.sync_index.clear();
-        self.leader_contact.store(0, Ordering::Relaxed);
+        self.contact.reset();
         let Some((index, error)) = self.halted.clone() else {
             return;
         };
@@ -765,40 +748,17 @@ impl RaftNode {
         }
     }
 
-    /// Keeps the lease: every node (leader or follower) confirms the leader with a quorum
-    /// through a ReadIndex round well before its lease runs out, and vouches for its state
-    /// (serves addresses, acts on Redis) only until `lease` after the start of the last
-    /// round that completed and whose index it has applied. Messages from a leader alone do
-    /// not count: a deposed leader in a minority still sends heartbeats to its followers.
+    /// Keeps the lease (see [`LeaderContact`]): starts a confirmation round when one is due.
     fn resync(&mut self) {
-        let lease = self.cfg.lease().as_millis() as u64;
-        let now = self.now_ms();
-        let last = self.leader_contact.load(Ordering::Relaxed);
-        if self.synced && (last == 0 || now.saturating_sub(last) > lease) {
-            self.synced = false;
-        }
         if self.raw.raft.lead_transferee.is_some() {
-            // The transferee campaigns without waiting for any lease: stop vouching now.
-            self.leader_contact.store(0, Ordering::Relaxed);
-            self.synced = false;
+            self.contact.transferring();
             return;
         }
-        // Renew from a quarter of the lease on, a new round every quarter lease while none
-        // has answered: a round can be slow (a loaded machine) or get no answer at all (no
-        // leader, message lost, leader not yet committed in its term) without the lease
-        // lapsing. A round older than the lease is of no use any more.
-        self.sync_read
-            .retain(|(_, at)| now.saturating_sub(*at) <= lease);
-        let step = (lease / 4).max(1);
-        let renew = last == 0 || now.saturating_sub(last) >= step;
-        let due = self
-            .sync_read
-            .iter()
-            .all(|(_, at)| now.saturating_sub(*at) >= step);
-        if renew && due && self.sync_read.len() < MAX_LEASE_ROUNDS && self.raw.raft.leader_id != 0 {
+        let now = Instant::now();
+        if self.contact.tick(now, self.raw.raft.leader_id != 0) {
             let id = self.next_id();
             self.raw.read_index(self.ctx_bytes(id));
-            self.sync_read.push((id, now));
+            self.contact.started(id, now);
         }
     }
 
@@ -1187,9 +1147,7 @@ impl RaftNode {
             let Some(id) = self.own_id(&rs.request_ctx) else {
                 continue;
             };
-            if let Some(pos) = self.sync_read.iter().position(|(sid, _)| *sid == id) {
-                let (_, at) = self.sync_read.swap_remove(pos);
-                self.sync_index.push((rs.index, at));
+            if self.contact.confirmed(id, rs.index) {
                 continue;
             }
             if let Some(reply) = self.reads.remove(&id) {
@@ -1201,23 +1159,12 @@ impl RaftNode {
 
     fn release_reads(&mut self) {
         let applied = self.state.applied_index;
+        // Rounds whose index is applied hold: everything committed when a quorum confirmed
+        // the leader is applied here. A halted node vouches for nothing.
         if self.halted.is_some() {
-            self.sync_index.clear();
-        }
-        // Rounds whose index is applied: everything committed when a quorum confirmed the
-        // leader is applied here. The latest start counts.
-        let confirmed = self
-            .sync_index
-            .iter()
-            .filter(|(idx, _)| applied >= *idx)
-            .map(|(_, at)| *at)
-            .max();
-        if let Some(at) = confirmed {
-            self.sync_index.retain(|(idx, _)| applied < *idx);
-            self.synced = true;
-            let prev = self.leader_contact.load(Ordering::Relaxed);
-            self.leader_contact
-                .store(at.max(prev).max(1), Ordering::Relaxed);
+            self.contact.reset();
+        } else {
+            self.contact.applied(applied);
         }
         let mut i = 0;
         while i < self.parked_reads.len() {
@@ -1237,10 +1184,7 @@ impl RaftNode {
         if term != self.last_term {
             // Confirmations of an earlier term say nothing about this one.
             self.last_term = term;
-            self.synced = false;
-            self.sync_index.clear();
-            self.sync_read.clear();
-            self.leader_contact.store(0, Ordering::Relaxed);
+            self.contact.reset();
         }
         if role != self.last_role || leader != self.last_leader {
             info!(term = self.raw.raft.term, leader_id = leader, role = ?role, "raft role changed");
@@ -1250,10 +1194,7 @@ impl RaftNode {
             }
             if leader != self.last_leader {
                 // A new leader may hold entries this node has not applied: resync first.
-                self.synced = false;
-                self.sync_index.clear();
-                self.sync_read.clear();
-                self.leader_contact.store(0, Ordering::Relaxed);
+                self.contact.reset();
                 // Proposals made under the old leader may be lost with it: answer them now
                 // (outcome unknown) rather than after a timeout.
                 let stale: Vec<u64> = self
