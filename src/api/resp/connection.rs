@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::stream::ClientStream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::FutureExt;
+use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::fast::{is_addr_lookup, match_lookup, AddrTable};
@@ -24,6 +25,9 @@ pub const FLUSH_AT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// First size of a connection's input buffer (see [`make_room`]) and of its output buffer.
 const READ_FIRST: usize = 1024;
+/// Partial requests up to this long wait in a buffer of their own size (see
+/// [`Connection::park_input`]).
+const SHRINK_AT: usize = 256;
 /// Spare buffers kept per thread (see [`SPARE`]).
 const SPARE_MAX: usize = 64;
 
@@ -133,41 +137,56 @@ impl Connection {
     }
 
     /// Reads whatever the socket has. Cancel-safe: may sit in `select!`. `Ok(0)` is EOF.
+    ///
+    /// Input memory is taken only for the read itself: while the socket has nothing, the
+    /// connection holds no buffer, or only its partial request (see [`Connection::park_input`]).
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        let n = match &mut self.stream {
-            // Wait for input before taking a buffer, so an idle connection holds none.
-            ClientStream::Plain(s) => {
-                s.readable().await?;
-                make_room(&mut self.rbuf, &mut self.rbuf_spare);
-                // Through `AsyncRead`, not `try_read_buf`: a read that fills less than the
-                // room offered clears the socket's readiness (the socket is drained; with
-                // edge-triggered epoll this is safe), so the next wait goes straight to the
-                // reactor instead of costing a read that returns EAGAIN: one read per
-                // request instead of two. On a spurious wake-up the read waits, buffer held.
-                s.read_buf(&mut self.rbuf).await?
+        let n = std::future::poll_fn(|cx| {
+            if let ClientStream::Plain(s) = &self.stream {
+                std::task::ready!(s.poll_read_ready(cx))?;
             }
-            ClientStream::Tls(s) => {
-                make_room(&mut self.rbuf, &mut self.rbuf_spare);
-                s.read_buf(&mut self.rbuf).await?
+            make_room(&mut self.rbuf, &mut self.rbuf_spare);
+            // Through `AsyncRead`, not `try_read_buf`: a read that fills less than the room
+            // offered clears the socket's readiness (the socket is drained; with
+            // edge-triggered epoll this is safe), so the next wait goes straight to the
+            // reactor instead of costing a read that returns EAGAIN: one read per request
+            // instead of two.
+            let polled = std::pin::pin!(self.stream.read_buf(&mut self.rbuf)).poll(cx);
+            if polled.is_pending() {
+                // A false alarm (a fresh connection's first wake-up is one).
+                self.park_input();
             }
-        };
+            polled
+        })
+        .await?;
         self.read_bytes += n as u64;
         Ok(n)
+    }
+
+    /// Gives back the input memory a connection does not need while it waits: an empty
+    /// buffer goes back to the spares, and a short partial request moves into a buffer of
+    /// its own size, so a client that trickles a request (slowloris) holds tens of bytes
+    /// between reads instead of a whole buffer. A request longer than [`SHRINK_AT`] keeps
+    /// its buffer.
+    pub fn park_input(&mut self) {
+        let len = self.rbuf.len();
+        if len > SHRINK_AT || self.rbuf.capacity() == len {
+            return;
+        }
+        let kept = if len == 0 {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&self.rbuf[..])
+        };
+        let old = std::mem::replace(&mut self.rbuf, kept);
+        if std::mem::take(&mut self.rbuf_spare) {
+            give_buf(old);
+        }
     }
 
     /// Bytes of memory the two buffers hold (charged against the port's buffer budget).
     pub fn footprint(&self) -> usize {
         self.rbuf.capacity() + self.wbuf.capacity()
-    }
-
-    /// Gives back the input buffer's memory once everything in it is consumed.
-    pub fn release_input(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            let buf = std::mem::take(&mut self.rbuf);
-            if std::mem::take(&mut self.rbuf_spare) {
-                give_buf(buf);
-            }
-        }
     }
 
     /// Writes some pending output when `write`, else reads. Cancel-safe.
@@ -292,16 +311,9 @@ impl Connection {
             }
         }
         if done < n {
-            let rest = &self.wbuf[done..];
-            match tokio::time::timeout(self.write_timeout, self.stream.write_all(rest)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("client took no output for {:?}", self.write_timeout),
-                    ))
-                }
-            }
+            // Boxed: the timed write is large and rare, and would otherwise size every
+            // connection's task.
+            Box::pin(self.write_rest(done)).await?;
         }
         self.written_bytes += n as u64;
         // Give the memory back: most connections send one request now and then.
@@ -309,7 +321,22 @@ impl Connection {
         if std::mem::take(&mut self.wbuf_spare) {
             give_buf(buf);
         }
-        // TLS may hold the last record until flushed.
+        Ok(())
+    }
+
+    /// Writes the pending output from `done` on, within the write timeout, and flushes TLS
+    /// (which may hold the last record until flushed).
+    async fn write_rest(&mut self, done: usize) -> io::Result<()> {
+        let rest = &self.wbuf[done..];
+        match tokio::time::timeout(self.write_timeout, self.stream.write_all(rest)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("client took no output for {:?}", self.write_timeout),
+                ))
+            }
+        }
         if let ClientStream::Tls(_) = self.stream {
             self.stream.flush().await?;
         }
@@ -326,16 +353,99 @@ impl Connection {
 }
 
 /// Room in `rbuf` for the next read. A fresh buffer starts at [`READ_FIRST`] and doubles in
-/// steps of at most [`READ_CHUNK`]: most requests fit the first, and a connection that trickles
-/// a request (thousands of slowloris clients) holds 1 KiB rather than 16 KiB. `spare` tracks
-/// whether it may go back to the spares.
+/// steps of at most [`READ_CHUNK`]: most requests fit the first. A short partial request
+/// parked in a buffer of its own size moves back into a spare one. `spare` tracks whether it
+/// may go back to the spares.
 fn make_room(rbuf: &mut BytesMut, spare: &mut bool) {
     if rbuf.capacity() == 0 {
         *rbuf = take_buf();
+        *spare = true;
+    } else if rbuf.capacity() < READ_FIRST && rbuf.len() <= SHRINK_AT {
+        // A partial request shrunk while waiting: back into a spare buffer.
+        let mut buf = take_buf();
+        buf.extend_from_slice(rbuf);
+        *rbuf = buf;
         *spare = true;
     } else if rbuf.capacity() - rbuf.len() < READ_FIRST / 2 {
         let grow = rbuf.capacity().clamp(READ_FIRST, READ_CHUNK);
         rbuf.reserve(grow);
         *spare = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const LOOKUP: &[u8] =
+        b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n";
+
+    async fn pair() -> (Connection, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let conn = Connection::new(
+            ClientStream::Plain(server),
+            Limits::default(),
+            Duration::from_secs(5),
+        );
+        (conn, client)
+    }
+
+    /// Waits on `read_more` the way the connection loop does, giving up after a while.
+    async fn read_for(conn: &mut Connection, wait: Duration) -> Option<usize> {
+        tokio::time::timeout(wait, conn.read_more())
+            .await
+            .ok()
+            .map(|r| r.unwrap())
+    }
+
+    /// A fresh socket reports itself readable once before any byte has arrived; a waiting
+    /// connection must not keep the buffer it took for that read.
+    #[tokio::test]
+    async fn a_waiting_connection_holds_no_input_buffer() {
+        let (mut conn, _client) = pair().await;
+        for _ in 0..3 {
+            assert_eq!(read_for(&mut conn, Duration::from_millis(50)).await, None);
+            assert_eq!(conn.footprint(), 0);
+        }
+    }
+
+    /// A request trickled in waits in a buffer of its own size between reads, and is still
+    /// taken whole once its last byte arrives.
+    #[tokio::test]
+    async fn a_trickled_request_waits_in_a_buffer_of_its_own_size() {
+        let (mut conn, mut client) = pair().await;
+        for (i, chunk) in LOOKUP[..40].chunks(7).enumerate() {
+            client.write_all(chunk).await.unwrap();
+            assert_eq!(
+                read_for(&mut conn, Duration::from_secs(5)).await,
+                Some(chunk.len())
+            );
+            assert!(matches!(
+                conn.next_request(true, false).unwrap(),
+                Incoming::Pending
+            ));
+            conn.park_input();
+            let held = (i * 7 + chunk.len()).min(40);
+            assert_eq!(conn.footprint(), held, "after chunk {i}");
+            // Nothing more yet: waiting keeps it at that.
+            assert_eq!(read_for(&mut conn, Duration::from_millis(20)).await, None);
+            assert_eq!(conn.footprint(), held);
+        }
+        client.write_all(&LOOKUP[40..]).await.unwrap();
+        assert_eq!(
+            read_for(&mut conn, Duration::from_secs(5)).await,
+            Some(LOOKUP.len() - 40)
+        );
+        match conn.next_request(true, false).unwrap() {
+            Incoming::Request(args) => assert_eq!(args[2].as_ref(), b"mymaster"),
+            other => panic!("{other:?}"),
+        }
+        conn.park_input();
+        assert_eq!(conn.footprint(), 0);
     }
 }

@@ -44,16 +44,25 @@ const LOOKUP_HEADS: [&[u8]; 2] = [
     b"*3\r\n$8\r\nsentinel\r\n$24\r\nget-primary-addr-by-name\r\n$",
 ];
 
+/// [`LOOKUP_HEADS`]' first form as clients usually spell it.
+const LOOKUP_USUAL: &[u8] = b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$";
+
 /// A whole lookup at the front of `buf`, recognised without the general parser: the
 /// request's length and where its name is. Only the plain form clients send is taken (a name
 /// of at most 9999 bytes, canonical lengths, CRLF everywhere, within `limits`); anything else,
 /// including other valid forms, is None and left to the general parser, which then sees
 /// the same bytes, so both paths answer alike.
 pub fn match_lookup(buf: &[u8], limits: &Limits) -> Option<(usize, (usize, usize))> {
-    let at = LOOKUP_HEADS
-        .iter()
-        .find(|h| buf.len() > h.len() && buf[..h.len()].eq_ignore_ascii_case(h))?
-        .len();
+    // The spelling nearly every client sends, compared exactly first (a plain memcmp),
+    // before the case-insensitive comparison.
+    let at = if buf.len() > LOOKUP_USUAL.len() && buf.starts_with(LOOKUP_USUAL) {
+        LOOKUP_USUAL.len()
+    } else {
+        LOOKUP_HEADS
+            .iter()
+            .find(|h| buf.len() > h.len() && buf[..h.len()].eq_ignore_ascii_case(h))?
+            .len()
+    };
     let digits = buf[at..].iter().take(5).position(|&c| c == b'\r')?;
     if digits == 0 || (digits > 1 && buf[at] == b'0') {
         return None;

@@ -2,7 +2,7 @@
 //!
 //! - A `Semaphore` caps connections; a client over the cap gets Redis's
 //!   `-ERR max number of clients reached` and is closed.
-//! - Each connection runs in its own task with a `resp_conn{peer}` span. It decodes every
+//! - Each connection runs in its own task with a `resp_conn{peer}` span (debug level). It decodes every
 //!   complete request in its buffer, runs them in order, and writes the replies in one go;
 //!   between batches it waits for input, Pub/Sub events, CLIENT KILL and shutdown.
 //! - Memory per client is bounded: input by the request limits, output because replies are
@@ -16,9 +16,12 @@
 //! [`RespOptions::write_timeout`]: super::RespOptions::write_timeout
 //! [`RespOptions::drain_grace`]: super::RespOptions::drain_grace
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -26,8 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::stream::ClientStream;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, debug_span, error, info, warn, Instrument};
 
 use super::budget::Charge;
 use super::clients::Limit;
@@ -35,7 +38,7 @@ use super::cmd::{self, pubsub, sentinel, Reply, Session, Shared};
 use super::connection::{Connection, Incoming, Io, FLUSH_AT};
 use super::fast::{AddrView, LOOKUP_FULLNAME};
 use super::frame::{Frame, Protocol};
-use super::{ProtocolError, RespContext};
+use super::{ProtocolError, RespContext, RespOptions};
 use crate::consensus::AppliedEvent;
 use crate::shutdown::Shutdown;
 
@@ -129,9 +132,12 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
                     let _ = stream.set_nodelay(true);
                     let sh = sh.clone();
                     let shutdown = shutdown.clone();
+                    // A debug span: it costs nothing at the default level, where it would
+                    // otherwise take a few hundred bytes per connection. Warnings about a
+                    // connection name its peer themselves.
                     conns.spawn(
                         handle(stream, peer, sh, shutdown, permit)
-                            .instrument(info_span!("resp_conn", %peer)),
+                            .instrument(debug_span!("resp_conn", %peer)),
                     );
                 }
                 Err(e) => {
@@ -192,25 +198,14 @@ async fn handle(
     #[cfg(not(unix))]
     let fd = -1;
     let opts = &sh.ctx.options;
-    // TLS handshake (when configured) before the client counts as connected; a client that
-    // stalls it is dropped like any other slow client.
+    // TLS handshake (when configured) before the client counts as connected.
     let stream = match &opts.tls {
         None => ClientStream::Plain(stream),
-        Some(acceptor) => {
-            // Boxed, as it is large and over once the connection is served.
-            let accept = Box::pin(acceptor.accept(stream));
-            match tokio::time::timeout(opts.write_timeout, accept).await {
-                Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
-                Ok(Err(e)) => {
-                    debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!("TLS handshake timed out");
-                    return;
-                }
-            }
-        }
+        // Boxed, as it is large and over once the connection is served.
+        Some(acceptor) => match Box::pin(handshake(acceptor, stream, opts.write_timeout)).await {
+            Some(s) => s,
+            None => return,
+        },
     };
     let client = sh.clients.add(peer, laddr, fd);
     // The port fires every registered client's kill switch on shutdown; one registered
@@ -234,14 +229,16 @@ async fn handle(
     }
     match &why {
         Close::Lagged(n) => warn!(
+            %peer,
             missed = n,
             "subscriber fell behind the event stream; disconnected"
         ),
         Close::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            warn!(error = %e, "client stopped reading its replies; disconnected")
+            warn!(%peer, error = %e, "client stopped reading its replies; disconnected")
         }
         Close::Protocol(e) => debug!(error = %e, "protocol error; disconnected"),
         Close::PubsubOutput(n) => warn!(
+            %peer,
             pending = n,
             "subscriber over the Pub/Sub output limit; disconnected"
         ),
@@ -252,12 +249,31 @@ async fn handle(
     sh.stats.connected.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// The TLS handshake; a client that stalls it is dropped like any other slow client.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Option<ClientStream> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(ClientStream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Waits for the next event, or forever when not subscribed.
 async fn next_event(
     rx: &mut Option<broadcast::Receiver<AppliedEvent>>,
-) -> Result<AppliedEvent, broadcast::error::RecvError> {
+) -> Result<Box<AppliedEvent>, broadcast::error::RecvError> {
     match rx {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv().await.map(Box::new),
         None => std::future::pending().await,
     }
 }
@@ -272,10 +288,11 @@ async fn state_includes(sh: &Shared, index: u64) {
     }
     let mut w = sh.ctx.raft.watch_state();
     // Bounded: an event must never be held back for long, whatever happens to the state.
-    let _ = tokio::time::timeout(
+    // Boxed: rarely needed, and large.
+    let _ = Box::pin(tokio::time::timeout(
         Duration::from_secs(1),
         w.wait_for(|st| st.applied_index >= index),
-    )
+    ))
     .await;
 }
 
@@ -287,6 +304,22 @@ enum Deadline {
     Request,
     PubsubSoft,
     Write,
+}
+
+impl Deadline {
+    /// Why the connection closes when this limit is reached.
+    fn close(self, conn: &Connection, write_timeout: Duration) -> Close {
+        match self {
+            Deadline::Idle => Close::Idle,
+            Deadline::Unauthenticated => Close::Unauthenticated,
+            Deadline::Request => Close::SlowRequest,
+            Deadline::PubsubSoft => Close::PubsubOutput(conn.pending_output()),
+            Deadline::Write => Close::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("client took no output for {write_timeout:?}"),
+            )),
+        }
+    }
 }
 
 /// The earliest of `deadlines` (the first listed on a tie).
@@ -302,217 +335,315 @@ fn earliest<const N: usize>(
         })
 }
 
-/// Sleeps until the deadline and names it, or forever when None.
-async fn until(next: Option<(Instant, Deadline)>) -> Deadline {
-    match next {
-        Some((t, d)) => {
-            tokio::time::sleep_until(t).await;
-            d
+/// A connection's time limits between batches: when each started, and one timer for the
+/// earliest (an idle connection's task stays small, and a wake-up polls one timer, not five).
+struct Clock {
+    /// An unauthenticated connection must authenticate by then.
+    auth_deadline: Option<Instant>,
+    /// When the request now at the front of the input started to arrive.
+    partial_since: Option<Instant>,
+    /// When pending Pub/Sub output last went out (or, if none was pending, was queued).
+    out_progress: Instant,
+    /// Since when pending Pub/Sub output is above the soft limit.
+    soft_since: Option<Instant>,
+    /// The limit `timer` is set for, if any applies now.
+    next: Option<Deadline>,
+    /// Made on first need and reused. Boxed: most connections never need one, and it is
+    /// larger than the rest of what an idle connection waits on.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Clock {
+    fn new(opts: &RespOptions) -> Clock {
+        Clock {
+            auth_deadline: opts.unauth_idle_timeout.map(|d| Instant::now() + d),
+            partial_since: None,
+            out_progress: Instant::now(),
+            soft_since: None,
+            next: None,
+            timer: None,
         }
-        None => std::future::pending().await,
+    }
+
+    /// Sets the timer for the earliest of the limits that apply now.
+    fn arm(&mut self, conn: &Connection, s: &Session, opts: &RespOptions) {
+        let write = (conn.pending_output() > 0).then(|| self.out_progress + opts.write_timeout);
+        let soft = self.soft_since.map(|t| t + opts.pubsub_soft_time);
+        let request = self.partial_since.zip(opts.request_timeout);
+        let auth = self.auth_deadline.filter(|_| !s.authed);
+        let idle = opts.idle_timeout.filter(|_| !s.subscribed());
+        let next = earliest([
+            (idle.map(|d| Instant::now() + d), Deadline::Idle),
+            (auth, Deadline::Unauthenticated),
+            (request.map(|(t, d)| t + d), Deadline::Request),
+            (soft, Deadline::PubsubSoft),
+            (write, Deadline::Write),
+        ]);
+        self.next = next.map(|(at, d)| {
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            d
+        });
+    }
+
+    /// Resolves when the limit armed is reached; never while none is.
+    fn expired(&mut self) -> impl Future<Output = Deadline> + '_ {
+        std::future::poll_fn(|cx| match (self.next, self.timer.as_mut()) {
+            (Some(d), Some(t)) => t.as_mut().poll(cx).map(|()| d),
+            _ => Poll::Pending,
+        })
+    }
+
+    /// The Pub/Sub output limits, checked whenever events were queued or written.
+    fn check_output(&mut self, conn: &Connection, opts: &RespOptions) -> Option<Close> {
+        let pending = conn.pending_output();
+        if pending > opts.pubsub_hard_limit {
+            return Some(Close::PubsubOutput(pending));
+        }
+        if pending > opts.pubsub_soft_limit {
+            self.soft_since.get_or_insert_with(Instant::now);
+        } else {
+            self.soft_since = None;
+        }
+        None
     }
 }
 
-async fn serve_client(
-    conn: &mut Connection,
-    s: &mut Session,
-    sh: &Shared,
-    charge: &mut Charge,
-) -> Close {
-    let me = sh.ctx.raft.node_id();
-    let opts = &sh.ctx.options;
-    let idle_limit = opts.idle_timeout;
-    let auth_deadline = opts.unauth_idle_timeout.map(|d| Instant::now() + d);
-    // When the request now at the front of the input started to arrive.
-    let mut partial_since: Option<Instant> = None;
-    // When pending Pub/Sub output last went out (or, if none was pending, was queued), and
-    // since when it is above the soft limit.
-    let mut out_progress = Instant::now();
-    let mut soft_since: Option<Instant> = None;
-    let mut view = AddrView::new(sh.ctx.raft.watch_state(), &sh.addr_tables);
-    loop {
-        let mut processed = 0u64;
-        let mut addr_lookups = 0u64;
-        let mut errors = 0u64;
-        // The stale guard is checked once per batch: a batch takes microseconds, the
-        // guard's horizon is an election timeout.
-        let mut fresh: Option<bool> = None;
-        // Whether the batch ended with a lookup, whose CLIENT LIST fields are then set once.
-        let mut last_was_lookup = false;
-        let outcome = loop {
-            // Lookups take the pre-encoded path only where the general one would run them:
-            // authenticated, and not in RESP2's Pub/Sub context.
-            let lookups = s.authed && !(s.proto == Protocol::Resp2 && s.subscribed());
-            match conn.next_request(s.authed, lookups) {
-                Ok(Incoming::Pending) => break None,
-                Ok(Incoming::Lookup(l)) => {
-                    processed += 1;
-                    addr_lookups += 1;
-                    if !*fresh.get_or_insert_with(|| sentinel::fresh(sh)) {
-                        break Some(Close::Stale);
-                    }
-                    conn.answer_lookup(l, view.current(&sh.addr_tables), s.proto);
-                    last_was_lookup = true;
-                    if conn.pending_output() >= FLUSH_AT {
-                        if let Err(e) = conn.flush().await {
-                            break Some(Close::Io(e));
-                        }
-                    }
-                }
-                Ok(Incoming::Request(args)) => {
-                    processed += 1;
-                    last_was_lookup = false;
-                    // Boxed: the largest command's future would otherwise size every
-                    // connection's task, idle or not (about 2 KiB of its 3).
-                    match Box::pin(cmd::execute(args, s, sh)).await {
-                        Reply::One(f) => {
-                            errors += f.is_error() as u64;
-                            conn.push(&f, s.proto);
-                        }
-                        Reply::Many(fs) => {
-                            for f in &fs {
-                                errors += f.is_error() as u64;
-                                conn.push(f, s.proto);
-                            }
-                        }
-                        Reply::Drop => break Some(Close::Stale),
-                    }
-                    if s.close_after_reply {
-                        break Some(Close::Quit);
-                    }
-                    if conn.pending_output() >= FLUSH_AT {
-                        if let Err(e) = conn.flush().await {
-                            break Some(Close::Io(e));
-                        }
-                    }
-                }
-                Err(e) => {
-                    if e.has_reply() {
-                        errors += 1;
-                        conn.push(&Frame::error(e.to_string()), s.proto);
-                    }
-                    break Some(Close::Protocol(e));
-                }
-            }
-        };
-        if last_was_lookup {
+/// What one batch of requests did, counted into the port's statistics once per batch.
+#[derive(Default)]
+struct Batch {
+    processed: u64,
+    addr_lookups: u64,
+    errors: u64,
+    /// The stale guard, checked once per batch: a batch takes microseconds, the guard's
+    /// horizon is an election timeout.
+    fresh: Option<bool>,
+    /// Whether the batch ended with a lookup, whose CLIENT LIST fields are then set once.
+    last_was_lookup: bool,
+}
+
+impl Batch {
+    fn report(&self, s: &Session, sh: &Shared) {
+        if self.last_was_lookup {
             let mut m = s.handle.meta.lock();
             m.last_cmd = LOOKUP_FULLNAME;
             m.last_active = Some(Instant::now());
         }
         sh.stats
             .commands_processed
-            .fetch_add(processed, Ordering::Relaxed);
-        if addr_lookups > 0 {
+            .fetch_add(self.processed, Ordering::Relaxed);
+        if self.addr_lookups > 0 {
             sh.stats
                 .commands
-                .add(cmd::table::CmdId::SentinelGetMasterAddr, addr_lookups);
+                .add(cmd::table::CmdId::SentinelGetMasterAddr, self.addr_lookups);
         }
-        if errors > 0 {
-            sh.stats.error_replies.fetch_add(errors, Ordering::Relaxed);
+        if self.errors > 0 {
+            sh.stats
+                .error_replies
+                .fetch_add(self.errors, Ordering::Relaxed);
         }
-        // Pending Pub/Sub output goes out by `write_some` below; replies to requests are
+    }
+}
+
+/// Serves the connection until it closes: batches of buffered requests, and between them a
+/// wait for input, Pub/Sub events, a kill or a time limit.
+async fn serve_client(
+    conn: &mut Connection,
+    s: &mut Session,
+    sh: &Shared,
+    charge: &mut Charge,
+) -> Close {
+    let opts = &sh.ctx.options;
+    let mut clock = Clock::new(opts);
+    let mut view = AddrView::new(sh.ctx.raft.watch_state(), &sh.addr_tables);
+    loop {
+        let mut batch = Batch::default();
+        let outcome = run_batch(conn, s, sh, &mut view, &mut batch).await;
+        batch.report(s, sh);
+        // Pending Pub/Sub output goes out by `write_some` in `wait`; replies to requests are
         // written in one go before more input is read (backpressure).
-        if processed > 0 || outcome.is_some() {
+        if batch.processed > 0 || outcome.is_some() {
             if let Err(e) = conn.flush().await {
                 return Close::Io(e);
             }
             // Nothing is pending now; `out_progress` is set when output is next queued.
-            soft_since = None;
+            clock.soft_since = None;
         }
         if let Some(close) = outcome {
             return close;
         }
-        sh.stats.add_traffic(conn.take_traffic());
-        if conn.has_partial_input() {
-            if processed > 0 || partial_since.is_none() {
-                partial_since = Some(Instant::now());
-            }
-        } else {
-            partial_since = None;
-            conn.release_input();
+        settle(conn, sh, charge, &mut clock, batch.processed > 0);
+        clock.arm(conn, s, opts);
+        let woke = wait(conn, s, sh, &mut clock).await;
+        let closed = match woke {
+            Woke::Io => None,
+            // Boxed: large, and only for subscribers.
+            Woke::Event(ev) => Box::pin(deliver(*ev, conn, s, sh, &mut clock)).await,
+            Woke::Close(close) => Some(close),
+        };
+        if let Some(close) = closed {
+            return close;
         }
-        if charge.set(conn.footprint()) {
-            sh.budget.evict(&sh.clients);
-        }
-        let pending_out = conn.pending_output();
-        let write_deadline = (pending_out > 0).then(|| out_progress + opts.write_timeout);
-        let soft_deadline = soft_since.map(|t| t + opts.pubsub_soft_time);
-        let request_deadline = partial_since.zip(opts.request_timeout).map(|(t, d)| t + d);
-        let auth_deadline = auth_deadline.filter(|_| !s.authed);
-        let idle_deadline = idle_limit
-            .filter(|_| !s.subscribed())
-            .map(|d| Instant::now() + d);
-        // One timer, for the earliest limit: an idle connection's task stays small, and a
-        // wake-up polls one timer instead of five.
-        let next_deadline = earliest([
-            (idle_deadline, Deadline::Idle),
-            (auth_deadline, Deadline::Unauthenticated),
-            (request_deadline, Deadline::Request),
-            (soft_deadline, Deadline::PubsubSoft),
-            (write_deadline, Deadline::Write),
-        ]);
-
-        tokio::select! {
-            biased;
-            _ = s.handle.kill.fired() => return Close::Killed,
-            ev = next_event(&mut s.events) => match ev {
-                Ok(ev) => {
-                    // Coalesce whatever else is already queued into the same write.
-                    let mut batch = vec![ev];
-                    for _ in 0..EVENT_BATCH {
-                        let Some(rx) = s.events.as_mut() else { break };
-                        match rx.try_recv() {
-                            Ok(ev) => batch.push(ev),
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => return Close::Lagged(n),
-                            Err(_) => break,
-                        }
-                    }
-                    let last = batch.last().map_or(0, |ev| ev.index);
-                    state_includes(sh, last).await;
-                    if conn.pending_output() == 0 {
-                        out_progress = Instant::now();
-                    }
-                    for ev in &batch {
-                        for f in pubsub::deliver(ev, s, me) {
-                            conn.push(&f, s.proto);
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => return Close::Lagged(n),
-                Err(broadcast::error::RecvError::Closed) => return Close::Shutdown,
-            },
-            // Pending Pub/Sub output first: input waits until the client takes its events,
-            // the same backpressure as for replies.
-            io = conn.read_or_write(pending_out > 0) => match io {
-                Ok(Io::Wrote) => out_progress = Instant::now(),
-                Ok(Io::Read(0)) if conn.has_partial_input() => return Close::EofMidRequest,
-                Ok(Io::Read(0)) => return Close::Eof,
-                Ok(Io::Read(_)) => {}
-                Err(e) => return Close::Io(e),
-            },
-            reached = until(next_deadline) => return match reached {
-                Deadline::Idle => Close::Idle,
-                Deadline::Unauthenticated => Close::Unauthenticated,
-                Deadline::Request => Close::SlowRequest,
-                Deadline::PubsubSoft => Close::PubsubOutput(conn.pending_output()),
-                Deadline::Write => Close::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("client took no output for {:?}", opts.write_timeout),
-                )),
-            },
-        }
-        // Pub/Sub output limit, checked whenever events were queued or written.
-        let pending = conn.pending_output();
-        if pending > opts.pubsub_hard_limit {
-            return Close::PubsubOutput(pending);
-        }
-        if pending > opts.pubsub_soft_limit {
-            soft_since.get_or_insert_with(Instant::now);
-        } else {
-            soft_since = None;
+        if let Some(close) = clock.check_output(conn, opts) {
+            return close;
         }
     }
+}
+
+/// Runs every complete request in the input, in order, queueing the replies (written early
+/// only past [`FLUSH_AT`]). `Some` when the connection is to close after the replies.
+async fn run_batch(
+    conn: &mut Connection,
+    s: &mut Session,
+    sh: &Shared,
+    view: &mut AddrView,
+    b: &mut Batch,
+) -> Option<Close> {
+    loop {
+        // Lookups take the pre-encoded path only where the general one would run them:
+        // authenticated, and not in RESP2's Pub/Sub context.
+        let lookups = s.authed && !(s.proto == Protocol::Resp2 && s.subscribed());
+        match conn.next_request(s.authed, lookups) {
+            Ok(Incoming::Pending) => return None,
+            Ok(Incoming::Lookup(l)) => {
+                b.processed += 1;
+                b.addr_lookups += 1;
+                if !*b.fresh.get_or_insert_with(|| sentinel::fresh(sh)) {
+                    return Some(Close::Stale);
+                }
+                conn.answer_lookup(l, view.current(&sh.addr_tables), s.proto);
+                b.last_was_lookup = true;
+            }
+            Ok(Incoming::Request(args)) => {
+                b.processed += 1;
+                b.last_was_lookup = false;
+                // Boxed: the largest command's future would otherwise size every
+                // connection's task, idle or not.
+                match Box::pin(cmd::execute(args, s, sh)).await {
+                    Reply::One(f) => {
+                        b.errors += f.is_error() as u64;
+                        conn.push(&f, s.proto);
+                    }
+                    Reply::Many(fs) => {
+                        for f in &fs {
+                            b.errors += f.is_error() as u64;
+                            conn.push(f, s.proto);
+                        }
+                    }
+                    Reply::Drop => return Some(Close::Stale),
+                }
+                if s.close_after_reply {
+                    return Some(Close::Quit);
+                }
+            }
+            Err(e) => {
+                if e.has_reply() {
+                    b.errors += 1;
+                    conn.push(&Frame::error(e.to_string()), s.proto);
+                }
+                return Some(Close::Protocol(e));
+            }
+        }
+        if conn.pending_output() >= FLUSH_AT {
+            if let Err(e) = conn.flush().await {
+                return Some(Close::Io(e));
+            }
+        }
+    }
+}
+
+/// After a batch: counts the traffic, notes when a partial request started, gives back input
+/// memory not needed while waiting, and charges the rest to the port's buffer budget.
+fn settle(
+    conn: &mut Connection,
+    sh: &Shared,
+    charge: &mut Charge,
+    clock: &mut Clock,
+    processed: bool,
+) {
+    sh.stats.add_traffic(conn.take_traffic());
+    if !conn.has_partial_input() {
+        clock.partial_since = None;
+    } else if processed || clock.partial_since.is_none() {
+        clock.partial_since = Some(Instant::now());
+    }
+    conn.park_input();
+    if charge.set(conn.footprint()) {
+        sh.budget.evict(&sh.clients);
+    }
+}
+
+/// What ended a [`wait`].
+enum Woke {
+    /// Input was read or pending output written: carry on.
+    Io,
+    /// An event to deliver (boxed: an event is larger than all else a connection waits with).
+    Event(Box<AppliedEvent>),
+    Close(Close),
+}
+
+/// Waits for input, a Pub/Sub event, a kill or a time limit, and takes input or writes
+/// pending output.
+async fn wait(conn: &mut Connection, s: &mut Session, sh: &Shared, clock: &mut Clock) -> Woke {
+    // Pending Pub/Sub output first: input waits until the client takes its events, the
+    // same backpressure as for replies.
+    let write = conn.pending_output() > 0;
+    tokio::select! {
+        biased;
+        _ = s.handle.kill.fired() => Woke::Close(Close::Killed),
+        ev = next_event(&mut s.events) => match ev {
+            Ok(ev) => Woke::Event(ev),
+            Err(broadcast::error::RecvError::Lagged(n)) => Woke::Close(Close::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => Woke::Close(Close::Shutdown),
+        },
+        io = conn.read_or_write(write) => match io {
+            Ok(Io::Wrote) => {
+                clock.out_progress = Instant::now();
+                Woke::Io
+            }
+            Ok(Io::Read(0)) if conn.has_partial_input() => Woke::Close(Close::EofMidRequest),
+            Ok(Io::Read(0)) => Woke::Close(Close::Eof),
+            Ok(Io::Read(_)) => Woke::Io,
+            Err(e) => Woke::Close(Close::Io(e)),
+        },
+        reached = clock.expired() => {
+            Woke::Close(reached.close(conn, sh.ctx.options.write_timeout))
+        }
+    }
+}
+
+/// Queues `first` and the events already waiting behind it (one write for all), once this
+/// node's state includes them.
+async fn deliver(
+    first: AppliedEvent,
+    conn: &mut Connection,
+    s: &mut Session,
+    sh: &Shared,
+    clock: &mut Clock,
+) -> Option<Close> {
+    let mut batch = vec![first];
+    for _ in 0..EVENT_BATCH {
+        let Some(rx) = s.events.as_mut() else { break };
+        match rx.try_recv() {
+            Ok(ev) => batch.push(ev),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(Close::Lagged(n)),
+            Err(_) => break,
+        }
+    }
+    let last = batch.last().map_or(0, |ev| ev.index);
+    state_includes(sh, last).await;
+    if conn.pending_output() == 0 {
+        clock.out_progress = Instant::now();
+    }
+    let me = sh.ctx.raft.node_id();
+    for ev in &batch {
+        for f in pubsub::deliver(ev, s, me) {
+            conn.push(&f, s.proto);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

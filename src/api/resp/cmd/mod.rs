@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::clients::{ClientHandle, Registry, Stats};
 use super::frame::{Frame, Protocol};
@@ -256,7 +257,15 @@ pub async fn execute(args: Vec<Bytes>, s: &mut Session, sh: &Shared) -> Reply {
         | CmdId::CommandInfo
         | CmdId::CommandList
         | CmdId::CommandHelp => command::run(spec.id, &mut p),
-        _ => sentinel::run(spec.id, &mut p, s, sh).await,
+        _ => {
+            // The connection's own span is at debug level (it would cost every idle
+            // connection memory); SENTINEL commands, which may change the cluster, log
+            // under one naming the client.
+            let peer = s.handle.addr;
+            sentinel::run(spec.id, &mut p, s, sh)
+                .instrument(tracing::info_span!("resp_conn", %peer))
+                .await
+        }
     }
 }
 

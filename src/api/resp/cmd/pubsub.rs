@@ -16,9 +16,13 @@ use crate::consensus::AppliedEvent;
 use crate::model::{glob_match, NodeId};
 
 /// Names subscribed, in subscription order, with O(1) insert, lookup and removal (a client
-/// may subscribe to many names in one command; a list would make that quadratic).
+/// may subscribe to many names in one command; a list would make that quadratic). Holds
+/// nothing until the first name: every connection has two, and most never subscribe.
 #[derive(Debug, Default)]
-pub struct NameSet {
+pub struct NameSet(Option<Box<Names>>);
+
+#[derive(Debug, Default)]
+struct Names {
     /// In subscription order; removed names leave a hole until the next compaction.
     order: Vec<Option<Bytes>>,
     index: HashMap<Bytes, usize>,
@@ -27,26 +31,34 @@ pub struct NameSet {
 impl NameSet {
     /// Adds `name`; false if it was there.
     pub fn insert(&mut self, name: Bytes) -> bool {
-        if self.index.contains_key(&name) {
+        let n = self.0.get_or_insert_with(Default::default);
+        if n.index.contains_key(&name) {
             return false;
         }
-        self.index.insert(name.clone(), self.order.len());
-        self.order.push(Some(name));
+        n.index.insert(name.clone(), n.order.len());
+        n.order.push(Some(name));
         true
     }
 
     /// Removes `name`; false if it was not there.
     pub fn remove(&mut self, name: &[u8]) -> bool {
-        let Some(i) = self.index.remove(name) else {
+        let Some(n) = self.0.as_deref_mut() else {
             return false;
         };
-        self.order[i] = None;
+        let Some(i) = n.index.remove(name) else {
+            return false;
+        };
+        n.order[i] = None;
+        if n.index.is_empty() {
+            self.0 = None;
+            return true;
+        }
         // Compact once holes outnumber names, so the list stays O(names).
-        if self.order.len() > 2 * self.index.len() + 8 {
-            self.order.retain(Option::is_some);
-            for (i, n) in self.order.iter().enumerate() {
-                if let Some(n) = n {
-                    self.index.insert(n.clone(), i);
+        if n.order.len() > 2 * n.index.len() + 8 {
+            n.order.retain(Option::is_some);
+            for (i, name) in n.order.iter().enumerate() {
+                if let Some(name) = name {
+                    n.index.insert(name.clone(), i);
                 }
             }
         }
@@ -55,22 +67,22 @@ impl NameSet {
 
     /// Whether `name` is in.
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.index.contains_key(name)
+        self.0.as_ref().is_some_and(|n| n.index.contains_key(name))
     }
 
     /// Names in.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.0.as_ref().map_or(0, |n| n.index.len())
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// The names in subscription order.
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.order.iter().flatten()
+        self.0.iter().flat_map(|n| n.order.iter().flatten())
     }
 }
 
@@ -198,6 +210,12 @@ mod tests {
             .zip(&expect)
             .all(|(a, b)| a.as_ref() == b.as_bytes()));
         // Holes were compacted away.
-        assert!(set.order.len() <= 2 * set.len() + 8);
+        assert!(set.0.as_ref().unwrap().order.len() <= 2 * set.len() + 8);
+        // Emptied, it holds nothing again.
+        for i in (0..n).filter(|i| i % 3 == 0) {
+            assert!(set.remove(format!("ch{i}").as_bytes()));
+        }
+        assert!(set.0.is_none() && set.is_empty() && set.iter().next().is_none());
+        assert!(!set.remove(b"ch0") && !set.contains(b"ch0"));
     }
 }
