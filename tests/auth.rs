@@ -305,6 +305,7 @@ async fn forged_raft_batch_without_the_secret_is_rejected_and_changes_nothing() 
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
         assert_eq!(e.message(), "unauthenticated", "no detail: {e:?}");
     }
+    // A negative window: a forged term taken would show within an election timeout.
     tokio::time::sleep(c.election_timeout()).await;
     let st = target.status().await.unwrap();
     assert!(st.term < forged_term, "the forged term was taken: {st:?}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use raft::eraftpb::{Message, MessageType};
 use raft_sentinel::pb::peer::raft_peer_client::RaftPeerClient;
 use raft_sentinel::pb::peer::RaftBatch;
-use support::{free_port, Cluster, ClusterOpts, NodeToml, BIN};
+use support::{catches_sigterm, free_port, Cluster, ClusterOpts, NodeToml, BIN};
 
 fn run_with(config: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +138,19 @@ fn corrupt_and_foreign_data_dirs_are_refused_clearly() {
         .args(["run", "--config", &cfg1.display().to_string()])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Started (its data dir stamped with its id) once it waits for SIGTERM.
+    // Up to 10 s in 20 ms steps (blocking code: no tokio clock here).
+    for tries in 0.. {
+        if catches_sigterm(child.id()) {
+            break;
+        }
+        assert!(tries < 500, "the node never finished starting");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the node exited at start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

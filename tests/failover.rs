@@ -425,6 +425,7 @@ async fn fewer_than_quorum_nodes_seeing_it_down_means_no_failover() {
     c.wait_leader(Duration::from_secs(10)).await;
 
     m.kill9();
+    // A negative window: with quorum, a failover would have started well within it.
     tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 6)).await;
     for n in c.nodes.iter().filter(|n| n.is_running()) {
         let r = get_master(n, "mymaster").await.expect("GetMaster");
@@ -500,6 +501,7 @@ async fn priority_zero_is_never_promoted_and_no_eligible_replica_aborts() {
         grep_logs(&c, "replica-priority 0"),
         "the reason names the exclusion"
     );
+    // A negative window: nothing may change after the abort.
     tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 2)).await;
     for n in &c.nodes {
         let r = get_master(n, "m2").await.expect("GetMaster");
@@ -572,6 +574,7 @@ async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
         r.master?.failover_in_progress.then_some(())
     })
     .await;
+    // A negative window: the promotion the ACL refuses must not happen.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         best.role().as_deref(),
@@ -627,6 +630,7 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
             .expect("RESETSTAT");
     }
     m.kill9();
+    // A negative window: a lone node (no quorum) must send no reconfiguring command.
     tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 6)).await;
     assert_eq!(r1.role().as_deref(), Some("slave"));
     for cmd in [
@@ -842,6 +846,7 @@ async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
         (!holders().is_empty()).then_some(())
     })
     .await;
+    // A negative window: a second node claiming the hold would log it within it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let holders = holders();
     // One owner: the node whose record of the settings was committed first.
@@ -849,27 +854,22 @@ async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
     let owner = holders[0];
     c.node_mut(owner).kill9();
     let t0 = Instant::now();
-    // The two others fail the empty master over and demote it; the hold ends there.
-    for _ in 0..10 {
-        let mut other = c
-            .nodes
-            .iter()
-            .find(|n| n.id != owner)
-            .expect("a live node")
-            .client()
-            .await
-            .expect("gRPC client");
-        if other
-            .resume(pb::ResumeRequest {
+    // The two others fail the empty master over and demote it; the hold ends there. The
+    // resume commits once they have a leader again.
+    let other = c.nodes.iter().find(|n| n.id != owner).expect("a live node");
+    eventually(
+        Duration::from_secs(10),
+        "a surviving node resumes failovers",
+        || async {
+            let mut grpc = other.client().await.ok()?;
+            grpc.resume(pb::ResumeRequest {
                 name: "mymaster".into(),
             })
             .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+            .ok()
+        },
+    )
+    .await;
     eventually(
         Duration::from_secs(15),
         "the user's sync settings restored on the old master",
@@ -1028,6 +1028,7 @@ async fn an_odown_master_without_candidate_backs_off_and_a_later_candidate_is_pr
     assert_eq!(epoch, 1, "one failover");
     assert_eq!(r.role().as_deref(), Some("master"));
     let settled = committed_aborts(&c.nodes[0], "lone");
+    // A negative window: no abort may be committed after the failover.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         committed_aborts(&c.nodes[0], "lone"),

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use raft_sentinel::config::{Config, Overrides};
 use raft_sentinel::failover::{self, FailoverError};
 use raft_sentinel::fsm::{Command, FailoverReason};
 use raft_sentinel::model::Addr;
+use raft_sentinel::view::{InstanceInfo, ReportedRole};
 use support::{eventually, follows, free_port, wait_synced, NodeToml, RedisProcess};
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -75,8 +76,16 @@ impl InProc {
             .map(|m| m.addr.clone())
     }
 
-    /// Every node has `n` replicas of `name` committed and has probed them.
+    /// Every node has `n` replicas of `name` committed, and its probes have a PING reply and
+    /// an `INFO` from the master and from each replica, which reports its link up: a failover
+    /// could pick any of them.
     async fn wait_monitored(&self, name: &str, n: usize) {
+        let answers = |i: &InstanceInfo| {
+            i.connected
+                && i.sdown_since.is_none()
+                && i.info_refresh.is_some()
+                && i.last_ok_ping_reply.is_some()
+        };
         eventually(
             Duration::from_secs(20),
             "replicas known and probed",
@@ -90,15 +99,19 @@ impl InProc {
                         };
                         let view = node.monitor_view.borrow().clone();
                         m.replicas.len() == n
-                            && m.replicas
-                                .iter()
-                                .all(|r| view.get(r).is_some_and(|i| i.info_refresh.is_some()))
+                            && view.get(&m.addr).is_some_and(answers)
+                            && m.replicas.iter().all(|r| {
+                                view.get(r).is_some_and(|i| {
+                                    answers(i)
+                                        && i.role == Some(ReportedRole::Replica)
+                                        && i.master_link_up
+                                })
+                            })
                     })
                     .then_some(())
             },
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(1200)).await;
     }
 
     /// Waits until every node answers `addr` and no failover or reconfiguration runs.
@@ -149,9 +162,11 @@ async fn switchover_under_writes_loses_no_acknowledged_write() {
     // A writer that always writes to the master the coordinators name, and counts the
     // writes Redis acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
+    let acked_count = Arc::new(AtomicU64::new(0));
     let raft = c.nodes[0].raft.clone();
     let writer = {
         let stop = stop.clone();
+        let acked_count = acked_count.clone();
         std::thread::spawn(move || {
             let mut acked = Vec::new();
             let mut max_gap = Duration::ZERO;
@@ -178,6 +193,7 @@ async fn switchover_under_writes_loses_no_acknowledged_write() {
                 match r {
                     Ok(()) => {
                         acked.push(i);
+                        acked_count.fetch_add(1, Ordering::Relaxed);
                         let now = Instant::now();
                         max_gap = max_gap.max(now - last_ack);
                         last_ack = now;
@@ -194,7 +210,15 @@ async fn switchover_under_writes_loses_no_acknowledged_write() {
             (acked, max_gap)
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The switch starts while writes flow, and the writes go on after it.
+    let writes_past = |n: u64| {
+        let acked_count = acked_count.clone();
+        eventually(Duration::from_secs(10), "writes acknowledged", move || {
+            let acked_count = acked_count.clone();
+            async move { (acked_count.load(Ordering::Relaxed) >= n).then_some(()) }
+        })
+    };
+    writes_past(50).await;
     let t0 = Instant::now();
     let epoch = failover::request(
         &c.nodes[1].raft,
@@ -217,7 +241,7 @@ async fn switchover_under_writes_loses_no_acknowledged_write() {
     .await;
     eprintln!("switchover committed after {:?}", t0.elapsed());
     c.wait_settled("mymaster", &new.to_string()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writes_past(acked_count.load(Ordering::Relaxed) + 60).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, max_gap) = writer.join().expect("writer");
     eprintln!(
@@ -549,6 +573,7 @@ async fn paused_master_is_not_failed_over_until_resumed() {
             .then_some(())
     })
     .await;
+    // A negative window: a failover would start right after odown; none may while paused.
     tokio::time::sleep(Duration::from_millis(DOWN_AFTER * 3)).await;
     let st = c.nodes[0].raft.state();
     let ms = &st.masters["mymaster"];

@@ -51,6 +51,29 @@ fn cli(lab: &NetLab, ip: &str, port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The values of `key` in redis-cli's plain output of Sentinel maps (a key's line, then its
+/// value's).
+fn values<'a>(out: &'a str, key: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = out.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == key)
+        .map(|w| w[1])
+        .collect()
+}
+
+/// Whether `out` lists `n` instances that answered the node's probes: a run id from `INFO`,
+/// neither disconnected nor down.
+fn probed(out: &str, n: usize) -> bool {
+    let ids = values(out, "runid");
+    let flags = values(out, "flags");
+    ids.len() == n
+        && ids.iter().all(|id| !id.is_empty())
+        && flags
+            .iter()
+            .all(|f| !f.contains("disconnected") && !f.contains("s_down"))
+}
+
 /// One `MONITOR` line: (unix time, client ip, command in lower case).
 fn parse_monitor(line: &str) -> Option<(f64, String, String)> {
     let (ts, rest) = line.split_once(' ')?;
@@ -150,17 +173,21 @@ async fn a_leader_cut_off_mid_reconfiguration_sends_nothing_once_its_lease_is_ov
     for ip in &ips[..3] {
         wait_for_every(
             Duration::from_millis(10),
-            "every node knows both replicas",
+            "every node knows both replicas and has probed them and the master",
             Duration::from_secs(30),
             || {
                 let out = cli(&lab, ip, 26379, &["SENTINEL", "REPLICAS", "mymaster"]);
-                (out.matches("slave").count() >= 2 && out.contains(&bestp.to_string()))
-                    .then_some(())
+                let master = cli(&lab, ip, 26379, &["SENTINEL", "MASTER", "mymaster"]);
+                (out.matches("slave").count() >= 2
+                    && out.contains(&bestp.to_string())
+                    && probed(&master, 1)
+                    && probed(&out, 2)
+                    && values(&out, "master-link-status") == ["ok", "ok"])
+                .then_some(())
             },
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     // The reconfiguration can never repoint this replica: it re-sends every 2 s.
     cli(
         &lab,
@@ -174,7 +201,19 @@ async fn a_leader_cut_off_mid_reconfiguration_sends_nothing_once_its_lease_is_ov
         monitor(&lab, &rip, otherp, &mon_other),
         monitor(&lab, &rip, bestp, &mon_best),
     ];
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // MONITOR answers OK once it is attached.
+    wait_for_every(
+        Duration::from_millis(10),
+        "both monitors attached",
+        Duration::from_secs(5),
+        || {
+            [&mon_other, &mon_best]
+                .iter()
+                .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t.starts_with("OK")))
+                .then_some(())
+        },
+    )
+    .await;
 
     lab.kill(m_idx);
     // The first REPLICAOF transaction to the refusing replica: the reconfiguration runs.

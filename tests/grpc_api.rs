@@ -123,8 +123,16 @@ async fn isolated_node_refuses_linearizable_reads_but_answers_local_ones() {
         },
     )
     .await;
-    // Past two election timeouts the isolated node knows it has no leader contact.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Its lease past, the isolated node knows it has no leader contact.
+    wait_for(
+        "the isolated node without leader contact",
+        Duration::from_secs(5),
+        || {
+            let (code, out, _) = ctl(&lab, x, "127.0.0.1:7700", &["status", "--json"]);
+            (code == 0 && json(&out)["leader_contact"] == false).then_some(())
+        },
+    )
+    .await;
     let (code, _, err) = ctl(
         &lab,
         x,
@@ -613,7 +621,16 @@ async fn every_ctl_subcommand_and_clear_errors() {
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     let other = (1..=3).find(|i| *i != leader && *i != victim).unwrap();
     c.node_mut(victim).kill9();
-    tokio::time::sleep(c.election_timeout() * 2).await;
+    eventually(
+        Duration::from_secs(5),
+        "the leader sees the killed node inactive",
+        || async {
+            let st = c.node(leader).status().await?;
+            let m = st.members.iter().find(|m| m.id == victim)?;
+            (st.leader_id == leader && !m.recent_active).then_some(())
+        },
+    )
+    .await;
     err_case(
         &c,
         &["remove-node", "--id", &other.to_string()],

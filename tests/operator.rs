@@ -104,12 +104,14 @@ async fn sets_keep_answering_ok_while_leadership_moves() {
 
     // One writer per node, each sending SETs in a loop until the transfers are done.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let writers: Vec<_> = cluster
         .nodes
         .iter()
         .map(|n| {
             let addr = n.sentinel_addr();
             let stop = stop.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut c = RespClient::connect(&addr).await;
                 let mut sent = 0u32;
@@ -128,6 +130,7 @@ async fn sets_keep_answering_ok_while_leadership_moves() {
                         ])
                         .await;
                     sent += 1;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if !ok(&v) {
                         bad.push(format!("SET #{i} via {addr}: {v:?}"));
                     }
@@ -137,9 +140,20 @@ async fn sets_keep_answering_ok_while_leadership_moves() {
         })
         .collect();
 
+    // Every leader, the first and each new one, answers some SETs before it moves on.
+    let some_sets_answered = || {
+        let from = answered.load(std::sync::atomic::Ordering::SeqCst);
+        let answered = answered.clone();
+        eventually(Duration::from_secs(10), "SETs answered", move || {
+            let answered = answered.clone();
+            async move {
+                (answered.load(std::sync::atomic::Ordering::SeqCst) >= from + 10).then_some(())
+            }
+        })
+    };
     let mut leader = first;
     for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        some_sets_answered().await;
         let to = cluster
             .nodes
             .iter()
@@ -158,7 +172,7 @@ async fn sets_keep_answering_ok_while_leadership_moves() {
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    some_sets_answered().await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut total = 0;
     for w in writers {

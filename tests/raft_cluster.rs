@@ -2,6 +2,8 @@
 //! elections, commit on a majority, same apply order everywhere, a minority cannot commit,
 //! catch-up after healing, catch-up by snapshot after compaction, epochs only increase.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use raft_sentinel::consensus::{
 use raft_sentinel::fsm::{ClusterState, Command, FailoverReason, MasterSpec, MemberInfo};
 use raft_sentinel::model::Addr;
 use raft_sentinel::shutdown::{self, ShutdownTrigger};
+use support::wait_for_every;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -94,25 +97,32 @@ impl TestCluster {
     }
 
     async fn leader(&self, among: &[u64]) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let leaders: Vec<u64> = among
-                .iter()
-                .filter(|id| self.h(**id).status().role == Role::Leader)
-                .copied()
-                .collect();
-            let agreed = among
-                .iter()
-                .all(|id| leaders.len() == 1 && self.h(*id).status().leader_id == leaders[0]);
-            if agreed {
-                return leaders[0];
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader among {among:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.until(
+            &format!("an agreed leader among {among:?}"),
+            Duration::from_secs(10),
+            || {
+                let leaders: Vec<u64> = among
+                    .iter()
+                    .filter(|id| self.h(**id).status().role == Role::Leader)
+                    .copied()
+                    .collect();
+                let agreed = among
+                    .iter()
+                    .all(|id| leaders.len() == 1 && self.h(*id).status().leader_id == leaders[0]);
+                agreed.then(|| leaders[0])
+            },
+        )
+        .await
+    }
+
+    /// Polls `f` every tick until it returns `Some`, or panics after `limit` with `what`.
+    async fn until<T>(&self, what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+        wait_for_every(TICK, what, limit, f).await
+    }
+
+    /// [`TestCluster::until`] for a condition with no value.
+    async fn until_true(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+        self.until(what, limit, || f().then_some(())).await
     }
 
     /// Waits until the config's masters were proposed by the first leader and applied.
@@ -206,14 +216,12 @@ async fn elects_a_leader_and_applies_in_the_same_order_everywhere() {
     let target = c.h(leader).state().applied_index;
     c.wait_applied(&[1, 2, 3], target).await;
     // Background entries (announcements) may still be in flight: compare once all agree.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let states: Vec<Arc<ClusterState>> = loop {
-        let s: Vec<Arc<ClusterState>> = (1..=3).map(|id| c.h(id).state()).collect();
-        if s[0] == s[1] && s[1] == s[2] || Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let states: Vec<Arc<ClusterState>> = c
+        .until("the three states agree", Duration::from_secs(5), || {
+            let s: Vec<Arc<ClusterState>> = (1..=3).map(|id| c.h(id).state()).collect();
+            (s[0] == s[1] && s[1] == s[2]).then_some(s)
+        })
+        .await;
     assert_eq!(*states[0], *states[1]);
     assert_eq!(*states[1], *states[2]);
     assert_eq!(states[0].masters.len(), 31, "bootstrap master plus 30");
@@ -273,9 +281,12 @@ async fn isolated_minority_cannot_commit_and_catches_up_after_healing() {
             .unwrap();
     }
     assert_eq!(c.h(minority).state().masters.len(), before.masters.len());
-    // After a while cut off, it no longer vouches for its state.
-    tokio::time::sleep(TICK * 25).await;
-    assert!(!c.h(minority).has_leader_contact());
+    // Once a lease has passed without contact, it no longer vouches for its state.
+    let lease = c.h(minority).lease();
+    c.until_true("the minority stops vouching", lease * 2, || {
+        !c.h(minority).has_leader_contact()
+    })
+    .await;
     assert!(c.h(majority[0]).has_leader_contact());
     c.net.heal();
     let target = c.h(majority[0]).state().applied_index;
@@ -305,14 +316,12 @@ async fn isolated_leader_is_replaced_and_cannot_commit() {
     assert!(r.is_err(), "the old leader committed in a minority: {r:?}");
     c.h(new).propose(monitor("from-new")).await.unwrap();
     // check_quorum: the old leader steps down on its own.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.h(old).status().role == Role::Leader {
-        assert!(
-            Instant::now() < deadline,
-            "isolated leader never stepped down"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.until_true(
+        "the isolated leader steps down",
+        Duration::from_secs(5),
+        || c.h(old).status().role != Role::Leader,
+    )
+    .await;
     c.net.heal();
     let target = c.h(new).state().applied_index;
     c.wait_applied(&[old], target).await;
@@ -491,23 +500,19 @@ async fn a_healed_node_vouches_only_once_it_has_applied_what_was_committed_meanw
     let c = TestCluster::start(3, 1000);
     let leader = c.leader(&[1, 2, 3]).await;
     let cut = if leader == 3 { 1 } else { 3 };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !c.h(cut).has_leader_contact() {
-        assert!(
-            Instant::now() < deadline,
-            "node {cut} never vouched before the cut"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    c.until_true(
+        &format!("node {cut} vouches before the cut"),
+        Duration::from_secs(5),
+        || c.h(cut).has_leader_contact(),
+    )
+    .await;
     c.net.isolate(cut);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.h(cut).has_leader_contact() {
-        assert!(
-            Instant::now() < deadline,
-            "node {cut} kept vouching while cut off"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    c.until_true(
+        &format!("node {cut} stops vouching while cut off"),
+        Duration::from_secs(5),
+        || !c.h(cut).has_leader_contact(),
+    )
+    .await;
     // Committed while it is cut off.
     c.h(leader).propose(monitor("while-cut-off")).await.unwrap();
     c.net.heal();
@@ -566,6 +571,7 @@ async fn an_entry_that_cannot_be_decoded_halts_applying_and_is_never_skipped() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A negative window: a node that applied past the unreadable entry would do so within it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // ... but no node applies past the entry it cannot read, nor vouches for its state.
     for id in 1..=3 {
@@ -611,16 +617,16 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
     let leader = c.leader(&voters).await;
     c.wait_bootstrapped(&voters).await;
     // Every announcement is applied, and then some (the leader would raise it by now).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(1..=3).all(|id| {
-        c.h(leader).state().members[&id]
-            .info
-            .sentinel_addr
-            .is_some()
-    }) {
-        assert!(Instant::now() < deadline, "announcements not applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.until_true("announcements applied", Duration::from_secs(10), || {
+        (1..=3).all(|id| {
+            c.h(leader).state().members[&id]
+                .info
+                .sentinel_addr
+                .is_some()
+        })
+    })
+    .await;
+    // A negative window: the version must not be raised within it.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for id in voters {
         assert_eq!(c.h(id).state().cluster_version(), BASE_VERSION, "node {id}");
@@ -645,14 +651,12 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
 
     // Node 3 is upgraded (restarted on its data dir with the new version): the cluster moves on.
     c.upgrade(3, &voters, dirs[2].clone()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(1..=3).all(|id| c.h(id).state().cluster_version() == SUPPORTED_VERSION) {
-        assert!(
-            Instant::now() < deadline,
-            "cluster version not raised after the upgrade"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.until_true(
+        "cluster version raised after the upgrade",
+        Duration::from_secs(10),
+        || (1..=3).all(|id| c.h(id).state().cluster_version() == SUPPORTED_VERSION),
+    )
+    .await;
     // Every node now reads the format that has the limits: every node enforces them.
     let longer = "o".repeat(raft_sentinel::fsm::limits::MAX_NAME_LEN + 1);
     let leader = c.leader(&voters).await;
@@ -666,11 +670,8 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
         "{err}"
     );
     let applied = c.h(leader).state().applied_index;
+    c.wait_applied(&voters, applied).await;
     for id in voters {
-        while c.h(id).state().applied_index < applied {
-            assert!(Instant::now() < deadline + Duration::from_secs(10));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let st = c.h(id).state();
         assert!(st.masters.contains_key(&long), "node {id}");
         assert!(!st.masters.contains_key(&longer), "node {id}");
@@ -759,11 +760,10 @@ async fn decisions_proposed_together_share_one_entry_once_every_member_reads_bat
 
     // Node 3 is upgraded: the cluster reads batches from now on.
     c.upgrade(3, &voters, dirs[2].clone()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(1..=3).all(|id| c.h(id).state().cluster_version() >= BATCH_VERSION) {
-        assert!(Instant::now() < deadline, "cluster version not raised");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.until_true("cluster version raised", Duration::from_secs(10), || {
+        (1..=3).all(|id| c.h(id).state().cluster_version() >= BATCH_VERSION)
+    })
+    .await;
     let leader = c.leader(&voters).await;
     let follower = voters.into_iter().find(|id| *id != leader).unwrap();
     // The proposer's own events: it publishes them before it answers (the leader may apply

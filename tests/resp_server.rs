@@ -192,12 +192,15 @@ fn s(b: &[u8]) -> String {
 async fn handshake_and_errors_are_byte_exact() {
     let h = Harness::start(1, None, RespOptions::default()).await;
     let mut c = h.client(1).await;
-    assert_eq!(s(&c.raw(&["PING"]).await), "+PONG\r\n");
-    assert_eq!(s(&c.raw(&["ping", "hi"]).await), "$2\r\nhi\r\n");
-    assert_eq!(
-        s(&c.raw(&["PING", "a", "b"]).await),
-        "-ERR wrong number of arguments for 'ping' command\r\n"
-    );
+    c.expect_replies(&[
+        (&["PING"], "+PONG\r\n"),
+        (&["ping", "hi"], "$2\r\nhi\r\n"),
+        (
+            &["PING", "a", "b"],
+            "-ERR wrong number of arguments for 'ping' command\r\n",
+        ),
+    ])
+    .await;
     let id = match c.cmd(&["CLIENT", "ID"]).await {
         Value::Int(i) => i,
         other => panic!("{other:?}"),
@@ -216,79 +219,39 @@ async fn handshake_and_errors_are_byte_exact() {
         s(&c.raw(&["HELLO", "2"]).await),
         format!("*12\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.4\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:{id}\r\n$4\r\nmode\r\n$8\r\nsentinel\r\n$7\r\nmodules\r\n*0\r\n")
     );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "nope"])
-            .await),
-        "*-1\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["HELLO", "4"]).await),
-        "-NOPROTO unsupported protocol version\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["HELLO", "x"]).await),
-        "-ERR Protocol version is not an integer or out of range\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["HELLO", "3", "SETNAME", "a b"]).await),
-        "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["HELLO", "3", "FOO"]).await),
-        "-ERR Syntax error in HELLO option 'FOO'\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["FOO"]).await),
-        "-ERR unknown command 'FOO', with args beginning with: \r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["GET", "a", "b"]).await),
-        "-ERR unknown command 'GET', with args beginning with: 'a' 'b' \r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL"]).await),
-        "-ERR wrong number of arguments for 'sentinel' command\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "BAR"]).await),
-        "-ERR unknown subcommand 'BAR'. Try SENTINEL HELP.\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "MASTER"]).await),
-        "-ERR wrong number of arguments for 'sentinel|master' command\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "MASTER", "nope"]).await),
-        "-ERR No such master with that name\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["AUTH", "x"]).await),
-        "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["AUTH", "u", "x"]).await),
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-    );
-    assert_eq!(s(&c.raw(&["AUTH", "default", "x"]).await), "+OK\r\n");
-    assert_eq!(
-        s(&c.raw(&["ROLE"]).await),
-        "*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n"
-    );
-    assert_eq!(s(&c.raw(&["CLIENT", "GETNAME"]).await), "$-1\r\n");
-    assert_eq!(s(&c.raw(&["CLIENT", "SETNAME", "app1"]).await), "+OK\r\n");
-    assert_eq!(s(&c.raw(&["CLIENT", "GETNAME"]).await), "$4\r\napp1\r\n");
-    assert_eq!(
-        s(&c.raw(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]).await),
-        "+OK\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["CLIENT", "SETINFO", "LIB-FOO", "x"]).await),
-        "-ERR Unrecognized option 'LIB-FOO'\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["CLIENT", "MAINT_NOTIFICATIONS", "ON"]).await),
-        "-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"
-    );
+    c.expect_replies(&[
+        (&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "nope"], "*-1\r\n"),
+        (&["HELLO", "4"], "-NOPROTO unsupported protocol version\r\n"),
+        (&["HELLO", "x"], "-ERR Protocol version is not an integer or out of range\r\n"),
+        (&["HELLO", "3", "SETNAME", "a b"], "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"),
+        (&["HELLO", "3", "FOO"], "-ERR Syntax error in HELLO option 'FOO'\r\n"),
+        (&["FOO"], "-ERR unknown command 'FOO', with args beginning with: \r\n"),
+        (&["GET", "a", "b"], "-ERR unknown command 'GET', with args beginning with: 'a' 'b' \r\n"),
+        (&["SENTINEL"], "-ERR wrong number of arguments for 'sentinel' command\r\n"),
+        (&["SENTINEL", "BAR"], "-ERR unknown subcommand 'BAR'. Try SENTINEL HELP.\r\n"),
+        (&["SENTINEL", "MASTER"], "-ERR wrong number of arguments for 'sentinel|master' command\r\n"),
+        (&["SENTINEL", "MASTER", "nope"], "-ERR No such master with that name\r\n"),
+        (&["AUTH", "x"], "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
+        (&["AUTH", "u", "x"], "-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+        (&["AUTH", "default", "x"], "+OK\r\n"),
+        (&["ROLE"], "*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n"),
+        (&["CLIENT", "GETNAME"], "$-1\r\n"),
+        (&["CLIENT", "SETNAME", "app1"], "+OK\r\n"),
+        (&["CLIENT", "GETNAME"], "$4\r\napp1\r\n"),
+    ])
+    .await;
+    c.expect_replies(&[
+        (&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"], "+OK\r\n"),
+        (
+            &["CLIENT", "SETINFO", "LIB-FOO", "x"],
+            "-ERR Unrecognized option 'LIB-FOO'\r\n",
+        ),
+        (
+            &["CLIENT", "MAINT_NOTIFICATIONS", "ON"],
+            "-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n",
+        ),
+    ])
+    .await;
     let info = c.cmd(&["CLIENT", "INFO"]).await.text().unwrap();
     assert!(info.starts_with(&format!("id={id} addr=")), "{info}");
     assert!(
@@ -296,11 +259,14 @@ async fn handshake_and_errors_are_byte_exact() {
         "{info}"
     );
     assert!(info.ends_with('\n'));
-    assert_eq!(s(&c.raw(&["COMMAND", "COUNT"]).await), ":13\r\n");
-    assert_eq!(
-        s(&c.raw(&["COMMAND", "FOO"]).await),
-        "-ERR unknown subcommand 'FOO'. Try COMMAND HELP.\r\n"
-    );
+    c.expect_replies(&[
+        (&["COMMAND", "COUNT"], ":13\r\n"),
+        (
+            &["COMMAND", "FOO"],
+            "-ERR unknown subcommand 'FOO'. Try COMMAND HELP.\r\n",
+        ),
+    ])
+    .await;
     let myid = c.cmd(&["SENTINEL", "MYID"]).await.text().unwrap();
     assert_eq!(myid, h.nodes[&1].run_id);
     // Inline commands, as typed into telnet.
@@ -413,14 +379,11 @@ async fn lookups_and_instance_maps() {
     assert!(sentinels[0].field("flags").unwrap().contains("sentinel"));
     assert_eq!(sentinels[0].field("name"), sentinels[0].field("runid"));
 
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "REPLICAS", "mymaster"]).await),
-        "*0\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "SLAVES", "mymaster"]).await),
-        "*0\r\n"
-    );
+    c.expect_replies(&[
+        (&["SENTINEL", "REPLICAS", "mymaster"], "*0\r\n"),
+        (&["SENTINEL", "SLAVES", "mymaster"], "*0\r\n"),
+    ])
+    .await;
     assert_eq!(
         s(&c.raw(&["SENTINEL", "CKQUORUM", "mymaster"]).await),
         "+OK 2 usable Sentinels. Quorum and failover authorization can be reached\r\n",
@@ -552,30 +515,36 @@ async fn writes_go_through_the_log_from_any_node() {
     let m = c.cmd(&["SENTINEL", "MASTER", "m2"]).await;
     assert_eq!(m.field("down-after-milliseconds").unwrap(), "1234");
     assert_eq!(m.field("quorum").unwrap(), "1");
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "SET", "m2", "quorum", "zero"]).await),
-        "-ERR Invalid argument 'zero' for SENTINEL SET 'quorum'\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "SET", "m2", "bogus", "1"]).await),
-        "-ERR Unknown option or number of arguments for SENTINEL SET 'bogus'\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "SET", "nope", "quorum", "1"]).await),
-        "-ERR No such master with that name\r\n"
-    );
-    assert_eq!(s(&c.raw(&["SENTINEL", "RESET", "m?"]).await), ":1\r\n");
-    assert_eq!(s(&c.raw(&["SENTINEL", "RESET", "m*"]).await), ":2\r\n");
-    assert_eq!(s(&c.raw(&["SENTINEL", "RESET", "zzz*"]).await), ":0\r\n");
-    assert_eq!(s(&c.raw(&["SENTINEL", "REMOVE", "m2"]).await), "+OK\r\n");
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "REMOVE", "m2"]).await),
-        "-ERR No such master with that name\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "m2"]).await),
-        "*-1\r\n"
-    );
+    c.expect_replies(&[
+        (
+            &["SENTINEL", "SET", "m2", "quorum", "zero"],
+            "-ERR Invalid argument 'zero' for SENTINEL SET 'quorum'\r\n",
+        ),
+        (
+            &["SENTINEL", "SET", "m2", "bogus", "1"],
+            "-ERR Unknown option or number of arguments for SENTINEL SET 'bogus'\r\n",
+        ),
+        (
+            &["SENTINEL", "SET", "nope", "quorum", "1"],
+            "-ERR No such master with that name\r\n",
+        ),
+    ])
+    .await;
+    c.expect_replies(&[
+        (&["SENTINEL", "RESET", "m?"], ":1\r\n"),
+        (&["SENTINEL", "RESET", "m*"], ":2\r\n"),
+        (&["SENTINEL", "RESET", "zzz*"], ":0\r\n"),
+        (&["SENTINEL", "REMOVE", "m2"], "+OK\r\n"),
+    ])
+    .await;
+    c.expect_replies(&[
+        (
+            &["SENTINEL", "REMOVE", "m2"],
+            "-ERR No such master with that name\r\n",
+        ),
+        (&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "m2"], "*-1\r\n"),
+    ])
+    .await;
     assert_eq!(
         s(
             &c.raw(&["SENTINEL", "CONFIG", "SET", "resolve-hostnames", "maybe"])
@@ -617,25 +586,22 @@ async fn pubsub_in_resp2_and_resp3() {
         s(&sub2.read().await.0),
         "*3\r\n$9\r\nsubscribe\r\n$8\r\n-monitor\r\n:2\r\n"
     );
-    assert_eq!(
-        s(&sub2.raw(&["PSUBSCRIBE", "*"]).await),
-        "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:3\r\n"
-    );
-    assert_eq!(
-        s(&sub2.raw(&["PING"]).await),
-        "*2\r\n$4\r\npong\r\n$0\r\n\r\n"
-    );
-    assert_eq!(
-        s(&sub2.raw(&["SENTINEL", "MASTERS"]).await),
-        "-ERR Can't execute 'sentinel|masters': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
-    );
+    sub2.expect_replies(&[
+        (&["PSUBSCRIBE", "*"], "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:3\r\n"),
+        (&["PING"], "*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+        (&["SENTINEL", "MASTERS"], "-ERR Can't execute 'sentinel|masters': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"),
+    ])
+    .await;
     let mut sub3 = h.client(2).await;
     sub3.cmd(&["HELLO", "3"]).await;
-    assert_eq!(
-        s(&sub3.raw(&["SUBSCRIBE", "+monitor"]).await),
-        ">3\r\n$9\r\nsubscribe\r\n$8\r\n+monitor\r\n:1\r\n"
-    );
-    assert_eq!(s(&sub3.raw(&["PING"]).await), "+PONG\r\n");
+    sub3.expect_replies(&[
+        (
+            &["SUBSCRIBE", "+monitor"],
+            ">3\r\n$9\r\nsubscribe\r\n$8\r\n+monitor\r\n:1\r\n",
+        ),
+        (&["PING"], "+PONG\r\n"),
+    ])
+    .await;
     // RESP3 clients may run any command while subscribed.
     assert_eq!(sub3.cmd(&["SENTINEL", "MASTERS"]).await.items().len(), 1);
 
@@ -679,22 +645,25 @@ async fn pubsub_in_resp2_and_resp3() {
         s(&sub2.read().await.0),
         "*3\r\n$11\r\nunsubscribe\r\n$8\r\n-monitor\r\n:1\r\n"
     );
-    assert_eq!(
-        s(&sub2.raw(&["PUNSUBSCRIBE"]).await),
-        "*3\r\n$12\r\npunsubscribe\r\n$1\r\n*\r\n:0\r\n"
-    );
-    assert_eq!(
-        s(&sub2.raw(&["UNSUBSCRIBE"]).await),
-        "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"
-    );
-    assert_eq!(
-        s(&sub3.raw(&["UNSUBSCRIBE", "+monitor"]).await),
-        ">3\r\n$11\r\nunsubscribe\r\n$8\r\n+monitor\r\n:0\r\n"
-    );
-    assert_eq!(
-        s(&sub3.raw(&["UNSUBSCRIBE"]).await),
-        ">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n"
-    );
+    sub2.expect_replies(&[
+        (
+            &["PUNSUBSCRIBE"],
+            "*3\r\n$12\r\npunsubscribe\r\n$1\r\n*\r\n:0\r\n",
+        ),
+        (
+            &["UNSUBSCRIBE"],
+            "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+        ),
+    ])
+    .await;
+    sub3.expect_replies(&[
+        (
+            &["UNSUBSCRIBE", "+monitor"],
+            ">3\r\n$11\r\nunsubscribe\r\n$8\r\n+monitor\r\n:0\r\n",
+        ),
+        (&["UNSUBSCRIBE"], ">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n"),
+    ])
+    .await;
     // Out of subscribed mode, RESP2 commands work again.
     assert_eq!(sub2.cmd(&["SENTINEL", "MASTERS"]).await.items().len(), 1);
     h.stop().await;
@@ -704,33 +673,24 @@ async fn pubsub_in_resp2_and_resp3() {
 async fn requirepass_gives_redis_errors() {
     let h = Harness::start(1, Some("s3cret"), RespOptions::default()).await;
     let mut c = h.client(1).await;
-    assert_eq!(
-        s(&c.raw(&["PING"]).await),
-        "-NOAUTH Authentication required.\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "MASTERS"]).await),
-        "-NOAUTH Authentication required.\r\n"
-    );
+    c.expect_replies(&[
+        (&["PING"], "-NOAUTH Authentication required.\r\n"),
+        (
+            &["SENTINEL", "MASTERS"],
+            "-NOAUTH Authentication required.\r\n",
+        ),
+    ])
+    .await;
     // Unknown commands and arity are checked before authentication, as in Redis.
-    assert_eq!(
-        s(&c.raw(&["FOO"]).await),
-        "-ERR unknown command 'FOO', with args beginning with: \r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["HELLO", "3"]).await),
-        "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["AUTH", "bad"]).await),
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["HELLO", "3", "AUTH", "default", "bad"]).await),
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-    );
-    assert_eq!(s(&c.raw(&["AUTH", "s3cret"]).await), "+OK\r\n");
-    assert_eq!(s(&c.raw(&["PING"]).await), "+PONG\r\n");
+    c.expect_replies(&[
+        (&["FOO"], "-ERR unknown command 'FOO', with args beginning with: \r\n"),
+        (&["HELLO", "3"], "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"),
+        (&["AUTH", "bad"], "-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+        (&["HELLO", "3", "AUTH", "default", "bad"], "-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+        (&["AUTH", "s3cret"], "+OK\r\n"),
+        (&["PING"], "+PONG\r\n"),
+    ])
+    .await;
 
     let mut d = h.client(1).await;
     let hello = d
@@ -756,9 +716,15 @@ async fn isolated_node_never_hands_out_a_master() {
     let leader = h.leader();
     let cut = (1..=3).find(|id| *id != leader).unwrap();
     h.net.isolate(cut);
-    let election = TICK * ELECTION_TICKS as u32;
-    tokio::time::sleep(election * 2).await;
-    assert!(!h.nodes[&cut].raft.has_leader_contact());
+    // Its lease runs out a lease after the last contact.
+    let raft = &h.nodes[&cut].raft;
+    support::wait_for_every(
+        TICK,
+        "the isolated node stops vouching",
+        raft.lease() * 2,
+        || (!raft.has_leader_contact()).then_some(()),
+    )
+    .await;
     for cmd in [
         &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"][..],
         &["SENTINEL", "MASTERS"][..],
@@ -1023,14 +989,11 @@ async fn connection_cap_client_kill_and_shutdown() {
         .collect();
     assert_eq!(s(&a.raw(&["CLIENT", "KILL", "ID", &id]).await), ":1\r\n");
     assert!(b.closed_within(Duration::from_secs(2)).await);
-    assert_eq!(
-        s(&a.raw(&["CLIENT", "KILL", "ID", "99999"]).await),
-        ":0\r\n"
-    );
-    assert_eq!(
-        s(&a.raw(&["CLIENT", "KILL", "1.2.3.4:5"]).await),
-        "-ERR No such client\r\n"
-    );
+    a.expect_replies(&[
+        (&["CLIENT", "KILL", "ID", "99999"], ":0\r\n"),
+        (&["CLIENT", "KILL", "1.2.3.4:5"], "-ERR No such client\r\n"),
+    ])
+    .await;
     // The killed client's slot is free again.
     let mut c = support::eventually(Duration::from_secs(2), "a free slot", || {
         let addr = h.addr(1).to_string();
@@ -1325,30 +1288,31 @@ async fn is_master_down_by_addr_and_simulate_failure() {
     // Up (no committed observation of node 1 says down): 0, no vote.
     assert_eq!(s(&c.raw(&q).await), "*3\r\n:0\r\n$1\r\n*\r\n:0\r\n");
     // An address nobody monitors, and a vote request (never granted: Raft elects).
-    assert_eq!(
-        s(&c.raw(&[
-            "SENTINEL",
-            "IS-MASTER-DOWN-BY-ADDR",
-            "127.0.0.1",
-            "1",
-            "5",
-            &"b".repeat(40)
-        ])
-        .await),
-        "*3\r\n:0\r\n$1\r\n*\r\n:0\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&[
-            "SENTINEL",
-            "IS-MASTER-DOWN-BY-ADDR",
-            "127.0.0.1",
-            "x",
-            "0",
-            "*"
-        ])
-        .await),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    c.expect_replies(&[
+        (
+            &[
+                "SENTINEL",
+                "IS-MASTER-DOWN-BY-ADDR",
+                "127.0.0.1",
+                "1",
+                "5",
+                &"b".repeat(40),
+            ],
+            "*3\r\n:0\r\n$1\r\n*\r\n:0\r\n",
+        ),
+        (
+            &[
+                "SENTINEL",
+                "IS-MASTER-DOWN-BY-ADDR",
+                "127.0.0.1",
+                "x",
+                "0",
+                "*",
+            ],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+    ])
+    .await;
     // Node 1's committed observation says down: 1 on node 1, still 0 on node 2.
     h.nodes[&1]
         .raft
@@ -1373,14 +1337,17 @@ async fn is_master_down_by_addr_and_simulate_failure() {
     })
     .await;
 
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "SIMULATE-FAILURE", "help"]).await),
-        "*2\r\n$20\r\ncrash-after-election\r\n$21\r\ncrash-after-promotion\r\n"
-    );
-    assert_eq!(
-        s(&c.raw(&["SENTINEL", "SIMULATE-FAILURE", "bogus"]).await),
-        "-ERR Unknown failure simulation specified\r\n"
-    );
+    c.expect_replies(&[
+        (
+            &["SENTINEL", "SIMULATE-FAILURE", "help"],
+            "*2\r\n$20\r\ncrash-after-election\r\n$21\r\ncrash-after-promotion\r\n",
+        ),
+        (
+            &["SENTINEL", "SIMULATE-FAILURE", "bogus"],
+            "-ERR Unknown failure simulation specified\r\n",
+        ),
+    ])
+    .await;
     let refused = s(&c
         .raw(&["SENTINEL", "SIMULATE-FAILURE", "crash-after-election"])
         .await);

@@ -126,6 +126,20 @@ pub fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Whether process `pid` has a SIGTERM handler installed (`SigCgt` in /proc): a node installs
+/// it once started, so a SIGTERM from then on is a clean shutdown, not the default death.
+pub fn catches_sigterm(pid: u32) -> bool {
+    const SIGTERM_BIT: u64 = 1 << (15 - 1);
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & SIGTERM_BIT != 0)
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let Ok(f) = std::fs::File::open(path) else {
         return String::new();
@@ -739,16 +753,17 @@ pub async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterR
     .map(|r| r.into_inner())
 }
 
-/// Waits until the committed state knows `n` replicas of `name` on every running node, so
-/// monitoring is up everywhere before a test breaks something; then lets every probe take a
-/// few INFO rounds.
+/// Waits until the committed state knows `n` replicas of `name` on every running node, and
+/// every node's probes have seen the master and each replica answer (a run id from `INFO`,
+/// connected, not down) with each replica reporting its link to the master up: monitoring
+/// is up everywhere, and a failover could pick a replica, before a test breaks something.
 pub async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
     eventually(
         Duration::from_secs(20),
-        "every node knows the replicas",
+        "every node knows and has probed the master and its replicas",
         || async {
             for node in c.nodes.iter().filter(|n| n.is_running()) {
-                if get_master(node, name).await?.master?.num_replicas != n {
+                if !probed(node, name, n).await? {
                     return None;
                 }
             }
@@ -756,5 +771,32 @@ pub async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+/// Whether `node` knows `n` replicas of `name` and its probes have answers from all of them
+/// and from the master (None when the node does not answer).
+async fn probed(node: &NodeProcess, name: &str, n: u32) -> Option<bool> {
+    let mut c = node.client().await.ok()?;
+    let d = c
+        .get_master_detail(pb::GetMasterDetailRequest { name: name.into() })
+        .await
+        .ok()?
+        .into_inner();
+    let m = d.master?;
+    let master = format!("{}:{}", m.host, m.port);
+    let answers = |i: &pb::ReplicaDetail| {
+        !i.run_id.is_empty()
+            && !i
+                .flags
+                .iter()
+                .any(|f| matches!(f.as_str(), "disconnected" | "s_down" | "o_down"))
+    };
+    Some(
+        m.num_replicas == n
+            && d.replicas.len() == n as usize
+            && d.master_instance.as_ref().is_some_and(answers)
+            && d.replicas
+                .iter()
+                .all(|r| answers(r) && r.master_link_up && r.following == master),
+    )
 }

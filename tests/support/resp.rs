@@ -210,6 +210,14 @@ impl RespClient {
         self.read().await.0
     }
 
+    /// Sends each command in turn and checks the exact text of its reply.
+    pub async fn expect_replies(&mut self, cases: &[(&[&str], &str)]) {
+        for (args, want) in cases {
+            let got = self.raw(args).await;
+            assert_eq!(String::from_utf8_lossy(&got), *want, "reply to {args:?}");
+        }
+    }
+
     /// Sends a command and returns its parsed reply.
     pub async fn cmd(&mut self, args: &[&str]) -> Value {
         self.send(args).await;
