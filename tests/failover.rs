@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
 use support::{
-    eventually, follows, get_master, info_field, offset, wait_monitored, wait_synced, Cluster,
-    ClusterOpts, NodeProcess, RedisProcess,
+    eventually, follows, get_master, info_field, offset, wait_failover_started, wait_monitored,
+    wait_synced, Cluster, ClusterOpts, NodeProcess, RedisProcess,
 };
 use tokio::time::Instant;
 
@@ -28,6 +28,15 @@ fn master_toml(name: &str, addr: &str, quorum: u32, extra: &str) -> String {
     format!(
         "[[masters]]\nname = \"{name}\"\naddr = \"{addr}\"\nquorum = {quorum}\ndown_after_ms = {DOWN_AFTER}\nfailover_timeout_ms = 5000\nparallel_syncs = 1\n{extra}\n"
     )
+}
+
+/// A cluster monitoring `m` as `mymaster` with `quorum`, once every node has probed it and
+/// its `replicas`.
+async fn monitored_cluster(m: &RedisProcess, quorum: u32, replicas: u32) -> Cluster {
+    let c = cluster(master_toml("mymaster", &m.addr(), quorum, ""));
+    c.wait_leader(Duration::from_secs(20)).await;
+    wait_monitored(&c, "mymaster", replicas).await;
+    c
 }
 
 fn cluster(masters_toml: String) -> Cluster {
@@ -270,9 +279,7 @@ async fn kill9_master_promotes_most_up_to_date_replica_and_old_master_rejoins() 
     let r1 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
     let r2 = RedisProcess::start_replica(&m, &["--replica-priority", "100"]);
     wait_synced(&m, &[&r1, &r2]).await;
-    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 2).await;
+    let c = monitored_cluster(&m, 2, 2).await;
 
     write_keys(&m, "a", 100);
     wait_synced(&m, &[&r1, &r2]).await;
@@ -338,9 +345,7 @@ async fn sigstop_master_fails_over_and_is_demoted_after_sigcont() {
     let r1 = RedisProcess::start_replica(&m, &[]);
     let r2 = RedisProcess::start_replica(&m, &[]);
     wait_synced(&m, &[&r1, &r2]).await;
-    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 2).await;
+    let c = monitored_cluster(&m, 2, 2).await;
 
     m.pause();
     let t0 = Instant::now();
@@ -418,9 +423,7 @@ async fn fewer_than_quorum_nodes_seeing_it_down_means_no_failover() {
     let r1 = RedisProcess::start_replica(&m, &[]);
     wait_synced(&m, &[&r1]).await;
     // Quorum 3 of 3 nodes, with one node stopped: at most two can say down.
-    let mut c = cluster(master_toml("mymaster", &m.addr(), 3, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 1).await;
+    let mut c = monitored_cluster(&m, 3, 1).await;
     c.node_mut(3).kill9();
     c.wait_leader(Duration::from_secs(10)).await;
 
@@ -551,13 +554,7 @@ async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
     ]);
     let other = RedisProcess::start_replica(&m, &other_args);
     wait_synced(&m, &[&best, &other]).await;
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("coord")
-        .arg("-replicaof")
-        .arg("-slaveof")
-        .query(&mut best.client())
-        .expect("ACL SETUSER");
+    best.acl_setuser("coord", &["-replicaof", "-slaveof"]);
 
     let mut c = cluster(master_toml(
         "mymaster",
@@ -569,11 +566,7 @@ async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
     wait_monitored(&c, "mymaster", 2).await;
 
     m.kill9();
-    eventually(Duration::from_secs(10), "the failover started", || async {
-        let r = get_master(c.node(leader), "mymaster").await?;
-        r.master?.failover_in_progress.then_some(())
-    })
-    .await;
+    wait_failover_started(c.node(leader), "mymaster").await;
     // A negative window: the promotion the ACL refuses must not happen.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -595,13 +588,7 @@ async fn leader_killed_mid_failover_next_leader_completes_same_epoch() {
     })
     .await;
     // Now the promotion is allowed: the new leader finishes the same failover.
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("coord")
-        .arg("+replicaof")
-        .arg("+slaveof")
-        .query(&mut best.client())
-        .expect("ACL SETUSER");
+    best.acl_setuser("coord", &["+replicaof", "+slaveof"]);
     let epoch = wait_all_agree(&c, "mymaster", &best.addr(), Duration::from_secs(10)).await;
     assert_eq!(epoch, 1, "the new leader completed the failover of epoch 1");
     for n in c.nodes.iter().filter(|n| n.is_running()) {
@@ -618,9 +605,7 @@ async fn coordinators_without_majority_send_nothing_to_redis() {
     let mut m = RedisProcess::start(&[]);
     let r1 = RedisProcess::start_replica(&m, &[]);
     wait_synced(&m, &[&r1]).await;
-    let mut c = cluster(master_toml("mymaster", &m.addr(), 1, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 1).await;
+    let mut c = monitored_cluster(&m, 1, 1).await;
     c.node_mut(2).kill9();
     c.node_mut(3).kill9();
     for r in [&m, &r1] {
@@ -659,9 +644,7 @@ async fn a_hold_on_an_empty_master_ends_when_no_failover_comes() {
     let mut m = RedisProcess::start(&DISK_SYNC);
     let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
     wait_synced(&m, &[&r1]).await;
-    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 1).await;
+    let c = monitored_cluster(&m, 2, 1).await;
     write_keys(&m, "acked", 100);
     wait_synced(&m, &[&r1]).await;
     let _grpc = restart_empty_while_paused(&c, &mut m, &[&r1]).await;
@@ -692,9 +675,7 @@ async fn a_hold_left_on_a_replica_is_reset() {
     wait_synced(&m, &[&r1]).await;
     // What a node that held the syncs and died before releasing them leaves behind.
     config_set(&r1, "repl-diskless-sync-delay", HOLD_DELAY);
-    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 1).await;
+    let _c = monitored_cluster(&m, 2, 1).await;
     eventually(
         Duration::from_secs(10),
         "the orphaned hold reset to Redis's default",
@@ -703,7 +684,7 @@ async fn a_hold_left_on_a_replica_is_reset() {
         },
     )
     .await;
-    // A delay that is not the hold's is the operator's and stays.
+    // A delay that is not the hold's is the operator's and stays (a negative window).
     config_set(&m, "repl-diskless-sync-delay", "0");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -719,9 +700,7 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
     let r2 = RedisProcess::start_replica(&m, &DISK_SYNC);
     wait_synced(&m, &[&r1, &r2]).await;
-    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 2).await;
+    let c = monitored_cluster(&m, 2, 2).await;
     write_keys(&m, "acked", 300);
     wait_synced(&m, &[&r1, &r2]).await;
     // Failovers paused: for now the hold alone must keep the replicas' data.
@@ -783,9 +762,7 @@ async fn an_empty_restart_is_seen_when_the_keys_were_only_in_db_3() {
     let mut m = RedisProcess::start(&DISK_SYNC);
     let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
     wait_synced(&m, &[&r1]).await;
-    let c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 1).await;
+    let c = monitored_cluster(&m, 2, 1).await;
     let mut w = m.client();
     let _: () = redis::cmd("SELECT").arg(3).query(&mut w).expect("SELECT");
     for i in 0..200 {
@@ -825,9 +802,7 @@ async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
     let mut m = RedisProcess::start(&user);
     let r1 = RedisProcess::start_replica(&m, &user);
     wait_synced(&m, &[&r1]).await;
-    let mut c = cluster(master_toml("mymaster", &m.addr(), 2, ""));
-    c.wait_leader(Duration::from_secs(20)).await;
-    wait_monitored(&c, "mymaster", 1).await;
+    let mut c = monitored_cluster(&m, 2, 1).await;
     write_keys(&m, "acked", 100);
     wait_synced(&m, &[&r1]).await;
     let _grpc = restart_empty_while_paused(&c, &mut m, &[&r1]).await;

@@ -259,6 +259,7 @@ async fn a_leader_cut_off_mid_reconfiguration_sends_nothing_once_its_lease_is_ov
         },
     )
     .await;
+    // A negative window: the old leader's late sends, if any, fall within it.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for m in &mut mons {
         let _ = m.kill();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
 use support::{
-    eventually, follows, get_master, wait_monitored, Cluster, ClusterOpts, NodeProcess,
-    RedisProcess,
+    eventually, follows, get_master, wait_failover_started, wait_monitored, Cluster, ClusterOpts,
+    NodeProcess, RedisProcess,
 };
 
 /// `down_after_ms` used by these tests.
@@ -35,15 +35,6 @@ fn addr_of(reply: &pb::GetMasterReply) -> Option<String> {
     Some(format!("{}:{}", m.host, m.port))
 }
 
-fn acl(r: &RedisProcess, rules: &[&str]) {
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("coord")
-        .arg(rules)
-        .query(&mut r.client())
-        .expect("ACL SETUSER");
-}
-
 /// The leader commits a failover, the candidate gets promoted (here by the test, standing
 /// in for the leader's REPLICAOF NO ONE), the leader dies and no leader exists for longer
 /// than failover_timeout. The next leader must finish that failover, not abort it and start
@@ -65,7 +56,7 @@ async fn a_timeout_after_the_promotion_finishes_the_failover() {
     .await;
     // The leader may not promote the best replica itself: it commits FailoverStart and
     // keeps trying.
-    acl(&best, &["-replicaof", "-slaveof"]);
+    best.acl_setuser("coord", &["-replicaof", "-slaveof"]);
     let mut c = cluster(
         "mymaster",
         &m.addr(),
@@ -75,11 +66,7 @@ async fn a_timeout_after_the_promotion_finishes_the_failover() {
     wait_monitored(&c, "mymaster", 2).await;
 
     m.kill9();
-    eventually(Duration::from_secs(10), "the failover started", || async {
-        let r = get_master(c.node(leader), "mymaster").await?;
-        r.master?.failover_in_progress.then_some(())
-    })
-    .await;
+    wait_failover_started(c.node(leader), "mymaster").await;
     assert_eq!(best.role().as_deref(), Some("slave"));
     // The leader dies and a second node stalls: no leader.
     let stalled = (1..=3).find(|&i| i != leader).expect("a follower");
@@ -91,7 +78,7 @@ async fn a_timeout_after_the_promotion_finishes_the_failover() {
         .arg("ONE")
         .query(&mut best.client())
         .expect("REPLICAOF NO ONE");
-    acl(&best, &["+replicaof", "+slaveof"]);
+    best.acl_setuser("coord", &["+replicaof", "+slaveof"]);
     // The failover times out while no leader can act on it.
     tokio::time::sleep(Duration::from_millis(FAILOVER_TIMEOUT + 1000)).await;
     c.node(stalled).resume();
@@ -230,7 +217,7 @@ async fn a_failing_fence_backs_off() {
     );
     c.wait_leader(Duration::from_secs(20)).await;
     wait_monitored(&c, "mymaster", 1).await;
-    acl(&r1, &["-replicaof", "-slaveof"]);
+    r1.acl_setuser("coord", &["-replicaof", "-slaveof"]);
     let _: () = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")

@@ -569,45 +569,43 @@ async fn every_ctl_subcommand_and_clear_errors() {
     assert_eq!(json(out.lines().next().unwrap())["epoch"], epoch);
 
     // Clear errors, nothing changed.
-    err_case(&c, &["get-master", "nope"], 4, "no such master");
-    err_case(&c, &["master", "nope"], 4, "no such master");
-    err_case(&c, &["failover", "nope"], 4, "No such master");
-    err_case(
-        &c,
-        &["monitor", "q0", "127.0.0.1", "6391", "0"],
-        5,
-        "Quorum must be 1 or greater.",
-    );
-    err_case(
-        &c,
-        &["monitor", "badport", "127.0.0.1", "0", "1"],
-        5,
-        "Invalid port number.",
-    );
-    err_case(
-        &c,
-        &["monitor", "badhost", "no host", "6392", "1"],
-        5,
-        "invalid host",
-    );
-    err_case(
-        &c,
-        &["monitor", "mymaster", "127.0.0.1", "1", "2"],
-        5,
-        "Duplicate master name.",
-    );
-    err_case(
-        &c,
-        &["set", "mymaster", "quorum", "zero"],
-        5,
-        "Invalid argument 'zero'",
-    );
-    err_case(
-        &c,
-        &["switchover", "mymaster", "--target", "nohost"],
-        5,
-        "target",
-    );
+    for (args, code, want) in [
+        (&["get-master", "nope"][..], 4, "no such master"),
+        (&["master", "nope"][..], 4, "no such master"),
+        (&["failover", "nope"][..], 4, "No such master"),
+        (
+            &["monitor", "q0", "127.0.0.1", "6391", "0"][..],
+            5,
+            "Quorum must be 1 or greater.",
+        ),
+        (
+            &["monitor", "badport", "127.0.0.1", "0", "1"][..],
+            5,
+            "Invalid port number.",
+        ),
+        (
+            &["monitor", "badhost", "no host", "6392", "1"][..],
+            5,
+            "invalid host",
+        ),
+        (
+            &["monitor", "mymaster", "127.0.0.1", "1", "2"][..],
+            5,
+            "Duplicate master name.",
+        ),
+        (
+            &["set", "mymaster", "quorum", "zero"][..],
+            5,
+            "Invalid argument 'zero'",
+        ),
+        (
+            &["switchover", "mymaster", "--target", "nohost"][..],
+            5,
+            "target",
+        ),
+    ] {
+        err_case(&c, args, code, want);
+    }
     let (_, out, _) = c.ctl(&["masters", "--json"]);
     let names: Vec<String> = json(&out)["masters"]
         .as_array()

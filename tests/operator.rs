@@ -215,23 +215,30 @@ fn run_printed(line: &str) -> String {
         // refused, after a while.
         std::thread::sleep(Duration::from_millis(1500));
         let exited = child.try_wait().expect("try_wait");
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("output");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (_, text) = kill_and_read(child);
         assert!(exited.is_none(), "`{line}` ended at once: {text}");
         return text;
     }
-    for _ in 0..300 {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
+    let hung = exit_within(&mut child, 300).is_none();
+    let (status, text) = kill_and_read(child);
+    assert!(!hung, "`{line}` got no answer within 15 s: {text}");
+    assert!(status.success(), "`{line}` failed: {text}");
+    text
+}
+
+/// Polls `child` every 50 ms, `tries` times, for its exit.
+fn exit_within(child: &mut std::process::Child, tries: u32) -> Option<std::process::ExitStatus> {
+    for _ in 0..tries {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let hung = child.try_wait().expect("try_wait").is_none();
+    child.try_wait().expect("try_wait")
+}
+
+/// Kills `child` (if still running) and returns its exit status and its stdout and stderr.
+fn kill_and_read(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
     let _ = child.kill();
     let out = child.wait_with_output().expect("output");
     let text = format!(
@@ -239,9 +246,7 @@ fn run_printed(line: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!hung, "`{line}` got no answer within 15 s: {text}");
-    assert!(out.status.success(), "`{line}` failed: {text}");
-    text
+    (out.status, text)
 }
 
 /// The demo process: stopped like Ctrl-C (so it stops its Redis servers) even when the test
@@ -251,11 +256,8 @@ struct Demo(std::process::Child);
 impl Demo {
     fn stop(&mut self) -> Option<std::process::ExitStatus> {
         support::signal(self.0.id(), "-TERM");
-        for _ in 0..400 {
-            if let Ok(Some(st)) = self.0.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(st) = exit_within(&mut self.0, 400) {
+            return Some(st);
         }
         let _ = self.0.kill();
         let _ = self.0.wait();

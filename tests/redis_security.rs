@@ -172,13 +172,10 @@ async fn redis_acl_user_is_monitored_and_failed_over() {
     let replica = RedisProcess::start_replica(&master, &[]);
     // The least-privilege user of deploy/README.md, on every instance.
     for r in [&master, &replica] {
-        let mut c = r.client();
-        let _: () = redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("raft-sentinel")
-            .arg(LEAST_PRIVILEGE.split_whitespace().collect::<Vec<_>>())
-            .query(&mut c)
-            .expect("ACL SETUSER");
+        r.acl_setuser(
+            "raft-sentinel",
+            &LEAST_PRIVILEGE.split_whitespace().collect::<Vec<_>>(),
+        );
     }
     let c = Cluster::start(ClusterOpts {
         tick_ms: 20,
@@ -217,13 +214,10 @@ async fn acl_check_names_missing_commands_and_changes_nothing() {
         .replace(" +replicaof", "")
         .replace(" +config|rewrite", "");
     for r in [&master, &replica] {
-        let mut c = r.client();
-        let _: () = redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("raft-sentinel")
-            .arg(partial.split_whitespace().collect::<Vec<_>>())
-            .query(&mut c)
-            .expect("ACL SETUSER");
+        r.acl_setuser(
+            "raft-sentinel",
+            &partial.split_whitespace().collect::<Vec<_>>(),
+        );
     }
     let c = Cluster::start(ClusterOpts {
         tick_ms: 20,

@@ -217,32 +217,21 @@ async fn set_scripts_when_allowed() {
     })
     .await;
     let mut s = RespClient::connect(&addr).await;
-    let v = s
-        .cmd(&[
-            "SENTINEL",
-            "SET",
-            "mymaster",
+    for (key, path, err) in [
+        (
             "notification-script",
             not_exec.to_str().unwrap(),
-        ])
-        .await;
-    expect_error(
-        &v,
-        "Notification script seems non existing or non executable",
-    );
-    let v = s
-        .cmd(&[
-            "SENTINEL",
-            "SET",
-            "mymaster",
+            "Notification script seems non existing or non executable",
+        ),
+        (
             "client-reconfig-script",
             "/nonexistent/x",
-        ])
-        .await;
-    expect_error(
-        &v,
-        "Client reconfiguration script seems non existing or non executable",
-    );
+            "Client reconfiguration script seems non existing or non executable",
+        ),
+    ] {
+        let v = s.cmd(&["SENTINEL", "SET", "mymaster", key, path]).await;
+        expect_error(&v, err);
+    }
     let v = s
         .cmd(&[
             "SENTINEL",

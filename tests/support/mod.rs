@@ -284,6 +284,16 @@ impl RedisProcess {
             .expect("connect to redis")
     }
 
+    /// `ACL SETUSER user rules...`.
+    pub fn acl_setuser(&self, user: &str, rules: &[&str]) {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg(rules)
+            .query(&mut self.client())
+            .expect("ACL SETUSER");
+    }
+
     /// The `role` field of `ROLE`: "master" or "slave" (None if unreachable, or no answer
     /// within [`REDIS_ANSWER_TIMEOUT`]).
     pub fn role(&self) -> Option<String> {
@@ -751,6 +761,15 @@ pub async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterR
     .await
     .ok()
     .map(|r| r.into_inner())
+}
+
+/// Waits (up to 10 s) until `node` reports a failover of `name` in progress.
+pub async fn wait_failover_started(node: &NodeProcess, name: &str) {
+    eventually(Duration::from_secs(10), "the failover started", || async {
+        let r = get_master(node, name).await?;
+        r.master?.failover_in_progress.then_some(())
+    })
+    .await
 }
 
 /// Waits until the committed state knows `n` replicas of `name` on every running node, and
