@@ -10,7 +10,6 @@ use std::time::Duration;
 use raft_sentinel::pb::peer::raft_peer_client::RaftPeerClient;
 use raft_sentinel::pb::peer::RaftBatch;
 use support::{Cluster, ClusterOpts, NodeProcess};
-use tonic::transport::Channel;
 
 /// The services the API port must list, and nothing else.
 const PUBLIC: [&str; 4] = [
@@ -32,69 +31,47 @@ fn one_node() -> Cluster {
     })
 }
 
-async fn channel(addr: String) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap()
+/// The services a node lists through server reflection of one version (`v1`, `v1alpha`):
+/// the two versions are separate generated types with the same shape.
+macro_rules! list_services {
+    ($version:ident, $node:expr) => {{
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        let what = concat!("reflection ", stringify!($version));
+        let mut c = ServerReflectionClient::new(support::plain_channel(&$node.grpc_addr()).await);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = c
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect(what)
+            .into_inner();
+        let reply = replies
+            .message()
+            .await
+            .unwrap()
+            .expect("a reflection reply");
+        match reply.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => l
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<BTreeSet<String>>(),
+            other => panic!("unexpected {what} reply {other:?}"),
+        }
+    }};
 }
 
 async fn services_v1(node: &NodeProcess) -> BTreeSet<String> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut c = ServerReflectionClient::new(channel(node.grpc_addr()).await);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = c
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .expect("reflection v1")
-        .into_inner();
-    let reply = replies
-        .message()
-        .await
-        .unwrap()
-        .expect("a reflection reply");
-    match reply.message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection v1 reply {other:?}"),
-    }
+    list_services!(v1, node)
 }
 
 async fn services_v1alpha(node: &NodeProcess) -> BTreeSet<String> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    let mut c = ServerReflectionClient::new(channel(node.grpc_addr()).await);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = c
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .expect("reflection v1alpha")
-        .into_inner();
-    let reply = replies
-        .message()
-        .await
-        .unwrap()
-        .expect("a reflection reply");
-    match reply.message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection v1alpha reply {other:?}"),
-    }
+    list_services!(v1alpha, node)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,13 +91,13 @@ async fn api_port_serves_and_lists_only_the_public_services() {
         msgs: Vec::new(),
         mac: Vec::new(),
     };
-    let err = RaftPeerClient::new(channel(n.grpc_addr()).await)
+    let err = RaftPeerClient::new(support::plain_channel(&n.grpc_addr()).await)
         .send(batch.clone())
         .await
         .expect_err("the peer service must not answer on the API port");
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
     // ...while the peer port does serve it.
-    RaftPeerClient::new(channel(n.peer_addr()).await)
+    RaftPeerClient::new(support::plain_channel(&n.peer_addr()).await)
         .send(batch)
         .await
         .expect("the peer port serves the Raft peer service");

@@ -58,15 +58,6 @@ fn one_node(api_open_reads: bool) -> Cluster {
     })
 }
 
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// Calls `method` with an empty request, as any gRPC client could; Ok when the call got past
 /// authentication to a reply or a stream.
 async fn raw_call(ch: &Channel, method: &str, authorization: Option<&str>) -> Result<(), Status> {
@@ -96,7 +87,7 @@ async fn every_api_method_needs_the_credential() {
     let methods = api_methods();
     let c = one_node(false);
     c.wait_leader(Duration::from_secs(20)).await;
-    let ch = channel(&c.nodes[0].grpc_addr()).await;
+    let ch = support::plain_channel(&c.nodes[0].grpc_addr()).await;
     let wrong = [
         None,
         Some("Bearer wrong".to_string()),
@@ -135,7 +126,7 @@ async fn open_reads_open_the_read_only_methods_and_nothing_else() {
     let methods = api_methods();
     let c = one_node(true);
     c.wait_leader(Duration::from_secs(20)).await;
-    let ch = channel(&c.nodes[0].grpc_addr()).await;
+    let ch = support::plain_channel(&c.nodes[0].grpc_addr()).await;
     let mut opened = BTreeSet::new();
     for m in &methods {
         match raw_call(&ch, m, None).await {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, Cluster, ClusterOpts, NodeProcess};
+use support::{eventually, voter_ids, Cluster, ClusterOpts, NodeProcess};
 use tokio::time::Instant;
 
 async fn monitor(node: &NodeProcess, name: &str) -> Result<(), tonic::Status> {
@@ -167,12 +167,7 @@ async fn fourth_node_added_and_removed_through_ctl() {
             &format!("node {} sees 4 voters", n.id),
             || async {
                 let st = n.status().await?;
-                let voters: Vec<u64> = st
-                    .members
-                    .iter()
-                    .filter(|m| m.voter)
-                    .map(|m| m.id)
-                    .collect();
+                let voters = voter_ids(&st);
                 (voters == [1, 2, 3, 4]).then_some(())
             },
         )
@@ -194,12 +189,7 @@ async fn fourth_node_added_and_removed_through_ctl() {
             &format!("node {id} sees 3 voters"),
             || async {
                 let st = c.node(id).status().await?;
-                let voters: Vec<u64> = st
-                    .members
-                    .iter()
-                    .filter(|m| m.voter)
-                    .map(|m| m.id)
-                    .collect();
+                let voters = voter_ids(&st);
                 (voters == [1, 2, 3] && st.leader_id != 0 && st.leader_id != 4).then_some(())
             },
         )

@@ -4,6 +4,8 @@
 //! alert rules and dashboard only query metrics the nodes export. (No container engine runs
 //! here, so these are static checks.)
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -618,18 +620,6 @@ fn exported_metrics() -> BTreeSet<String> {
     names
 }
 
-fn referenced_metrics(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (i, _) in text.match_indices("raft_sentinel_") {
-        let name: String = text[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        out.insert(name);
-    }
-    out
-}
-
 #[test]
 fn alerts_and_dashboard_query_exported_metrics() {
     let known = exported_metrics();
@@ -639,13 +629,13 @@ fn alerts_and_dashboard_query_exported_metrics() {
     let mut used = BTreeSet::new();
     for r in rules {
         assert!(r["alert"].as_str().is_some() && r["labels"]["severity"].as_str().is_some());
-        used.extend(referenced_metrics(r["expr"].as_str().unwrap()));
+        used.extend(support::referenced_metrics(r["expr"].as_str().unwrap()));
     }
     let dash: serde_json::Value =
         serde_json::from_str(&read("deploy/monitoring/grafana-dashboard.json")).unwrap();
     for p in dash["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().unwrap() {
-            used.extend(referenced_metrics(t["expr"].as_str().unwrap()));
+            used.extend(support::referenced_metrics(t["expr"].as_str().unwrap()));
         }
     }
     assert!(used.len() >= 10);

@@ -54,17 +54,6 @@ async fn wait_addr(node: &NodeProcess, addr: &str, limit: Duration) -> u64 {
     .await
 }
 
-async fn voters(node: &NodeProcess) -> Option<Vec<u64>> {
-    let st = node.status().await?;
-    Some(
-        st.members
-            .iter()
-            .filter(|m| m.voter)
-            .map(|m| m.id)
-            .collect(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_node_does_not_rebootstrap_and_is_replaced() {
     let master = RedisProcess::start(&[]);
@@ -187,7 +176,7 @@ async fn wiped_node_does_not_rebootstrap_and_is_replaced() {
         eventually(
             Duration::from_secs(15),
             &format!("node {id} sees 3 voters"),
-            || async { (voters(c.node(id)).await? == [A, B, C]).then_some(()) },
+            || async { (c.node(id).voter_ids().await? == [A, B, C]).then_some(()) },
         )
         .await;
     }

@@ -261,29 +261,19 @@ async fn wait_ready_for_failover(c: &Cluster) {
     // Each node reads INFO on its own schedule, and the leader may be any of them: every
     // node's view must show it, not only the first node's.
     for n in c.nodes.iter().filter(|n| n.is_running()) {
-        let api = n.client().await.unwrap();
         eventually(
             Duration::from_secs(30),
             &format!("node {} sees the replicas follow the current master", n.id),
-            || {
-                let mut api = api.clone();
-                async move {
-                    let d = api
-                        .get_master_detail(pb::GetMasterDetailRequest {
-                            name: "mymaster".into(),
-                        })
-                        .await
-                        .ok()?
-                        .into_inner();
-                    let master = d.master.as_ref()?;
-                    let at = format!("{}:{}", master.host, master.port);
-                    let ok = d
-                        .replicas
-                        .iter()
-                        .filter(|r| r.following == at && r.master_link_up)
-                        .count();
-                    (ok >= 2).then_some(())
-                }
+            || async {
+                let d = n.master_detail("mymaster").await?;
+                let master = d.master.as_ref()?;
+                let at = format!("{}:{}", master.host, master.port);
+                let ok = d
+                    .replicas
+                    .iter()
+                    .filter(|r| r.following == at && r.master_link_up)
+                    .count();
+                (ok >= 2).then_some(())
             },
         )
         .await;

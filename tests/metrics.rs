@@ -230,19 +230,6 @@ async fn metrics_move_with_a_failover_and_ready_follows_leader_contact() {
     drop(r1);
 }
 
-/// Metric names a query text uses (`raft_sentinel_*`).
-fn referenced_metrics(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (i, _) in text.match_indices("raft_sentinel_") {
-        let name: String = text[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        out.insert(name);
-    }
-    out
-}
-
 /// Sample names of a scrape (without labels).
 fn names(samples: &BTreeMap<String, f64>) -> BTreeSet<String> {
     samples
@@ -298,7 +285,7 @@ async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
         "deploy/monitoring/alerts.yaml",
         "deploy/monitoring/grafana-dashboard.json",
     ] {
-        used.extend(referenced_metrics(
+        used.extend(support::referenced_metrics(
             &std::fs::read_to_string(format!("{root}/{f}")).unwrap(),
         ));
     }

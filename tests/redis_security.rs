@@ -7,19 +7,11 @@ use std::time::Duration;
 
 use raft_sentinel::instance::link::{Auth, Connector, LinkError, RedisTls};
 use raft_sentinel::model::Addr;
-use raft_sentinel::pb::api as pb;
 use support::tls::{make_pki, TlsFiles};
 use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
 
 async fn master_of(n: &NodeProcess) -> Option<(String, u64, usize)> {
-    let mut c = n.client().await.ok()?;
-    let d = c
-        .get_master_detail(pb::GetMasterDetailRequest {
-            name: "mymaster".into(),
-        })
-        .await
-        .ok()?
-        .into_inner();
+    let d = n.master_detail("mymaster").await?;
     let m = d.master?;
     let up = d.replicas.iter().filter(|r| r.master_link_up).count();
     Some((format!("{}:{}", m.host, m.port), m.config_epoch, up))

@@ -35,6 +35,17 @@ async fn channel(
         .await
 }
 
+/// A batch from node 1 to node 2 with no messages and no MAC.
+fn empty_batch() -> RaftBatch {
+    RaftBatch {
+        cluster_id: "raft-sentinel".into(),
+        from: 1,
+        to: 2,
+        msgs: vec![],
+        mac: Vec::new(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_cluster_fails_over_and_refuses_strangers() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,16 +104,7 @@ async fn mtls_cluster_fails_over_and_refuses_strangers() {
     for client in [None, Some(&rogue)] {
         let sent = match channel(&peer, &good, client).await {
             Err(_) => false,
-            Ok(ch) => RaftPeerClient::new(ch)
-                .send(RaftBatch {
-                    cluster_id: "raft-sentinel".into(),
-                    from: 1,
-                    to: 2,
-                    msgs: vec![],
-                    mac: Vec::new(),
-                })
-                .await
-                .is_ok(),
+            Ok(ch) => RaftPeerClient::new(ch).send(empty_batch()).await.is_ok(),
         };
         assert!(
             !sent,
@@ -113,16 +115,7 @@ async fn mtls_cluster_fails_over_and_refuses_strangers() {
     // With the cluster's certificate the same empty batch goes through (the check above is
     // about the certificate, not the payload).
     let ch = channel(&peer, &good, Some(&good)).await.unwrap();
-    RaftPeerClient::new(ch)
-        .send(RaftBatch {
-            cluster_id: "raft-sentinel".into(),
-            from: 1,
-            to: 2,
-            msgs: vec![],
-            mac: Vec::new(),
-        })
-        .await
-        .unwrap();
+    RaftPeerClient::new(ch).send(empty_batch()).await.unwrap();
 
     // And the cluster still fails over.
     eventually(Duration::from_secs(20), "replica known", || async {

@@ -495,10 +495,34 @@ impl NodeProcess {
             .map(|r| r.into_inner())
     }
 
+    /// `GetMasterDetail` of `name` on this node, or None when unreachable or unknown.
+    pub async fn master_detail(&self, name: &str) -> Option<pb::MasterDetail> {
+        let mut c = self.client().await.ok()?;
+        c.get_master_detail(pb::GetMasterDetailRequest { name: name.into() })
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// The voters this node's `ClusterStatus` lists, or None when unreachable.
+    pub async fn voter_ids(&self) -> Option<Vec<u64>> {
+        let st = self.status().await?;
+        Some(voter_ids(&st))
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
     }
+}
+
+/// The ids of the voters a `ClusterStatus` lists.
+pub fn voter_ids(st: &pb::ClusterStatusReply) -> Vec<u64> {
+    st.members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect()
 }
 
 impl Drop for NodeProcess {
@@ -751,6 +775,29 @@ fn write_config(n: &NodeProcess, peers: &[(u64, String)], o: &ClusterOpts) {
     t.extra(&o.extra_toml).write(&n.config);
 }
 
+/// Metric names a query text (an alert rule, a dashboard) uses: every `raft_sentinel_*` word.
+pub fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("raft_sentinel_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// A plaintext gRPC channel to `addr` (5 s per call), for services other than the API
+/// client's.
+pub async fn plain_channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// `GetMaster` (local read) on one node.
 pub async fn get_master(node: &NodeProcess, name: &str) -> Option<pb::GetMasterReply> {
     let mut c = node.client().await.ok()?;
@@ -795,12 +842,7 @@ pub async fn wait_monitored(c: &Cluster, name: &str, n: u32) {
 /// Whether `node` knows `n` replicas of `name` and its probes have answers from all of them
 /// and from the master (None when the node does not answer).
 async fn probed(node: &NodeProcess, name: &str, n: u32) -> Option<bool> {
-    let mut c = node.client().await.ok()?;
-    let d = c
-        .get_master_detail(pb::GetMasterDetailRequest { name: name.into() })
-        .await
-        .ok()?
-        .into_inner();
+    let d = node.master_detail(name).await?;
     let m = d.master?;
     let master = format!("{}:{}", m.host, m.port);
     let answers = |i: &pb::ReplicaDetail| {
