@@ -11,17 +11,9 @@ use support::BIN;
 
 /// Runs `ctl` inside host `host` against `endpoints`; returns (exit code, stdout, stderr).
 fn ctl(lab: &NetLab, host: usize, endpoints: &str, args: &[&str]) -> (i32, String, String) {
-    let out = lab
-        .command(host, BIN)
-        .env("RAFT_SENTINEL_PASSWORD", support::netns::API_PASSWORD)
-        .args(["ctl", "--endpoint", endpoints, "--timeout-ms", "5000"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    lab.ctl(
+        host,
+        &[&["--endpoint", endpoints, "--timeout-ms", "5000"][..], args].concat(),
     )
 }
 

@@ -92,6 +92,14 @@ impl Topo {
         self.sentinels().join(",")
     }
 
+    /// A client script's arguments: the script, the node list, `mymaster`, then `rest`.
+    fn client_args(&self, script: &str, rest: &[&str]) -> Vec<String> {
+        [script.to_string(), self.sentinel_list(), "mymaster".into()]
+            .into_iter()
+            .chain(rest.iter().map(|a| a.to_string()))
+            .collect()
+    }
+
     /// Waits until every node answers `addr` for mymaster.
     async fn wait_master(&self, addr: &str) {
         for s in self.sentinels() {
@@ -329,74 +337,27 @@ fn node() -> String {
     "node".into()
 }
 
-async fn redis_py(mode: &str, proto: &str) {
-    let mut t = Topo::start().await;
-    let args = vec![
-        "redis_py.py".to_string(),
-        t.sentinel_list(),
-        "mymaster".into(),
-        mode.into(),
-        proto.into(),
-        "60".into(),
-    ];
-    run_client(&mut t, &python(), &args).await;
+/// One test per client and mode: the client runs against the nodes while the master is
+/// killed, and must follow the failover.
+macro_rules! client_follows_a_master_kill {
+    ($($name:ident: $interp:expr, $script:literal, [$($arg:literal),*];)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let mut t = Topo::start().await;
+            let args = t.client_args($script, &[$($arg),*]);
+            run_client(&mut t, &$interp, &args).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_py_sync_resp3() {
-    redis_py("sync", "3").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_py_async_resp3() {
-    redis_py("async", "3").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_py_sync_resp2() {
-    redis_py("sync", "2").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_py_async_resp2() {
-    redis_py("async", "2").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ioredis_follows_a_master_kill() {
-    let mut t = Topo::start().await;
-    let args = vec![
-        "ioredis.js".to_string(),
-        t.sentinel_list(),
-        "mymaster".into(),
-        "60".into(),
-    ];
-    run_client(&mut t, &node(), &args).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ioredis_with_failover_detector() {
-    let mut t = Topo::start().await;
-    let args = vec![
-        "ioredis.js".to_string(),
-        t.sentinel_list(),
-        "mymaster".into(),
-        "60".into(),
-        "detector".into(),
-    ];
-    run_client(&mut t, &node(), &args).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_redis_follows_a_master_kill() {
-    let mut t = Topo::start().await;
-    let args = vec![
-        "node_redis.js".to_string(),
-        t.sentinel_list(),
-        "mymaster".into(),
-        "60".into(),
-    ];
-    run_client(&mut t, &node(), &args).await;
+client_follows_a_master_kill! {
+    redis_py_sync_resp3: python(), "redis_py.py", ["sync", "3", "60"];
+    redis_py_async_resp3: python(), "redis_py.py", ["async", "3", "60"];
+    redis_py_sync_resp2: python(), "redis_py.py", ["sync", "2", "60"];
+    redis_py_async_resp2: python(), "redis_py.py", ["async", "2", "60"];
+    ioredis_follows_a_master_kill: node(), "ioredis.js", ["60"];
+    ioredis_with_failover_detector: node(), "ioredis.js", ["60", "detector"];
+    node_redis_follows_a_master_kill: node(), "node_redis.js", ["60"];
 }
 
 /// node-redis through a planned switchover with the old master left running: it sees no
@@ -407,12 +368,7 @@ async fn node_redis_follows_a_master_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_redis_follows_a_planned_switchover() {
     let mut t = Topo::start().await;
-    let args = vec![
-        "node_redis.js".to_string(),
-        t.sentinel_list(),
-        "mymaster".into(),
-        "60".into(),
-    ];
+    let args = t.client_args("node_redis.js", &["60"]);
     let lines = run_client_through(&mut t, &node(), &args, Disrupt::Switchover).await;
     // The old master is alive and now replicates from the new one.
     assert_eq!(t.master.role().as_deref(), Some("slave"));

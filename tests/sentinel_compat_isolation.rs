@@ -270,26 +270,16 @@ async fn every_client_gets_the_new_master_while_one_node_is_partitioned() {
     })
     .await;
     // The partitioned node still believes the old master (its view is stale) and says nothing.
-    let (code, out, err) = {
-        let o = lab
-            .command(x, BIN)
-            .env("RAFT_SENTINEL_PASSWORD", support::netns::API_PASSWORD)
-            .args([
-                "ctl",
-                "--endpoint",
-                "127.0.0.1:7700",
-                "get-master",
-                "mymaster",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let (code, out, err) = lab.ctl(
+        x,
+        &[
+            "--endpoint",
+            "127.0.0.1:7700",
+            "get-master",
+            "mymaster",
+            "--json",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&lab.hosts[OLD].ip),

@@ -19,24 +19,12 @@ const MASTER: usize = 3;
 const REPLICA: usize = 4;
 
 fn ctl_json(lab: &NetLab, endpoints: &str, args: &[&str]) -> Option<serde_json::Value> {
-    let out = lab
-        .command(REPLICA, BIN)
-        .env("RAFT_SENTINEL_PASSWORD", support::netns::API_PASSWORD)
-        .args([
-            "ctl",
-            "--endpoint",
-            endpoints,
-            "--timeout-ms",
-            "3000",
-            "--json",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    if !out.status.success() {
+    let flags = ["--endpoint", endpoints, "--timeout-ms", "3000", "--json"];
+    let (code, out, _) = lab.ctl(REPLICA, &[&flags[..], args].concat());
+    if code != 0 {
         return None;
     }
-    serde_json::from_slice(&out.stdout).ok()
+    serde_json::from_str(&out).ok()
 }
 
 /// `redis-cli PSUBSCRIBE *` on a node's Sentinel port, its output in `out`.

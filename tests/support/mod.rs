@@ -140,6 +140,13 @@ pub fn catches_sigterm(pid: u32) -> bool {
         .is_some_and(|mask| mask & SIGTERM_BIT != 0)
 }
 
+/// [`signal`] to a process the test still runs (`pid` is None once it was killed).
+fn signal_running(pid: Option<u32>, sig: &str) {
+    if let Some(pid) = pid {
+        signal(pid, sig);
+    }
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let Ok(f) = std::fs::File::open(path) else {
         return String::new();
@@ -265,16 +272,12 @@ impl RedisProcess {
 
     /// SIGSTOP (it stops answering but keeps its sockets).
     pub fn pause(&self) {
-        if let Some(pid) = self.pid() {
-            signal(pid, "-STOP");
-        }
+        signal_running(self.pid(), "-STOP");
     }
 
     /// SIGCONT.
     pub fn resume(&self) {
-        if let Some(pid) = self.pid() {
-            signal(pid, "-CONT");
-        }
+        signal_running(self.pid(), "-CONT");
     }
 
     /// A synchronous client (for test setup and checks).
@@ -326,10 +329,8 @@ impl RedisProcess {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            // A SIGSTOPped process must be continued to die cleanly on some kernels.
-            signal(pid, "-CONT");
-        }
+        // A SIGSTOPped process must be continued to die cleanly on some kernels.
+        signal_running(self.pid(), "-CONT");
         self.kill9();
     }
 }
@@ -426,16 +427,12 @@ impl NodeProcess {
 
     /// SIGSTOP / SIGCONT the node.
     pub fn pause(&self) {
-        if let Some(pid) = self.pid() {
-            signal(pid, "-STOP");
-        }
+        signal_running(self.pid(), "-STOP");
     }
 
     /// See [`NodeProcess::pause`].
     pub fn resume(&self) {
-        if let Some(pid) = self.pid() {
-            signal(pid, "-CONT");
-        }
+        signal_running(self.pid(), "-CONT");
     }
 
     /// SIGTERM and wait (bounded) for a clean exit; returns the exit code.

@@ -123,6 +123,23 @@ impl NetLab {
         c
     }
 
+    /// Runs `raft-sentinel ctl <args>` inside host `i` with the lab's API password; returns
+    /// (exit code, stdout, stderr).
+    pub fn ctl(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let out = self
+            .command(i, super::BIN)
+            .env("RAFT_SENTINEL_PASSWORD", API_PASSWORD)
+            .arg("ctl")
+            .args(args)
+            .output()
+            .expect("run ctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts a long-running process in host `i`; it is killed when the lab is dropped.
     /// Returns its index for [`NetLab::kill`].
     pub fn spawn(
