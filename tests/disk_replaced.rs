@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use support::{eventually, Cluster, ClusterOpts, MasterToml, NodeProcess, RedisProcess};
 use tokio::time::Instant;
 
 const A: u64 = 1;
@@ -59,13 +59,13 @@ async fn wiped_node_does_not_rebootstrap_and_is_replaced() {
     let master = RedisProcess::start(&[]);
     let replica = RedisProcess::start_replica(&master, &[]);
     let mut c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
         election_ticks: 10,
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\nfailover_timeout_ms = 5000\nparallel_syncs = 1\n",
-            master.addr()
-        ),
-        ..ClusterOpts::default()
+        ..ClusterOpts::watching(
+            MasterToml::new("mymaster", master.addr(), 2)
+                .set("down_after_ms", 500)
+                .set("failover_timeout_ms", 5000)
+                .set("parallel_syncs", 1),
+        )
     });
     c.wait_leader(Duration::from_secs(20)).await;
     eventually(

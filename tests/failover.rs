@@ -63,11 +63,13 @@ fn points_to(r: &RedisProcess, master: &RedisProcess) -> bool {
         && info_field(r, "replication", "master_port").as_deref() == Some(&master.port.to_string())
 }
 
+/// `CONFIG GET key`; None when the instance does not answer (it may be restarting, or
+/// dropping its clients while it is demoted).
 fn config_get(r: &RedisProcess, key: &str) -> Option<String> {
     let v: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg(key)
-        .query(&mut r.client())
+        .query(&mut r.try_client()?)
         .ok()?;
     v.get(1).cloned()
 }
@@ -87,6 +89,27 @@ const DISK_SYNC: [&str; 2] = ["--repl-diskless-sync", "no"];
 
 /// The delay a coordinator sets while it holds an empty master's full syncs.
 const HOLD_DELAY: &str = "117";
+
+/// Resumes failovers of `mymaster` through any running node. Retried for up to 10 s: an
+/// election may be under way (a killed node, a loaded machine), and a node without a leader
+/// refuses the proposal.
+async fn resume_failovers(c: &Cluster) {
+    eventually(Duration::from_secs(10), "failovers resumed", || async {
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            let Ok(mut grpc) = n.client().await else {
+                continue;
+            };
+            let req = pb::ResumeRequest {
+                name: "mymaster".into(),
+            };
+            if grpc.resume(req).await.is_ok() {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await
+}
 
 /// Pauses failovers of `mymaster`, then kills the master and brings it back empty well
 /// before down_after: only the restart detection can save the replicas' data.
@@ -704,7 +727,7 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     write_keys(&m, "acked", 300);
     wait_synced(&m, &[&r1, &r2]).await;
     // Failovers paused: for now the hold alone must keep the replicas' data.
-    let mut grpc = restart_empty_while_paused(&c, &mut m, &[&r1, &r2]).await;
+    let _grpc = restart_empty_while_paused(&c, &mut m, &[&r1, &r2]).await;
     // The replicas reconnect and ask for a full sync within a second; it must not start.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dbsize(&r1), 300, "a replica resynced from the empty master");
@@ -717,11 +740,7 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     assert!(r.is_err(), "the held empty master acknowledged a write");
 
     let t1 = Instant::now();
-    grpc.resume(pb::ResumeRequest {
-        name: "mymaster".into(),
-    })
-    .await
-    .expect("Resume");
+    resume_failovers(&c).await;
     let new = eventually(Duration::from_secs(10), "a replica is promoted", || async {
         let r = get_master(&c.nodes[0], "mymaster").await?;
         let (a, _, _) = addr_of(&r)?;
@@ -831,20 +850,7 @@ async fn the_users_sync_settings_come_back_when_the_holds_owner_dies() {
     let t0 = Instant::now();
     // The two others fail the empty master over and demote it; the hold ends there. The
     // resume commits once they have a leader again.
-    let other = c.nodes.iter().find(|n| n.id != owner).expect("a live node");
-    eventually(
-        Duration::from_secs(10),
-        "a surviving node resumes failovers",
-        || async {
-            let mut grpc = other.client().await.ok()?;
-            grpc.resume(pb::ResumeRequest {
-                name: "mymaster".into(),
-            })
-            .await
-            .ok()
-        },
-    )
-    .await;
+    resume_failovers(&c).await;
     eventually(
         Duration::from_secs(15),
         "the user's sync settings restored on the old master",

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use raft_sentinel::pb::api as pb;
-use support::{eventually, http_get, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use support::{eventually, http_get, Cluster, ClusterOpts, MasterToml, NodeProcess, RedisProcess};
 
 /// Parses the text exposition strictly enough to catch malformed output: every sample line is
 /// `name{labels} value` with a valid metric name, balanced quoted labels and a float value;
@@ -135,14 +135,12 @@ async fn metrics_move_with_a_failover_and_ready_follows_leader_contact() {
             "metrics-secret-pw",
         ],
     );
-    let mut c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\nfailover_timeout_ms = 5000\nauth_pass = \"metrics-secret-pw\"\n",
-            m.addr()
-        ),
-        ..ClusterOpts::default()
-    });
+    let mut c = Cluster::start(ClusterOpts::watching(
+        MasterToml::new("mymaster", m.addr(), 2)
+            .set("down_after_ms", 500)
+            .set("failover_timeout_ms", 5000)
+            .text("auth_pass", "metrics-secret-pw"),
+    ));
     c.wait_leader(Duration::from_secs(20)).await;
     for n in &c.nodes {
         eventually(Duration::from_secs(10), "health and readiness", || async {
@@ -254,12 +252,7 @@ async fn a_fresh_node_exports_every_metric_the_rules_and_dashboard_use() {
     let m = RedisProcess::start(&[]);
     let c = Cluster::start(ClusterOpts {
         nodes: 1,
-        tick_ms: 20,
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 1\ndown_after_ms = 5000\n",
-            m.addr()
-        ),
-        ..ClusterOpts::default()
+        ..ClusterOpts::watching(MasterToml::new("mymaster", m.addr(), 1).set("down_after_ms", 5000))
     });
     let n = &c.nodes[0];
     // Ready: in contact with the leader, so the Sentinel port answers lookups below.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use raft_sentinel::instance::link::{Auth, Connector, LinkError, RedisTls};
 use raft_sentinel::model::Addr;
 use support::tls::{make_pki, TlsFiles};
-use support::{eventually, Cluster, ClusterOpts, NodeProcess, RedisProcess};
+use support::{eventually, Cluster, ClusterOpts, MasterToml, NodeProcess, RedisProcess};
 
 async fn master_of(n: &NodeProcess) -> Option<(String, u64, usize)> {
     let d = n.master_detail("mymaster").await?;
@@ -142,14 +142,13 @@ async fn redis_over_tls_is_monitored_and_failed_over() {
     let mut master = RedisProcess::start_tls(&tls_args(&[]));
     let replica_of = master.port.to_string();
     let _replica = RedisProcess::start_tls(&tls_args(&["--replicaof", "127.0.0.1", &replica_of]));
-    let c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
-        extra_toml: format!(
-            "[security]\nredis_tls = {{ ca = \"{ca}\", cert = \"{cert}\", key = \"{key}\" }}\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\nfailover_timeout_ms = 5000\ntls = true\n",
-            master.addr()
-        ),
-        ..ClusterOpts::default()
-    });
+    let c = Cluster::start(ClusterOpts::watching(format!(
+        "[security]\nredis_tls = {{ ca = \"{ca}\", cert = \"{cert}\", key = \"{key}\" }}\n\n{}",
+        MasterToml::new("mymaster", master.addr(), 2)
+            .set("down_after_ms", 500)
+            .set("failover_timeout_ms", 5000)
+            .set("tls", true)
+    )));
     c.wait_leader(Duration::from_secs(20)).await;
     let new = fail_over(&c, &mut master).await;
     assert_eq!(new, _replica.addr());
@@ -169,14 +168,13 @@ async fn redis_acl_user_is_monitored_and_failed_over() {
             &LEAST_PRIVILEGE.split_whitespace().collect::<Vec<_>>(),
         );
     }
-    let c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\nfailover_timeout_ms = 5000\nauth_user = \"raft-sentinel\"\nauth_pass = \"acl-pw\"\n",
-            master.addr()
-        ),
-        ..ClusterOpts::default()
-    });
+    let c = Cluster::start(ClusterOpts::watching(
+        MasterToml::new("mymaster", master.addr(), 2)
+            .set("down_after_ms", 500)
+            .set("failover_timeout_ms", 5000)
+            .text("auth_user", "raft-sentinel")
+            .text("auth_pass", "acl-pw"),
+    ));
     c.wait_leader(Duration::from_secs(20)).await;
     // The documented least-privilege ACL passes the start-up check.
     eventually(
@@ -211,14 +209,12 @@ async fn acl_check_names_missing_commands_and_changes_nothing() {
             &partial.split_whitespace().collect::<Vec<_>>(),
         );
     }
-    let c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 2000\nauth_user = \"raft-sentinel\"\nauth_pass = \"acl-pw\"\n",
-            master.addr()
-        ),
-        ..ClusterOpts::default()
-    });
+    let c = Cluster::start(ClusterOpts::watching(
+        MasterToml::new("mymaster", master.addr(), 2)
+            .set("down_after_ms", 2000)
+            .text("auth_user", "raft-sentinel")
+            .text("auth_pass", "acl-pw"),
+    ));
     c.wait_leader(Duration::from_secs(20)).await;
     let line = eventually(
         Duration::from_secs(20),

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, ClusterOpts, RedisProcess};
+use support::{Cluster, ClusterOpts, MasterToml, RedisProcess};
 
 fn detail(c: &Cluster) -> Option<serde_json::Value> {
     let (code, out, _) = c.ctl(&["--json", "master", "mymaster"]);
@@ -31,14 +31,9 @@ async fn an_unreachable_unlisted_replica_is_forgotten_with_a_minus_slave_event()
     let master = RedisProcess::start(&[]);
     let keep = RedisProcess::start_replica(&master, &[]);
     let mut lost = RedisProcess::start_replica(&master, &[]);
-    let c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\n",
-            master.addr()
-        ),
-        ..ClusterOpts::default()
-    });
+    let c = Cluster::start(ClusterOpts::watching(
+        MasterToml::new("mymaster", master.addr(), 2).set("down_after_ms", 500),
+    ));
     c.wait_leader(Duration::from_secs(15)).await;
     support::eventually(Duration::from_secs(20), "both replicas known", || async {
         let d = detail(&c)?;

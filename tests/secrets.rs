@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::resp::RespClient;
-use support::{eventually, http_get_raw, Cluster, ClusterOpts, RedisProcess};
+use support::{eventually, http_get_raw, Cluster, ClusterOpts, MasterToml, RedisProcess};
 
 const REDIS_PW: &str = "redis-pw-7f3a9c";
 const NEW_REDIS_PW: &str = "rotated-pw-51e0d2";
@@ -32,8 +32,10 @@ async fn secrets_stay_secret() {
         api_password: Some(API_PW.into()),
         cluster_secret: Some(CLUSTER_SECRET.into()),
         extra_toml: format!(
-            "[security]\nrequirepass = \"{CLIENT_PW}\"\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 1000\nauth_pass = \"{REDIS_PW}\"\n",
-            m.addr()
+            "[security]\nrequirepass = \"{CLIENT_PW}\"\n\n{}",
+            MasterToml::new("mymaster", m.addr(), 2)
+                .set("down_after_ms", 1000)
+                .text("auth_pass", REDIS_PW)
         ),
         ..ClusterOpts::default()
     });

@@ -9,7 +9,7 @@ use raft_sentinel::pb::api as pb;
 use raft_sentinel::pb::peer::raft_peer_client::RaftPeerClient;
 use raft_sentinel::pb::peer::RaftBatch;
 use support::tls::{make_pki, TlsFiles};
-use support::{eventually, Cluster, ClusterOpts, RedisProcess};
+use support::{eventually, Cluster, ClusterOpts, MasterToml, RedisProcess};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 fn read(p: &std::path::Path) -> Vec<u8> {
@@ -55,13 +55,12 @@ async fn mtls_cluster_fails_over_and_refuses_strangers() {
     let _r1 = RedisProcess::start_replica(&m, &[]);
     let mut m = m;
     let c = Cluster::start(ClusterOpts {
-        tick_ms: 20,
         tls: Some(good.clone()),
-        extra_toml: format!(
-            "[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\ndown_after_ms = 500\nfailover_timeout_ms = 5000\n",
-            m.addr()
-        ),
-        ..ClusterOpts::default()
+        ..ClusterOpts::watching(
+            MasterToml::new("mymaster", m.addr(), 2)
+                .set("down_after_ms", 500)
+                .set("failover_timeout_ms", 5000),
+        )
     });
     c.wait_leader(Duration::from_secs(20)).await;
     // ctl with the cluster's client certificate works.
@@ -119,31 +118,14 @@ async fn mtls_cluster_fails_over_and_refuses_strangers() {
 
     // And the cluster still fails over.
     eventually(Duration::from_secs(20), "replica known", || async {
-        let mut cl = c.nodes[0].client().await.ok()?;
-        let r = cl
-            .get_master(pb::GetMasterRequest {
-                name: "mymaster".into(),
-                consistency: 0,
-            })
-            .await
-            .ok()?
-            .into_inner();
+        let r = support::get_master(&c.nodes[0], "mymaster").await?;
         (r.master?.num_replicas >= 1).then_some(())
     })
     .await;
     m.kill9();
     eventually(Duration::from_secs(30), "failover under mTLS", || async {
         for n in &c.nodes {
-            let mut cl = n.client().await.ok()?;
-            let r = cl
-                .get_master(pb::GetMasterRequest {
-                    name: "mymaster".into(),
-                    consistency: 0,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            let mm = r.master?;
+            let mm = support::get_master(n, "mymaster").await?.master?;
             if mm.config_epoch == 0 || format!("{}:{}", mm.host, mm.port) == m.addr() {
                 return None;
             }
@@ -252,14 +234,10 @@ async fn sentinel_port_over_tls_with_and_without_client_certificates() {
         } else {
             String::new()
         };
-        let c = Cluster::start(ClusterOpts {
-            tick_ms: 20,
-            extra_toml: format!(
-                "[security]\nsentinel_tls = {{ cert = \"{cert}\", key = \"{key}\"{ca_line} }}\n\n[[masters]]\nname = \"mymaster\"\naddr = \"{}\"\nquorum = 2\n",
-                m.addr()
-            ),
-            ..ClusterOpts::default()
-        });
+        let c = Cluster::start(ClusterOpts::watching(format!(
+            "[security]\nsentinel_tls = {{ cert = \"{cert}\", key = \"{key}\"{ca_line} }}\n\n{}",
+            MasterToml::new("mymaster", m.addr(), 2)
+        )));
         c.wait_leader(Duration::from_secs(20)).await;
         let port = c.nodes[0].sentinel_port.to_string();
         let mut tls_args = vec!["--tls", "--cacert", &ca, "-h", "127.0.0.1", "-p", &port];

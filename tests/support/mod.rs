@@ -27,7 +27,8 @@ use tonic::transport::Channel;
 // Re-exported for the test files; each uses only some of them.
 #[allow(unused_imports)]
 pub use http::{http_get, http_get_raw};
-pub use node_toml::NodeToml;
+#[allow(unused_imports)]
+pub use node_toml::{MasterToml, NodeToml};
 #[allow(unused_imports)]
 pub use replication::{follows, info_field, offset, wait_synced};
 
@@ -282,9 +283,17 @@ impl RedisProcess {
 
     /// A synchronous client (for test setup and checks).
     pub fn client(&self) -> redis::Connection {
+        self.connect().expect("connect to redis")
+    }
+
+    /// [`RedisProcess::client`] for checks that poll: None when it cannot connect now.
+    pub fn try_client(&self) -> Option<redis::Connection> {
+        self.connect().ok()
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-            .expect("connect to redis")
     }
 
     /// `ACL SETUSER user rules...`.
@@ -573,6 +582,17 @@ impl Default for ClusterOpts {
             api_password: None,
             api_open_reads: false,
             cluster_secret: None,
+        }
+    }
+}
+
+impl ClusterOpts {
+    /// Three nodes on a 20 ms tick (elections within a second) watching `masters`.
+    pub fn watching(masters: impl Into<String>) -> ClusterOpts {
+        ClusterOpts {
+            tick_ms: 20,
+            extra_toml: masters.into(),
+            ..ClusterOpts::default()
         }
     }
 }

@@ -133,3 +133,39 @@ impl NodeToml {
         path.to_path_buf()
     }
 }
+
+/// One `[[masters]]` table: name, address and quorum, then any further keys in call order.
+#[derive(Clone, Debug)]
+pub struct MasterToml(String);
+
+impl MasterToml {
+    /// `name`, `addr` and `quorum`.
+    pub fn new(name: &str, addr: impl Display, quorum: u32) -> MasterToml {
+        MasterToml(format!(
+            "[[masters]]\nname = \"{name}\"\naddr = \"{addr}\"\nquorum = {quorum}\n"
+        ))
+    }
+
+    /// A key whose `value` is TOML as written (a number, a bool).
+    pub fn set(mut self, key: &str, value: impl Display) -> MasterToml {
+        self.0.push_str(&format!("{key} = {value}\n"));
+        self
+    }
+
+    /// A string key.
+    pub fn text(self, key: &str, value: impl Display) -> MasterToml {
+        self.set(key, format!("\"{value}\""))
+    }
+}
+
+impl From<MasterToml> for String {
+    fn from(t: MasterToml) -> String {
+        t.0
+    }
+}
+
+impl Display for MasterToml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
