@@ -25,6 +25,20 @@ struct Topo {
     cluster: Cluster,
 }
 
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME mymaster` as `ip:port` (None without an answer in time).
+async fn master_addr(c: &mut RespClient) -> Option<String> {
+    c.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+        .await;
+    let (_, v) = c.try_read().await?;
+    Some(
+        v.items()
+            .iter()
+            .filter_map(|x| x.text())
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
 impl Topo {
     async fn start() -> Topo {
         let master = RedisProcess::start(&[]);
@@ -54,15 +68,7 @@ impl Topo {
                     let (want_master, want_replica) = (want_master.clone(), want_replica.clone());
                     async move {
                         let mut c = RespClient::connect(&addr).await;
-                        c.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
-                            .await;
-                        let (_, v) = c.try_read().await?;
-                        let got = v
-                            .items()
-                            .iter()
-                            .filter_map(|x| x.text())
-                            .collect::<Vec<_>>();
-                        if got.join(":") != want_master {
+                        if master_addr(&mut c).await? != want_master {
                             return None;
                         }
                         let reps = c.cmd(&["SENTINEL", "REPLICAS", "mymaster"]).await.items();
@@ -111,15 +117,7 @@ impl Topo {
                     let addr = addr.to_string();
                     async move {
                         let mut c = RespClient::connect(&s).await;
-                        c.send(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
-                            .await;
-                        let (_, v) = c.try_read().await?;
-                        let got = v
-                            .items()
-                            .iter()
-                            .filter_map(|x| x.text())
-                            .collect::<Vec<_>>();
-                        (got.join(":") == addr).then_some(())
+                        (master_addr(&mut c).await? == addr).then_some(())
                     }
                 },
             )
