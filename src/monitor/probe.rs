@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::errlog::{self, ErrorLog, Summary};
 use super::health::{self, Periods, Timings};
+use super::hold::{self, lost_keys, HeldInstance, HoldState};
 use super::tilt::Tilt;
 use crate::clock::wall_ms;
 use crate::consensus::{ProposeError, RaftHandle};
@@ -30,21 +31,6 @@ use crate::view::{InstanceInfo, MonitorView, ReportedRole};
 const MAX_OBSERVE_BACKOFF: Duration = Duration::from_secs(2);
 /// First wait after a failed `Observe`.
 const MIN_OBSERVE_BACKOFF: Duration = Duration::from_millis(100);
-/// `repl-diskless-sync-delay` while full syncs from a master that restarted empty are held
-/// back: far longer than a failover takes, bounded so a hold nobody releases ends by itself.
-/// An odd value, so that other nodes recognise the hold and do not take it for a setting.
-pub(super) const HOLD_DELAY_SECS: u64 = 117;
-/// Redis's default `repl-diskless-sync-delay`, restored on a hold whose owner is gone.
-const DEFAULT_DISKLESS_DELAY: &str = "5";
-/// How long a majority may take to confirm this node before it holds syncs.
-const HOLD_QUORUM_TIMEOUT: Duration = Duration::from_millis(150);
-/// How long the node that set a hold has to release it before others reset it.
-pub(super) const ORPHAN_HOLD_GRACE: Duration = Duration::from_secs(3);
-/// One `CLIENT PAUSE WRITE` of a master that restarted empty; renewed while the hold lasts, so
-/// it ends by itself if this node goes away.
-const PAUSE_MS: u64 = 2_000;
-/// How long a replica may take to tell how many keys it holds after its master restarted.
-const REPLICA_ASK_TIMEOUT: Duration = Duration::from_millis(300);
 /// Reconnect period to a master whose connection just broke: a restarted master must be seen
 /// before its replicas' next reconnect (once a second) resyncs them from it.
 const MASTER_RECONNECT: Duration = Duration::from_millis(10);
@@ -66,30 +52,8 @@ struct Restart {
     check_replicas: bool,
     /// Set when this instance, as the current master, came back empty.
     empty_since: Option<Instant>,
-    /// Full syncs from this instance are held back (see [`Probe::hold_syncs`]).
-    hold: Option<SyncHold>,
-    /// When to look for a hold another node left on this instance (now a replica).
-    orphan_check_at: Option<Instant>,
-}
-
-/// A hold on a master's full syncs (and, for a while, on its writes).
-struct SyncHold {
-    /// `repl-diskless-sync` and `repl-diskless-sync-delay` to restore, or `None` when another
-    /// node set the hold first (it restores them).
-    original: Option<(String, String)>,
-    since: Instant,
-    /// Writes are paused (`CLIENT PAUSE WRITE`) until then, unless renewed.
-    paused_until: Option<Instant>,
-}
-
-impl SyncHold {
-    fn foreign() -> SyncHold {
-        SyncHold {
-            original: None,
-            since: Instant::now(),
-            paused_until: None,
-        }
-    }
+    /// Holds on full syncs from this instance (see [`HoldState::hold_syncs`]).
+    hold: HoldState,
 }
 
 /// The probe of one instance.
@@ -461,10 +425,17 @@ impl Probe {
                 // Without replicas there is nothing to keep, and pausing writes only hurts.
                 if is_master
                     && self.restart.empty_since.is_some()
-                    && self.restart.hold.is_none()
+                    && !self.restart.hold.is_held()
                     && !m.replicas.is_empty()
                 {
-                    self.hold_syncs(m, t).await;
+                    let at = HeldInstance {
+                        raft: &self.raft,
+                        addr: &self.addr,
+                    };
+                    self.restart
+                        .hold
+                        .hold_syncs(at, self.link.as_mut(), m, t)
+                        .await;
                 }
             }
             Err(msg) => {
@@ -503,8 +474,7 @@ impl Probe {
             if i.role.is_some() {
                 info!(role = ?repl.role, "role changed");
             }
-            self.restart.orphan_check_at =
-                (repl.role == ReportedRole::Replica).then(|| now + ORPHAN_HOLD_GRACE);
+            self.restart.hold.on_role_change(repl.role, now);
             i.role = Some(repl.role);
             i.role_reported_at = Some(now);
         }
@@ -565,179 +535,30 @@ impl Probe {
     /// predate the last writes): ask its replicas directly. If any holds keys, a resync
     /// from this master would wipe them.
     async fn check_replicas_hold_data(&mut self, m: &MasterState, t: &Timings) {
-        let mut replicas: Vec<Addr> = m.replicas.iter().cloned().collect();
-        for i in self.view_rx.borrow().instances.values() {
-            if i.master == m.name && i.addr != self.addr && !replicas.contains(&i.addr) {
-                replicas.push(i.addr.clone());
-            }
-        }
+        let replicas = hold::replicas_to_ask(m, &self.view_rx.borrow(), &self.addr);
         let auth = Auth::of(m);
         let master_keys = self.restart.keys.unwrap_or(0);
-        // All at once, each bounded: the replicas reconnect and ask for a full sync within
-        // about a second, and dead addresses must not push the answer past that.
-        let limit = REPLICA_ASK_TIMEOUT
-            .min(t.connect_timeout + t.info_timeout)
-            .max(Duration::from_millis(50));
-        let asks = replicas.into_iter().map(|r| {
-            let auth = auth.clone();
-            let connector = &self.connector;
-            async move {
-                let keys = tokio::time::timeout(limit, async {
-                    let mut link = connector.connect(&r, &auth, limit).await?;
-                    let mut c = redis::cmd("INFO");
-                    c.arg("keyspace");
-                    link.text(&c, "INFO keyspace", limit).await
-                })
-                .await;
-                (r, keys)
-            }
-        });
-        for (r, keys) in futures::future::join_all(asks).await {
-            match keys {
-                Ok(Ok(text)) => match parse_keyspace_keys(&text) {
-                    Ok(n) if lost_keys(master_keys, Some(n)) => {
-                        debug!(replica = %r, keys = n, "a replica holds data the restarted master lost");
-                        self.mark_empty_restart(m, Instant::now());
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => debug!(replica = %r, error = %e, "bad INFO keyspace from replica"),
-                },
-                Ok(Err(e)) => debug!(replica = %r, error = %e, "cannot ask replica for its keys"),
-                Err(_) => debug!(replica = %r, "no answer from replica about its keys in time"),
-            }
+        if hold::replicas_hold_data(&self.connector, replicas, &auth, master_keys, t).await {
+            self.mark_empty_restart(m, Instant::now());
         }
     }
 
-    /// Keeps the replicas of a master that restarted empty from resyncing from it, which
-    /// would wipe the data only they still hold, until the failover repoints them. Redis starts
-    /// a diskless full sync only after `repl-diskless-sync-delay`, so a long delay parks the
-    /// replicas' sync requests; a replica repointed or promoted meanwhile keeps its data.
-    /// Only with a confirmed majority: a minority never acts on Redis.
-    async fn hold_syncs(&mut self, m: &MasterState, t: &Timings) {
-        if let Err(e) = self.raft.read_index(HOLD_QUORUM_TIMEOUT).await {
-            debug!(error = %e, "not holding full syncs: no majority confirmed");
-            return;
-        }
-        let Some(link) = self.link.as_mut() else {
-            return;
-        };
-        let current = match config_get_sync(link, t.info_timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, "cannot read the sync settings of the empty master; its replicas may resync from it");
-                // Do not retry every round against an ACL that refuses CONFIG.
-                self.restart.hold = Some(SyncHold::foreign());
-                return;
-            }
-        };
-        if current.1 == HOLD_DELAY_SECS.to_string() {
-            debug!("full syncs already held by another node");
-            self.restart.hold = Some(SyncHold::foreign());
-            return;
-        }
-        let hold = HOLD_DELAY_SECS.to_string();
-        // Set at once: the replicas reconnect and ask for a full sync within about a second,
-        // and a commit under load may take a good part of that.
-        if let Err(e) = config_set_sync(link, ("yes", &hold), false, t.info_timeout).await {
-            warn!(error = %e, "cannot hold full syncs from the empty master; its replicas may resync from it");
-            self.restart.hold = Some(SyncHold::foreign());
-            return;
-        }
-        // Writes it took now would be lost when it is demoted: clients wait instead.
-        let paused_until = pause_writes(link, t.info_timeout).await;
-        // Then the instance's own settings are committed, so that any node can put them back
-        // if this one goes away. The first record's node owns the hold. Without a record (a
-        // member cannot read it yet, or no commit) this node alone restores them.
-        let mut current = current;
-        if self.raft.state().cluster_version() >= 4 {
-            let cmd = Command::SyncHold {
-                master: m.name.clone(),
-                instance: self.addr.clone(),
-                node: self.raft.node_id(),
-                original: Some(current.clone()),
-                at_ms: wall_ms(),
-            };
-            match self.raft.propose(cmd).await {
-                Ok(_) => match self.raft.state().sync_holds.get(&self.addr) {
-                    Some(r) if r.owner == self.raft.node_id() => {
-                        current = (r.diskless_sync.clone(), r.diskless_sync_delay.clone());
-                    }
-                    _ => {
-                        debug!("full syncs held by another node");
-                        self.restart.hold = Some(SyncHold::foreign());
-                        return;
-                    }
-                },
-                Err(e) => {
-                    warn!(error = %e, "cannot record the sync settings of the empty master; only this node can restore them");
-                }
-            }
-        }
-        warn!(
-            diskless_sync = %current.0,
-            diskless_sync_delay = %current.1,
-            hold_secs = HOLD_DELAY_SECS,
-            "holding full syncs from the empty master until a replica takes over"
-        );
-        self.restart.hold = Some(SyncHold {
-            original: Some(current),
-            since: Instant::now(),
-            paused_until,
-        });
-    }
-
-    /// Ends this node's hold once the instance is a replica (the failover moved past it) or
-    /// the empty-restart failure was given up; resets a hold whose owner did not.
+    /// Ends or renews this node's hold, or resets one another node left (see
+    /// [`HoldState::maintain`]).
     async fn maintain_hold(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
         let Some(link) = self.link.as_mut() else {
             return;
         };
         let demoted = self.info.role == Some(ReportedRole::Replica);
         let given_up = is_master && self.restart.empty_since.is_none();
-        match self.restart.hold.take() {
-            Some(hold) if demoted || given_up => {
-                let mine = hold.original.is_some();
-                self.restart.hold = release_hold(link, hold, t).await;
-                if mine && self.restart.hold.is_none() {
-                    self.clear_hold_record(m).await;
-                }
-            }
-            Some(mut hold) => {
-                renew_pause(link, &mut hold, m, t).await;
-                self.restart.hold = Some(hold);
-            }
-            None => {
-                let due = self
-                    .restart
-                    .orphan_check_at
-                    .is_some_and(|at| Instant::now() >= at);
-                // A committed hold is the leader's to end, with the instance's own settings.
-                let recorded = self.raft.state().sync_holds.contains_key(&self.addr);
-                if due && demoted && !recorded {
-                    self.restart.orphan_check_at = None;
-                    reset_orphan_hold(link, t).await;
-                }
-            }
-        }
-    }
-
-    /// The hold this node set ended and its settings are back: the record goes.
-    async fn clear_hold_record(&self, m: &MasterState) {
-        if !self.raft.state().sync_holds.contains_key(&self.addr) {
-            return;
-        }
-        let cmd = Command::SyncHold {
-            master: m.name.clone(),
-            instance: self.addr.clone(),
-            node: self.raft.node_id(),
-            original: None,
-            at_ms: wall_ms(),
+        let at = HeldInstance {
+            raft: &self.raft,
+            addr: &self.addr,
         };
-        if let Err(e) = self.raft.propose(cmd).await {
-            // The leader clears it when it sees the hold gone.
-            debug!(error = %e, "cannot clear the sync hold record");
-        }
+        self.restart
+            .hold
+            .maintain(at, link, m, t, demoted, given_up)
+            .await;
     }
 
     fn evaluate(&mut self, m: &MasterState, t: &Timings, is_master: bool) {
@@ -921,193 +742,5 @@ fn log_summaries(summaries: &[Summary]) {
             s.repeats,
             s.over.as_secs().max(1)
         );
-    }
-}
-
-/// A master that restarted holding `now` keys lost data, given `before` keys (its own before
-/// the restart, or a replica's): it came back empty, or with less than half of them (a
-/// restart that loaded its persistence files has about as many).
-fn lost_keys(now: i64, before: Option<i64>) -> bool {
-    before.is_some_and(|b| b > 0 && now.saturating_mul(2) < b)
-}
-
-/// Ends a hold: unpauses writes (a demoted master's paused writers now get `-READONLY`; one
-/// given up serves again) and restores and persists its sync settings, since its demotion may
-/// have run CONFIG REWRITE while the hold was on. Returns the hold if it must be tried again.
-async fn release_hold(link: &mut Link, mut hold: SyncHold, t: &Timings) -> Option<SyncHold> {
-    // Another node set it and releases it.
-    let (diskless, delay) = hold.original.clone()?;
-    if hold.paused_until.take().is_some() {
-        unpause_writes(link, t.info_timeout).await;
-    }
-    match config_set_sync(link, (&diskless, &delay), true, t.info_timeout).await {
-        Ok(()) => {
-            info!(
-                diskless_sync = %diskless,
-                diskless_sync_delay = %delay,
-                held_ms = hold.since.elapsed().as_millis() as u64,
-                "released the hold on full syncs"
-            );
-            None
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot release the hold on full syncs yet");
-            Some(hold)
-        }
-    }
-}
-
-/// Keeps the empty master's writes paused while a failover can still come, then lets it
-/// take writes again (the sync hold itself stays until the failure is given up).
-async fn renew_pause(link: &mut Link, hold: &mut SyncHold, m: &MasterState, t: &Timings) {
-    let Some(until) = hold.paused_until else {
-        return;
-    };
-    let now = Instant::now();
-    if now.duration_since(hold.since) > pause_limit(m) {
-        warn!("no replica took over the empty master yet; letting it take writes again");
-        unpause_writes(link, t.info_timeout).await;
-        hold.paused_until = None;
-    } else if until.saturating_duration_since(now) < Duration::from_millis(PAUSE_MS / 2) {
-        hold.paused_until = pause_writes(link, t.info_timeout).await.or(Some(until));
-    }
-}
-
-/// A node that held syncs and died before releasing them: back to Redis's default delay.
-async fn reset_orphan_hold(link: &mut Link, t: &Timings) {
-    let Ok((diskless, delay)) = config_get_sync(link, t.info_timeout).await else {
-        return;
-    };
-    if delay != HOLD_DELAY_SECS.to_string() {
-        return;
-    }
-    match config_set_sync(
-        link,
-        (&diskless, DEFAULT_DISKLESS_DELAY),
-        true,
-        t.info_timeout,
-    )
-    .await
-    {
-        Ok(()) => info!("reset a hold on full syncs left by another node"),
-        Err(e) => warn!(error = %e, "cannot reset a hold on full syncs"),
-    }
-}
-
-/// How long a master that restarted empty has its writes paused at most: a failover normally
-/// replaces it in well under a second once every node has seen the restart.
-fn pause_limit(m: &MasterState) -> Duration {
-    Duration::from_millis(m.down_after_ms.saturating_mul(2)).max(Duration::from_secs(5))
-}
-
-/// `CLIENT PAUSE <PAUSE_MS> WRITE`; the time it lasts until, or `None` if refused.
-async fn pause_writes(link: &mut Link, timeout: Duration) -> Option<Instant> {
-    let mut c = redis::cmd("CLIENT");
-    c.arg("PAUSE").arg(PAUSE_MS).arg("WRITE");
-    let sent = Instant::now();
-    match link.query(&c, "CLIENT PAUSE", timeout).await {
-        Ok(_) => Some(sent + Duration::from_millis(PAUSE_MS)),
-        Err(e) => {
-            warn!(error = %e, "cannot pause writes on the empty master");
-            None
-        }
-    }
-}
-
-async fn unpause_writes(link: &mut Link, timeout: Duration) {
-    if let Err(e) = link
-        .query(
-            redis::cmd("CLIENT").arg("UNPAUSE"),
-            "CLIENT UNPAUSE",
-            timeout,
-        )
-        .await
-    {
-        warn!(error = %e, "cannot unpause writes; the pause ends by itself");
-    }
-}
-
-/// `repl-diskless-sync` and `repl-diskless-sync-delay` of an instance.
-pub(super) async fn config_get_sync(
-    link: &mut Link,
-    timeout: Duration,
-) -> Result<(String, String), String> {
-    let mut p = redis::pipe();
-    p.cmd("CONFIG")
-        .arg("GET")
-        .arg("repl-diskless-sync")
-        .cmd("CONFIG")
-        .arg("GET")
-        .arg("repl-diskless-sync-delay");
-    let r = link
-        .pipeline(&p, 2, "CONFIG GET", timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    let value = |v: &Value| -> Result<String, String> {
-        match v {
-            Value::ServerError(e) => Err(format!("CONFIG GET failed: {}", server_error_line(e))),
-            Value::Array(kv) if kv.len() == 2 => {
-                value_text(&kv[1]).ok_or_else(|| "CONFIG GET: not a string".to_string())
-            }
-            Value::Map(kv) if kv.len() == 1 => {
-                value_text(&kv[0].1).ok_or_else(|| "CONFIG GET: not a string".to_string())
-            }
-            other => Err(format!(
-                "CONFIG GET returned {}",
-                crate::instance::link::short(other)
-            )),
-        }
-    };
-    Ok((value(&r[0])?, value(&r[1])?))
-}
-
-/// Sets `repl-diskless-sync-delay` then `repl-diskless-sync` (one pipeline: Redis applies both
-/// before its replication cron can run in between), then `CONFIG REWRITE` if `persist` (its
-/// failure, for example no config file, is ignored).
-pub(super) async fn config_set_sync(
-    link: &mut Link,
-    (diskless, delay): (&str, &str),
-    persist: bool,
-    timeout: Duration,
-) -> Result<(), String> {
-    let mut p = redis::pipe();
-    p.cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-diskless-sync-delay")
-        .arg(delay)
-        .cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-diskless-sync")
-        .arg(diskless);
-    if persist {
-        p.cmd("CONFIG").arg("REWRITE");
-    }
-    let count = if persist { 3 } else { 2 };
-    let r = link
-        .pipeline(&p, count, "CONFIG SET", timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    for v in &r[..2] {
-        if let Value::ServerError(e) = v {
-            return Err(format!("CONFIG SET failed: {}", server_error_line(e)));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lost_keys;
-
-    #[test]
-    fn a_restart_lost_data_when_the_keys_did_not_come_back() {
-        // Empty, or a handful written by clients since it came back.
-        assert!(lost_keys(0, Some(1)));
-        assert!(lost_keys(16, Some(7_000)));
-        // It loaded its persistence files (maybe missing the last second of writes).
-        assert!(!lost_keys(6_990, Some(7_000)));
-        // Nothing to lose, or nothing known.
-        assert!(!lost_keys(0, Some(0)));
-        assert!(!lost_keys(0, None));
     }
 }
