@@ -47,6 +47,7 @@ forbid src/instance monitor failover api app
 # The local view and the wall clock may be read by every layer, so they use none of them.
 forbid src/view.rs monitor failover api app instance net
 forbid src/clock.rs monitor failover api app instance net consensus fsm
+forbid src/stream.rs monitor failover api app instance net consensus fsm
 # Failover and the API read the view, never the monitor itself.
 forbid src/failover monitor
 forbid src/api monitor

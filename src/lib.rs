@@ -46,6 +46,7 @@ pub mod pb;
 pub mod placement;
 pub mod scripts;
 pub mod shutdown;
+pub mod stream;
 pub mod telemetry;
 pub mod tuning;
 pub mod view;
