@@ -36,8 +36,17 @@ impl Default for Periods {
 pub struct Timings {
     /// No acceptable reply for this long: subjectively down.
     pub down_after: Duration,
-    /// PING period: `down_after / 10`, at least 50 ms, at most the `PING-PERIOD` setting.
+    /// PING period of a master, and of its replicas while it is in trouble: `down_after / 3`,
+    /// at least 50 ms, at most the `PING-PERIOD` setting. Subjective down is decided by a
+    /// deadline (see [`down_at`]), not by counting PINGs, so a healthy master's freshest reply
+    /// is at most a third of `down_after` old when the next PING goes out.
     pub ping_period: Duration,
+    /// PING period of a replica while its master is fine: Sentinel's pace, `PING-PERIOD`
+    /// (1 s by default) or `down_after` if shorter, never below `ping_period`.
+    pub replica_ping_period: Duration,
+    /// How long the oldest unanswered PING is given at least before the instance is down:
+    /// `down_after - ping_period` (see [`down_at`]).
+    pub reply_grace: Duration,
     /// How long one PING may take before the probe moves on (the PING stays pending).
     pub ping_timeout: Duration,
     /// INFO period (fast or normal).
@@ -54,15 +63,27 @@ impl Timings {
     /// Timings for a master with this `down_after`, in fast mode or not.
     pub fn of(down_after_ms: u64, fast: bool, p: Periods) -> Timings {
         let down_after = Duration::from_millis(down_after_ms.max(1));
-        let ping_period = (down_after / 10)
+        let ping_period = Duration::from_millis(down_after_ms / 3)
             .max(Duration::from_millis(50))
             .min(p.ping_max);
-        // Loopback replies take microseconds; a slow reply only delays the next PING, it
-        // never counts as a good one, so the timeout can stay near the period.
-        let ping_timeout = ping_period.max(Duration::from_millis(100));
+        let replica_ping_period = if fast {
+            ping_period
+        } else {
+            p.ping_max.min(down_after).max(ping_period)
+        };
+        // A reply that comes after the timeout is not counted (the link may be dropped), so a
+        // master answering slower than this is eventually down. Half of down_after, the age
+        // at which Sentinel drops a link with an unanswered PING; never past the deadline
+        // (see `Probe::io_budget`).
+        let ping_timeout = (down_after / 2)
+            .max(ping_period)
+            .max(Duration::from_millis(100));
+        let io_timeout = ping_period.max(Duration::from_millis(250));
         Timings {
             down_after,
             ping_period,
+            replica_ping_period,
+            reply_grace: down_after.saturating_sub(ping_period),
             ping_timeout,
             info_period: if fast {
                 INFO_PERIOD_FAST.min(p.info)
@@ -70,8 +91,8 @@ impl Timings {
                 p.info
             },
             info_period_normal: p.info,
-            info_timeout: ping_timeout.max(Duration::from_millis(250)),
-            connect_timeout: ping_timeout.max(Duration::from_millis(250)),
+            info_timeout: io_timeout,
+            connect_timeout: io_timeout,
         }
     }
 
@@ -95,14 +116,37 @@ pub fn acceptable_ping_reply(v: &Value) -> bool {
 
 /// Since when the instance has given no acceptable reply, or `None` while it answers.
 ///
-/// Connected: the oldest unanswered PING (so a stall of this process does not count
-/// against Redis). Disconnected: the last good reply, or the probe's start if there was
-/// none, as Sentinel measures it.
+/// Connected: the last good reply, while a PING is unanswered (the PING itself if no reply
+/// came yet); nothing while none is, so that a stall of this process, during which it sent
+/// nothing, does not count against Redis. Disconnected: the last good reply, or the probe's
+/// start if there was none, as Sentinel measures it.
 pub fn no_reply_since(info: &InstanceInfo, probe_started: Instant) -> Option<Instant> {
     if info.connected {
-        info.ping_pending_since
+        let pending = info.ping_pending_since?;
+        Some(info.last_ok_ping_reply.map_or(pending, |r| r.min(pending)))
     } else {
         Some(info.last_ok_ping_reply.unwrap_or(probe_started))
+    }
+}
+
+/// When the instance turns subjectively down for want of replies, or `None` while no PING
+/// is unanswered on a live connection.
+///
+/// `down_after` after the last good reply, but (connected) never before the oldest
+/// unanswered PING has had `reply_grace`. PINGs go out every `ping_period`, so that PING was
+/// sent at most `ping_period` after the last reply, and the grace ends no later than
+/// `down_after` after it: detection stays at `down_after` after the last good reply. The
+/// grace matters when this process sent late (it stalled, or was busy): a PING sent after a
+/// long silence of ours gets `reply_grace` to be answered, as Sentinel gives each PING
+/// `down_after`. A healthy but slow master is not judged down while its replies take less
+/// than the PING timeout (half of `down_after`): each reply then comes within
+/// `ping_period + down_after / 2` of the previous one.
+pub fn down_at(info: &InstanceInfo, probe_started: Instant, t: &Timings) -> Option<Instant> {
+    let since = no_reply_since(info, probe_started)?;
+    let by_reply = since + t.down_after;
+    match info.ping_pending_since {
+        Some(p) if info.connected => Some(by_reply.max(p + t.reply_grace)),
+        _ => Some(by_reply),
     }
 }
 
@@ -116,9 +160,7 @@ pub fn sdown_reason(
     role_mismatch_since: Option<Instant>,
     empty_restart: bool,
 ) -> Option<ObserveReason> {
-    if no_reply_since(info, probe_started)
-        .is_some_and(|s| now.saturating_duration_since(s) > t.down_after)
-    {
+    if down_at(info, probe_started, t).is_some_and(|at| now > at) {
         return Some(ObserveReason::NoReply);
     }
     if is_master && empty_restart {
@@ -150,18 +192,26 @@ mod tests {
     #[test]
     fn periods_follow_down_after() {
         let d = Periods::default();
-        assert_eq!(Timings::of(300, false, d).ping_period, ms(50));
-        assert_eq!(Timings::of(1000, false, d).ping_period, ms(100));
+        assert_eq!(Timings::of(300, false, d).ping_period, ms(100));
+        assert_eq!(Timings::of(1000, false, d).ping_period, ms(333));
+        assert_eq!(Timings::of(1000, false, d).reply_grace, ms(667));
         assert_eq!(Timings::of(30_000, false, d).ping_period, ms(1000));
         assert_eq!(Timings::of(1000, false, d).info_period, ms(1000));
         assert_eq!(Timings::of(1000, true, d).info_period, ms(100));
         assert_eq!(Timings::of(0, false, d).ping_period, ms(50));
+        // Replicas at Sentinel's pace while their master is fine, at the master's when not.
+        assert_eq!(Timings::of(1000, false, d).replica_ping_period, ms(1000));
+        assert_eq!(Timings::of(500, false, d).replica_ping_period, ms(500));
+        assert_eq!(Timings::of(1000, true, d).replica_ping_period, ms(333));
+        assert_eq!(Timings::of(60, false, d).replica_ping_period, ms(60));
         // SENTINEL DEBUG settings.
         let p = Periods {
             ping_max: ms(20),
             info: ms(5000),
         };
         assert_eq!(Timings::of(1000, false, p).ping_period, ms(20));
+        assert_eq!(Timings::of(1000, false, p).replica_ping_period, ms(20));
+        assert_eq!(Timings::of(1000, false, p).reply_grace, ms(980));
         assert_eq!(Timings::of(1000, false, p).info_period, ms(5000));
         assert_eq!(Timings::of(1000, true, p).info_period, ms(100));
         assert_eq!(
@@ -172,7 +222,8 @@ mod tests {
             ping_max: ms(5000),
             info: ms(50),
         };
-        assert_eq!(Timings::of(30_000, false, p).ping_period, ms(3000));
+        assert_eq!(Timings::of(30_000, false, p).ping_period, ms(5000));
+        assert_eq!(Timings::of(30_000, false, p).replica_ping_period, ms(5000));
         assert_eq!(Timings::of(1000, true, p).info_period, ms(50));
     }
 
@@ -185,25 +236,81 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn connected_instance_goes_down_after_oldest_unanswered_ping() {
+    async fn connected_instance_goes_down_down_after_past_its_last_reply() {
         let t = Timings::of(1000, false, Periods::default());
         let start = Instant::now();
         let mut i = info();
         i.connected = true;
         i.last_ok_ping_reply = Some(start);
+        // No PING unanswered: nothing to judge, however old the reply.
         assert_eq!(
             sdown_reason(&i, start, start + ms(5000), &t, true, None, false),
             None
         );
-        i.ping_pending_since = Some(start + ms(100));
+        assert_eq!(down_at(&i, start, &t), None);
+        // It hangs: the next PING, one period later, gets no reply. Down `down_after` after
+        // the last reply, not after that PING.
+        i.ping_pending_since = Some(start + t.ping_period);
+        assert_eq!(down_at(&i, start, &t), Some(start + ms(1000)));
         assert_eq!(
-            sdown_reason(&i, start, start + ms(1100), &t, true, None, false),
+            sdown_reason(&i, start, start + ms(1000), &t, true, None, false),
             None
         );
         assert_eq!(
-            sdown_reason(&i, start, start + ms(1101), &t, true, None, false),
+            sdown_reason(&i, start, start + ms(1001), &t, true, None, false),
             Some(ObserveReason::NoReply)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_sent_late_gets_its_grace() {
+        // This process sent nothing for 2 s (stalled or busy): the PING it sends then is
+        // given `reply_grace`, not judged against the old reply at once.
+        let t = Timings::of(1000, false, Periods::default());
+        let start = Instant::now();
+        let mut i = info();
+        i.connected = true;
+        i.last_ok_ping_reply = Some(start);
+        let sent = start + ms(2000);
+        i.ping_pending_since = Some(sent);
+        assert_eq!(down_at(&i, start, &t), Some(sent + ms(667)));
+        assert_eq!(
+            sdown_reason(&i, start, sent + ms(667), &t, true, None, false),
+            None
+        );
+        assert_eq!(
+            sdown_reason(&i, start, sent + ms(668), &t, true, None, false),
+            Some(ObserveReason::NoReply)
+        );
+        // Never answered since the probe started: `down_after` after the first attempt.
+        let mut j = info();
+        j.connected = true;
+        j.ping_pending_since = Some(start);
+        assert_eq!(down_at(&j, start, &t), Some(start + ms(1000)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_but_slow_master_is_not_down() {
+        // Each reply takes `lag`. The probe waits for it (up to the PING timeout), then sends
+        // the next PING one period after the previous one went out, or at once if that is
+        // past. The next reply must come before the deadline.
+        let t = Timings::of(1000, false, Periods::default());
+        let start = Instant::now();
+        let down_while_waiting = |lag: Duration| {
+            let mut i = info();
+            i.connected = true;
+            i.last_ok_ping_reply = Some(start);
+            let sent = (start - lag + t.ping_period).max(start);
+            i.ping_pending_since = Some(sent);
+            let reply = sent + lag;
+            sdown_reason(&i, start, reply - ms(1), &t, true, None, false).is_some()
+        };
+        for lag in [1, 100, 333, 400, 499, 500] {
+            assert!(!down_while_waiting(ms(lag)), "{lag} ms");
+        }
+        assert_eq!(t.ping_timeout, ms(500));
+        // Replies slower than down_after: down.
+        assert!(down_while_waiting(ms(1100)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,6 +88,8 @@ pub(crate) struct Probe {
     published_at: Instant,
     /// The last step ran at the fast INFO period.
     was_fast: bool,
+    /// `PING`, built once: it is sent several times a second.
+    ping_cmd: redis::Cmd,
 }
 
 impl Drop for Probe {
@@ -133,6 +135,7 @@ impl Probe {
             connector,
             published_at: now,
             was_fast: false,
+            ping_cmd: redis::cmd("PING"),
         }
     }
 
@@ -152,10 +155,11 @@ impl Probe {
             };
             let fast = self.fast_mode(m);
             if fast && !self.was_fast {
-                // The master is in trouble: read INFO now rather than at the end of the normal
-                // period, so the failover compares replica offsets taken after the master
-                // stopped answering, not up to a period before its last writes.
+                // The master is in trouble: read INFO (and PING) now rather than at the end of
+                // the normal periods, so the failover compares replica offsets taken after
+                // the master stopped answering, not up to a period before its last writes.
                 self.next_info = self.next_info.min(Instant::now());
+                self.next_ping = self.next_ping.min(Instant::now());
             }
             self.was_fast = fast;
             let t = Timings::of(m.down_after_ms, fast, self.periods());
@@ -240,8 +244,8 @@ impl Probe {
         };
         // Wake exactly when the instance would turn subjectively down.
         if self.info.sdown_since.is_none() {
-            if let Some(since) = health::no_reply_since(&self.info, self.started) {
-                wake = wake.min(since + t.down_after + Duration::from_millis(1));
+            if let Some(at) = health::down_at(&self.info, self.started, t) {
+                wake = wake.min(at + Duration::from_millis(1));
             }
         }
         if m.addr == self.addr && self.observe_pending(m) && self.inflight.is_none() {
@@ -257,10 +261,17 @@ impl Probe {
         if self.link.is_none() && now >= self.next_connect {
             self.connect(&auth, t, is_master).await;
         }
-        if self.link.is_some() && Instant::now() >= self.next_ping {
-            self.ping(t).await;
+        // While the instance answers, INFO first: its reply also proves that, and stands for
+        // the PING due with it (see `refresh_info`). After (re)connecting or while a request
+        // is unanswered, PING first: its reply, or error, is the plainer one.
+        let answering = self.info.ping_pending_since.is_none();
+        if answering && self.link.is_some() && Instant::now() >= self.next_info {
+            self.refresh_info(m, t, is_master).await;
         }
-        if self.link.is_some() && Instant::now() >= self.next_info {
+        if self.link.is_some() && Instant::now() >= self.next_ping {
+            self.ping(t, is_master).await;
+        }
+        if !answering && self.link.is_some() && Instant::now() >= self.next_info {
             self.refresh_info(m, t, is_master).await;
         }
         self.evaluate(m, t, is_master);
@@ -305,18 +316,18 @@ impl Probe {
         }
     }
 
-    async fn ping(&mut self, t: &Timings) {
+    async fn ping(&mut self, t: &Timings, is_master: bool) {
         if self.link.is_none() {
             return;
         }
         let sent = Instant::now();
-        self.next_ping = sent + t.ping_period;
+        self.next_ping = sent + Self::ping_period(t, is_master);
         self.info.ping_pending_since.get_or_insert(sent);
         let limit = self.io_budget(t, t.ping_timeout);
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        let res = link.raw(&redis::cmd("PING"), "PING", limit).await;
+        let res = link.raw(&self.ping_cmd, "PING", limit).await;
         let now = Instant::now();
         match res {
             Ok(v) => {
@@ -355,17 +366,24 @@ impl Probe {
         }
     }
 
+    fn ping_period(t: &Timings, is_master: bool) -> Duration {
+        if is_master {
+            t.ping_period
+        } else {
+            t.replica_ping_period
+        }
+    }
+
     /// Timeout for one blocking call: never past the moment the instance would turn
     /// subjectively down, so a hung connection cannot delay detection.
     fn io_budget(&self, t: &Timings, base: Duration) -> Duration {
         if self.info.sdown_since.is_some() {
             return base;
         }
-        let Some(since) = health::no_reply_since(&self.info, self.started) else {
+        let Some(at) = health::down_at(&self.info, self.started, t) else {
             return base;
         };
-        let until = (since + t.down_after + Duration::from_millis(1))
-            .saturating_duration_since(Instant::now());
+        let until = (at + Duration::from_millis(1)).saturating_duration_since(Instant::now());
         base.min(until).max(Duration::from_millis(5))
     }
 
@@ -393,7 +411,10 @@ impl Probe {
         if self.link.is_none() {
             return;
         }
-        self.next_info = Instant::now() + t.info_period;
+        let sent = Instant::now();
+        self.next_info = sent + t.info_period;
+        // Unanswered, it counts like an unanswered PING.
+        self.info.ping_pending_since.get_or_insert(sent);
         let limit = self.io_budget(t, t.info_timeout);
         let Some(link) = self.link.as_mut() else {
             return;
@@ -418,7 +439,15 @@ impl Probe {
         };
         match self.apply_info(&replies, m, is_master) {
             Ok(()) => {
-                self.info.info_refresh = Some(Instant::now());
+                let now = Instant::now();
+                self.info.info_refresh = Some(now);
+                // A valid INFO reply proves the instance answers as well as a PONG does, and
+                // it comes after the replies to every earlier request on this connection:
+                // it stands for the PING that was due, one exchange fewer per INFO period.
+                self.info.last_ping_reply = Some(now);
+                self.info.last_ok_ping_reply = Some(now);
+                self.info.ping_pending_since = None;
+                self.next_ping = self.next_ping.max(now + Self::ping_period(t, is_master));
                 if std::mem::take(&mut self.restart.check_replicas) {
                     self.check_replicas_hold_data(m, t).await;
                 }
