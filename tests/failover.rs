@@ -919,7 +919,8 @@ async fn a_repeated_probe_error_is_logged_once() {
         },
     )
     .await;
-    // The probes keep failing every ping period (100 ms here): 30 rounds and more.
+    // The probes keep failing every ping period (a third of down_after, 166 ms here): 18
+    // rounds and more.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for n in &c.nodes {
         for master in ["locked", "dead"] {

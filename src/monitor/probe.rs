@@ -248,10 +248,30 @@ impl Probe {
                 wake = wake.min(at + Duration::from_millis(1));
             }
         }
-        if m.addr == self.addr && self.observe_pending(m) && self.inflight.is_none() {
-            wake = wake.min(self.next_observe);
+        if m.addr == self.addr && self.inflight.is_none() {
+            if self.observe_pending(m) {
+                wake = wake.min(self.next_observe);
+            } else if let Some(due) = self.renewal_due_in(m) {
+                // The down vote is renewed every ASK-PERIOD, not at the next PING or
+                // reconnect, which may be a third of down_after away.
+                wake = wake.min(Instant::now() + due);
+            }
         }
         wake.max(Instant::now() + Duration::from_millis(1))
+    }
+
+    /// How long until this node's committed down vote is due for re-affirmation (see
+    /// [`Probe::observe_pending`]), while the master stays down here.
+    fn renewal_due_in(&self, m: &MasterState) -> Option<Duration> {
+        self.info.sdown_reason?;
+        let o = m
+            .observations
+            .get(&self.raft.node_id())
+            .filter(|o| o.down)?;
+        let renew_ms = self.tuning.ms(Knob::AskPeriod).min(m.vote_ttl_ms() / 4);
+        Some(Duration::from_millis(
+            o.at_ms.saturating_add(renew_ms).saturating_sub(wall_ms()),
+        ))
     }
 
     async fn step(&mut self, state: &ClusterState, m: &MasterState, t: &Timings) {
