@@ -775,6 +775,98 @@ async fn master_restarted_empty_does_not_wipe_its_replicas() {
     wait_sync_settings_restored(&m, Duration::from_secs(5)).await;
 }
 
+/// Microseconds since midnight (UTC) of the first line of `n`'s log containing `needle`.
+fn log_time_us(n: &NodeProcess, needle: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(&n.log).ok()?;
+    let line = text.lines().map(strip_ansi).find(|l| l.contains(needle))?;
+    // `2026-11-30T02:21:42.123456Z  WARN ...`
+    let stamp = line.split_whitespace().next()?;
+    let clock = stamp.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = clock.split(':');
+    let h: u64 = parts.next()?.parse().ok()?;
+    let m: u64 = parts.next()?.parse().ok()?;
+    let secs: f64 = parts.next()?.parse().ok()?;
+    Some((h * 3600 + m * 60) * 1_000_000 + (secs * 1e6).round() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_restart_is_held_at_once_within_the_lease_without_a_majority_read() {
+    let _g = serial().await;
+    let mut m = RedisProcess::start(&DISK_SYNC);
+    let r1 = RedisProcess::start_replica(&m, &DISK_SYNC);
+    wait_synced(&m, &[&r1]).await;
+    // A 4 s election timeout, so a lease of almost 4 s: long enough that the leader still
+    // holds it when it sees the restart, on a loaded machine too, after both followers stop.
+    let c = Cluster::start(ClusterOpts {
+        tick_ms: 20,
+        election_ticks: 200,
+        extra_toml: master_toml("mymaster", &m.addr(), 2, ""),
+        ..ClusterOpts::default()
+    });
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    wait_monitored(&c, "mymaster", 1).await;
+    write_keys(&m, "acked", 100);
+    wait_synced(&m, &[&r1]).await;
+    let mut grpc = c.node(leader).client().await.expect("gRPC client");
+    grpc.pause(pb::PauseRequest {
+        name: "mymaster".into(),
+    })
+    .await
+    .expect("Pause");
+    eventually(
+        Duration::from_secs(10),
+        "the leader holds its lease",
+        || async {
+            c.node(leader)
+                .status()
+                .await
+                .filter(|s| s.leader_contact)
+                .map(|_| ())
+        },
+    )
+    .await;
+    m.kill9();
+    // No ReadIndex can complete now: the leader alone is left of three. Its lease lasts
+    // at least three quarters of it (a round renews it every quarter).
+    for n in c.nodes.iter().filter(|n| n.id != leader) {
+        n.pause();
+    }
+    let stopped = Instant::now();
+    m.restart();
+    let ready = stopped.elapsed();
+    eventually(
+        Duration::from_secs(2),
+        "full syncs held on the empty master without a majority read",
+        || async {
+            (config_get(&m, "repl-diskless-sync-delay").as_deref() == Some(HOLD_DELAY))
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "followers stopped to restart ready: {ready:?}; to hold seen: {:?}",
+        stopped.elapsed()
+    );
+    let n = c.node(leader);
+    let seen = log_time_us(n, "master restarted with an empty dataset").expect("restart seen");
+    let held = log_time_us(n, "held full syncs from the empty master").expect("hold logged");
+    let gap_ms = (held + 86_400_000_000 - seen) % 86_400_000_000 / 1000;
+    eprintln!("restart seen to hold set: {gap_ms} ms");
+    assert!(
+        grep_logs(&c, "confirmed_by=\"lease\""),
+        "the hold was not set under the lease"
+    );
+    // Two commands to the restarted master (CONFIG GET, CONFIG SET) and nothing else: a
+    // ReadIndex could not even have been answered.
+    assert!(
+        gap_ms < 150,
+        "the hold came {gap_ms} ms after the restart was seen"
+    );
+    for n in c.nodes.iter().filter(|n| n.id != leader) {
+        n.resume();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_restart_is_seen_when_the_keys_were_only_in_db_3() {
     let _g = serial().await;

@@ -96,6 +96,19 @@ impl HoldState {
     /// a diskless full sync only after `repl-diskless-sync-delay`, so a long delay parks the
     /// replicas' sync requests; a replica repointed or promoted meanwhile keeps its data.
     /// Only with a confirmed majority: a minority never acts on Redis.
+    ///
+    /// Within this node's lease the hold is set at once; only once the lease has lapsed does
+    /// the node first confirm a majority with a ReadIndex round. The replicas of a master that
+    /// took long to load queue their sync requests in its listen backlog and are served within
+    /// milliseconds of it being ready (at once with a diskless delay of 0 or disk-based sync),
+    /// so a round trip to a majority first (tens to hundreds of ms under load) lets them be
+    /// wiped. The lease is the same standard every other action on Redis meets: it holds only
+    /// while a quorum confirmed this node's leader less than `lease` ago, which is shorter than
+    /// the time that quorum refuses to elect anyone else. A node cut off in a minority loses it
+    /// (and so stops acting) before a majority can elect a successor, exactly as a leader's
+    /// failover commands stop, and is checked again right before each command. A completed
+    /// ReadIndex round gives no more: it too only proves a majority confirmed the leader at
+    /// its start, and the commands follow it later.
     pub(super) async fn hold_syncs(
         &mut self,
         at: HeldInstance<'_>,
@@ -103,10 +116,9 @@ impl HoldState {
         m: &MasterState,
         t: &Timings,
     ) {
-        if let Err(e) = at.raft.read_index(HOLD_QUORUM_TIMEOUT).await {
-            debug!(error = %e, "not holding full syncs: no majority confirmed");
+        let Some(confirmed) = confirm_majority(at.raft).await else {
             return;
-        }
+        };
         let Some(link) = link else {
             return;
         };
@@ -125,6 +137,10 @@ impl HoldState {
             return;
         }
         let hold = HOLD_DELAY_SECS.to_string();
+        if !confirmed.holds(at.raft) {
+            debug!("not holding full syncs: the majority confirmation lapsed");
+            return;
+        }
         // Set at once: the replicas reconnect and ask for a full sync within about a second,
         // and a commit under load may take a good part of that.
         if let Err(e) = config_set_sync(link, ("yes", &hold), false, t.info_timeout).await {
@@ -132,8 +148,16 @@ impl HoldState {
             self.hold = Some(SyncHold::foreign());
             return;
         }
+        info!(
+            confirmed_by = confirmed.how(),
+            "held full syncs from the empty master"
+        );
         // Writes it took now would be lost when it is demoted: clients wait instead.
-        let paused_until = pause_writes(link, t.info_timeout).await;
+        let paused_until = if confirmed.holds(at.raft) {
+            pause_writes(link, t.info_timeout).await
+        } else {
+            None
+        };
         // Then the instance's own settings are committed, so that any node can put them back
         // if this one goes away. The first record's node owns the hold. Without a record (a
         // member cannot read it yet, or no commit) this node alone restores them.
@@ -213,6 +237,59 @@ impl HoldState {
                 }
             }
             Step::Wait => {}
+        }
+    }
+}
+
+/// How this node knows a majority stands behind it before it holds syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmed {
+    /// Its lease (see [`RaftHandle::has_leader_contact`]), checked again before each command.
+    Lease,
+    /// A ReadIndex round started at this instant; it vouches for as long as a lease round
+    /// would.
+    Read(Instant),
+}
+
+impl Confirmed {
+    /// Still confirmed now: the lease holds, or the round is younger than the lease.
+    fn holds(self, raft: &RaftHandle) -> bool {
+        confirmation_holds(
+            self,
+            raft.has_leader_contact(),
+            raft.lease(),
+            Instant::now(),
+        )
+    }
+
+    fn how(self) -> &'static str {
+        match self {
+            Confirmed::Lease => "lease",
+            Confirmed::Read(_) => "majority read",
+        }
+    }
+}
+
+fn confirmation_holds(c: Confirmed, lease_holds: bool, lease: Duration, now: Instant) -> bool {
+    lease_holds
+        || match c {
+            Confirmed::Lease => false,
+            Confirmed::Read(started) => now.saturating_duration_since(started) < lease,
+        }
+}
+
+/// The lease if it holds; otherwise a ReadIndex round (bounded by [`HOLD_QUORUM_TIMEOUT`]).
+/// `None`: no majority confirmed this node.
+async fn confirm_majority(raft: &RaftHandle) -> Option<Confirmed> {
+    if raft.has_leader_contact() {
+        return Some(Confirmed::Lease);
+    }
+    let started = Instant::now();
+    match raft.read_index(HOLD_QUORUM_TIMEOUT).await {
+        Ok(_) => Some(Confirmed::Read(started)),
+        Err(e) => {
+            debug!(error = %e, "not holding full syncs: no majority confirmed");
+            None
         }
     }
 }
@@ -733,6 +810,35 @@ mod tests {
             t0 + ORPHAN_HOLD_GRACE
         ));
         assert!(orphan_check_due(Some(t0), t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_hold_acts_only_within_the_lease_or_a_read_younger_than_it() {
+        let t0 = Instant::now();
+        let lease = Duration::from_millis(800);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // The lease decides while it holds, whatever confirmed the hold first.
+        assert!(confirmation_holds(Confirmed::Lease, true, lease, ms(5_000)));
+        assert!(confirmation_holds(
+            Confirmed::Read(t0),
+            true,
+            lease,
+            ms(5_000)
+        ));
+        // Lapsed: a lease confirmation is gone; a read vouches until a lease after its start.
+        assert!(!confirmation_holds(Confirmed::Lease, false, lease, t0));
+        assert!(confirmation_holds(
+            Confirmed::Read(t0),
+            false,
+            lease,
+            ms(799)
+        ));
+        assert!(!confirmation_holds(
+            Confirmed::Read(t0),
+            false,
+            lease,
+            ms(800)
+        ));
     }
 
     #[test]
