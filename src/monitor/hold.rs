@@ -225,7 +225,7 @@ impl HoldState {
             }
             Step::Renew => {
                 if let Some(hold) = self.hold.as_mut() {
-                    renew_pause(link, hold, m, t).await;
+                    renew_pause(link, hold, m, t, at.raft.has_leader_contact()).await;
                 }
             }
             Step::CheckOrphan => {
@@ -455,10 +455,13 @@ enum Pause {
 }
 
 /// The hold began at `since`, writes are paused until `until`; `limit` from [`pause_limit`].
-fn pause_step(since: Instant, until: Instant, now: Instant, limit: Duration) -> Pause {
+/// `lease`: this node holds its lease now. Pausing again acts on Redis, so without the lease
+/// (a node cut off in a minority) the pause is left to run out; ending it only gives the
+/// instance back what it had.
+fn pause_step(since: Instant, until: Instant, now: Instant, limit: Duration, lease: bool) -> Pause {
     if now.duration_since(since) > limit {
         Pause::End
-    } else if until.saturating_duration_since(now) < Duration::from_millis(PAUSE_MS / 2) {
+    } else if lease && until.saturating_duration_since(now) < Duration::from_millis(PAUSE_MS / 2) {
         Pause::Renew
     } else {
         Pause::Keep
@@ -467,12 +470,18 @@ fn pause_step(since: Instant, until: Instant, now: Instant, limit: Duration) -> 
 
 /// Keeps the empty master's writes paused while a failover can still come, then lets it
 /// take writes again (the sync hold itself stays until the failure is given up).
-async fn renew_pause(link: &mut Link, hold: &mut SyncHold, m: &MasterState, t: &Timings) {
+async fn renew_pause(
+    link: &mut Link,
+    hold: &mut SyncHold,
+    m: &MasterState,
+    t: &Timings,
+    lease: bool,
+) {
     let Some(until) = hold.paused_until else {
         return;
     };
     let now = Instant::now();
-    match pause_step(hold.since, until, now, pause_limit(m.down_after_ms)) {
+    match pause_step(hold.since, until, now, pause_limit(m.down_after_ms), lease) {
         Pause::End => {
             warn!("no replica took over the empty master yet; letting it take writes again");
             unpause_writes(link, t.info_timeout).await;
@@ -859,21 +868,53 @@ mod tests {
     }
 
     #[test]
-    fn the_pause_is_renewed_in_its_second_half_and_ends_after_the_limit() {
+    fn the_pause_is_renewed_in_its_second_half_within_the_lease_and_ends_after_the_limit() {
         let since = Instant::now();
         let limit = Duration::from_secs(5);
         let ms = |n: u64| since + Duration::from_millis(n);
         // Just paused for PAUSE_MS: kept until less than half of it is left.
         let until = ms(PAUSE_MS);
-        assert_eq!(pause_step(since, until, since, limit), Pause::Keep);
-        assert_eq!(pause_step(since, until, ms(1_000), limit), Pause::Keep);
-        assert_eq!(pause_step(since, until, ms(1_001), limit), Pause::Renew);
+        assert_eq!(pause_step(since, until, since, limit, true), Pause::Keep);
+        assert_eq!(
+            pause_step(since, until, ms(1_000), limit, true),
+            Pause::Keep
+        );
+        assert_eq!(
+            pause_step(since, until, ms(1_001), limit, true),
+            Pause::Renew
+        );
         // Past its end (a round came late): renewed all the same.
-        assert_eq!(pause_step(since, until, ms(2_500), limit), Pause::Renew);
+        assert_eq!(
+            pause_step(since, until, ms(2_500), limit, true),
+            Pause::Renew
+        );
         // The limit: at it still paused, after it writes go on.
-        assert_eq!(pause_step(since, ms(6_000), ms(5_000), limit), Pause::Keep);
-        assert_eq!(pause_step(since, ms(6_000), ms(5_001), limit), Pause::End);
-        assert_eq!(pause_step(since, ms(5_500), ms(5_001), limit), Pause::End);
+        assert_eq!(
+            pause_step(since, ms(6_000), ms(5_000), limit, true),
+            Pause::Keep
+        );
+        assert_eq!(
+            pause_step(since, ms(6_000), ms(5_001), limit, true),
+            Pause::End
+        );
+        assert_eq!(
+            pause_step(since, ms(5_500), ms(5_001), limit, true),
+            Pause::End
+        );
+        // Without the lease this node no longer acts on Redis: the pause runs out by itself,
+        // but the end (writes back) is not held up.
+        assert_eq!(
+            pause_step(since, until, ms(1_001), limit, false),
+            Pause::Keep
+        );
+        assert_eq!(
+            pause_step(since, until, ms(2_500), limit, false),
+            Pause::Keep
+        );
+        assert_eq!(
+            pause_step(since, ms(6_000), ms(5_001), limit, false),
+            Pause::End
+        );
     }
 
     #[test]
