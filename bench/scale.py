@@ -206,28 +206,44 @@ CLOSED = [0]
 
 def ask(port, names):
     """get-master-addr-by-name for every name, on a fresh connection."""
-    # A node has been seen to close such a connection now and then at 200 masters (not
-    # understood yet; see the results file): a few fresh tries, then give up loudly.
+    # A node without leader contact closes the connection rather than answer what may be a
+    # stale address: a few fresh tries, then every name counts as refused.
     for attempt in range(5):
         c = Pipe(port)
         try:
             return c.many([("SENTINEL", "get-master-addr-by-name", nm) for nm in names])
         except (OSError, ConnectionError) as e:
             CLOSED[0] += 1
-            if attempt == 4:
-                raise
             print(f"  (connection to {port} closed mid-pipeline: {e}; retrying)", flush=True)
+            err = ConnectionError(f"closed by the node: {e}")
         finally:
             c.close()
+        time.sleep(0.05)
+    return [err] * len(names)
+
+
+def answer(r):
+    """A reply as comparable data: the port, or what came instead of an address."""
+    if isinstance(r, Exception):
+        return f"error: {r}"
+    return int(r[1]) if r else None
 
 
 def answers(ports, names):
-    """{(node, master name): port} on every node."""
+    """{(node, master name): port, None (nil) or 'error: ...'} on every node."""
     out = {}
     for ni, port in enumerate(ports):
         for nm, r in zip(names, ask(port, names)):
-            out[(ni, nm)] = None if isinstance(r, Exception) or not r else int(r[1])
+            out[(ni, nm)] = answer(r)
     return out
+
+
+def note_changes(now, before, changes, t0):
+    """Adds each answer that differs from before, with the time since the kill."""
+    at = (time.monotonic() - t0) * 1000
+    for k, v in now.items():
+        if v != before[k]:
+            changes.append((at, k[0], k[1], before[k], v))
 
 
 def measure_idle(pids, secs):
@@ -257,13 +273,14 @@ def run_one(cls, n, args):
 
         names = [name(k) for k in range(n)]
         before = answers(t.ports, names)
-        if any(v is None for v in before.values()):
+        if any(not isinstance(v, int) for v in before.values()):
             raise SystemExit(f"{t.name}: a node has no answer before the kill")
         step = n // args.kill
         killed = [k * step for k in range(args.kill)]
         killed_names = {name(k): k for k in killed}
         untouched = [nm for nm in names if nm not in killed_names]
 
+        CLOSED[0] = 0
         t0 = time.monotonic()
         wall0 = time.time()
         for k in killed:
@@ -293,8 +310,7 @@ def run_one(cls, n, args):
                         switched[(ni, nm)] = now_ms
             if time.monotonic() - last_full > 0.25:
                 last_full = time.monotonic()
-                now = answers(t.ports, untouched)
-                changed += [k for k, v in now.items() if v != before[k]]
+                note_changes(answers(t.ports, untouched), before, changed, t0)
             time.sleep(0.002)
         missing = [(ni, nm) for nm in killed_names for ni in range(3) if (ni, nm) not in switched]
         if missing:
@@ -303,8 +319,7 @@ def run_one(cls, n, args):
         per_master = [max(switched.get((ni, nm), 60000.0) for ni in range(3)) for nm in killed_names]
         # Let a wrong late switch of an untouched master show.
         time.sleep(2)
-        now = answers(t.ports, untouched)
-        changed += [k for k, v in now.items() if v != before[k]]
+        note_changes(answers(t.ports, untouched), before, changed, t0)
         res["failover"] = per_master
         if args.keep_logs and cls is RaftTarget:
             keep = os.path.join(args.keep_logs, f"N{n}")
@@ -318,10 +333,19 @@ def run_one(cls, n, args):
                            "seen_ms": {nm: [switched.get((ni, nm)) for ni in range(3)]
                                        for nm in killed_names}}, f, indent=1)
         res["all_ms"] = max(per_master)
-        res["untouched_changed"] = len(set(changed))
+        res["untouched_changed"] = len({(c[1], c[2]) for c in changed})
+        # What each changed answer became, so that a wrong switch (another port) is told from
+        # a node that answered nil or an error for a while.
+        for at, ni, nm, was, became in changed[:20]:
+            print(f"  {t.name} N={n}: untouched {nm} on node {ni + 1} at +{at:.0f} ms: "
+                  f"{was} -> {became}", flush=True)
+        if args.keep_logs and changed and cls is RaftTarget:
+            with open(os.path.join(args.keep_logs, f"N{n}", "changed.json"), "w") as f:
+                json.dump(changed, f, indent=1)
         print(f"  {t.name} N={n}: {args.kill} killed: per master median {statistics.median(per_master):.0f} ms,"
               f" max {max(per_master):.0f} ms; all switched on every node after {res['all_ms']:.0f} ms;"
-              f" untouched answers changed: {res['untouched_changed']}", flush=True)
+              f" untouched answers changed: {res['untouched_changed']};"
+              f" lookup connections closed by a node: {CLOSED[0]}", flush=True)
         return res
     finally:
         procs.stop_all()
