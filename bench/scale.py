@@ -208,7 +208,7 @@ def ask(port, names):
     """get-master-addr-by-name for every name, on a fresh connection."""
     # A node without leader contact closes the connection rather than answer what may be a
     # stale address: a few fresh tries, then every name counts as refused.
-    for attempt in range(5):
+    for _ in range(5):
         c = Pipe(port)
         try:
             return c.many([("SENTINEL", "get-master-addr-by-name", nm) for nm in names])
