@@ -248,6 +248,15 @@ impl NodeMetrics {
             "1 while this node is in TILT: it stalled or its clock jumped, so its probe results are void and it casts no down vote",
             i64::from(view.tilt_since.is_some()),
         );
+        // From the view, like the gauge: node-local, so not among the event counters, which
+        // every node counts alike from the log.
+        let tilts: Counter = Counter::default();
+        tilts.inc_by(view.tilt_entered);
+        reg.register(
+            "tilt_entered",
+            "Times this node entered TILT since it started (each +tilt it published; a new stall during a TILT counts again)",
+            tilts,
+        );
         gauge(
             reg,
             "apply_halted_index",

@@ -43,7 +43,8 @@ pub const MAX_ATTEMPTS: u32 = 10;
 const HANDLED_FILE: &str = "scripts-handled.json";
 
 /// Events Sentinel logs at warning level for an instance, the ones its notification script
-/// receives.
+/// receives. `+tilt`/`-tilt` are warnings too, but of the process, not of an instance: Sentinel
+/// runs no script for them (the script belongs to a master), and they never come from the log.
 fn is_warning(kind: &str) -> bool {
     matches!(
         kind,
@@ -64,8 +65,6 @@ fn is_warning(kind: &str) -> bool {
             | "+reset-master"
             | "+set"
             | "+reboot"
-            | "+tilt"
-            | "-tilt"
     ) || kind.starts_with("-failover-abort-")
 }
 

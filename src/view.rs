@@ -168,6 +168,10 @@ pub struct MonitorView {
     pub instances: BTreeMap<Addr, InstanceInfo>,
     /// In TILT since (this process stalled or its clock jumped: probe results are void).
     pub tilt_since: Option<Instant>,
+    /// Times this node entered TILT since it started, a new stall during a TILT included
+    /// (each is a `+tilt`, as in Sentinel). With `tilt_since` it tells a reader of the view
+    /// every `+tilt`/`-tilt`, even when it saw only the newest of several views.
+    pub tilt_entered: u64,
 }
 
 impl MonitorView {

@@ -269,6 +269,109 @@ async fn tilt_trigger_and_period_follow_the_settings() {
     }
 }
 
+/// Reads Pub/Sub messages until one on `channel` and returns its exact bytes; a `PSUBSCRIBE *`
+/// also gets the node's other events, which are skipped (and shown, should the wait fail).
+async fn next_on(s: &mut RespClient, channel: &str) -> Vec<u8> {
+    loop {
+        let (raw, v) = s.read().await;
+        let items = v.items();
+        let ch = match items.first().and_then(|k| k.text()).as_deref() {
+            Some("pmessage") => items.get(2).and_then(|c| c.text()),
+            Some("message") => items.get(1).and_then(|c| c.text()),
+            _ => None,
+        };
+        if ch.as_deref() == Some(channel) {
+            return raw;
+        }
+        eprintln!(
+            "skipped while waiting for {channel}: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+}
+
+/// `raft_sentinel_tilt_entered_total` on the node's metrics port.
+fn tilts_entered(n: &support::NodeProcess) -> Option<u64> {
+    let (_, body) = support::http_get(n.metrics_port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("raft_sentinel_tilt_entered_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tilt_is_published_on_the_port_pubsub() {
+    let master = RedisProcess::start(&[]);
+    let c = one_node(&master, 5000).await;
+    let node = &c.nodes[0];
+    let addr = node.sentinel_addr();
+    eventually(Duration::from_secs(15), "no TILT before the test", || {
+        let addr = addr.clone();
+        async move { tilt(&addr).await.filter(|t| !*t) }
+    })
+    .await;
+    let before = tilts_entered(node);
+    // Sentinel's 2 s trigger, so that only the 3 s stop below is a stall even on a loaded
+    // machine; a 2 s TILT keeps the test short.
+    let mut s = RespClient::connect(&addr).await;
+    ok(&s.cmd(&["SENTINEL", "DEBUG", "TILT-TRIGGER", "2000"]).await);
+    ok(&s.cmd(&["SENTINEL", "DEBUG", "TILT-PERIOD", "2000"]).await);
+
+    // Every event, in RESP2 (what Lettuce and operators' tooling do) ...
+    let mut all = RespClient::connect(&addr).await;
+    assert_eq!(
+        String::from_utf8_lossy(&all.raw(&["PSUBSCRIBE", "*"]).await),
+        "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n"
+    );
+    // ... and the two channels by name, as RESP3 push frames.
+    let mut named = RespClient::connect(&addr).await;
+    named.send(&["HELLO", "3"]).await;
+    named.read().await;
+    named.send(&["SUBSCRIBE", "+tilt", "-tilt"]).await;
+    for (ch, n) in [("+tilt", 1), ("-tilt", 2)] {
+        assert_eq!(
+            String::from_utf8_lossy(&named.read().await.0),
+            format!(">3\r\n$9\r\nsubscribe\r\n$5\r\n{ch}\r\n:{n}\r\n")
+        );
+    }
+
+    node.pause();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    node.resume();
+    // Sentinel's bytes: no instance details, `#tilt mode entered` / `#tilt mode exited`.
+    assert_eq!(
+        String::from_utf8_lossy(&next_on(&mut all, "+tilt").await),
+        "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$5\r\n+tilt\r\n$18\r\n#tilt mode entered\r\n"
+    );
+    let entered = Instant::now();
+    assert_eq!(
+        String::from_utf8_lossy(&named.read().await.0),
+        ">3\r\n$7\r\nmessage\r\n$5\r\n+tilt\r\n$18\r\n#tilt mode entered\r\n"
+    );
+    assert_eq!(tilt(&addr).await, Some(true), "published while in TILT");
+    assert_eq!(
+        String::from_utf8_lossy(&next_on(&mut all, "-tilt").await),
+        "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$5\r\n-tilt\r\n$17\r\n#tilt mode exited\r\n"
+    );
+    let lasted = entered.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&named.read().await.0),
+        ">3\r\n$7\r\nmessage\r\n$5\r\n-tilt\r\n$17\r\n#tilt mode exited\r\n"
+    );
+    eprintln!("TILT-PERIOD 2000: -tilt {lasted:?} after +tilt");
+    // Both are published within a beat of the change; only a subscriber that took one
+    // much later than the other could see them closer than the period.
+    assert!(
+        lasted >= Duration::from_millis(1000) && lasted < Duration::from_secs(8),
+        "-tilt {lasted:?} after +tilt with TILT-PERIOD 2000"
+    );
+    assert_eq!(tilt(&addr).await, Some(false), "-tilt once TILT is over");
+    let after = tilts_entered(node);
+    assert!(
+        before.is_some() && after == before.map(|b| b + 1),
+        "one stall, one TILT counted: {before:?} then {after:?}"
+    );
+}
+
 /// The `at_ms` of the node's own committed observation, if it says down.
 async fn down_vote_at(c: &Cluster) -> Option<u64> {
     let mut api = c.nodes[0].client().await.ok()?;

@@ -96,12 +96,14 @@ async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shut
             _ = tokio::time::sleep(tilt.beat_period()) => {}
         }
         tilt.beat();
-        let since = tilt.since();
+        let (since, entered) = (tilt.since(), tilt.entered());
         view_tx.send_if_modified(|v| {
-            if v.tilt_since == since {
+            if v.tilt_since == since && v.tilt_entered == entered {
                 return false;
             }
-            Arc::make_mut(v).tilt_since = since;
+            let v = Arc::make_mut(v);
+            v.tilt_since = since;
+            v.tilt_entered = entered;
             true
         });
     }

@@ -37,6 +37,9 @@ struct Inner {
     /// In TILT since (monotonic, and wall ms for INFO), until.
     since: Option<Instant>,
     until: Option<Instant>,
+    /// Stalls and clock jumps detected since start: each is one `+tilt`, as in Sentinel
+    /// (one during a TILT re-arms it and is published again).
+    entered: u64,
 }
 
 impl Tilt {
@@ -47,6 +50,7 @@ impl Tilt {
                 last_wall_ms: wall_ms(),
                 since: None,
                 until: None,
+                entered: 0,
             }),
             tuning,
         })
@@ -113,16 +117,30 @@ impl Tilt {
         g.since
             .filter(|_| g.until.is_some_and(|u| Instant::now() < u))
     }
+
+    /// How many times this node entered (or re-entered) TILT since it started.
+    pub(crate) fn entered(&self) -> u64 {
+        self.inner.lock().entered
+    }
 }
 
 fn enter(g: &mut Inner, now: Instant, period: Duration, why: &str) {
-    if g.since.is_none() {
+    g.entered += 1;
+    // A TILT whose period is over is over, even before the next beat clears it: this is a
+    // new one, with its own start.
+    if g.since.is_none() || g.until.is_some_and(|u| now >= u) {
         warn!(
             reason = why,
             period_ms = period.as_millis() as u64,
             "+tilt: probe results are void for a while"
         );
         g.since = Some(now);
+    } else {
+        warn!(
+            reason = why,
+            period_ms = period.as_millis() as u64,
+            "+tilt again: the period starts over"
+        );
     }
     // A stall that lasts past the beat check is counted once: the next beat is close.
     g.last_beat = now;
@@ -159,6 +177,28 @@ mod tests {
         beat_for(&t, ms(DEFAULT_TILT_PERIOD_MS)).await;
         assert!(!t.active(), "the period is over");
         assert!(t.since().is_none());
+        assert_eq!(t.entered(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_stall_counts_and_a_new_tilt_gets_a_new_start() {
+        let tuning = Arc::new(Tuning::default());
+        tuning.set(&[(Knob::TiltTrigger, 1000), (Knob::TiltPeriod, 2000)]);
+        let t = Tilt::new(tuning);
+        tokio::time::advance(ms(1500)).await;
+        t.beat();
+        let first = t.since().expect("in TILT");
+        assert_eq!(t.entered(), 1);
+        // A second stall within the TILT re-arms it: counted, same start.
+        tokio::time::advance(ms(1500)).await;
+        t.beat();
+        assert_eq!((t.since(), t.entered()), (Some(first), 2));
+        // A stall right after the period ended, before any beat cleared it: a new TILT.
+        tokio::time::advance(ms(2001)).await;
+        assert!(t.active());
+        let second = t.since().expect("in TILT again");
+        assert!(second > first);
+        assert_eq!(t.entered(), 3);
     }
 
     #[tokio::test(start_paused = true)]

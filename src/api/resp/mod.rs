@@ -9,6 +9,7 @@
 //! - [`fast`]: pre-encoded replies of the master-address lookup, per applied state.
 //! - [`server`]: accept loop, connection cap, per-client handler, Pub/Sub delivery, drain.
 //! - [`clients`]: registry of connected clients (CLIENT LIST/KILL) and INFO counters.
+//! - [`node_events`]: the events this node publishes of its own state (`+tilt`/`-tilt`).
 //! - [`cmd`]: one module per command family; `cmd/mod.rs` looks commands up, checks arity,
 //!   authentication and the Pub/Sub context the way Redis does, then dispatches.
 //!
@@ -16,7 +17,8 @@
 //! ([`RaftHandle::state`]) and its local monitor view; writes (`SENTINEL MONITOR`, `SET`,
 //! `REMOVE`, `RESET`, `FAILOVER`) are proposed through the log and answered once applied;
 //! Pub/Sub messages come from the events of applied entries, so every node publishes the
-//! same events and switches its answers at the same committed `FailoverDone`.
+//! same events and switches its answers at the same committed `FailoverDone`; only `+tilt`
+//! and `-tilt`, this node's own condition, come from its monitor view instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub mod cmd;
 pub mod connection;
 pub mod fast;
 pub mod frame;
+pub mod node_events;
 pub mod parse;
 pub mod server;
 pub mod stream;

@@ -30,7 +30,7 @@ use super::stream::ClientStream;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
-use tracing::{debug, debug_span, error, info, warn, Instrument};
+use tracing::{debug, debug_span, error, info, info_span, warn, Instrument};
 
 use super::budget::Charge;
 use super::clients::Limit;
@@ -38,6 +38,7 @@ use super::cmd::{self, pubsub, sentinel, Reply, Session, Shared};
 use super::connection::{Connection, Incoming, Io, FLUSH_AT};
 use super::fast::{AddrView, LOOKUP_FULLNAME};
 use super::frame::{Frame, Protocol};
+use super::node_events::{self, LocalEvent};
 use super::{ProtocolError, RespContext, RespOptions};
 use crate::consensus::AppliedEvent;
 use crate::shutdown::Shutdown;
@@ -97,6 +98,12 @@ impl Close {
 pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let sh = Arc::new(Shared::new(ctx, port));
+    let publisher = node_events::publish(
+        sh.ctx.monitor.clone(),
+        sh.local_events.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(publisher.instrument(info_span!("node_events", port)));
     let opts = sh.ctx.options.clone();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let budget = sh.budget.clone();
@@ -274,6 +281,16 @@ async fn next_event(
 ) -> Result<Box<AppliedEvent>, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await.map(Box::new),
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next of this node's own events, or forever when not subscribed.
+async fn next_local(
+    rx: &mut Option<broadcast::Receiver<LocalEvent>>,
+) -> Result<LocalEvent, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -481,6 +498,10 @@ async fn serve_client(
             Woke::Io => None,
             // Boxed: large, and only for subscribers.
             Woke::Event(ev) => Box::pin(deliver(*ev, conn, s, sh, &mut clock)).await,
+            Woke::Local(ev) => {
+                queue_events(conn, s, &mut clock, pubsub::deliver_local(ev, s));
+                None
+            }
             Woke::Close(close) => Some(close),
         };
         if let Some(close) = closed {
@@ -581,6 +602,8 @@ enum Woke {
     Io,
     /// An event to deliver (boxed: an event is larger than all else a connection waits with).
     Event(Box<AppliedEvent>),
+    /// One of this node's own events to deliver.
+    Local(LocalEvent),
     Close(Close),
 }
 
@@ -595,6 +618,11 @@ async fn wait(conn: &mut Connection, s: &mut Session, sh: &Shared, clock: &mut C
         _ = s.handle.kill.fired() => Woke::Close(Close::Killed),
         ev = next_event(&mut s.events) => match ev {
             Ok(ev) => Woke::Event(ev),
+            Err(broadcast::error::RecvError::Lagged(n)) => Woke::Close(Close::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => Woke::Close(Close::Shutdown),
+        },
+        ev = next_local(&mut s.local) => match ev {
+            Ok(ev) => Woke::Local(ev),
             Err(broadcast::error::RecvError::Lagged(n)) => Woke::Close(Close::Lagged(n)),
             Err(broadcast::error::RecvError::Closed) => Woke::Close(Close::Shutdown),
         },
@@ -634,16 +662,20 @@ async fn deliver(
     }
     let last = batch.last().map_or(0, |ev| ev.index);
     state_includes(sh, last).await;
+    let me = sh.ctx.raft.node_id();
+    let frames = batch.iter().flat_map(|ev| pubsub::deliver(ev, s, me));
+    queue_events(conn, s, clock, frames.collect());
+    None
+}
+
+/// Queues event frames behind any pending output (written as the client takes it).
+fn queue_events(conn: &mut Connection, s: &Session, clock: &mut Clock, frames: Vec<Frame>) {
     if conn.pending_output() == 0 {
         clock.out_progress = Instant::now();
     }
-    let me = sh.ctx.raft.node_id();
-    for ev in &batch {
-        for f in pubsub::deliver(ev, s, me) {
-            conn.push(&f, s.proto);
-        }
+    for f in &frames {
+        conn.push(f, s.proto);
     }
-    None
 }
 
 #[cfg(test)]

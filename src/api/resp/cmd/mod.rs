@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::clients::{ClientHandle, Registry, Stats};
 use super::frame::{Frame, Protocol};
+use super::node_events::LocalEvent;
 use super::parse::{Parse, ParseError};
 use super::RespContext;
 use crate::consensus::AppliedEvent;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub port: u16,
     /// Pre-encoded master-address replies of the newest applied state.
     pub addr_tables: super::fast::AddrTables,
+    /// Events of this node's own (`+tilt`/`-tilt`), for subscribers.
+    pub local_events: broadcast::Sender<LocalEvent>,
 }
 
 impl Shared {
@@ -63,6 +66,7 @@ impl Shared {
             port,
             ctx,
             addr_tables: Default::default(),
+            local_events: broadcast::channel(super::node_events::CAPACITY).0,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Session {
     pub patterns: pubsub::NameSet,
     /// Applied events, while subscribed to anything.
     pub events: Option<broadcast::Receiver<AppliedEvent>>,
+    /// This node's own events, while subscribed to anything.
+    pub local: Option<broadcast::Receiver<LocalEvent>>,
     /// Close once the pending replies are written (QUIT, CLIENT KILL of itself).
     pub close_after_reply: bool,
 }
@@ -95,6 +101,7 @@ impl Session {
             channels: Default::default(),
             patterns: Default::default(),
             events: None,
+            local: None,
             close_after_reply: false,
         }
     }

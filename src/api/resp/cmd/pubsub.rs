@@ -4,6 +4,7 @@
 //! Channels are Sentinel's event names (`+switch-master`, `+sdown`, ...). Events come from
 //! entries applied on this node, so every node publishes every cluster-wide event. `+sdown` and
 //! `-sdown` describe one node's own view; a node publishes only its own, as a Sentinel does.
+//! `+tilt`/`-tilt` come from this node alone (see [`crate::api::resp::node_events`]).
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 
 use super::{Reply, Session, Shared};
 use crate::api::resp::frame::Frame;
+use crate::api::resp::node_events::LocalEvent;
 use crate::api::resp::parse::Parse;
 use crate::consensus::AppliedEvent;
 use crate::model::{glob_match, NodeId};
@@ -98,6 +100,7 @@ fn confirmation(kind: &'static str, name: Option<Bytes>, count: usize) -> Frame 
 pub fn subscribe(p: &mut Parse, s: &mut Session, sh: &Shared, pattern: bool) -> Reply {
     if s.events.is_none() {
         s.events = Some(sh.ctx.raft.subscribe_events());
+        s.local = Some(sh.local_events.subscribe());
     }
     let mut out = Vec::new();
     while let Ok(name) = p.next_bytes() {
@@ -145,8 +148,9 @@ pub fn unsubscribe(p: &mut Parse, s: &mut Session, pattern: bool) -> Reply {
         out.push(confirmation(kind, None, s.subscription_count()));
     }
     if !s.subscribed() {
-        // No more events to receive: stop holding a slot in the broadcast.
+        // No more events to receive: stop holding a slot in the broadcasts.
         s.events = None;
+        s.local = None;
     }
     s.publish_meta();
     Reply::Many(out)
@@ -159,22 +163,40 @@ pub fn deliver(ev: &AppliedEvent, s: &Session, me: NodeId) -> Vec<Frame> {
     if e.node.is_some_and(|n| n != me) {
         return Vec::new();
     }
-    let ch = e.kind.as_bytes();
+    frames(
+        Bytes::from(e.kind.clone()),
+        Bytes::from(e.payload.clone()),
+        s,
+    )
+}
+
+/// The frames one of this node's own events produces for this client.
+pub fn deliver_local(ev: LocalEvent, s: &Session) -> Vec<Frame> {
+    frames(
+        Bytes::from_static(ev.kind.as_bytes()),
+        Bytes::from_static(ev.payload.as_bytes()),
+        s,
+    )
+}
+
+/// A `message` if the client subscribed to `channel`, then a `pmessage` per matching pattern
+/// (Redis's order).
+fn frames(channel: Bytes, payload: Bytes, s: &Session) -> Vec<Frame> {
     let mut out = Vec::new();
-    if s.channels.contains(ch) {
+    if s.channels.contains(&channel) {
         out.push(Frame::Push(vec![
             Frame::bulk_static("message"),
-            Frame::bulk(e.kind.clone()),
-            Frame::bulk(e.payload.clone()),
+            Frame::Bulk(channel.clone()),
+            Frame::Bulk(payload.clone()),
         ]));
     }
     for pat in s.patterns.iter() {
-        if glob_match(pat, ch) {
+        if glob_match(pat, &channel) {
             out.push(Frame::Push(vec![
                 Frame::bulk_static("pmessage"),
                 Frame::Bulk(pat.clone()),
-                Frame::bulk(e.kind.clone()),
-                Frame::bulk(e.payload.clone()),
+                Frame::Bulk(channel.clone()),
+                Frame::Bulk(payload.clone()),
             ]));
         }
     }
