@@ -11,7 +11,9 @@ use std::time::Duration;
 use raft_sentinel::consensus::{
     DiskStore, MemNetwork, NodeConfig, ProposeError, RaftHandle, RaftNode, Role,
 };
-use raft_sentinel::fsm::{ClusterState, Command, FailoverReason, MasterSpec, MemberInfo};
+use raft_sentinel::fsm::{
+    ClusterState, Command, FailoverReason, MasterSpec, MemberInfo, ObserveReason,
+};
 use raft_sentinel::model::Addr;
 use raft_sentinel::shutdown::{self, ShutdownTrigger};
 use support::wait_for_every;
@@ -648,6 +650,17 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
         .propose(monitor(&long))
         .await
         .expect("applied as a node of the older format applies it");
+    // Nor does a down vote expire: node 3's 20 s old vote completes the quorum, and an ODOWN
+    // failover decided on it is accepted, as node 3 accepts it.
+    stale_vote_round(&c, leader, "votes-old", 1_000_000, 1).await;
+    for id in voters {
+        let m = &c.h(id).state().masters["votes-old"];
+        assert!(
+            m.is_odown(),
+            "node {id}: the old vote counts before the upgrade"
+        );
+        assert!(m.failover.is_some(), "node {id}");
+    }
 
     // Node 3 is upgraded (restarted on its data dir with the new version): the cluster moves on.
     c.upgrade(3, &voters, dirs[2].clone()).await;
@@ -676,7 +689,64 @@ async fn a_node_reading_only_the_old_format_keeps_the_cluster_on_it_until_upgrad
         assert!(st.masters.contains_key(&long), "node {id}");
         assert!(!st.masters.contains_key(&longer), "node {id}");
     }
+    // And down votes expire: the same round no longer reaches ODOWN nor starts a failover.
+    let mut events = c.h(leader).subscribe_events();
+    stale_vote_round(&c, leader, "votes-new", 2_000_000, 2).await;
+    let applied = c.h(leader).state().applied_index;
+    c.wait_applied(&voters, applied).await;
+    for id in voters {
+        let st = c.h(id).state();
+        let m = &st.masters["votes-new"];
+        assert!(
+            !m.is_odown(),
+            "node {id}: the old vote expired after the upgrade"
+        );
+        assert!(m.failover.is_none(), "node {id}");
+        assert!(st.masters["votes-old"].failover.is_some(), "node {id}");
+    }
+    let mut ignored = false;
+    while let Ok(ev) = events.try_recv() {
+        ignored |= ev.event.kind == "+vote-ignored"
+            && ev.event.master.as_deref() == Some("votes-new")
+            && ev
+                .event
+                .payload
+                .ends_with("#node 3 expired: last affirmed 20000 ms before, limit 5000 ms");
+    }
+    assert!(ignored, "no +vote-ignored for node 3's vote");
     c.stop().await;
+}
+
+/// On a new master: node 3 votes it down at `t0`, node 1 20 s later (past the 5 s vote
+/// lifetime), then a leader decides an ODOWN failover at `epoch`. Returns once every entry is
+/// applied on every node; whether the decision was accepted is for the caller to check.
+async fn stale_vote_round(c: &TestCluster, leader: u64, master: &str, t0: u64, epoch: u64) {
+    c.h(leader).propose(monitor(master)).await.unwrap();
+    let addr: Addr = spec(master).addr;
+    let observe = |node: u64, at_ms: u64| Command::Observe {
+        node,
+        master: master.into(),
+        addr: addr.clone(),
+        down: true,
+        reason: ObserveReason::NoReply,
+        at_ms,
+    };
+    c.h(leader).propose(observe(3, t0)).await.unwrap();
+    c.h(leader).propose(observe(1, t0 + 20_000)).await.unwrap();
+    // Accepted or refused alike on every node: the outcome itself is checked by the caller.
+    let _ = c
+        .h(leader)
+        .propose(Command::FailoverStart {
+            master: master.into(),
+            epoch,
+            candidate: "10.0.0.99:6379".parse().unwrap(),
+            reason: FailoverReason::Odown,
+            leader,
+            at_ms: t0 + 20_100,
+        })
+        .await;
+    let applied = c.h(leader).state().applied_index;
+    c.wait_applied(&[1, 2, 3], applied).await;
 }
 
 fn forced_start(master: &str, epoch: u64, candidate: &str) -> Command {

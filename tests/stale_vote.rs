@@ -101,6 +101,17 @@ async fn a_stopped_nodes_old_down_vote_does_not_complete_a_later_quorum() {
         },
     )
     .await;
+    // Votes expire once the cluster version has them (the leader raises it once it has seen
+    // every node's announcement); a cluster below it decides as builds without expiry did.
+    wait_for(
+        "the cluster version with vote expiry",
+        Duration::from_secs(15),
+        || {
+            let v = ctl_json(&lab, &all, &["status"])?["cluster_version"].as_u64()?;
+            (v >= u64::from(raft_sentinel::fsm::VOTE_EXPIRY_VERSION)).then_some(())
+        },
+    )
+    .await;
     let mut sub = subscribe(&lab, A, &dir.path().join("events-a.txt"));
 
     // 1. C loses its path to the master and commits its down vote.

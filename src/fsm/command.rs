@@ -347,6 +347,15 @@ struct Envelope {
 
 /// Encoding version written by this build.
 /// The command format every version reads; what older nodes expect in every entry.
+///
+/// What each format adds (a node reading format N reads every one below it):
+/// 1. the commands of the first releases (builds from before formats announced none);
+/// 2. `ClusterVersion`, `ForgetReplicas`, `SET replica-forget-after`; the state machine
+///    enforces the size limits (`limits::BOUNDED_STATE_VERSION`) and expires down votes
+///    ([`VOTE_EXPIRY_VERSION`]) from this cluster version on;
+/// 3. `SET notification-script` / `client-reconfig-script`;
+/// 4. `SyncHold`;
+/// 5. `Batch` ([`BATCH_VERSION`]).
 pub const BASE_VERSION: u32 = 1;
 /// The highest command format this version reads. A format above the committed cluster
 /// version is never proposed (see `ClusterState::cluster_version`), so a node of an older
@@ -354,6 +363,14 @@ pub const BASE_VERSION: u32 = 1;
 pub const SUPPORTED_VERSION: u32 = 5;
 /// The first format with [`Command::Batch`].
 pub const BATCH_VERSION: u32 = 5;
+/// The first format whose state machine lets down votes expire (see "Down votes expire" in
+/// `fsm`). Expiry came in while every build still wrote format 1, so format 1 builds differ
+/// (the first ones count a vote however old, later ones expire it) while every build that
+/// reads format 2 expires votes by the same rule. Below this version the state machine
+/// therefore decides as the first format 1 builds did; this is 2 and not a new format, since
+/// a new one would switch expiry off on upgraded nodes while format 2 to 5 nodes of the same
+/// cluster keep it on.
+pub const VOTE_EXPIRY_VERSION: u32 = 2;
 /// Most commands in one [`Command::Batch`] (it is one Raft entry, so it must stay far below
 /// the Raft message size limit: a few hundred bytes each).
 pub const MAX_BATCH: usize = 256;

@@ -35,6 +35,17 @@
 //!
 //! Votes are compared across nodes' wall clocks, so the nodes' clocks must agree to well
 //! under the lifetime (NTP); failover timeouts and the failover budget assume the same.
+//!
+//! Expiry is decided at apply time, so every node of a cluster must apply it alike. The
+//! first builds (command format 1) counted a vote however old and accepted a `FailoverStart`
+//! on such votes; every build that reads format 2 expires them. The state machine therefore
+//! expires votes only once the committed cluster version is at least [`VOTE_EXPIRY_VERSION`]
+//! (2), and before that counts every down vote, keeps no log clock and evaluates `SET` at the
+//! newest observation's time, as those builds did ([`ClusterState::votes_expire`]). The entry
+//! that raises the version starts the log clock at the newest observation in the state. A
+//! cluster that ran any format 2 or later build is past that version for good, so an upgrade
+//! from such a build keeps expiry on throughout. The leader's executor checks freshness before
+//! proposing at every version: not proposing changes no node's state.
 
 mod command;
 mod event;
@@ -44,7 +55,7 @@ mod state;
 
 pub use command::{
     Command, DecodeError, FailoverReason, FenceKind, MasterSpec, MemberInfo, ObserveReason,
-    ReconfStage, BASE_VERSION, BATCH_VERSION, MAX_BATCH, SUPPORTED_VERSION,
+    ReconfStage, BASE_VERSION, BATCH_VERSION, MAX_BATCH, SUPPORTED_VERSION, VOTE_EXPIRY_VERSION,
 };
 pub use event::{master_details, replica_details, Event};
 pub(crate) use spec::check_spec;

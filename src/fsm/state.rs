@@ -262,8 +262,14 @@ impl MasterState {
     }
 
     /// Re-evaluates ODOWN at `at_ms` (a time from the log, never a local clock), saying once
-    /// per vote which down votes do not count and why.
-    fn recompute_odown(&mut self, at_ms: u64, events: &mut Vec<Event>) {
+    /// per vote which down votes do not count and why. Without `expire` (a cluster below
+    /// [`super::VOTE_EXPIRY_VERSION`]) every down vote counts, as format 1 builds counted them.
+    fn recompute_odown(&mut self, at_ms: u64, expire: bool, events: &mut Vec<Event>) {
+        if !expire {
+            let votes = self.observations.values().filter(|o| o.down).count();
+            self.set_odown(votes, at_ms, events);
+            return;
+        }
         let details = self.details();
         let ttl = self.vote_ttl_ms();
         let mut stale = Vec::new();
@@ -294,6 +300,11 @@ impl MasterState {
             }
         }
         let votes = self.down_votes_at(at_ms);
+        self.set_odown(votes, at_ms, events);
+    }
+
+    /// ODOWN with `votes` counted, starting at `at_ms` if it was not already.
+    fn set_odown(&mut self, votes: usize, at_ms: u64, events: &mut Vec<Event>) {
         let odown = votes >= self.quorum as usize;
         match (odown, self.odown_since_ms.is_some()) {
             (true, false) => {
@@ -369,7 +380,8 @@ pub struct ClusterState {
     pub history: VecDeque<FailoverRecord>,
     /// Latest proposer time seen in an applied entry (ms). Evaluations triggered by entries
     /// without a time of their own (membership changes, `SENTINEL SET`) use it, so that
-    /// every node computes the same result.
+    /// every node computes the same result. Kept only while votes expire (0 below
+    /// [`super::VOTE_EXPIRY_VERSION`]; see `apply_one`).
     #[serde(default)]
     pub clock_ms: u64,
     /// Committed command format version (0 reads as [`super::BASE_VERSION`]). Raised by
@@ -540,10 +552,35 @@ impl ClusterState {
         let result = self.apply_inner(cmd, &mut events);
         if result.is_err() {
             events.clear();
+        } else if !self.votes_expire() {
+            // Below vote expiry there is no log clock: format 1 builds kept none (a snapshot
+            // of theirs has none), so one kept here would differ between a node that
+            // restored such a snapshot and one that replayed the log. It starts at the
+            // entry that raises the version (`apply_cluster_version`).
+            self.clock_ms = 0;
         } else if let Some(t) = entry_time(cmd) {
             self.clock_ms = self.clock_ms.max(t);
         }
         Applied { result, events }
+    }
+
+    /// Whether down votes expire: decided by the committed cluster version, so that every
+    /// node decides each entry as the oldest member's build does (see
+    /// [`super::VOTE_EXPIRY_VERSION`]). Every node switches at the same entry, and a snapshot
+    /// carries the version, so a restored node decides as one that replayed the log.
+    pub fn votes_expire(&self) -> bool {
+        self.cluster_version() >= super::VOTE_EXPIRY_VERSION
+    }
+
+    /// The time an evaluation without an entry time of its own (membership change, `SET`)
+    /// is made at: the log clock once votes expire; before that the newest observation of
+    /// the master, as format 1 builds took it (its only use there is the ODOWN start time).
+    fn untimed_eval_ms(expire: bool, clock_ms: u64, m: &MasterState) -> u64 {
+        if expire {
+            clock_ms
+        } else {
+            m.observations.values().map(|o| o.at_ms).max().unwrap_or(0)
+        }
     }
 
     /// The committed command format version: commands of a newer format must not be
@@ -582,7 +619,7 @@ impl ClusterState {
         learners: &BTreeSet<NodeId>,
         added: Option<(NodeId, String)>,
     ) -> Vec<Event> {
-        let at_ms = self.clock_ms;
+        let (expire, clock_ms) = (self.votes_expire(), self.clock_ms);
         self.skip(index);
         let mut events = Vec::new();
         let mut members = BTreeMap::new();
@@ -605,7 +642,8 @@ impl ClusterState {
             let before = m.observations.len();
             m.observations.retain(|id, _| voters.contains(id));
             if m.observations.len() != before {
-                m.recompute_odown(at_ms, &mut events);
+                let at_ms = Self::untimed_eval_ms(expire, clock_ms, m);
+                m.recompute_odown(at_ms, expire, &mut events);
             }
         }
         events
@@ -873,6 +911,7 @@ impl ClusterState {
                 "node {node} is not a voting member"
             )));
         }
+        let expire = self.votes_expire();
         let m = self.master_mut(master)?;
         if &m.addr != addr {
             return Err(Rejection::precondition(
@@ -893,7 +932,7 @@ impl ClusterState {
             let kind = if *down { "+sdown" } else { "-sdown" };
             events.push(Event::new(kind, m.details(), Some(master)).of_node(*node));
         }
-        m.recompute_odown(*at_ms, events);
+        m.recompute_odown(*at_ms, expire, events);
         Ok(Outcome::default())
     }
 
@@ -1004,6 +1043,7 @@ impl ClusterState {
         events: &mut Vec<Event>,
     ) -> Result<Outcome, Rejection> {
         let lim = self.limits();
+        let expire = self.votes_expire();
         let current_epoch = self.current_epoch;
         let m = self.master_mut(master)?;
         if *epoch <= current_epoch {
@@ -1031,8 +1071,9 @@ impl ClusterState {
             }
             // The decision is checked against the leader's clock: votes that went
             // stale since ODOWN was reached (their nodes stopped affirming) do not count.
+            // (Not below vote expiry: a format 1 build accepts it.)
             let fresh = m.down_votes_at(*at_ms);
-            if fresh < m.quorum as usize {
+            if expire && fresh < m.quorum as usize {
                 return Err(Rejection::precondition(format!(
                     "master is not objectively down: {fresh} of {} down votes are recent",
                     m.quorum
@@ -1366,6 +1407,17 @@ impl ClusterState {
             });
         }
         if *version > self.cluster_version() {
+            if !self.votes_expire() && *version >= super::VOTE_EXPIRY_VERSION {
+                // Votes expire from here on, judged against a log clock that nodes did not
+                // keep until now (see `apply_one`): start it at the newest observation in the
+                // state, which every node holds alike. The next entry with a time moves it on.
+                self.clock_ms = self
+                    .masters
+                    .values()
+                    .flat_map(|m| m.observations.values().map(|o| o.at_ms))
+                    .max()
+                    .unwrap_or(0);
+            }
             self.cluster_version = *version;
             events.push(Event::new(
                 "+cluster-version",
@@ -1436,7 +1488,7 @@ impl ClusterState {
         options: &[(String, String)],
         events: &mut Vec<Event>,
     ) -> Result<Outcome, Rejection> {
-        let clock = self.clock_ms;
+        let (expire, clock) = (self.votes_expire(), self.clock_ms);
         let lim = self.limits();
         let m = self.master_mut(name)?;
         // Validate everything first: unlike Sentinel, a bad option changes nothing.
@@ -1518,7 +1570,8 @@ impl ClusterState {
         *m = staged;
         events.extend(set_events);
         if quorum_changed {
-            m.recompute_odown(clock, events);
+            let at_ms = Self::untimed_eval_ms(expire, clock, m);
+            m.recompute_odown(at_ms, expire, events);
         }
         Ok(Outcome::default())
     }

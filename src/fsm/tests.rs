@@ -1451,3 +1451,161 @@ fn a_batch_has_its_own_format_and_round_trips() {
     assert!(!Command::Remove { name: "m".into() }.batchable());
     assert!(!b.batchable());
 }
+
+/// The same committed entries, applied at a cluster version: what each node decides.
+struct VoteLog {
+    events: Vec<Vec<String>>,
+    results: Vec<bool>,
+    odown_after_blip: bool,
+    state: ClusterState,
+}
+
+/// C (node 3) votes down and goes silent; 20 s later A (node 1) has a blip and a leader
+/// proposes an ODOWN failover. Then, on a second master, a quorum that was fresh when ODOWN
+/// began is decided on 30 s later.
+fn replay_vote_log(version: u32) -> VoteLog {
+    let (s, idx) = base_at(version);
+    let mut f = Fixture { s, idx };
+    f.ok(Command::Monitor {
+        spec: spec("other", "10.0.0.5:6379", 2),
+    });
+    let t0 = 7_000_000;
+    let observe = |master: &str, a: &str, node: u64, at_ms: u64| Command::Observe {
+        node,
+        master: master.into(),
+        addr: addr(a),
+        down: true,
+        reason: ObserveReason::NoReply,
+        at_ms,
+    };
+    let start = |master: &str, epoch: u64, candidate: &str, at_ms: u64| Command::FailoverStart {
+        master: master.into(),
+        epoch,
+        candidate: addr(candidate),
+        reason: FailoverReason::Odown,
+        leader: 2,
+        at_ms,
+    };
+    let log = [
+        observe("mymaster", "10.0.0.1:6379", 3, t0),
+        observe("mymaster", "10.0.0.1:6379", 1, t0 + 20_000),
+        start("mymaster", 1, "10.0.0.2:6379", t0 + 20_100),
+        observe("other", "10.0.0.5:6379", 1, t0 + 21_000),
+        observe("other", "10.0.0.5:6379", 3, t0 + 21_010),
+        start("other", 2, "10.0.0.6:6379", t0 + 51_010),
+    ];
+    let mut out = VoteLog {
+        events: Vec::new(),
+        results: Vec::new(),
+        odown_after_blip: false,
+        state: ClusterState::default(),
+    };
+    for (i, cmd) in log.iter().enumerate() {
+        let a = f.apply(cmd.clone());
+        out.results.push(a.result.is_ok());
+        out.events
+            .push(a.events.iter().map(|e| e.kind.clone()).collect());
+        if i == 1 {
+            out.odown_after_blip = f.m().is_odown();
+        }
+    }
+    out.state = f.s;
+    out
+}
+
+/// Down votes expire only from the command format whose builds all expire them: builds of
+/// format 1 counted a vote however old, and a node of this version in a cluster with such a
+/// member must decide every entry as they do, or the replicated state diverges.
+#[test]
+fn vote_expiry_is_decided_by_the_cluster_version() {
+    const { assert!(VOTE_EXPIRY_VERSION > BASE_VERSION) };
+    const { assert!(VOTE_EXPIRY_VERSION <= SUPPORTED_VERSION) };
+    // Format 1: C's 20 s old vote completes the quorum, both failovers are accepted, and
+    // nothing says a vote was ignored.
+    let old = replay_vote_log(BASE_VERSION);
+    assert!(
+        old.odown_after_blip,
+        "a format 1 node counts the stale vote"
+    );
+    assert_eq!(old.results, [true; 6]);
+    assert_eq!(old.events[1], ["+sdown", "+odown"]);
+    assert!(old.events.iter().flatten().all(|k| k != "+vote-ignored"));
+    assert_eq!(
+        old.state.masters["mymaster"]
+            .failover
+            .as_ref()
+            .unwrap()
+            .epoch,
+        1
+    );
+    assert_eq!(
+        old.state.masters["other"].failover.as_ref().unwrap().epoch,
+        2
+    );
+    // Every version from VOTE_EXPIRY_VERSION on: today's result.
+    for v in VOTE_EXPIRY_VERSION..=SUPPORTED_VERSION {
+        let new = replay_vote_log(v);
+        assert!(!new.odown_after_blip, "format {v}: the stale vote expired");
+        assert_eq!(new.events[1], ["+sdown", "+vote-ignored"], "format {v}");
+        assert_eq!(
+            new.results,
+            [true, true, false, true, true, false],
+            "format {v}"
+        );
+        assert!(new.state.masters["mymaster"].failover.is_none());
+        assert!(new.state.masters["other"].failover.is_none());
+    }
+}
+
+/// Builds from before vote expiry kept no log clock (`clock_ms`), so a node that restored
+/// their snapshot and one that replayed the log hold different ones. From the entry that
+/// raises the cluster version to vote expiry on, both must evaluate at the same time.
+#[test]
+fn the_log_clock_agrees_from_the_version_that_expires_votes() {
+    let t0 = 8_000_000;
+    let (mut a, mut idx) = base_at(BASE_VERSION);
+    let observe = |node: u64, down: bool, at_ms: u64| Command::Observe {
+        node,
+        master: "mymaster".into(),
+        addr: addr("10.0.0.1:6379"),
+        down,
+        reason: if down {
+            ObserveReason::NoReply
+        } else {
+            ObserveReason::Ok
+        },
+        at_ms,
+    };
+    // Node 2's clock is a minute ahead: the latest entry time so far.
+    idx += 1;
+    assert!(a.apply(idx, &observe(2, false, t0 + 60_000)).result.is_ok());
+    // A format 1 build's snapshot of that state has no clock.
+    let mut v: serde_json::Value = serde_json::from_slice(&a.to_bytes()).unwrap();
+    v.as_object_mut().unwrap().remove("clock_ms");
+    let mut b = ClusterState::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap();
+    let mut rest = vec![observe(3, true, t0), observe(1, true, t0 + 1_000)];
+    rest.extend((1..=3).map(|node| Command::Announce {
+        node,
+        info: MemberInfo {
+            command_version: Some(SUPPORTED_VERSION),
+            ..MemberInfo::default()
+        },
+    }));
+    rest.push(Command::ClusterVersion {
+        version: SUPPORTED_VERSION,
+    });
+    for cmd in &rest {
+        idx += 1;
+        let (ra, rb) = (a.apply(idx, cmd), b.apply(idx, cmd));
+        assert_eq!(ra, rb, "{cmd:?}");
+        assert!(ra.result.is_ok(), "{cmd:?}: {:?}", ra.result);
+    }
+    assert!(a.masters["mymaster"].is_odown());
+    // Node 2 leaves: an evaluation without a time of its own.
+    idx += 1;
+    let voters: BTreeSet<u64> = [1, 3].into();
+    let ea = a.set_membership(idx, &voters, &BTreeSet::new(), None);
+    let eb = b.set_membership(idx, &voters, &BTreeSet::new(), None);
+    assert_eq!(ea, eb);
+    assert_eq!(a, b);
+}
