@@ -290,6 +290,80 @@ async fn next_on(s: &mut RespClient, channel: &str) -> Vec<u8> {
     }
 }
 
+/// redis-py (`tests/compat/tilt_pubsub.py`) subscribed to the node's port, killed if the test
+/// ends before it does.
+struct PySubscriber {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PySubscriber {
+    fn start(addr: &str, seconds: u64) -> PySubscriber {
+        use std::io::BufRead;
+        let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+        let python = compat.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "redis-py is not installed: python3 -m venv tests/compat/.venv && tests/compat/.venv/bin/pip install -r tests/compat/requirements.txt"
+        );
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let mut child = std::process::Command::new(python)
+            .arg(compat.join("tilt_pubsub.py"))
+            .args([host, port, &seconds.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python");
+        // stderr too, so that a traceback shows in the assertion that fails.
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for (stream, prefix) in [(out, ""), (err, "stderr: ")] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if tx.send(format!("{prefix}{l}")).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        PySubscriber { child, lines }
+    }
+
+    /// Waits (up to `limit`) until it says it is subscribed; what it printed otherwise.
+    fn ready(&self, limit: Duration) -> Result<(), Vec<String>> {
+        let until = Instant::now() + limit;
+        let mut other = Vec::new();
+        tokio::task::block_in_place(|| loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == "ready" => return Ok(()),
+                Ok(l) => other.push(l),
+                Err(_) => return Err(other),
+            }
+        })
+    }
+
+    /// The rest of what it prints, and whether it exited with success.
+    fn finish(&mut self) -> (Vec<String>, bool) {
+        tokio::task::block_in_place(|| {
+            let lines: Vec<String> = self.lines.iter().collect();
+            (lines, self.child.wait().expect("wait").success())
+        })
+    }
+}
+
+impl Drop for PySubscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `raft_sentinel_tilt_entered_total` on the node's metrics port.
 fn tilts_entered(n: &support::NodeProcess) -> Option<u64> {
     let (_, body) = support::http_get(n.metrics_port, "/metrics")?;
@@ -334,6 +408,12 @@ async fn tilt_is_published_on_the_port_pubsub() {
         );
     }
 
+    // ... and redis-py's pubsub, the same two ways.
+    let mut py = PySubscriber::start(&addr, 30);
+    if let Err(printed) = py.ready(Duration::from_secs(20)) {
+        panic!("redis-py did not subscribe: {printed:?}");
+    }
+
     node.pause();
     tokio::time::sleep(Duration::from_millis(3000)).await;
     node.resume();
@@ -365,6 +445,26 @@ async fn tilt_is_published_on_the_port_pubsub() {
         "-tilt {lasted:?} after +tilt with TILT-PERIOD 2000"
     );
     assert_eq!(tilt(&addr).await, Some(false), "-tilt once TILT is over");
+    let (lines, ok) = py.finish();
+    let of =
+        |proto: &str| -> Vec<&str> { lines.iter().filter_map(|l| l.strip_prefix(proto)).collect() };
+    assert!(ok, "redis-py: {lines:?}");
+    assert_eq!(
+        of("2 "),
+        [
+            "pmessage * +tilt #tilt mode entered",
+            "pmessage * -tilt #tilt mode exited"
+        ],
+        "redis-py, RESP2, PSUBSCRIBE *: {lines:?}"
+    );
+    assert_eq!(
+        of("3 "),
+        [
+            "message None +tilt #tilt mode entered",
+            "message None -tilt #tilt mode exited"
+        ],
+        "redis-py, RESP3, SUBSCRIBE: {lines:?}"
+    );
     let after = tilts_entered(node);
     assert!(
         before.is_some() && after == before.map(|b| b + 1),
