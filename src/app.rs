@@ -114,7 +114,7 @@ impl Node {
         let connector = launch.check_redis_access(&raft)?;
         // Node-local timing knobs, set at run time with SENTINEL DEBUG.
         let tuning = Arc::new(crate::tuning::Tuning::default());
-        let (monitor_view, probe_rt, failover_rt) =
+        let (monitor_view, tilt_view, probe_rt, failover_rt) =
             launch.start_monitor_and_failover(&raft, &tuning, &connector)?;
         let scripts = launch.start_notifications(&raft);
         // Keep the Raft leader off hosts that run monitored masters (acts only on the leader).
@@ -143,6 +143,7 @@ impl Node {
                 stats: stats.sentinel,
                 scripts,
                 tuning,
+                tilt: tilt_view,
             },
         )?;
         Ok(Node {
@@ -297,6 +298,8 @@ struct SentinelPortParts {
     scripts: Arc<crate::scripts::Scripts>,
     /// The timing knobs `SENTINEL DEBUG` sets, shared with the monitor.
     tuning: Arc<crate::tuning::Tuning>,
+    /// This node's TILT state (the port publishes `+tilt`/`-tilt` from it).
+    tilt: watch::Receiver<crate::view::TiltView>,
 }
 
 /// A node being started: each method starts one part of it. Holds what they all need: the
@@ -436,7 +439,7 @@ impl Launch {
         let node_id = self.cfg.node_id;
         let probe_rt = OwnRuntime::build(format!("monitor-{node_id}"), 1)?;
         let failover_rt = OwnRuntime::build(format!("failover-{node_id}"), 1)?;
-        let (monitor_view, monitor_task) = {
+        let (monitor_view, tilt_view, monitor_task) = {
             let _on_probe_rt = probe_rt.get().enter();
             crate::monitor::spawn(
                 raft.clone(),
@@ -456,7 +459,7 @@ impl Launch {
         };
         self.tasks.push(monitor_task);
         self.tasks.push(failover_task);
-        Ok((monitor_view, probe_rt, failover_rt))
+        Ok((monitor_view, tilt_view, probe_rt, failover_rt))
     }
 
     /// Notification and client-reconfig scripts and the webhooks, on every node. Returns the
@@ -572,6 +575,7 @@ impl Launch {
         ctx.stats = parts.stats;
         ctx.scripts = parts.scripts;
         ctx.tuning = parts.tuning;
+        ctx.tilt = parts.tilt;
         ctx.announce_ip = cfg.listen.announce_ip.clone();
         ctx.sentinel_listen = cfg.unannounced(listener.local_addr().unwrap_or(cfg.listen.sentinel));
         ctx.deny_scripts_reconfig = cfg.deny_scripts_reconfig;
@@ -609,9 +613,11 @@ impl Launch {
     }
 }
 
-/// The monitor's view and the runtimes of the monitor and the failover executor.
+/// The monitor's view, its TILT state, and the runtimes of the monitor and the failover
+/// executor.
 type MonitorParts = (
     watch::Receiver<Arc<crate::view::MonitorView>>,
+    watch::Receiver<crate::view::TiltView>,
     OwnRuntime,
     OwnRuntime,
 );

@@ -161,6 +161,17 @@ impl InstanceInfo {
     }
 }
 
+/// This node's TILT state, also published on a channel of its own: it changes once per
+/// stall, while the instances' entries of the view change hundreds of times a second at a
+/// few hundred instances, and a reader of TILT alone need not wake for those.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TiltView {
+    /// In TILT since, as [`MonitorView::tilt_since`].
+    pub since: Option<Instant>,
+    /// Times entered, as [`MonitorView::tilt_entered`].
+    pub entered: u64,
+}
+
 /// The whole local view, published through a `watch<Arc<MonitorView>>`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MonitorView {

@@ -36,7 +36,7 @@ use crate::instance::link::Connector;
 use crate::model::Addr;
 use crate::shutdown::Shutdown;
 use crate::tuning::Tuning;
-use crate::view::{MonitorView, ReportedRole};
+use crate::view::{MonitorView, ReportedRole, TiltView};
 pub use health::{acceptable_ping_reply, Periods, Timings, INFO_PERIOD_FAST};
 use probe::{Probe, ViewTx};
 
@@ -47,18 +47,23 @@ const VIEW_COALESCE: Duration = Duration::from_millis(100);
 /// A master's INFO counts as current for forgetting replicas while younger than this.
 const FORGET_INFO_FRESH: Duration = Duration::from_secs(15);
 
-/// Starts monitoring. Returns the local view (updated by every probe) and the supervisor
-/// task, which ends after `shutdown` once every probe has stopped.
+/// Starts monitoring. Returns the local view (updated by every probe), this node's TILT state
+/// alone, and the supervisor task, which ends after `shutdown` once every probe has stopped.
 pub fn spawn(
     raft: RaftHandle,
     tuning: Arc<Tuning>,
     connector: Connector,
     shutdown: Shutdown,
-) -> (watch::Receiver<Arc<MonitorView>>, JoinHandle<()>) {
+) -> (
+    watch::Receiver<Arc<MonitorView>>,
+    watch::Receiver<TiltView>,
+    JoinHandle<()>,
+) {
     let (tx, rx) = watch::channel(Arc::new(MonitorView::default()));
     let view_tx = Arc::new(tx);
+    let (tilt_tx, tilt_rx) = watch::channel(TiltView::default());
     let tilt = tilt::Tilt::new(tuning.clone());
-    let watcher = tilt_watcher(tilt.clone(), view_tx.clone(), shutdown.clone());
+    let watcher = tilt_watcher(tilt.clone(), view_tx.clone(), tilt_tx, shutdown.clone());
     tokio::spawn(watcher.instrument(info_span!("tilt", node_id = raft.node_id())));
     let sup = Supervisor {
         raft: raft.clone(),
@@ -74,7 +79,7 @@ pub fn spawn(
         shutdown: shutdown.clone(),
     };
     let span = info_span!("monitor_supervisor", node_id = raft.node_id());
-    (rx, tokio::spawn(sup.run().instrument(span)))
+    (rx, tilt_rx, tokio::spawn(sup.run().instrument(span)))
 }
 
 struct ProbeTask {
@@ -88,8 +93,13 @@ struct ReplicasProposal {
     next_try: Instant,
 }
 
-/// Beats the TILT detector and publishes its state in the view.
-async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shutdown) {
+/// Beats the TILT detector and publishes its state in the view and on its own channel.
+async fn tilt_watcher(
+    tilt: Arc<tilt::Tilt>,
+    view_tx: ViewTx,
+    tilt_tx: watch::Sender<TiltView>,
+    mut shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
@@ -105,6 +115,10 @@ async fn tilt_watcher(tilt: Arc<tilt::Tilt>, view_tx: ViewTx, mut shutdown: Shut
             v.tilt_since = since;
             v.tilt_entered = entered;
             true
+        });
+        tilt_tx.send_if_modified(|t| {
+            let now = TiltView { since, entered };
+            std::mem::replace(t, now) != now
         });
     }
 }

@@ -161,6 +161,9 @@ pub struct RespContext {
     pub sentinel_listen: crate::model::Addr,
     /// This node's timing knobs (`SENTINEL DEBUG`), shared with its monitor.
     pub tuning: Arc<crate::tuning::Tuning>,
+    /// This node's TILT state, for `+tilt`/`-tilt` (see [`node_events`]). A context made by
+    /// [`RespContext::new`] has one that never changes.
+    pub tilt: watch::Receiver<crate::view::TiltView>,
 }
 
 impl RespContext {
@@ -189,6 +192,7 @@ impl RespContext {
             announce_ip: None,
             sentinel_listen,
             tuning: Arc::default(),
+            tilt: watch::channel(crate::view::TiltView::default()).1,
         }
     }
 

@@ -5,14 +5,11 @@
 //! `#tilt mode entered` / `#tilt mode exited`) and runs no notification script for them: the
 //! script is configured per master, and TILT belongs to no master.
 
-use std::sync::Arc;
-
 use tokio::sync::{broadcast, watch};
-use tokio::time::Instant;
 use tracing::debug;
 
 use crate::shutdown::Shutdown;
-use crate::view::MonitorView;
+use crate::view::TiltView;
 
 /// Events buffered for each subscriber. They are rare (one per stall), so a subscriber this
 /// far behind is stuck, and is dropped like one behind the applied events.
@@ -43,26 +40,10 @@ pub const TILT_EXITED: LocalEvent = LocalEvent {
 /// looks at the view (each takes over a second) would mean this task itself did not run.
 const MAX_ENTERED_AT_ONCE: u64 = 8;
 
-/// The part of the view the events come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TiltState {
-    since: Option<Instant>,
-    entered: u64,
-}
-
-impl TiltState {
-    fn of(v: &MonitorView) -> TiltState {
-        TiltState {
-            since: v.tilt_since,
-            entered: v.tilt_entered,
-        }
-    }
-}
-
 /// The events between two looks at the view, in order. A watch shows only its newest value,
 /// so a change may cover several: a TILT that ended and a new one (a new start), or a stall
 /// that entered and left TILT in between (counted, and over).
-fn transitions(prev: TiltState, now: TiltState) -> Vec<LocalEvent> {
+fn transitions(prev: TiltView, now: TiltView) -> Vec<LocalEvent> {
     let mut out = Vec::new();
     let new = now.entered.saturating_sub(prev.entered);
     // A new start means the TILT seen before ended first. (Seen ended, it may have been
@@ -78,20 +59,21 @@ fn transitions(prev: TiltState, now: TiltState) -> Vec<LocalEvent> {
     out
 }
 
-/// Publishes this node's TILT changes to `tx` until shutdown (or until the view is gone).
-/// A TILT under way when this starts is taken as known: its end is still published.
+/// Publishes this node's TILT changes to `tx` until shutdown (or until the monitor is gone).
+/// A TILT under way when this starts is taken as known: its end is still published. It
+/// watches the TILT state alone, not the whole view, so it wakes once per stall.
 pub async fn publish(
-    mut view: watch::Receiver<Arc<MonitorView>>,
+    mut view: watch::Receiver<TiltView>,
     tx: broadcast::Sender<LocalEvent>,
     mut shutdown: Shutdown,
 ) {
-    let mut last = TiltState::of(&view.borrow_and_update());
+    let mut last = *view.borrow_and_update();
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
             changed = view.changed() => if changed.is_err() { return },
         }
-        let now = TiltState::of(&view.borrow_and_update());
+        let now = *view.borrow_and_update();
         if now == last {
             continue;
         }
@@ -108,10 +90,12 @@ pub async fn publish(
 mod tests {
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use super::*;
 
-    fn st(since: Option<Instant>, entered: u64) -> TiltState {
-        TiltState { since, entered }
+    fn st(since: Option<Instant>, entered: u64) -> TiltView {
+        TiltView { since, entered }
     }
 
     #[test]

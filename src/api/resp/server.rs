@@ -99,7 +99,7 @@ pub async fn run(listener: TcpListener, ctx: RespContext, mut shutdown: Shutdown
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let sh = Arc::new(Shared::new(ctx, port));
     let publisher = node_events::publish(
-        sh.ctx.monitor.clone(),
+        sh.ctx.tilt.clone(),
         sh.local_events.clone(),
         shutdown.clone(),
     );
