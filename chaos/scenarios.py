@@ -46,13 +46,13 @@ class Ctx:
             p.signal(signal.SIGCONT)
         self.nem(op, "heal")
 
-    def wait_event(self, channels, since, timeout):
+    def wait_event(self, channels, since, timeout, poll=0.005):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             e = self.h.find_event(channels, since)
             if e:
                 return e
-            time.sleep(0.005)
+            time.sleep(poll)
         return None
 
 
@@ -415,51 +415,103 @@ def coordinator_stall(ctx):
     ctx.heal()
 
 
+def _master_link(addr):
+    """Where a replica points (master_host:master_port), or None if it does not answer."""
+    h = _info_field(addr, "replication", "master_host")
+    p = _info_field(addr, "replication", "master_port")
+    return f"{h}:{p}" if h and p else None
+
+
 def leader_partition_mid_reconf(ctx):
-    """The master dies; once the failover reconfigures the replicas, the coordinator leading
-    it is cut off from the other coordinators (only the coordinator ports: it still reaches
-    every Redis). The majority must finish the failover with one promotion. Redis's count of
-    REPLICAOF calls after the cut is recorded (it cannot say who sent them: the new leader
-    may legitimately resend; tests/failover_partition.rs tells senders apart)."""
+    """The master dies; the coordinator leading the failover is cut off from the other
+    coordinators (only the coordinator ports: it still reaches every Redis) while the
+    reconfiguration of the other replica is pending. To make that deterministic, the replica
+    that is not promoted is stopped (SIGSTOP) as soon as the selection is published, so the
+    leader's REPLICAOF to it cannot complete; the cut lands once the promotion is done
+    (+failover-state-reconf-slaves), and the replica continues 2 x down-after after the cut.
+    Redis's REPLICAOF counts over the cut are recorded (they cannot say who sent them: a
+    command the leader wrote before the cut runs when the replica continues, and the new
+    leader may legitimately resend; tests/failover_partition.rs tells senders apart)."""
     m = ctx.master_host()
     since = ctx.h.now()
     pre = ctx.d.leader() if ctx.d.kind == "raft-sentinel" else None
+    replicas = ctx.others(m)
+    old = ctx.d.redis_addr(m)
+    base = {i: _reconf_calls(ctx.d.redis_addr(i)) for i in replicas}
     ctx.nem("kill -9 master", detail={"host": m, "raft_leader_before": pre})
     ctx.d.redis[m].kill9()
-    ev = ctx.wait_event({"+failover-state-reconf-slaves", "+slave-reconf-sent"}, since,
-                        10 * ctx.down_after + ctx.t.failover_timeout_ms / 1000)
+    wait = 10 * ctx.down_after + ctx.t.failover_timeout_ms / 1000
+    # Both targets publish +selected-slave with the chosen replica first ("slave ip:port ...");
+    # raft-sentinel publishes it with the whole failover start, on every node.
+    # raft-sentinel promotes within tens of ms of the selection: poll tightly.
+    sel = ctx.wait_event({"+selected-slave"}, since, wait, poll=0.001)
+    chosen = ctx.d.host_of(sel["data"].split()[1]) if sel and len(sel["data"].split()) > 1 else None
+    if chosen not in replicas:
+        ctx.nem("no selection seen in time", "info", {"event": sel})
+        ctx.sleep(4 * ctx.down_after)
+        ctx.d.start_redis(m, fresh=False)
+        ctx.sleep(1)
+        ctx.heal()
+        return
+    other = next(i for i in replicas if i != chosen)
+    oaddr = ctx.d.redis_addr(other)
+    # Read just before the stop: still following the old master and no REPLICAOF since the
+    # kill means its reconfiguration has not run, and cannot while it is stopped.
+    before_stop = {"points_at": _master_link(oaddr), "replicaof_calls": _reconf_calls(oaddr)}
+    ctx.d.redis[other].signal(signal.SIGSTOP)
+    pending = before_stop["points_at"] == old and before_stop["replicaof_calls"] == base[other]
+    ctx.nem("replica to be reconfigured stopped (SIGSTOP)", "info",
+            {"host": other, "selected": chosen, "old_master": old, **before_stop,
+             "reconfiguration_pending": pending})
+    ev = ctx.wait_event({"+failover-state-reconf-slaves"}, since, wait)
     lead = None
     if ev:
         lead = pre if ctx.d.kind == "raft-sentinel" else _leader_of_failover(ctx, since)
     if not lead:
-        ctx.nem("no reconfiguration seen in time", "info")
+        ctx.d.redis[other].signal(signal.SIGCONT)
+        ctx.nem("no reconfiguration seen in time", "info", {"replica_continued": other})
         ctx.sleep(4 * ctx.down_after)
         ctx.d.start_redis(m, fresh=False)
         ctx.sleep(1)
         ctx.heal()
         return
     switched = ctx.h.find_event({"+switch-master"}, since) is not None
+    done = [e["data"] for e in ctx.h.snapshot() if e["kind"] == "event" and e["t"] >= since
+            and e["channel"] == "+slave-reconf-done" and oaddr in e["data"]]
     port = PEER_PORT if ctx.d.kind == "raft-sentinel" else SENTINEL_PORT
     lip = ctx.d.ip(lead)
     for o in ctx.others(lead):
         ctx.lab.drop_port(lead, ctx.d.ip(o), port)
         ctx.lab.drop_port(o, lip, port)
-    replicas = ctx.others(m)
-    at_cut = {i: _reconf_calls(ctx.d.redis_addr(i)) for i in replicas}
+    at_cut = _reconf_calls(ctx.d.redis_addr(chosen))
     ctx.nem("leader's coordinator cut off from its peers mid-reconfiguration",
             detail={"host": lead, "after_event": ev["channel"], "port": port,
-                    "switch_already_published": switched})
-    ctx.sleep(5 * ctx.down_after + 1)
+                    "switch_already_published": switched, "stopped_replica": other,
+                    "reconfiguration_pending_at_cut": pending and not done,
+                    "reconf_done_published_before_cut": bool(done)})
+    cut_s = 5 * ctx.down_after + 1
+    t0 = time.monotonic()
+    # Past the deposed leader's election timeout, so it no longer leads when the replica runs.
+    time.sleep(2 * ctx.down_after)
+    ctx.d.redis[other].signal(signal.SIGCONT)
+    time.sleep(0.2)
+    ctx.nem("stopped replica continued (SIGCONT) during the cut", "info",
+            {"host": other, "points_at_0.2s": _master_link(oaddr),
+             "new_master": ctx.d.redis_addr(chosen)})
+    time.sleep(max(0.0, cut_s - (time.monotonic() - t0)))
     after = {i: _reconf_calls(ctx.d.redis_addr(i)) for i in replicas}
+    ran = {chosen: (after[chosen] - at_cut) if None not in (after[chosen], at_cut) else None,
+           other: (after[other] - base[other]) if None not in (after[other], base[other]) else None}
     ctx.nem("REPLICAOF calls Redis ran during the cut (any sender)", "info",
-            {i: (after[i] - at_cut[i]) if None not in (after[i], at_cut[i]) else None
-             for i in replicas})
+            {**ran, "stopped_replica_points_at": _master_link(oaddr),
+             "new_master": ctx.d.redis_addr(chosen)})
     ctx.lab.heal_all()
     ctx.nem("coordinator ports healed", "info", {"host": lead})
     ctx.sleep(2)
     ctx.d.start_redis(m, fresh=False)
     ctx.sleep(1)
     ctx.heal()
+
 
 def timeout_after_promotion(ctx):
     """The master dies; right after the coordinator leading the failover promoted a replica
