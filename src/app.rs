@@ -126,7 +126,13 @@ impl Node {
             sentinel: Arc::new(crate::api::resp::clients::Stats::default()),
             grpc: Arc::new(GrpcPortStats::new(&API_DESCRIPTORS)),
         };
-        launch.serve_metrics(ports.metrics, &raft, &monitor_view, stats.clone());
+        launch.serve_metrics(
+            ports.metrics,
+            &raft,
+            &monitor_view,
+            &tilt_view,
+            stats.clone(),
+        );
         launch.serve_api(
             ports.grpc,
             &raft,
@@ -487,10 +493,15 @@ impl Launch {
         listener: TcpListener,
         raft: &RaftHandle,
         monitor_view: &watch::Receiver<Arc<crate::view::MonitorView>>,
+        tilt: &watch::Receiver<crate::view::TiltView>,
         stats: PortStats,
     ) {
-        let node_metrics =
-            crate::metrics::NodeMetrics::new(raft.clone(), monitor_view.clone(), stats);
+        let node_metrics = crate::metrics::NodeMetrics::new(
+            raft.clone(),
+            monitor_view.clone(),
+            tilt.clone(),
+            stats,
+        );
         let count = crate::metrics::count_events(
             raft.clone(),
             node_metrics.events(),

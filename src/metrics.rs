@@ -30,7 +30,7 @@ use crate::api::resp::clients::{Limit, Stats as SentinelPortStats};
 use crate::consensus::{RaftHandle, Role};
 use crate::fsm::{ClusterState, FailoverRecord, MasterState};
 use crate::shutdown::Shutdown;
-use crate::view::MonitorView;
+use crate::view::{MonitorView, TiltView};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -146,6 +146,7 @@ impl EventCounters {
 pub struct NodeMetrics {
     raft: RaftHandle,
     monitor: watch::Receiver<Arc<MonitorView>>,
+    tilt: watch::Receiver<TiltView>,
     events: Arc<EventCounters>,
     ports: PortStats,
 }
@@ -170,11 +171,13 @@ impl NodeMetrics {
     pub fn new(
         raft: RaftHandle,
         monitor: watch::Receiver<Arc<MonitorView>>,
+        tilt: watch::Receiver<TiltView>,
         ports: PortStats,
     ) -> Self {
         NodeMetrics {
             raft,
             monitor,
+            tilt,
             events: Arc::default(),
             ports,
         }
@@ -190,7 +193,7 @@ impl NodeMetrics {
         let mut reg = Registry::with_prefix("raft_sentinel");
         let state = self.raft.state();
         let view = self.monitor.borrow().clone();
-        self.register_node(&mut reg, &state, &view);
+        self.register_node(&mut reg, &state);
         let mut masters = MasterFamilies::default();
         for m in state.masters.values() {
             masters.add(m, &state, &view);
@@ -206,8 +209,9 @@ impl NodeMetrics {
     }
 
     /// This node: Raft progress, TILT, the epoch, proposals.
-    fn register_node(&self, reg: &mut Registry, state: &ClusterState, view: &MonitorView) {
+    fn register_node(&self, reg: &mut Registry, state: &ClusterState) {
         let st = self.raft.status();
+        let tilt = *self.tilt.borrow();
         let node = self.raft.node_id();
         gauge(reg, "node_id", "This node's id", node as i64);
         gauge(reg, "raft_term", "Current Raft term", st.term as i64);
@@ -246,12 +250,12 @@ impl NodeMetrics {
             reg,
             "tilt",
             "1 while this node is in TILT: it stalled or its clock jumped, so its probe results are void and it casts no down vote",
-            i64::from(view.tilt_since.is_some()),
+            i64::from(tilt.since.is_some()),
         );
-        // From the view, like the gauge: node-local, so not among the event counters, which
-        // every node counts alike from the log.
+        // Node-local, like the gauge: not among the event counters, which every node counts
+        // alike from the log.
         let tilts: Counter = Counter::default();
-        tilts.inc_by(view.tilt_entered);
+        tilts.inc_by(tilt.entered);
         reg.register(
             "tilt_entered",
             "Times this node entered TILT since it started (each +tilt it published; a new stall during a TILT counts again)",

@@ -161,14 +161,16 @@ impl InstanceInfo {
     }
 }
 
-/// This node's TILT state, also published on a channel of its own: it changes once per
-/// stall, while the instances' entries of the view change hundreds of times a second at a
-/// few hundred instances, and a reader of TILT alone need not wake for those.
+/// This node's TILT state, published on a channel of its own rather than in [`MonitorView`]:
+/// it changes once per stall, while the instances' entries change hundreds of times a second
+/// at a few hundred instances, and a reader of TILT alone need not wake for those.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TiltView {
-    /// In TILT since, as [`MonitorView::tilt_since`].
+    /// In TILT since (this process stalled or its clock jumped: probe results are void).
     pub since: Option<Instant>,
-    /// Times entered, as [`MonitorView::tilt_entered`].
+    /// Times this node entered TILT since it started, a new stall during a TILT included
+    /// (each is a `+tilt`, as in Sentinel). With `since` it tells a reader every
+    /// `+tilt`/`-tilt`, even when it saw only the newest of several values.
     pub entered: u64,
 }
 
@@ -177,12 +179,6 @@ pub struct TiltView {
 pub struct MonitorView {
     /// Every watched instance (masters and replicas of every monitored master).
     pub instances: BTreeMap<Addr, InstanceInfo>,
-    /// In TILT since (this process stalled or its clock jumped: probe results are void).
-    pub tilt_since: Option<Instant>,
-    /// Times this node entered TILT since it started, a new stall during a TILT included
-    /// (each is a `+tilt`, as in Sentinel). With `tilt_since` it tells a reader of the view
-    /// every `+tilt`/`-tilt`, even when it saw only the newest of several views.
-    pub tilt_entered: u64,
 }
 
 impl MonitorView {

@@ -277,7 +277,6 @@ mod tests {
     fn view(items: Vec<InstanceInfo>) -> MonitorView {
         MonitorView {
             instances: items.into_iter().map(|i| (i.addr.clone(), i)).collect(),
-            ..MonitorView::default()
         }
     }
 

@@ -63,7 +63,7 @@ pub fn spawn(
     let view_tx = Arc::new(tx);
     let (tilt_tx, tilt_rx) = watch::channel(TiltView::default());
     let tilt = tilt::Tilt::new(tuning.clone());
-    let watcher = tilt_watcher(tilt.clone(), view_tx.clone(), tilt_tx, shutdown.clone());
+    let watcher = tilt_watcher(tilt.clone(), tilt_tx, shutdown.clone());
     tokio::spawn(watcher.instrument(info_span!("tilt", node_id = raft.node_id())));
     let sup = Supervisor {
         raft: raft.clone(),
@@ -93,10 +93,9 @@ struct ReplicasProposal {
     next_try: Instant,
 }
 
-/// Beats the TILT detector and publishes its state in the view and on its own channel.
+/// Beats the TILT detector and publishes its state on its own channel.
 async fn tilt_watcher(
     tilt: Arc<tilt::Tilt>,
-    view_tx: ViewTx,
     tilt_tx: watch::Sender<TiltView>,
     mut shutdown: Shutdown,
 ) {
@@ -106,20 +105,11 @@ async fn tilt_watcher(
             _ = tokio::time::sleep(tilt.beat_period()) => {}
         }
         tilt.beat();
-        let (since, entered) = (tilt.since(), tilt.entered());
-        view_tx.send_if_modified(|v| {
-            if v.tilt_since == since && v.tilt_entered == entered {
-                return false;
-            }
-            let v = Arc::make_mut(v);
-            v.tilt_since = since;
-            v.tilt_entered = entered;
-            true
-        });
-        tilt_tx.send_if_modified(|t| {
-            let now = TiltView { since, entered };
-            std::mem::replace(t, now) != now
-        });
+        let now = TiltView {
+            since: tilt.since(),
+            entered: tilt.entered(),
+        };
+        tilt_tx.send_if_modified(|t| std::mem::replace(t, now) != now);
     }
 }
 

@@ -178,7 +178,7 @@ fn stats(o: &mut String, sh: &Shared) {
 }
 
 fn sentinel(o: &mut String, sh: &Shared, st: &ClusterState) {
-    let tilt_since = sh.ctx.monitor.borrow().tilt_since;
+    let tilt_since = sh.ctx.tilt.borrow().since;
     let (running, queued) = sh.ctx.scripts.counts();
     let _ = write!(
         o,
