@@ -56,15 +56,20 @@ class Ctx:
         return None
 
 
+
+def _restart_master_and_heal(ctx, m):
+    """The end of most scenarios: the old master back with its data, then every fault healed."""
+    ctx.d.start_redis(m, fresh=False)
+    ctx.sleep(1)
+    ctx.heal()
+
 def kill_master(ctx):
     m = ctx.master_host()
     ctx.nem("kill -9 master", detail={"host": m})
     ctx.d.redis[m].kill9()
     ctx.sleep(4 * ctx.down_after + 1)
     ctx.nem("restart old master", "info", {"host": m})
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 def _host_loss(ctx, leader_too):
@@ -87,9 +92,7 @@ def _host_loss(ctx, leader_too):
     ctx.sleep(4 * ctx.down_after + 2)
     ctx.nem("host back", "info", {"host": m})
     ctx.d.start_coord(m)
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 def host_loss(ctx):
@@ -172,9 +175,7 @@ def leader_kill_mid_failover(ctx):
     if victim:
         ctx.d.start_coord(victim)
     ctx.sleep(3)
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 def all_coordinators_restart(ctx):
@@ -220,9 +221,7 @@ def lagging_replica(ctx):
     ctx.d.redis[m].kill9()
     ctx.sleep(4 * ctx.down_after + 1)
     ctx.lab.unslow(slow)
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 def coordinator_churn(ctx):
@@ -242,9 +241,7 @@ def coordinator_churn(ctx):
     if ctx.d.kind == "raft-sentinel" and i in ctx.d.coord:
         ctx.d.coord[i].term()
     ctx.sleep(3 * ctx.down_after)
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 def switchover(ctx):
@@ -449,9 +446,7 @@ def leader_partition_mid_reconf(ctx):
     if chosen not in replicas:
         ctx.nem("no selection seen in time", "info", {"event": sel})
         ctx.sleep(4 * ctx.down_after)
-        ctx.d.start_redis(m, fresh=False)
-        ctx.sleep(1)
-        ctx.heal()
+        _restart_master_and_heal(ctx, m)
         return
     other = next(i for i in replicas if i != chosen)
     oaddr = ctx.d.redis_addr(other)
@@ -471,9 +466,7 @@ def leader_partition_mid_reconf(ctx):
         ctx.d.redis[other].signal(signal.SIGCONT)
         ctx.nem("no reconfiguration seen in time", "info", {"replica_continued": other})
         ctx.sleep(4 * ctx.down_after)
-        ctx.d.start_redis(m, fresh=False)
-        ctx.sleep(1)
-        ctx.heal()
+        _restart_master_and_heal(ctx, m)
         return
     switched = ctx.h.find_event({"+switch-master"}, since) is not None
     done = [e["data"] for e in ctx.h.snapshot() if e["kind"] == "event" and e["t"] >= since
@@ -508,9 +501,7 @@ def leader_partition_mid_reconf(ctx):
     ctx.lab.heal_all()
     ctx.nem("coordinator ports healed", "info", {"host": lead})
     ctx.sleep(2)
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 def timeout_after_promotion(ctx):
@@ -534,9 +525,7 @@ def timeout_after_promotion(ctx):
     if promoted is None:
         ctx.nem("no promotion seen in time", "info")
         ctx.sleep(1)
-        ctx.d.start_redis(m, fresh=False)
-        ctx.sleep(1)
-        ctx.heal()
+        _restart_master_and_heal(ctx, m)
         return
     victim = pre if ctx.d.kind == "raft-sentinel" else _leader_of_failover(ctx, since)
     switched = ctx.h.find_event({"+switch-master"}, since) is not None
@@ -557,9 +546,7 @@ def timeout_after_promotion(ctx):
     roles = {i: _role(ctx.d.redis_addr(i)) for i in ctx.others(m)}
     ctx.nem("roles before the old master returns", "info",
             {"promoted": promoted, "promoted_role": roles.get(promoted), "roles": roles})
-    ctx.d.start_redis(m, fresh=False)
-    ctx.sleep(1)
-    ctx.heal()
+    _restart_master_and_heal(ctx, m)
 
 
 class Scenario(NamedTuple):

@@ -46,6 +46,21 @@ struct Fixture {
     idx: u64,
 }
 
+/// `node`'s observation of `mymaster` at `addr`, stamped `at_ms`.
+fn observe_cmd(addr: Addr, node: u64, down: bool, at_ms: u64) -> Command {
+    Command::Observe {
+        node,
+        master: "mymaster".into(),
+        addr,
+        down,
+        reason: if down {
+            ObserveReason::NoReply
+        } else {
+            ObserveReason::Ok
+        },
+        at_ms,
+    }
+}
 impl Fixture {
     fn new() -> Self {
         let (s, idx) = base();
@@ -77,18 +92,7 @@ impl Fixture {
     }
     fn observe_at(&mut self, node: u64, down: bool, at_ms: u64) -> Applied {
         let a = self.s.masters["mymaster"].addr.clone();
-        self.apply(Command::Observe {
-            node,
-            master: "mymaster".into(),
-            addr: a,
-            down,
-            reason: if down {
-                ObserveReason::NoReply
-            } else {
-                ObserveReason::Ok
-            },
-            at_ms,
-        })
+        self.apply(observe_cmd(a, node, down, at_ms))
     }
     fn m(&self) -> &MasterState {
         &self.s.masters["mymaster"]
@@ -1564,18 +1568,8 @@ fn vote_expiry_is_decided_by_the_cluster_version() {
 fn the_log_clock_agrees_from_the_version_that_expires_votes() {
     let t0 = 8_000_000;
     let (mut a, mut idx) = base_at(BASE_VERSION);
-    let observe = |node: u64, down: bool, at_ms: u64| Command::Observe {
-        node,
-        master: "mymaster".into(),
-        addr: addr("10.0.0.1:6379"),
-        down,
-        reason: if down {
-            ObserveReason::NoReply
-        } else {
-            ObserveReason::Ok
-        },
-        at_ms,
-    };
+    let observe =
+        |node: u64, down: bool, at_ms: u64| observe_cmd(addr("10.0.0.1:6379"), node, down, at_ms);
     // Node 2's clock is a minute ahead: the latest entry time so far.
     idx += 1;
     assert!(a.apply(idx, &observe(2, false, t0 + 60_000)).result.is_ok());
